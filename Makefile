@@ -1,0 +1,27 @@
+# The two commands of the README: `make run` (install and open the app) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test demo-screenshot clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements-dev.txt -e ".[test]"
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/fssgui
+
+test: setup
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+demo-screenshot: setup
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/fssgui --demo --screenshot demo.png
+
+clean:
+	rm -rf $(VENV) build *.egg-info

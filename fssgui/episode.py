@@ -1,0 +1,249 @@
+"""Episodes: a query image (+ optional ground truth), K supports with masks, an optional region R.
+
+On disk an episode is a folder with ``episode.json`` and PNGs (format version 1)::
+
+    {"format": "fssgui-episode", "version": 1, "class_name": "person",
+     "query": {"image": "query.png", "mask": "query_mask.png" | null},
+     "supports": [{"image": "support_0.png", "mask": "support_0_mask.png"}, ...],
+     "region": "region.png" | null}
+
+Paths are relative to the folder and may not leave it. Masks are single-channel PNGs,
+0 = background, 255 (or 1) = foreground. ``query.mask`` is the optional ground truth; ``region``
+is the optional query region R to explain. :func:`load_episode` validates everything and raises
+one :class:`EpisodeError` naming the file and the problem; :func:`save_episode` is atomic.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .errors import EpisodeError
+from .imaging import ImageError, load_mask, load_rgb, normalise, resize_image, resize_mask, save_png_atomic
+
+FORMAT = "fssgui-episode"
+VERSION = 1
+EPISODE_FILE = "episode.json"
+
+
+@dataclass
+class Support:
+    image: np.ndarray  # [H, W, 3] uint8 RGB
+    mask: np.ndarray  # [H, W] bool
+
+    def copy(self) -> "Support":
+        return Support(self.image.copy(), self.mask.copy())
+
+
+@dataclass
+class Episode:
+    query_image: np.ndarray  # [H, W, 3] uint8 RGB
+    supports: list[Support]
+    class_name: str = ""
+    query_mask: Optional[np.ndarray] = None  # [H, W] bool ground truth
+    region: Optional[np.ndarray] = None  # [H, W] bool region R to explain
+    folder: Optional[Path] = field(default=None, compare=False)
+
+    @property
+    def shots(self) -> int:
+        return len(self.supports)
+
+    @property
+    def query_size(self) -> tuple[int, int]:
+        return int(self.query_image.shape[0]), int(self.query_image.shape[1])
+
+    def copy(self) -> "Episode":
+        return Episode(
+            self.query_image.copy(),
+            [s.copy() for s in self.supports],
+            self.class_name,
+            None if self.query_mask is None else self.query_mask.copy(),
+            None if self.region is None else self.region.copy(),
+            self.folder,
+        )
+
+    def validate(self, where: str = "episode") -> None:
+        """Check shapes and contents; raise :class:`EpisodeError` naming ``where`` on a problem."""
+        if not self.supports:
+            raise EpisodeError(f"{where}: the episode has no supports (K = 0); add at least one")
+        _check_image(self.query_image, f"{where}: query image")
+        for name, mask in (("query mask", self.query_mask), ("region", self.region)):
+            if mask is not None and mask.shape != self.query_image.shape[:2]:
+                raise EpisodeError(
+                    f"{where}: {name} is {_size(mask)} but the query image is {_size(self.query_image)}"
+                )
+        for i, support in enumerate(self.supports):
+            _check_image(support.image, f"{where}: support {i} image")
+            if support.mask.shape != support.image.shape[:2]:
+                raise EpisodeError(
+                    f"{where}: support {i} mask is {_size(support.mask)} but its image is {_size(support.image)}"
+                )
+            if not support.mask.any():
+                raise EpisodeError(f"{where}: support {i} mask is empty (no foreground pixel)")
+
+
+def _size(array: np.ndarray) -> str:
+    return f"{array.shape[1]}x{array.shape[0]}"
+
+
+def _check_image(image: np.ndarray, what: str) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise EpisodeError(f"{what} must be RGB uint8 [H, W, 3], got {image.dtype} {image.shape}")
+
+
+# ------------------------------------------------------------------------------------- loading
+def _resolve(folder: Path, relative, json_path: Path, what: str) -> Path:
+    if not isinstance(relative, str) or not relative:
+        raise EpisodeError(f"{json_path}: {what} must be a relative path string")
+    if os.path.isabs(relative):
+        raise EpisodeError(f"{json_path}: {what} path {relative!r} must be relative to the episode folder")
+    path = (folder / relative).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise EpisodeError(f"{json_path}: {what} path {relative!r} escapes the episode folder")
+    if not path.is_file():
+        raise EpisodeError(f"{path}: {what} file not found (named in {json_path.name})")
+    return path
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        return load_rgb(path)
+    except ImageError as exc:
+        raise EpisodeError(str(exc)) from None
+
+
+def _read_mask(path: Path, image_shape, what: str) -> np.ndarray:
+    try:
+        mask = load_mask(path)
+    except ImageError as exc:
+        raise EpisodeError(str(exc)) from None
+    if mask.shape != tuple(image_shape[:2]):
+        raise EpisodeError(
+            f"{path}: {what} is {mask.shape[1]}x{mask.shape[0]} but its image is {image_shape[1]}x{image_shape[0]}"
+        )
+    return mask
+
+
+def load_episode(path: str | Path) -> Episode:
+    """Load an episode folder (or its ``episode.json``), validating everything."""
+    path = Path(path)
+    json_path = path / EPISODE_FILE if path.is_dir() else path
+    if not json_path.is_file():
+        raise EpisodeError(f"{json_path}: episode file not found")
+    folder = json_path.parent
+    try:
+        spec = json.loads(json_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EpisodeError(f"{json_path}: not valid JSON ({exc})") from None
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise EpisodeError(f"{json_path}: not an fssgui episode (\"format\" must be {FORMAT!r})")
+    if spec.get("version") != VERSION:
+        raise EpisodeError(
+            f"{json_path}: unknown episode format version {spec.get('version')!r} (this fssgui reads version {VERSION})"
+        )
+    class_name = spec.get("class_name", "")
+    if not isinstance(class_name, str):
+        raise EpisodeError(f"{json_path}: class_name must be a string")
+    query = spec.get("query")
+    if not isinstance(query, dict):
+        raise EpisodeError(f"{json_path}: \"query\" must be an object with \"image\" and \"mask\"")
+    query_image = _read_image(_resolve(folder, query.get("image"), json_path, "query image"))
+    query_mask = None
+    if query.get("mask") is not None:
+        query_mask = _read_mask(
+            _resolve(folder, query["mask"], json_path, "query mask"), query_image.shape, "query mask"
+        )
+    supports_spec = spec.get("supports")
+    if not isinstance(supports_spec, list):
+        raise EpisodeError(f"{json_path}: \"supports\" must be a list")
+    if not supports_spec:
+        raise EpisodeError(f"{json_path}: the episode has no supports (K = 0); add at least one")
+    supports = []
+    for i, item in enumerate(supports_spec):
+        if not isinstance(item, dict):
+            raise EpisodeError(f"{json_path}: support {i} must be an object with \"image\" and \"mask\"")
+        image = _read_image(_resolve(folder, item.get("image"), json_path, f"support {i} image"))
+        mask_path = _resolve(folder, item.get("mask"), json_path, f"support {i} mask")
+        mask = _read_mask(mask_path, image.shape, f"support {i} mask")
+        if not mask.any():
+            raise EpisodeError(f"{mask_path}: support {i} mask is empty (no foreground pixel)")
+        supports.append(Support(image, mask))
+    region = None
+    if spec.get("region") is not None:
+        region = _read_mask(_resolve(folder, spec["region"], json_path, "region"), query_image.shape, "region")
+    return Episode(query_image, supports, class_name, query_mask, region, folder)
+
+
+# -------------------------------------------------------------------------------------- saving
+def save_episode(episode: Episode, folder: str | Path) -> Path:
+    """Write ``episode`` as a version-1 folder. Atomic: everything is written to a temporary
+    folder beside ``folder`` and swapped in with renames, so a crash leaves either the old or the
+    new episode, never a mix. Returns the path of ``episode.json``."""
+    episode.validate(str(folder))
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=str(folder.parent)))
+    try:
+        save_png_atomic(tmp / "query.png", episode.query_image)
+        spec = {
+            "format": FORMAT,
+            "version": VERSION,
+            "class_name": episode.class_name,
+            "query": {"image": "query.png", "mask": None},
+            "supports": [],
+            "region": None,
+        }
+        if episode.query_mask is not None:
+            save_png_atomic(tmp / "query_mask.png", episode.query_mask)
+            spec["query"]["mask"] = "query_mask.png"
+        for i, support in enumerate(episode.supports):
+            save_png_atomic(tmp / f"support_{i}.png", support.image)
+            save_png_atomic(tmp / f"support_{i}_mask.png", support.mask)
+            spec["supports"].append({"image": f"support_{i}.png", "mask": f"support_{i}_mask.png"})
+        if episode.region is not None:
+            save_png_atomic(tmp / "region.png", episode.region)
+            spec["region"] = "region.png"
+        (tmp / EPISODE_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    episode.folder = folder
+    return folder / EPISODE_FILE
+
+
+# ------------------------------------------------------------------------------ to the model
+def episode_to_tensors(episode: Episode, entry):
+    """The episode at the model's input size S as an :class:`EpisodeTensors` with B = 1.
+
+    Images are resized directly to S x S (cv2 INTER_LINEAR, aspect ratio not kept, like the
+    official loaders) and normalised with the model's mean/std; masks are resized nearest."""
+    from .models.base import EpisodeTensors
+
+    size = (entry.input_size, entry.input_size)
+    query = normalise(resize_image(episode.query_image, size), entry.mean, entry.std)
+    supports = torch.stack(
+        [normalise(resize_image(s.image, size), entry.mean, entry.std) for s in episode.supports]
+    )
+    masks = torch.stack([torch.from_numpy(resize_mask(s.mask, size)).float() for s in episode.supports])
+    return EpisodeTensors(query[None], supports[None], masks[None])
+
+
+def region_to_model(region: np.ndarray, size: int) -> torch.Tensor:
+    """A query-resolution bool region -> ``[S, S]`` bool tensor at the model size (nearest)."""
+    return torch.from_numpy(resize_mask(region, (size, size)))

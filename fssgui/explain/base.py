@@ -1,0 +1,57 @@
+"""The explainer interface: one call shape for AffEx and every baseline (captum style).
+
+``explainer.explain(model, batch, region, prediction=None, progress=None, cancelled=None)``
+returns an :class:`Attribution` whose ``maps`` are ``[K, S, S]`` float32 at the model's input
+size S (callers resize to each support image's size). ``batch`` holds one episode (B = 1);
+``region`` is a ``[S, S]`` bool tensor (the query pixels to explain). ``progress(fraction)``
+and ``cancelled() -> bool`` are optional hooks for the GUI worker (checked between steps).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from torch import Tensor
+
+ProgressFn = Optional[Callable[[float], None]]
+CancelledFn = Optional[Callable[[], bool]]
+
+
+class Cancelled(Exception):
+    """Raised by long computations when ``cancelled()`` turned true between two steps."""
+
+
+@dataclass
+class Attribution:
+    maps: Tensor  # [K, S, S] float32
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    signed: bool = False  # True when maps carry a meaningful sign (display with a diverging map)
+    level_maps: Optional[Tensor] = None  # [L, K, E, E] per-level maps (AffEx)
+    level_weights: Optional[Tensor] = None  # [L] level weights as applied to level_maps (AffEx)
+    level_names: Optional[list[str]] = None
+
+
+class Explainer:
+    """Base class; subclasses set ``name`` and implement :meth:`explain`."""
+
+    name: str = ""
+    signed: bool = False
+    needs_matching: bool = False  # True when the model must expose matching scores
+
+    def explain(
+        self,
+        model,
+        batch,
+        region: Tensor,
+        *,
+        prediction=None,
+        progress: ProgressFn = None,
+        cancelled: CancelledFn = None,
+    ) -> Attribution:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def check_cancelled(cancelled: CancelledFn) -> None:
+    if cancelled is not None and cancelled():
+        raise Cancelled()

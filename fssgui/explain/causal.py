@@ -1,0 +1,289 @@
+"""Causal metrics: insertion / deletion curves (IAUC, DAUC, IAUC@p, mIoULoss@p) as a step generator.
+
+One generator, :func:`causal_steps`, drives both the batch number (:func:`run_causal_metric`) and the
+GUI playback: every :class:`CausalStep` carries the curve point *and* the perturbed supports the
+model saw for that point, with the prediction made on exactly those supports (the reference app
+pairs each frame with the previous step's prediction; here they cannot drift apart).
+
+Reference semantics (spec affex.md §3):
+
+* Ranking: one global ``torch.sort(descending=True)`` over the flattened ``[K, S, S]`` attribution
+  (fp32), across all supports.
+* Zero substrate: a removed pixel has its support image value set to 0 in normalised space (all
+  channels) **and** its support-mask value set to 0. The query is never touched.
+* Insertion starts from all-zero supports and restores the top-ranked pixels; deletion starts from
+  the original supports and zeroes them. State i has ``floor(N' * i / T)`` pixels moved,
+  i = 0..T, with ``N' = K*S*S`` or ``int(K*S*S*percentage)``.
+* ``skip_empty`` drops state 0 (not evaluated, not on the curve), in both modes.
+* Scores: ``confidence`` = mean over R of the softmax probability of the class that wins on the
+  unperturbed episode (``argmax_c mean_R softmax(logits)_c``, normally the foreground);
+  ``miou`` = foreground IoU of the argmax prediction against the ground truth over the whole image
+  (0 when both are empty, as torchmetrics' zero_division=0; ``ignore_index`` pixels excluded).
+* AUC: the trapezoid rule on a uniform grid normalised to [0, 1]:
+  ``(sum(y) - y0/2 - y_last/2) / (n - 1)``.
+* mIoULoss@p: insertion with one step to ``p`` plus a final state with everything inserted;
+  the value is ``score(all) - score(top p)`` (signed).
+
+Steps are evaluated in batches; the query's backbone features are computed once with
+``model.encode_query`` and reused (``predict(query_features=...)``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+import torch
+from torch import Tensor
+
+from ..errors import ExplainError
+from .base import CancelledFn, check_cancelled
+
+METRICS = ("iauc", "dauc", "iauc@p", "miou-loss@p")
+MEASURES = ("confidence", "miou")
+IGNORE_INDEX = -100
+
+
+@dataclass
+class CausalStep:
+    """One state of an insertion/deletion curve (tensors are on the model's device)."""
+
+    index: int  # position on the curve (0-based, after skip_empty)
+    state: int  # state number i of the reference (0 = nothing moved)
+    pixels: int  # support pixels moved so far (inserted or deleted)
+    fraction: float  # pixels / (K*S*S)
+    score: float
+    supports: Tensor  # [K, 3, S, S] perturbed support images (normalised)
+    support_masks: Tensor  # [K, S, S] perturbed support masks
+    logits: Tensor  # [2, S, S] query prediction on these supports
+    foreground_probability: Tensor  # [S, S]
+
+    @property
+    def prediction_mask(self) -> Tensor:
+        return self.logits.argmax(dim=0) == 1
+
+
+@dataclass
+class CausalResult:
+    metric: str
+    measure: str
+    fractions: list[float]
+    scores: list[float]
+    value: float  # the AUC, or the loss for miou-loss@p
+    params: dict = field(default_factory=dict)
+
+
+def trapezoid_auc(scores: list[float] | Tensor) -> float:
+    """The reference AUC: trapezoid rule on a uniform grid over [0, 1]."""
+    y = torch.as_tensor(scores, dtype=torch.float64).flatten()
+    n = y.numel()
+    if n == 0:
+        return float("nan")
+    if n == 1:
+        return float(y[0])
+    return float((y.sum() - y[0] / 2 - y[-1] / 2) / (n - 1))
+
+
+def step_boundaries(total: int, steps: int, percentage: Optional[float] = None, loss: bool = False) -> list[int]:
+    """Pixels moved at each state: ``floor(N' * i / T)``, i = 0..T (+ ``total`` when ``loss``)."""
+    if steps < 1:
+        raise ExplainError(f"the number of steps must be at least 1, got {steps}")
+    limit = total if percentage is None else int(total * percentage)
+    if percentage is not None and not 0.0 < percentage <= 1.0:
+        raise ExplainError(f"percentage must be in (0, 1], got {percentage}")
+    bounds = [limit * i // steps for i in range(steps + 1)]
+    if loss and bounds[-1] != total:
+        bounds.append(total)
+    return bounds
+
+
+def foreground_iou(logits: Tensor, gt: Tensor) -> Tensor:
+    """Per-item foreground IoU ``[N]`` of argmax(logits ``[N, 2, S, S]``) vs gt ``[S, S]`` (long,
+    1 = foreground, IGNORE_INDEX excluded); 0 when the union is empty (torchmetrics' convention)."""
+    pred = logits.argmax(dim=1) == 1
+    valid = gt != IGNORE_INDEX
+    truth = (gt == 1) & valid
+    pred = pred & valid
+    inter = (pred & truth).flatten(1).sum(1).float()
+    union = (pred | truth).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
+
+
+def rank_pixels(attribution: Tensor) -> Tensor:
+    """``rank[k, y, x]``: position of each support pixel in the global descending sort (fp32)."""
+    flat = attribution.detach().float().flatten()
+    order = torch.sort(flat, descending=True).indices
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    return rank.view(attribution.shape)
+
+
+def perturbed_supports(
+    supports: Tensor, masks: Tensor, rank: Tensor, pixels: Tensor, insertion: bool
+) -> tuple[Tensor, Tensor]:
+    """States for a batch of pixel counts ``pixels`` ``[N]``: ``([N, K, 3, S, S], [N, K, S, S])``."""
+    moved = rank[None] < pixels.view(-1, 1, 1, 1)  # [N, K, S, S]
+    keep = moved if insertion else ~moved
+    keep_f = keep.to(supports.dtype)
+    return supports[None] * keep_f[:, :, None], masks[None] * keep_f
+
+
+def causal_steps(
+    model,
+    batch,
+    attribution: Tensor,
+    region: Tensor,
+    *,
+    mode: str = "insertion",
+    measure: str = "confidence",
+    steps: int = 75,
+    percentage: Optional[float] = None,
+    skip_empty: bool = False,
+    loss: bool = False,
+    gt: Optional[Tensor] = None,
+    batch_size: int = 8,
+    target_class: Optional[int] = None,
+    cancelled: CancelledFn = None,
+) -> Iterator[CausalStep]:
+    """Yield the states of an insertion (``mode="insertion"``) or deletion curve in order.
+
+    ``batch``: one episode (B = 1); ``attribution``: ``[K, S, S]`` at the model size; ``region``:
+    ``[S, S]`` bool (confidence measure); ``gt``: ``[S, S]`` (bool or long, miou measure).
+    ``batch_size`` states are evaluated per forward pass. ``target_class``: the class scored by the
+    confidence measure; ``None`` = the reference rule (the class winning over R unperturbed)."""
+    if mode not in ("insertion", "deletion"):
+        raise ExplainError(f"unknown causal mode {mode!r} (insertion or deletion)")
+    if measure not in MEASURES:
+        raise ExplainError(f"unknown measure {measure!r} (known: {', '.join(MEASURES)})")
+    if batch.batch_size != 1:
+        raise ExplainError(f"causal metrics run on one episode at a time (got a batch of {batch.batch_size})")
+    supports = batch.supports[0]
+    masks = batch.support_masks[0].to(supports.dtype)
+    device = supports.device
+    shots, _, size, _ = supports.shape
+    if tuple(attribution.shape) != (shots, size, size):
+        raise ExplainError(
+            f"attribution of shape {tuple(attribution.shape)} does not fit {shots} support(s) at {size}x{size}"
+        )
+    region = region.to(device).bool()
+    if measure == "confidence" and not region.any():
+        raise ExplainError("the region R is empty: the confidence measure needs at least one query pixel")
+    if measure == "miou":
+        if gt is None:
+            raise ExplainError("the miou measure needs a ground truth mask of the query")
+        gt = gt.to(device)
+        gt = gt.long() if gt.dtype != torch.bool else gt.long()
+    total = shots * size * size
+    bounds = step_boundaries(total, steps, percentage, loss)
+    states = list(range(len(bounds)))
+    if skip_empty:
+        states = states[1:]
+    rank = rank_pixels(attribution.to(device))
+
+    with torch.no_grad():
+        query_features = model.encode_query(batch.query)
+        if measure == "confidence" and target_class is None:
+            base = model.predict(batch, query_features=query_features)
+            probs = torch.softmax(base.logits[0].float(), dim=0)[:, region].mean(-1)
+            target_class = int(probs.argmax())
+        for start in range(0, len(states), max(1, batch_size)):
+            check_cancelled(cancelled)
+            chunk = states[start : start + max(1, batch_size)]
+            pixels = torch.tensor([bounds[i] for i in chunk], device=device)
+            state_supports, state_masks = perturbed_supports(supports, masks, rank, pixels, mode == "insertion")
+            n = len(chunk)
+            episode = type(batch)(batch.query.expand(n, -1, -1, -1), state_supports, state_masks)
+            logits = model.predict(episode, query_features=query_features).logits.float()
+            probability = torch.softmax(logits, dim=1)
+            if measure == "confidence":
+                values = probability[:, target_class][:, region].mean(-1)
+            else:
+                values = foreground_iou(logits, gt)
+            for j, state in enumerate(chunk):
+                yield CausalStep(
+                    index=start + j,
+                    state=state,
+                    pixels=bounds[state],
+                    fraction=bounds[state] / total,
+                    score=float(values[j]),
+                    supports=state_supports[j],
+                    support_masks=state_masks[j],
+                    logits=logits[j],
+                    foreground_probability=probability[j, 1],
+                )
+
+
+def metric_settings(metric: str, measure: str, steps: Optional[int], percentage: Optional[float]) -> dict:
+    """The reference configuration of a named metric (mode, steps, percentage, skip_empty, loss)."""
+    if metric not in METRICS:
+        raise ExplainError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+    if measure not in MEASURES:
+        raise ExplainError(f"unknown measure {measure!r} (known: {', '.join(MEASURES)})")
+    if metric in ("iauc", "dauc"):
+        return {
+            "mode": "insertion" if metric == "iauc" else "deletion",
+            "steps": 75 if steps is None else steps,
+            "percentage": None,
+            "skip_empty": measure == "miou",
+            "loss": False,
+        }
+    if metric == "iauc@p":
+        return {
+            "mode": "insertion",
+            "steps": 5 if steps is None else steps,
+            "percentage": 0.01 if percentage is None else percentage,
+            "skip_empty": False,
+            "loss": False,
+        }
+    return {  # miou-loss@p
+        "mode": "insertion",
+        "steps": 1 if steps is None else steps,
+        "percentage": 0.01 if percentage is None else percentage,
+        "skip_empty": True,
+        "loss": True,
+    }
+
+
+def run_causal_metric(
+    model,
+    batch,
+    attribution: Tensor,
+    region: Tensor,
+    metric: str = "iauc",
+    measure: str = "confidence",
+    *,
+    steps: Optional[int] = None,
+    percentage: Optional[float] = None,
+    skip_empty: Optional[bool] = None,
+    gt: Optional[Tensor] = None,
+    batch_size: int = 8,
+    target_class: Optional[int] = None,
+    cancelled: CancelledFn = None,
+    on_step=None,
+) -> CausalResult:
+    """Run a named metric to the end and return its curve and value.
+
+    ``iauc``/``dauc``: 75 steps, skip_empty for miou (the paper configs); ``iauc@p``: 5 steps over
+    the top ``p`` (default 0.01) of the pixels, confidence kept at state 0; ``miou-loss@p``: the
+    score with everything inserted minus the score with only the top ``p`` inserted.
+    ``on_step(step)`` is called for every state (progress)."""
+    settings = metric_settings(metric, measure, steps, percentage)
+    if skip_empty is not None:
+        settings["skip_empty"] = skip_empty
+    fractions, scores = [], []
+    for step in causal_steps(
+        model, batch, attribution, region, measure=measure, gt=gt, batch_size=batch_size,
+        target_class=target_class, cancelled=cancelled, **settings,
+    ):
+        fractions.append(step.fraction)
+        scores.append(step.score)
+        if on_step is not None:
+            on_step(step)
+    if settings["loss"]:
+        value = scores[-1] - scores[-2] if len(scores) >= 2 else float("nan")
+    else:
+        value = trapezoid_auc(scores)
+    params = dict(settings, metric=metric, measure=measure, batch_size=batch_size, target_class=target_class)
+    if math.isnan(value):
+        raise ExplainError(f"{metric}: the curve has too few points to compute a value")
+    return CausalResult(metric=metric, measure=measure, fractions=fractions, scores=scores, value=value, params=params)

@@ -1,0 +1,141 @@
+"""The common model interface every few-shot segmentation model implements.
+
+Explainers and metrics talk to models only through this module, so they need no knowledge
+of an architecture (see DESIGN.md, "Core interfaces").
+
+Conventions
+-----------
+* ``EpisodeTensors`` hold the episode at the model's input size S: ImageNet-normalised (or the
+  model's own normalisation) float32 NCHW images and {0,1} float masks.
+* ``Prediction.logits`` is ``[B, 2, S, S]``: channel 0 background, channel 1 foreground.
+* ``Prediction.matching_scores`` is a list of L tensors ``[B, Hq*Wq, K*Hs*Ws]`` of
+  *pre-softmax* matching scores, one per matching level, the support axis ordered
+  (shot, row, col) and the query axis (row, col). ``level_shapes[l]`` is ``(h, w)`` of level l
+  (query and support grids have the same size in every model we have).
+* ``Prediction.head(keep)`` reruns only the part of the model after the matching: ``keep`` is a
+  float tensor ``[N, L]`` (1 keeps a level, 0 ablates it) and the result is ``[N, B, 2, S, S]``
+  logits. ``head(torch.ones(1, L))[0]`` equals ``logits``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class EpisodeTensors:
+    """An episode (batch of B episodes with K shots each) at the model's input size."""
+
+    query: Tensor  # [B, 3, S, S]
+    supports: Tensor  # [B, K, 3, S, S]
+    support_masks: Tensor  # [B, K, S, S] in {0, 1}
+
+    @property
+    def shots(self) -> int:
+        return int(self.supports.shape[1])
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.query.shape[0])
+
+    def to(self, device: torch.device | str) -> "EpisodeTensors":
+        return EpisodeTensors(self.query.to(device), self.supports.to(device), self.support_masks.to(device))
+
+
+@dataclass
+class Prediction:
+    """What a forward pass returns to explainers, metrics and the GUI."""
+
+    logits: Tensor  # [B, 2, S, S]
+    matching_scores: Optional[list[Tensor]] = None  # L x [B, Hq*Wq, K*Hs*Ws], pre-softmax
+    level_shapes: Optional[list[tuple[int, int]]] = None  # (h, w) per level
+    head: Optional[Callable[[Tensor], Tensor]] = None  # keep [N, L] -> logits [N, B, 2, S, S]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_levels(self) -> int:
+        return 0 if self.matching_scores is None else len(self.matching_scores)
+
+    def foreground_probability(self) -> Tensor:
+        """[B, S, S] softmax probability of the foreground channel."""
+        return torch.softmax(self.logits, dim=1)[:, 1]
+
+    def mask(self) -> Tensor:
+        """[B, S, S] bool: the predicted foreground (argmax)."""
+        return self.logits.argmax(dim=1) == 1
+
+
+class FSSModel(nn.Module):
+    """Base class of model adapters.
+
+    Subclasses implement :meth:`predict`; matching models also fill ``matching_scores``,
+    ``level_shapes`` and ``head`` when asked ``with_scores=True``.
+    ``encode_query``/``query_features`` let metrics reuse the query's backbone features across
+    many perturbed-support forwards (the query does not change).
+    """
+
+    #: filled by the registry when the model is built
+    entry: "Any" = None
+    #: whether ``predict(..., with_scores=True)`` returns matching scores and a head
+    is_matching: bool = False
+
+    def predict(
+        self,
+        batch: EpisodeTensors,
+        *,
+        with_scores: bool = False,
+        query_features: Any = None,
+    ) -> Prediction:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def encode_query(self, query: Tensor) -> Any:
+        """Backbone features of the query ``[1, 3, S, S]`` for reuse by :meth:`predict`.
+
+        The default returns ``None`` (no reuse); models override it when they can.
+        """
+        return None
+
+    def feature_ablation_weights(
+        self,
+        prediction: Prediction,
+        region: Tensor,
+        size: int,
+        *,
+        mode: str = "paper",
+    ) -> Tensor:
+        """Feature-ablation level weights ``[L]`` summing to 1 (AffEx aggregation).
+
+        ``region`` is a ``[S', S']`` bool mask already at the explanation size ``size``.
+        Default (DCAMA-style): ablate each level through ``prediction.head``, resize the logits
+        to ``size`` (bilinear, align_corners=False) and weigh level j by
+        ``|mean_R fg_logit - mean_R fg_logit_without_j|``, normalised to sum 1.
+        Models whose reference code differs override this (``mode='reference'``).
+        """
+        if prediction.head is None:
+            raise ValueError("this model exposes no head: feature ablation is not available")
+        levels = prediction.num_levels
+        keep = torch.ones(levels + 1, levels, device=prediction.logits.device, dtype=prediction.logits.dtype)
+        keep[1:] -= torch.eye(levels, device=keep.device, dtype=keep.dtype)
+        with torch.no_grad():
+            out = prediction.head(keep)  # [L+1, B, 2, S, S]
+            n, b = out.shape[:2]
+            out = F.interpolate(out.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False)
+            out = out.view(n, b, 2, size, size)
+            fg = out[:, :, 1][..., region.to(out.device)].mean(-1)  # [L+1, B]
+            diff = (fg[0:1] - fg[1:]).abs().mean(-1)  # [L]
+        return diff / diff.sum()
+
+
+def resize_masks(masks: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear, align_corners=True downsampling of {0,1} masks ``[..., H, W]`` (soft values)."""
+    shape = masks.shape
+    flat = masks.reshape(-1, 1, shape[-2], shape[-1]).float()
+    out = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=True)
+    return out.reshape(*shape[:-2], *out.shape[-2:])

@@ -1,0 +1,111 @@
+"""Model registry: one entry per model, built by small builder functions (torchvision style).
+
+Model modules register themselves at import; :func:`_load_builtin_models` imports them lazily
+so ``import fssgui.models`` stays cheap.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from ..errors import ModelError
+from .base import IMAGENET_MEAN, IMAGENET_STD, FSSModel
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[[], FSSModel]
+    input_size: int
+    needs_checkpoint: bool
+    description: str = ""
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # on 0..1 RGB
+    std: tuple[float, float, float] = IMAGENET_STD
+    checkpoint_format: str = ""  # human-readable: which files and key names it expects
+    matching: bool = True  # exposes matching scores for AffEx
+    family: str = "fss"  # "fss" (few-shot) or "semseg" (ScaleProtoSeg)
+    extra: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+# modules that register models; imported on first registry use
+_BUILTIN_MODULES = (
+    "fssgui.models.matcher",
+    "fssgui.models.dcama",
+    "fssgui.models.dmtnet",
+)
+_loaded = False
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    if entry.name in _REGISTRY:
+        raise ValueError(f"model {entry.name!r} registered twice")
+    _REGISTRY[entry.name] = entry
+    return entry
+
+
+def _load_builtin_models() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:  # a family not written yet
+            if exc.name != mod:
+                raise
+
+
+def list_models() -> list[ModelEntry]:
+    _load_builtin_models()
+    return list(_REGISTRY.values())
+
+
+def get_entry(name: str) -> ModelEntry:
+    _load_builtin_models()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ModelError(f"unknown model {name!r} (known: {known})") from None
+
+
+DEFAULT_MODEL = "matcher-effnet"
+
+
+def build_model(
+    name: str,
+    checkpoint: Optional[str | Path] = None,
+    device: str | torch.device = "cpu",
+    log: Callable[[str], None] | None = None,
+) -> FSSModel:
+    """Build a registered model, load its checkpoint (if any), move it to ``device``, eval mode."""
+    entry = get_entry(name)
+    if entry.needs_checkpoint and checkpoint is None:
+        raise ModelError(f"model {name!r} needs a checkpoint file (--checkpoint PATH)")
+    model = entry.builder()
+    model.entry = entry
+    if checkpoint is not None:
+        from .checkpoints import load_checkpoint_into
+
+        load_checkpoint_into(model, checkpoint, log=log)
+    return model.to(device).eval()
+
+
+def resolve_device(requested: str | None, log: Callable[[str], None] | None = None) -> torch.device:
+    """'cuda'/'cpu'/None(auto). Says so when CUDA was asked for but is missing (never silent)."""
+    if requested in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ModelError("CUDA was requested but is not available on this machine (use --device cpu)")
+        return torch.device(requested)
+    if requested == "cpu":
+        return torch.device("cpu")
+    raise ModelError(f"unknown device {requested!r} (use cpu or cuda)")

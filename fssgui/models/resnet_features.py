@@ -1,0 +1,92 @@
+"""A torchvision ResNet-50 with the layer taps used by the SimPropNet and I²R adapters.
+
+No weights are downloaded: the network is built with ``weights=None``. A user may point at a
+torchvision ResNet-50 state dict (for example the ImageNet ``resnet50-0676ba61.pth``) to start
+training from ImageNet features; it is loaded with ``torch.load(..., weights_only=True)``.
+The key names are torchvision's, so a full-model checkpoint (``backbone.layer3.5.bn3.weight``)
+and a bare torchvision file (``layer3.5.bn3.weight``) both map onto the same module.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import resnet50
+
+from ..errors import CheckpointError
+
+
+def build_resnet50(
+    *,
+    dilate_layer3: bool = False,
+    dilate_layer4: bool = False,
+    keep: Iterable[str] = ("layer1", "layer2", "layer3", "layer4", "fc"),
+) -> nn.Module:
+    """torchvision ``resnet50(weights=None)``; the stages not in ``keep`` are removed.
+
+    ``dilate_layer3``/``dilate_layer4`` replace the stride of that stage by dilation 2
+    (torchvision's ``replace_stride_with_dilation``), as CANet-style models do.
+    """
+    net = resnet50(weights=None, replace_stride_with_dilation=[False, dilate_layer3, dilate_layer4])
+    keep = set(keep)
+    for name in ("layer4", "fc"):
+        if name not in keep:
+            delattr(net, name)
+    return net
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
+    """Load a torchvision ResNet-50 state dict from ``path`` into ``backbone`` (safe loading).
+
+    A ``module.`` or ``backbone.`` prefix is stripped; keys of stages the backbone does not keep
+    (``layer4``/``fc`` when removed) are ignored. Every parameter/buffer the backbone has must be
+    in the file with the right shape, otherwise a :class:`CheckpointError` names the file and the
+    first missing/mismatched key. Returns the list of ignored keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: backbone weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a user error
+        raise CheckpointError(f"{path}: cannot be loaded safely as a state dict ({exc})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a ResNet-50 state dict, got {type(state).__name__}")
+    cleaned: dict[str, Tensor] = {}
+    for key, value in state.items():
+        for prefix in ("module.", "backbone."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        cleaned[key] = value
+    own = backbone.state_dict()
+    for key, value in own.items():
+        if key not in cleaned:
+            raise CheckpointError(f"{path}: not a torchvision ResNet-50 state dict (missing key {key!r})")
+        if tuple(cleaned[key].shape) != tuple(value.shape):
+            raise CheckpointError(
+                f"{path}: key {key!r} has shape {tuple(cleaned[key].shape)}, expected {tuple(value.shape)}"
+            )
+    backbone.load_state_dict({k: cleaned[k] for k in own}, strict=True)
+    return sorted(set(cleaned) - set(own))
+
+
+def resnet_stem(backbone: nn.Module, x: Tensor) -> Tensor:
+    """conv1 -> bn1 -> relu -> maxpool -> layer1 (stride 4)."""
+    x = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x))))
+    return backbone.layer1(x)
+
+
+def freeze(module: nn.Module) -> None:
+    """No gradients for ``module``'s parameters (the backbone is frozen in both papers)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def masked_average(features: Tensor, mask: Tensor, eps: float = 1e-5) -> Tensor:
+    """Masked average pooling: ``features [N, C, h, w]``, ``mask [N, 1, h, w]`` -> ``[N, C]``."""
+    return (features * mask).sum((2, 3)) / (mask.sum((2, 3)) + eps)
+
