@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test demo-screenshot clean
+.PHONY: setup run test demo-screenshot clean bundle-check
 
 setup: $(STAMP)
 
@@ -25,3 +25,9 @@ demo-screenshot: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Build the Linux bundle (development torch: the CUDA build, which also runs on the CPU), run its
+# self-test and the demo screenshot from the frozen app. Slow (tens of minutes): not part of `make test`.
+bundle-check:
+	packaging/build_linux.sh cuda
+	QT_QPA_PLATFORM=offscreen build/bundle-cuda/dist/fssgui-cuda/fssgui --demo --screenshot build/bundle-cuda/demo.png

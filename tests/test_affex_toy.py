@@ -127,8 +127,10 @@ def test_affex_on_toy_model(toy, variant, size):
     attribution = AffinityExplainer(variant=variant, size=size).explain(toy, batch, toy_region())
     assert attribution.maps.shape == (2, TOY_SIZE, TOY_SIZE)
     assert attribution.maps.dtype == torch.float32
-    assert float(attribution.maps.min()) == pytest.approx(0.0, abs=1e-6)
-    assert float(attribution.maps.max()) == pytest.approx(1.0, abs=1e-6)
+    assert float(attribution.maps.min()) >= 0.0 and float(attribution.maps.max()) <= 1.0 + 1e-6
+    if variant != "unmasked" or size == TOY_SIZE:  # min-max is the last step (else: a resize follows it)
+        assert float(attribution.maps.min()) == pytest.approx(0.0, abs=1e-6)
+        assert float(attribution.maps.max()) == pytest.approx(1.0, abs=1e-6)
     assert attribution.level_maps.shape == (3, 2, size, size)
     assert torch.allclose(attribution.level_maps.flatten(1).sum(1), torch.ones(3), atol=1e-4)
     assert attribution.level_weights.shape == (3,)

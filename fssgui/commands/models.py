@@ -9,13 +9,26 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
-    entries = list_models()
-    width = max(len(e.name) for e in entries)
-    print(f"{'model':<{width}}  {'input':>7}  {'checkpoint':<10}  description")
-    for e in entries:
-        checkpoint = "required" if e.needs_checkpoint else "none"
+def _rows() -> list[tuple[str, str, str, str]]:
+    rows = []
+    for e in list_models():
         default = " (default)" if e.name == DEFAULT_MODEL else ""
-        size = f"{e.input_size}x{e.input_size}"
-        print(f"{e.name:<{width}}  {size:>7}  {checkpoint:<10}  {e.description}{default}")
+        checkpoint = "required" if e.needs_checkpoint else "none"
+        rows.append((e.name, f"{e.input_size}x{e.input_size}", checkpoint, f"few-shot: {e.description}{default}"))
+    try:
+        from ..models.scaleprotoseg import list_semseg_models
+    except ModuleNotFoundError:  # pragma: no cover - family not in this build
+        return rows
+    for e in list_semseg_models():
+        checkpoint = "required" if e.needs_checkpoint else "none"
+        rows.append((e.name, "image", checkpoint, f"semantic (fssgui protos): {e.description}"))
+    return rows
+
+
+def run(args) -> int:
+    rows = _rows()
+    width = max(len(r[0]) for r in rows)
+    print(f"{'model':<{width}}  {'input':>7}  {'checkpoint':<10}  description")
+    for name, size, checkpoint, description in rows:
+        print(f"{name:<{width}}  {size:>7}  {checkpoint:<10}  {description}")
     return 0

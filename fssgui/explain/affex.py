@@ -170,6 +170,44 @@ def level_map(contributions: Tensor, size: int) -> Tensor:
     return up / (up.sum() + _EPS)
 
 
+def aggregate(
+    level_maps: Tensor,
+    weights: Tensor,
+    support_masks: Tensor,
+    variant: str = "unmasked",
+    input_size: Optional[int] = None,
+    blur_kernel_size: int = 31,
+    blur_sigma: float = 50.0,
+) -> tuple[Tensor, Optional[float]]:
+    """Level maps ``[L, K, E, E]`` + weights ``[L]`` -> the final ``[K, S, S]`` map of a variant.
+
+    ``support_masks`` ``[K, S, S]``; returns ``(maps, zero_level)`` where ``zero_level`` is the
+    signed variant's "no affinity" value (None otherwise). Cheap: switching variants needs no new
+    forward or ablation (``Attribution.level_maps``/``level_weights`` hold everything)."""
+    if variant not in VARIANTS:
+        raise ExplainError(f"unknown AffEx variant {variant!r} (known: {', '.join(VARIANTS)})")
+    size = int(level_maps.shape[-1])
+    input_size = int(support_masks.shape[-1]) if input_size is None else int(input_size)
+    zero_level = None
+    with torch.no_grad():
+        combined = torch.einsum("l,lkhw->khw", weights.to(level_maps), level_maps)
+        out = min_max_scale(combined)
+        if size != input_size:
+            out = support_resize(out[:, None], input_size)[:, 0]
+        if variant != "unmasked":
+            masks = support_masks.to(out.device).float()
+            if size != input_size:  # the reference keeps the mask at E (nearest) and resizes back
+                masks = nearest_resize(nearest_resize(masks, size), input_size)
+            blurred = gaussian_blur(masks, blur_kernel_size, blur_sigma)
+            factor = blurred if variant == "masked" else 2.0 * blurred - 1.0
+            signed_values = out * factor
+            out = min_max_scale(signed_values)
+            lo, hi = signed_values.min(), signed_values.max()
+            if variant == "signed" and bool(hi > lo):
+                zero_level = float(-lo / (hi - lo))
+    return out, zero_level
+
+
 # ---------------------------------------------------------------------------------- explainer
 class AffinityExplainer(Explainer):
     """AffEx Unmasked / Masked / Signed; see the module docstring for the pipeline."""
@@ -255,23 +293,10 @@ class AffinityExplainer(Explainer):
         level_maps = torch.stack(maps)  # [L, K, E, E]
         check_cancelled(cancelled)
         weights = self._level_weights(model, prediction, region_e, size, level_count)
-        with torch.no_grad():
-            combined = torch.einsum("l,lkhw->khw", weights.to(level_maps), level_maps)
-            out = min_max_scale(combined)
-            if size != input_size:
-                out = support_resize(out[:, None], input_size)[:, 0]
-            zero_level = None
-            if self.variant != "unmasked":
-                masks = batch.support_masks[0].to(out.device).float()
-                if size != input_size:  # the reference keeps the mask at E (nearest) and resizes back
-                    masks = nearest_resize(nearest_resize(masks, size), input_size)
-                blurred = gaussian_blur(masks, self.blur_kernel_size, self.blur_sigma)
-                factor = blurred if self.variant == "masked" else 2.0 * blurred - 1.0
-                signed_values = out * factor
-                out = min_max_scale(signed_values)
-                lo, hi = signed_values.min(), signed_values.max()
-                if self.variant == "signed" and bool(hi > lo):
-                    zero_level = float(-lo / (hi - lo))
+        out, zero_level = aggregate(
+            level_maps, weights, batch.support_masks[0], self.variant, input_size,
+            self.blur_kernel_size, self.blur_sigma,
+        )
         if progress is not None:
             progress(1.0)
         params = self.params(size)

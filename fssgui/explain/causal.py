@@ -128,6 +128,14 @@ def perturbed_supports(
     return supports[None] * keep_f[:, :, None], masks[None] * keep_f
 
 
+def reference_target_class(model, batch, region: Tensor, query_features=None) -> int:
+    """The class the confidence measure scores: ``argmax_c mean_R softmax(logits)_c`` unperturbed."""
+    with torch.no_grad():
+        logits = model.predict(batch, query_features=query_features).logits
+    probs = torch.softmax(logits[0].float(), dim=0)[:, region.to(logits.device).bool()].mean(-1)
+    return int(probs.argmax())
+
+
 def causal_steps(
     model,
     batch,
@@ -143,6 +151,7 @@ def causal_steps(
     gt: Optional[Tensor] = None,
     batch_size: int = 8,
     target_class: Optional[int] = None,
+    query_features=None,
     cancelled: CancelledFn = None,
 ) -> Iterator[CausalStep]:
     """Yield the states of an insertion (``mode="insertion"``) or deletion curve in order.
@@ -181,11 +190,10 @@ def causal_steps(
     rank = rank_pixels(attribution.to(device))
 
     with torch.no_grad():
-        query_features = model.encode_query(batch.query)
+        if query_features is None:
+            query_features = model.encode_query(batch.query)
         if measure == "confidence" and target_class is None:
-            base = model.predict(batch, query_features=query_features)
-            probs = torch.softmax(base.logits[0].float(), dim=0)[:, region].mean(-1)
-            target_class = int(probs.argmax())
+            target_class = reference_target_class(model, batch, region, query_features)
         for start in range(0, len(states), max(1, batch_size)):
             check_cancelled(cancelled)
             chunk = states[start : start + max(1, batch_size)]
@@ -270,10 +278,14 @@ def run_causal_metric(
     settings = metric_settings(metric, measure, steps, percentage)
     if skip_empty is not None:
         settings["skip_empty"] = skip_empty
+    with torch.no_grad():
+        query_features = model.encode_query(batch.query)
+    if measure == "confidence" and target_class is None and region.bool().any():
+        target_class = reference_target_class(model, batch, region, query_features)
     fractions, scores = [], []
     for step in causal_steps(
         model, batch, attribution, region, measure=measure, gt=gt, batch_size=batch_size,
-        target_class=target_class, cancelled=cancelled, **settings,
+        target_class=target_class, query_features=query_features, cancelled=cancelled, **settings,
     ):
         fractions.append(step.fraction)
         scores.append(step.score)

@@ -180,7 +180,8 @@ class EditableMask:
         cv2.circle(window, a, r, value, thickness=-1, lineType=cv2.LINE_8)
         if a != b:
             cv2.circle(window, b, r, value, thickness=-1, lineType=cv2.LINE_8)
-            cv2.line(window, a, b, value, thickness=2 * r + 1, lineType=cv2.LINE_8)
+            # OpenCV's thick line is 2 * (thickness // 2) + 1 px wide: thickness 2r matches the circles
+            cv2.line(window, a, b, value, thickness=max(1, 2 * r), lineType=cv2.LINE_8)
         return (x0, y0, x1, y1)
 
     # ------------------------------------------------------------------------ whole-mask edits

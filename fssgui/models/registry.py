@@ -38,6 +38,8 @@ _BUILTIN_MODULES = (
     "fssgui.models.matcher",
     "fssgui.models.dcama",
     "fssgui.models.dmtnet",
+    "fssgui.models.simpropnet",
+    "fssgui.models.i2r",
 )
 _loaded = False
 

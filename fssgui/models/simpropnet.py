@@ -102,14 +102,17 @@ class SimPropNet(FSSModel):
     """SimPropNet adapter (see the module docstring for the architecture and the open choices)."""
 
     is_matching = False
-    feature_channels = 256
-    fusion_channels = 512
 
     def __init__(self, input_size: int = 321, *, backbone_weights: Optional[str | Path] = None,
-                 ica_probability: float = 0.25):
+                 ica_probability: float = 0.25, feature_channels: int = 256, decoder_channels: int = 256):
+        """``feature_channels`` (256, the paper's adapter width; the fusion width is twice it) and
+        ``decoder_channels`` (256, ASPP and classifier width) are parameters only so that CPU tests
+        can build a narrow model; the registry model uses the defaults."""
         super().__init__()
         self.input_size = int(input_size)
         self.ica_probability = float(ica_probability)
+        self.feature_channels = int(feature_channels)
+        self.fusion_channels = 2 * self.feature_channels
         self.backbone = build_resnet50(dilate_layer3=True, keep=("layer1", "layer2", "layer3"))
         if backbone_weights is not None:
             load_backbone_weights(self.backbone, backbone_weights)
@@ -123,9 +126,10 @@ class SimPropNet(FSSModel):
         self.norm1 = nn.InstanceNorm2d(g, affine=True)
         self.fusion2 = nn.Conv2d(g, g, 3, padding=1)
         self.norm2 = nn.InstanceNorm2d(g, affine=True)
-        self.aspp = ASPP(g, 256)
-        self.classifier = nn.Sequential(nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),
-                                        nn.Conv2d(256, 2, 1))
+        d = int(decoder_channels)
+        self.aspp = ASPP(g, d)
+        self.classifier = nn.Sequential(nn.Conv2d(d, d, 3, padding=1), nn.ReLU(inplace=True),
+                                        nn.Conv2d(d, 2, 1))
 
     # ---------------------------------------------------------------- pieces
     def train(self, mode: bool = True) -> "SimPropNet":
@@ -237,8 +241,9 @@ def channel_average(images: Tensor, pick: Tensor,
     return torch.where(pick.view(-1, 1, 1, 1), averaged, images)
 
 
-def build_simpropnet(input_size: int = 321, backbone_weights: Optional[str | Path] = None) -> SimPropNet:
-    return SimPropNet(input_size, backbone_weights=backbone_weights)
+def build_simpropnet(input_size: int = 321, backbone_weights: Optional[str | Path] = None,
+                     **options: Any) -> SimPropNet:
+    return SimPropNet(input_size, backbone_weights=backbone_weights, **options)
 
 
 register(ModelEntry(
@@ -252,7 +257,7 @@ register(ModelEntry(
                       "norm0-2.*, aspp.*, classifier.*; torchvision ResNet-50 names under backbone.)",
     matching=False,
     extra={
-        "trainer": build_simpropnet,  # (input_size, backbone_weights) -> untrained model
+        "trainer": build_simpropnet,  # (input_size, backbone_weights, **options) -> untrained model
         "optimizer": {"name": "sgd", "lr": 0.0025, "momentum": 0.9, "weight_decay": 5e-4},
         "explainers": ("prototype-share",),
     },

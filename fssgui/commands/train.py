@@ -1,0 +1,53 @@
+"""`fssgui train MODEL --data ROOT --layout L --fold F --shots K --out DIR`: episodic training."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model without published weights (simpropnet-resnet50, i2r-resnet50)",
+        description="Episodic training with the paper's losses; validation mIoU/FB-IoU per epoch; "
+                    "checkpoints (model_last.pt, model_best.pt, config.json, train_state.pt) in --out.",
+    )
+    p.add_argument("model", help="registered model name (see `fssgui models`)")
+    p.add_argument("--data", required=True, metavar="ROOT", help="dataset folder")
+    p.add_argument("--layout", required=True, choices=("pascal5i", "coco20i", "folders"), help="dataset layout")
+    p.add_argument("--fold", type=int, default=0, help="held-out class fold (0..3); -1 = all classes (default 0)")
+    p.add_argument("--shots", type=int, default=1, help="support images per episode (default 1)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder for checkpoints")
+    p.add_argument("--epochs", type=int, default=50, help="number of epochs (default 50)")
+    p.add_argument("--steps-per-epoch", type=int, default=500, help="optimisation steps per epoch (default 500)")
+    p.add_argument("--val-episodes", type=int, default=1000, help="validation episodes per epoch (default 1000)")
+    p.add_argument("--batch-size", type=int, default=8, help="episodes per step (default 8)")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate (default: the paper's)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default=None, help="default: the paper's (SGD)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the model's)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--backbone-weights", default=None, metavar="FILE",
+                   help="torchvision ResNet-50 state dict (.pth) to initialise the frozen backbone")
+    p.add_argument("--workers", type=int, default=0, help="data loading worker processes (default 0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import TrainConfig, train
+
+    config = TrainConfig(
+        model=args.model, data_root=args.data, layout=args.layout, fold=args.fold, shots=args.shots,
+        out_dir=args.out, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+        val_episodes=args.val_episodes, batch_size=args.batch_size, val_batch_size=args.batch_size,
+        lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, size=args.size,
+        device=args.device, backbone_weights=args.backbone_weights, resume=args.resume, seed=args.seed,
+        num_workers=args.workers, amp=not args.no_amp, progress_bar=not args.no_progress,
+    )
+    result = train(config)
+    if result.history:
+        print(f"best val mIoU {100 * result.best_miou:.2f} at epoch {result.best_epoch}; checkpoints in {result.out_dir}")
+    return 0

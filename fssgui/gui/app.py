@@ -1,0 +1,118 @@
+"""``run_gui(args)``: the window, called by ``fssgui`` when no subcommand is given.
+
+* ``fssgui`` opens the window: it offers to restore unsaved edits of the last session, else opens
+  the default demo episode (so the first explanation is one click away);
+* ``fssgui --episode DIR`` opens that episode; ``fssgui --demo`` the default demo episode;
+* ``fssgui --demo --screenshot FILE.png`` runs the default model and Signed AffEx on the demo
+  episode, waits for the result, saves a screenshot of the whole window and exits (0 on success,
+  1 when the run failed; the screenshot is saved either way so the error is visible in it).
+  Works headless with ``QT_QPA_PLATFORM=offscreen``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+SCREENSHOT_SIZE = (1600, 1000)
+SCREENSHOT_TIMEOUT_S = float(os.environ.get("FSSGUI_SCREENSHOT_TIMEOUT", "900"))
+
+
+def _application():
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+    app.setApplicationName("fssgui")
+    app.setOrganizationName("fssgui")
+    app.setApplicationDisplayName("fssgui")
+    app.setStyle("Fusion")
+    return app
+
+
+def _resolve_episode(args) -> Optional[Path]:
+    from ..errors import EpisodeError
+    from ..resources import default_demo_episode
+
+    if getattr(args, "episode", None):
+        return Path(args.episode)
+    if getattr(args, "demo", False) or getattr(args, "screenshot", None):
+        try:
+            return default_demo_episode()
+        except FileNotFoundError as exc:
+            raise EpisodeError(f"{exc}: the demo episodes are missing from this installation") from None
+    return None
+
+
+def run_gui(args) -> int:
+    app = _application()
+    from .main_window import MainWindow
+
+    screenshot = getattr(args, "screenshot", None)
+    episode = _resolve_episode(args)
+    if screenshot:
+        # A screenshot run uses the defaults (default model, Signed AffEx), not the user's
+        # settings, and keeps its autosave out of the user's data folder.
+        import tempfile
+
+        from .settings import Autosave, Settings
+
+        scratch = Path(tempfile.mkdtemp(prefix="fssgui-screenshot-"))
+        window = MainWindow(Settings(), autosave=Autosave(scratch), unattended=True)
+    else:
+        window = MainWindow()
+    if screenshot:
+        window.resize(*SCREENSHOT_SIZE)
+    elif not window.settings.window_geometry:
+        window.resize(*SCREENSHOT_SIZE)
+    window.show()
+    if episode is not None:
+        if not window.open_episode(episode):
+            if screenshot:
+                window.shutdown()
+                return 1
+    elif not window.restore_autosave_if_any():
+        try:
+            window.open_default_demo()
+        except Exception as exc:  # noqa: BLE001 - no demo: the window still opens, empty
+            window.log_error(f"could not open the demo episode: {exc}")
+    if screenshot:
+        return _screenshot(app, window, Path(screenshot))
+    return int(app.exec())
+
+
+def _screenshot(app, window, path: Path) -> int:
+    """Run the pipeline, wait for it (the event loop keeps running), grab the window, exit."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    outcome = {"ok": False, "message": "timed out"}
+    loop = QEventLoop()
+
+    def done(ok: bool, message: str) -> None:
+        outcome.update(ok=ok, message=message)
+        loop.quit()
+
+    window.pipelineFinished.connect(done)
+    QTimer.singleShot(0, window.run_pipeline)
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(loop.quit)
+    timer.start(int(SCREENSHOT_TIMEOUT_S * 1000))
+    loop.exec()
+    # let layouts and pending paints settle before grabbing
+    for _ in range(5):
+        app.processEvents()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saved = window.grab().save(str(path))
+    window.shutdown()
+    if not saved:
+        print(f"fssgui: error: could not write the screenshot {path}", file=sys.stderr)
+        return 1
+    if not outcome["ok"]:
+        print(f"fssgui: error: the demo run failed: {outcome['message']} (screenshot saved to {path})",
+              file=sys.stderr)
+        return 1
+    print(f"fssgui: screenshot saved to {path}")
+    return 0

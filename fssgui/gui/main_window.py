@@ -1,0 +1,1541 @@
+"""The main window: support panel | query canvas | analysis tabs, log pane, status bar.
+
+The window is a thin shell: it keeps the episode being edited (images, the supports'
+:class:`EditableMask`\\ s, the query region R), sends jobs to the one worker thread
+(:class:`~fssgui.gui.worker.GpuWorker`) and shows what comes back. No model math lives here.
+
+Consistency rules the user can rely on:
+* every explanation says which region it explains (R = brushed / prediction / ground truth);
+* results of a superseded job are dropped; a result computed from inputs that were edited while it
+  ran is shown with a warning in its title;
+* edits are autosaved (``settings.Autosave``) a moment after each stroke, so a crash loses nothing;
+* errors of any job appear in the log pane and the status bar, and the window keeps working.
+"""
+from __future__ import annotations
+
+import ast
+import html
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QPlainTextEdit,
+    QProgressBar,
+    QSlider,
+    QSpinBox,
+    QSplitter,
+    QTabWidget,
+    QTextBrowser,
+    QToolBar,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..episode import Episode, load_episode, save_episode
+from ..errors import FssguiError
+from ..imaging import ImageError, load_mask, load_rgb
+from . import jobs
+from .canvas import TOOL_BRUSH, TOOL_ERASER, TOOL_PAN, ImageCanvas
+from .drops import classify_drop
+from .heatmap_view import CompareView, DisplayControls, DisplaySettings, HeatmapViewer, LevelView, outline_rgba
+from .jobs import (
+    REGION_BRUSHED,
+    REGION_GROUND_TRUTH,
+    REGION_PREDICTION,
+    DeviceInfo,
+    ExplanationResult,
+    ModelSpec,
+    PredictionResult,
+)
+from .mask_edit import EditableMask
+from .settings import Autosave, Settings
+from .shortcuts import SHORTCUTS, cheat_sheet_html
+from .support_panel import SupportPanel
+from .worker import GpuWorker
+
+REGION_COLOUR = (0, 200, 255)
+PREDICTION_COLOUR = (255, 214, 0)
+TRUTH_COLOUR = (60, 220, 90)
+CACHE_SIZE = 16
+DEFAULT_EXPLAINER = "affex-signed"
+
+
+def available_explainers() -> list[str]:
+    """Names from ``fssgui.explain.registry`` (empty when it is not installed)."""
+    try:
+        from ..explain.registry import EXPLAINER_NAMES
+    except ImportError:
+        return []
+    return list(EXPLAINER_NAMES)
+
+
+def parse_params(text: str) -> dict[str, Any]:
+    """``"size=96, mode='reference'"`` -> ``{"size": 96, "mode": "reference"}`` (values as Python literals,
+    bare words as strings)."""
+    params: dict[str, Any] = {}
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        if "=" not in part:
+            raise ValueError(f"parameter {part!r} is not of the form name=value")
+        key, value = (s.strip() for s in part.split("=", 1))
+        if not key.isidentifier():
+            raise ValueError(f"{key!r} is not a parameter name")
+        try:
+            params[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[key] = value
+    return params
+
+
+def _gib(value: int) -> str:
+    return f"{value / 2**30:.1f}"
+
+
+class QueryPanel(QWidget):
+    """The query canvas with the region-source selector and overlay toggles."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        top = QHBoxLayout()
+        self.header = QLabel("<b>Query</b>")
+        top.addWidget(self.header)
+        top.addStretch(1)
+        self.legend = QLabel(
+            "<span style='color:#00c8ff'>■</span> region R &nbsp; "
+            "<span style='color:#e6c000'>▭</span> prediction &nbsp; "
+            "<span style='color:#3cdc5a'>▭</span> ground truth"
+        )
+        top.addWidget(self.legend)
+        layout.addLayout(top)
+        self.canvas = ImageCanvas(self, editable=True)
+        self.canvas.set_placeholder("open an episode (Ctrl+O) or drop an episode folder here")
+        layout.addWidget(self.canvas, 1)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Region R ="))
+        self.region_group = QButtonGroup(self)
+        self.region_buttons: dict[str, QToolButton] = {}
+        for i, (source, tip) in enumerate(
+            (
+                (REGION_BRUSHED, "R is what you brush on the query (1)"),
+                (REGION_PREDICTION, "R is the model's predicted foreground (2)"),
+                (REGION_GROUND_TRUTH, "R is the query's ground-truth mask (3)"),
+            )
+        ):
+            button = QToolButton(self)
+            button.setText(source)
+            button.setCheckable(True)
+            button.setToolTip(tip)
+            self.region_group.addButton(button, i)
+            self.region_buttons[source] = button
+            row.addWidget(button)
+        self.clear_region = QToolButton(self)
+        self.clear_region.setText("clear R")
+        self.clear_region.setToolTip("Erase the whole region R (undoable)")
+        row.addWidget(self.clear_region)
+        row.addStretch(1)
+        layout.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Show"))
+        self.show_prediction = QCheckBox("prediction")
+        self.show_prediction.setChecked(True)
+        self.show_prediction.setToolTip("Outline of the predicted foreground (yellow), Shift+P")
+        self.show_truth = QCheckBox("ground truth")
+        self.show_truth.setChecked(True)
+        self.show_truth.setToolTip("Outline of the ground-truth mask (green), G")
+        row.addWidget(self.show_prediction)
+        row.addWidget(self.show_truth)
+        row.addSpacing(12)
+        row.addWidget(QLabel("mask opacity"))
+        self.mask_opacity = QSlider(Qt.Orientation.Horizontal)
+        self.mask_opacity.setRange(0, 100)
+        self.mask_opacity.setFixedWidth(90)
+        self.mask_opacity.setToolTip("Opacity of the region R and support-mask tints")
+        row.addWidget(self.mask_opacity)
+        row.addStretch(1)
+        layout.addLayout(row)
+
+
+class MainWindow(QMainWindow):
+    """The application window. ``unattended`` skips every dialog (tests, screenshots)."""
+
+    pipelineFinished = Signal(bool, str)  # ok, message
+    resultShown = Signal(object)  # ExplanationResult
+    predictionShown = Signal(object)  # PredictionResult
+    errorReported = Signal(str)
+    _autosaveDone = Signal(str)
+
+    def __init__(
+        self,
+        settings: Optional[Settings] = None,
+        *,
+        worker: Optional[GpuWorker] = None,
+        explainer_factories: Optional[dict[str, Callable[..., Any]]] = None,
+        autosave: Optional[Autosave] = None,
+        unattended: bool = False,
+    ) -> None:
+        super().__init__()
+        self.settings = settings or Settings.load()
+        self.unattended = unattended
+        self.explainer_factories = dict(explainer_factories or {})
+        self.worker = worker or GpuWorker(self)
+        self.autosave = autosave or Autosave()
+        self._autosave_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fssgui-autosave")
+        self._autosave_timer = QTimer(self)
+        self._autosave_timer.setSingleShot(True)
+        self._autosave_timer.timeout.connect(self._write_autosave)
+        self._autosave_done_at = 0.0
+        # episode state
+        self.query_image: Optional[np.ndarray] = None
+        self.query_mask: Optional[np.ndarray] = None
+        self.region: Optional[EditableMask] = None
+        self.region_source = REGION_PREDICTION
+        self.region_note = ""
+        self.class_name = ""
+        self.source_folder: Optional[Path] = None
+        self.dirty = False
+        self.edit_revision = 0  # any edit of supports or R
+        self.support_version = 0  # edits of the support set only (labels of results)
+        self.prediction: Optional[PredictionResult] = None
+        self.prediction_revision = -1
+        self.last_result: Optional[ExplanationResult] = None
+        self._result_count = 0
+        self._cache: OrderedDict[str, ExplanationResult] = OrderedDict()
+        self._job_meta: dict[int, dict[str, Any]] = {}
+        self._pipeline_job: Optional[int] = None
+        self._applying_result = False
+        self.device_info: Optional[DeviceInfo] = None
+        self.errors: list[str] = []
+        self._build_ui()
+        self._connect_worker()
+        self._apply_settings()
+        self._update_device_label()
+        self._update_actions()
+        self._update_title()
+
+    # =========================================================================== UI building
+    def _build_ui(self) -> None:
+        self.setWindowTitle("fssgui")
+        self.setAcceptDrops(True)
+        self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks)
+        self.actions: dict[str, QAction] = {}
+        for shortcut in SHORTCUTS:
+            action = QAction(shortcut.text, self)
+            if shortcut.keys:
+                action.setShortcut(QKeySequence(shortcut.keys))
+                action.setToolTip(f"{shortcut.text.replace('&', '').replace('…', '')} ({shortcut.keys})")
+            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            self.actions[shortcut.action] = action
+            self.addAction(action)
+        a = self.actions
+        for tool in ("tool_brush", "tool_eraser", "tool_pan"):
+            a[tool].setCheckable(True)
+        self._tool_group = QActionGroup(self)
+        for tool in ("tool_brush", "tool_eraser", "tool_pan"):
+            self._tool_group.addAction(a[tool])
+        for name in ("toggle_overlays", "toggle_prediction", "toggle_ground_truth"):
+            a[name].setCheckable(True)
+            a[name].setChecked(True)
+
+        # ---- central: supports | query | analysis
+        self.support_panel = SupportPanel(self)
+        self.query_panel = QueryPanel(self)
+        self.query_canvas = self.query_panel.canvas
+        self.display = DisplaySettings()
+        self.heatmap_view = HeatmapViewer(self.display, self)
+        self.level_view = LevelView(self)
+        self.compare_view = CompareView(self.display, self)
+        analysis = QWidget(self)
+        analysis_layout = QVBoxLayout(analysis)
+        analysis_layout.setContentsMargins(4, 4, 4, 4)
+        self.display_controls = DisplayControls(self.display, analysis)
+        analysis_layout.addWidget(self.display_controls)
+        self.tabs = QTabWidget(analysis)
+        self.tabs.addTab(self.heatmap_view, "Heat maps")
+        self.tabs.addTab(self.level_view, "Levels")
+        self.tabs.addTab(self.compare_view, "Compare")
+        self.playback_widget = self._optional_tab(
+            "fssgui.gui.playback", "PlaybackWidget", "Insertion / deletion",
+            "The insertion / deletion playback widget is not part of this build yet.")
+        self.proto_widget = self._optional_tab(
+            "fssgui.gui.proto_graph", "ProtoGraphWidget", "Prototypes",
+            "The ScaleProtoSeg prototype graph is not part of this build yet.")
+        analysis_layout.addWidget(self.tabs, 1)
+        splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        splitter.addWidget(self.support_panel)
+        splitter.addWidget(self.query_panel)
+        splitter.addWidget(analysis)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        splitter.setStretchFactor(2, 1)
+        splitter.setSizes([360, 600, 640])
+        splitter.setChildrenCollapsible(False)
+        self.splitter = splitter
+        self.setCentralWidget(splitter)
+
+        # ---- log pane
+        self.log_view = QPlainTextEdit(self)
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(5000)
+        self.log_view.setPlaceholderText("Messages and errors appear here.")
+        self.log_dock = QDockWidget("Log", self)
+        self.log_dock.setObjectName("log")
+        self.log_dock.setWidget(self.log_view)
+        self.log_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                                  | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
+        self.resizeDocks([self.log_dock], [120], Qt.Orientation.Vertical)
+
+        # ---- toolbars
+        self._build_run_toolbar()
+        self._build_edit_toolbar()
+        self._build_menus()
+        self._build_status_bar()
+
+        # ---- connections
+        a["open_episode"].triggered.connect(self.open_episode_dialog)
+        a["save_episode"].triggered.connect(self.save_episode)
+        a["save_episode_as"].triggered.connect(self.save_episode_as)
+        a["open_demo"].triggered.connect(self.open_default_demo)
+        a["choose_checkpoint"].triggered.connect(self.choose_checkpoint)
+        a["quit"].triggered.connect(self.close)
+        a["undo"].triggered.connect(self.undo)
+        a["redo"].triggered.connect(self.redo)
+        a["tool_brush"].triggered.connect(lambda: self.set_tool(TOOL_BRUSH))
+        a["tool_eraser"].triggered.connect(lambda: self.set_tool(TOOL_ERASER))
+        a["tool_pan"].triggered.connect(lambda: self.set_tool(TOOL_PAN))
+        a["smaller_brush"].triggered.connect(lambda: self._active_canvas().step_brush_size(-1))
+        a["larger_brush"].triggered.connect(lambda: self._active_canvas().step_brush_size(+1))
+        a["clear_mask"].triggered.connect(self.clear_active_mask)
+        a["region_brushed"].triggered.connect(lambda: self.set_region_source(REGION_BRUSHED))
+        a["region_prediction"].triggered.connect(lambda: self.set_region_source(REGION_PREDICTION))
+        a["region_ground_truth"].triggered.connect(lambda: self.set_region_source(REGION_GROUND_TRUTH))
+        a["fit"].triggered.connect(self.fit_all)
+        a["zoom_in"].triggered.connect(lambda: self._active_canvas().zoom_by(1.25))
+        a["zoom_out"].triggered.connect(lambda: self._active_canvas().zoom_by(0.8))
+        a["toggle_overlays"].toggled.connect(self.set_overlays_visible)
+        a["toggle_prediction"].toggled.connect(self.query_panel.show_prediction.setChecked)
+        a["toggle_ground_truth"].toggled.connect(self.query_panel.show_truth.setChecked)
+        a["next_support"].triggered.connect(lambda: self.support_panel.select(self.support_panel.current_index() + 1))
+        a["previous_support"].triggered.connect(lambda: self.support_panel.select(self.support_panel.current_index() - 1))
+        a["predict"].triggered.connect(self.predict)
+        a["explain"].triggered.connect(self.explain)
+        a["cancel"].triggered.connect(self.cancel_jobs)
+        a["clear_gpu_cache"].triggered.connect(self.release_model)
+        a["shortcuts"].triggered.connect(self.show_shortcuts)
+        a["about"].triggered.connect(self.show_about)
+        qp = self.query_panel
+        qp.region_group.idClicked.connect(
+            lambda i: self.set_region_source((REGION_BRUSHED, REGION_PREDICTION, REGION_GROUND_TRUTH)[i]))
+        qp.clear_region.clicked.connect(self.clear_region)
+        qp.show_prediction.toggled.connect(self._update_query_layers)
+        qp.show_truth.toggled.connect(self._update_query_layers)
+        qp.show_prediction.toggled.connect(a["toggle_prediction"].setChecked)
+        qp.show_truth.toggled.connect(a["toggle_ground_truth"].setChecked)
+        qp.mask_opacity.valueChanged.connect(self._set_mask_opacity)
+        self.query_canvas.strokeFinished.connect(self._on_region_stroke)
+        self.query_canvas.hovered.connect(self._on_query_hover)
+        self.query_canvas.brushSizeChanged.connect(self._on_canvas_brush_size)
+        sp = self.support_panel
+        sp.canvas.brushSizeChanged.connect(self._on_canvas_brush_size)
+        sp.maskEdited.connect(self._on_support_mask_edited)
+        sp.supportsChanged.connect(self._on_supports_changed)
+        sp.filesDropped.connect(self.handle_paths)
+        sp.addRequested.connect(self.add_supports_dialog)
+        sp.maskFromFileRequested.connect(self.mask_from_file_dialog)
+        self.heatmap_view.hovered.connect(self._show_hover)
+        self.compare_view.hovered.connect(self._show_hover)
+        self._autosaveDone.connect(self._on_autosave_done)
+        self._last_canvas: ImageCanvas = self.query_canvas
+        QApplication.instance().focusChanged.connect(self._on_focus_changed)
+
+    def _optional_tab(self, module: str, class_name: str, title: str, missing: str) -> QWidget:
+        """A tab owned by another part of the app, or a clear note when it is not installed."""
+        import importlib
+
+        widget: Optional[QWidget] = None
+        try:
+            widget_class = getattr(importlib.import_module(module), class_name)
+            widget = widget_class(self)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+        except (AttributeError, TypeError) as exc:
+            missing = f"{title}: could not create {module}.{class_name} ({exc})"
+        if widget is None:
+            widget = QLabel(missing)
+            widget.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            widget.setWordWrap(True)
+        self.tabs.addTab(widget, title)
+        return widget
+
+    def _build_run_toolbar(self) -> None:
+        bar = QToolBar("Model and run", self)
+        bar.setObjectName("run_toolbar")
+        bar.setMovable(False)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
+        bar.addWidget(QLabel(" Model "))
+        self.model_combo = QComboBox(self)
+        self.model_combo.setMinimumContentsLength(16)
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        bar.addWidget(self.model_combo)
+        bar.addWidget(QLabel("  Checkpoint "))
+        self.checkpoint_combo = QComboBox(self)
+        self.checkpoint_combo.setMinimumContentsLength(18)
+        self.checkpoint_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        bar.addWidget(self.checkpoint_combo)
+        bar.addWidget(QLabel("  Device "))
+        self.device_combo = QComboBox(self)
+        self.device_combo.setMinimumContentsLength(14)
+        self.device_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        bar.addWidget(self.device_combo)
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Explainer "))
+        self.explainer_combo = QComboBox(self)
+        self.explainer_combo.setMinimumContentsLength(16)
+        self.explainer_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        bar.addWidget(self.explainer_combo)
+        self.params_edit = QLineEdit(self)
+        self.params_edit.setPlaceholderText("parameters, e.g. size=96")
+        self.params_edit.setToolTip("Explainer parameters as name=value pairs separated by commas")
+        self.params_edit.setFixedWidth(170)
+        bar.addWidget(self.params_edit)
+        bar.addSeparator()
+        for name in ("predict", "explain", "cancel"):
+            bar.addAction(self.actions[name])
+        self.actions["predict"].setText("▶ Predict")
+        self.actions["explain"].setText("✦ Explain R")
+        self.actions["cancel"].setText("✕ Cancel")
+        self.run_toolbar = bar
+        self._fill_model_combo()
+        self._fill_device_combo()
+        self._fill_checkpoint_combo()
+        self._fill_explainer_combo()
+        self.explainer_combo.currentIndexChanged.connect(self._on_explainer_changed)
+        self._on_explainer_changed()
+        self.model_combo.currentIndexChanged.connect(self._on_model_changed)
+        self.checkpoint_combo.activated.connect(self._on_checkpoint_activated)
+        self.device_combo.currentIndexChanged.connect(lambda _: self._update_device_label())
+
+    def _build_edit_toolbar(self) -> None:
+        self.addToolBarBreak(Qt.ToolBarArea.TopToolBarArea)
+        bar = QToolBar("Editing", self)
+        bar.setObjectName("edit_toolbar")
+        bar.setMovable(False)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, bar)
+        a = self.actions
+        a["tool_brush"].setText("Brush")
+        a["tool_eraser"].setText("Eraser")
+        a["tool_pan"].setText("Pan")
+        for name in ("tool_brush", "tool_eraser", "tool_pan"):
+            bar.addAction(a[name])
+        bar.addWidget(QLabel("  brush "))
+        self.brush_spin = QSpinBox(self)
+        self.brush_spin.setRange(1, 400)
+        self.brush_spin.setSuffix(" px")
+        self.brush_spin.setToolTip("Brush diameter in image pixels ([ and ], Ctrl+wheel)")
+        bar.addWidget(self.brush_spin)
+        bar.addWidget(QLabel("  eraser "))
+        self.eraser_spin = QSpinBox(self)
+        self.eraser_spin.setRange(1, 400)
+        self.eraser_spin.setSuffix(" px")
+        self.eraser_spin.setToolTip("Eraser diameter in image pixels (its own size)")
+        bar.addWidget(self.eraser_spin)
+        bar.addSeparator()
+        a["undo"].setText("Undo")
+        a["redo"].setText("Redo")
+        bar.addAction(a["undo"])
+        bar.addAction(a["redo"])
+        bar.addSeparator()
+        a["fit"].setText("Fit")
+        bar.addAction(a["fit"])
+        a["toggle_overlays"].setText("Overlays")
+        bar.addAction(a["toggle_overlays"])
+        self.edit_hint = QLabel("")
+        bar.addWidget(self.edit_hint)
+        self.brush_spin.valueChanged.connect(lambda v: self._set_size(TOOL_BRUSH, v))
+        self.eraser_spin.valueChanged.connect(lambda v: self._set_size(TOOL_ERASER, v))
+        self.edit_toolbar = bar
+
+    def _build_menus(self) -> None:
+        a = self.actions
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        file_menu.addAction(a["open_episode"])
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self.demo_menu = file_menu.addMenu("Open de&mo episode")
+        file_menu.addAction(a["save_episode"])
+        file_menu.addAction(a["save_episode_as"])
+        file_menu.addSeparator()
+        replace_query = QAction("Replace query &image…", self)
+        replace_query.triggered.connect(self.replace_query_dialog)
+        file_menu.addAction(replace_query)
+        file_menu.addAction(a["choose_checkpoint"])
+        folder = QAction("Checkpoint &folder…", self)
+        folder.triggered.connect(self.choose_checkpoint_folder)
+        file_menu.addAction(folder)
+        file_menu.addSeparator()
+        file_menu.addAction(a["quit"])
+        edit_menu = menu.addMenu("&Edit")
+        for name in ("undo", "redo", None, "tool_brush", "tool_eraser", "tool_pan", "smaller_brush",
+                     "larger_brush", None, "clear_mask"):
+            edit_menu.addSeparator() if name is None else edit_menu.addAction(a[name])
+        region_menu = menu.addMenu("&Region")
+        for name in ("region_brushed", "region_prediction", "region_ground_truth"):
+            region_menu.addAction(a[name])
+        view_menu = menu.addMenu("&View")
+        for name in ("fit", "zoom_in", "zoom_out", None, "toggle_overlays", "toggle_prediction",
+                     "toggle_ground_truth", None, "next_support", "previous_support"):
+            view_menu.addSeparator() if name is None else view_menu.addAction(a[name])
+        view_menu.addSeparator()
+        view_menu.addAction(self.log_dock.toggleViewAction())
+        run_menu = menu.addMenu("R&un")
+        for name in ("predict", "explain", "cancel", None, "clear_gpu_cache"):
+            run_menu.addSeparator() if name is None else run_menu.addAction(a[name])
+        help_menu = menu.addMenu("&Help")
+        help_menu.addAction(a["shortcuts"])
+        help_menu.addAction(a["about"])
+        self._fill_recent_menu()
+        self._fill_demo_menu()
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.hover_label = QLabel("")
+        self.hover_label.setMinimumWidth(260)
+        self.job_label = QLabel("")
+        self.progress_bar = QProgressBar(self)
+        self.progress_bar.setRange(0, 1000)
+        self.progress_bar.setFixedWidth(180)
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setVisible(False)
+        self.device_label = QLabel("")
+        self.device_label.setToolTip("The device the model actually runs on")
+        bar.addPermanentWidget(self.hover_label)
+        bar.addPermanentWidget(self.job_label)
+        bar.addPermanentWidget(self.progress_bar)
+        bar.addPermanentWidget(self.device_label)
+
+    # ======================================================================== pickers
+    def _fill_model_combo(self) -> None:
+        from ..models.registry import DEFAULT_MODEL, list_models
+
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        try:
+            entries = list_models()
+        except Exception as exc:  # a broken model module must not keep the window from opening
+            entries = []
+            self.log_error(f"could not list models: {exc}")
+        for entry in entries:
+            label = entry.name + ("  (needs checkpoint)" if entry.needs_checkpoint else "")
+            self.model_combo.addItem(label, entry.name)
+            tip = entry.description + (f"\nCheckpoint: {entry.checkpoint_format}" if entry.checkpoint_format else "")
+            self.model_combo.setItemData(self.model_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        wanted = self.settings.model or DEFAULT_MODEL
+        index = self.model_combo.findData(wanted)
+        if index < 0:
+            index = self.model_combo.findData(DEFAULT_MODEL)
+        self.model_combo.setCurrentIndex(max(0, index))
+        self.model_combo.blockSignals(False)
+
+    def _fill_device_combo(self) -> None:
+        import torch
+
+        self.device_combo.blockSignals(True)
+        self.device_combo.clear()
+        cuda = torch.cuda.is_available()
+        self.device_combo.addItem("auto (CUDA if available)", "auto")
+        self.device_combo.addItem("CPU", "cpu")
+        if cuda:
+            for i in range(torch.cuda.device_count()):
+                self.device_combo.addItem(f"cuda:{i} {torch.cuda.get_device_name(i)}", f"cuda:{i}")
+        else:
+            self.device_combo.addItem("CUDA (not available)", "cuda")
+            item = self.device_combo.model().item(self.device_combo.count() - 1)
+            item.setEnabled(False)
+            item.setToolTip("torch reports no usable CUDA device on this machine")
+        index = self.device_combo.findData(self.settings.device)
+        self.device_combo.setCurrentIndex(max(0, index))
+        self.device_combo.blockSignals(False)
+
+    def _fill_checkpoint_combo(self, select: Optional[str] = None) -> None:
+        combo = self.checkpoint_combo
+        current = select if select is not None else combo.currentData()
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem("(no checkpoint)", None)
+        seen: set[str] = set()
+        paths = list(self.settings.recent_checkpoints)
+        folder = Path(self.settings.checkpoint_dir) if self.settings.checkpoint_dir else None
+        if folder is not None and folder.is_dir():
+            from .drops import CHECKPOINT_SUFFIXES
+
+            paths += [str(p.resolve()) for p in sorted(folder.iterdir()) if p.suffix.lower() in CHECKPOINT_SUFFIXES]
+        for path in paths:
+            if path in seen:
+                continue
+            seen.add(path)
+            combo.addItem(Path(path).name, path)
+            combo.setItemData(combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+        combo.addItem("Browse…", "__browse__")
+        index = combo.findData(current) if current else 0
+        combo.setCurrentIndex(max(0, index))
+        combo.blockSignals(False)
+        self._update_checkpoint_hint()
+
+    def _fill_explainer_combo(self) -> None:
+        names = available_explainers()
+        names += [n for n in self.explainer_factories if n not in names]
+        self.explainer_combo.clear()
+        if not names:
+            self.explainer_combo.addItem("(no explainers installed)", None)
+            self.explainer_combo.setEnabled(False)
+            return
+        self.explainer_combo.setEnabled(True)
+        for name in names:
+            self.explainer_combo.addItem(name, name)
+        wanted = self.settings.explainer or DEFAULT_EXPLAINER
+        index = self.explainer_combo.findData(wanted)
+        if index < 0:
+            index = self.explainer_combo.findData(DEFAULT_EXPLAINER)
+        self.explainer_combo.setCurrentIndex(max(0, index))
+
+    def _on_explainer_changed(self, _index: int = 0) -> None:
+        name = self.explainer_combo.currentData()
+        names: list[str] = []
+        if name and name not in self.explainer_factories:
+            try:
+                from ..explain.registry import explainer_parameters
+
+                names = explainer_parameters(name)
+            except (ImportError, FssguiError):
+                names = []
+        tip = "Explainer parameters as name=value pairs separated by commas"
+        if names:
+            tip += f"\n{name} accepts: {', '.join(names)}"
+        self.params_edit.setToolTip(tip)
+        self.params_edit.setPlaceholderText(f"e.g. {names[0]}=…" if names else "parameters (name=value, …)")
+
+    def set_explainer_factories(self, factories: dict[str, Callable[..., Any]]) -> None:
+        self.explainer_factories = dict(factories)
+        self._fill_explainer_combo()
+
+    def _on_model_changed(self, _index: int) -> None:
+        self._update_checkpoint_hint()
+        self._mark_inputs_changed(supports=False, note="the model changed since this explanation")
+
+    def _update_checkpoint_hint(self) -> None:
+        entry = self._current_entry()
+        if entry is None:
+            return
+        needs = entry.needs_checkpoint
+        tip = f"{entry.name}: " + (entry.checkpoint_format or ("needs a checkpoint" if needs else "no checkpoint needed"))
+        self.checkpoint_combo.setToolTip(tip)
+        if needs and self.checkpoint_combo.currentData() is None:
+            self.checkpoint_combo.setStyleSheet("QComboBox { color: #d9822b; }")
+        else:
+            self.checkpoint_combo.setStyleSheet("")
+
+    def _current_entry(self):
+        from ..models.registry import get_entry
+
+        name = self.model_combo.currentData()
+        if not name:
+            return None
+        try:
+            return get_entry(name)
+        except FssguiError:
+            return None
+
+    def _on_checkpoint_activated(self, index: int) -> None:
+        if self.checkpoint_combo.itemData(index) == "__browse__":
+            self.choose_checkpoint()
+        else:
+            self._update_checkpoint_hint()
+
+    def set_checkpoint(self, path: str | Path) -> None:
+        path = str(Path(path).resolve())
+        self.settings.add_recent_checkpoint(path)
+        self._fill_checkpoint_combo(select=path)
+        self.log(f"checkpoint: {path}")
+
+    def choose_checkpoint(self) -> None:
+        start = self.settings.checkpoint_dir or str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose a checkpoint", start, "Checkpoints (*.pt *.pth *.ckpt *.tar *.bin *.safetensors);;All files (*)")
+        if path:
+            self.set_checkpoint(path)
+        else:
+            self._fill_checkpoint_combo()
+
+    def choose_checkpoint_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Checkpoint folder", self.settings.checkpoint_dir)
+        if folder:
+            self.settings.checkpoint_dir = folder
+            self._fill_checkpoint_combo()
+            self.log(f"checkpoint folder: {folder}")
+
+    def model_spec(self) -> ModelSpec:
+        checkpoint = self.checkpoint_combo.currentData()
+        if checkpoint == "__browse__":
+            checkpoint = None
+        return ModelSpec(self.model_combo.currentData() or "", checkpoint, self.device_combo.currentData() or "auto")
+
+    # ======================================================================== settings
+    def _apply_settings(self) -> None:
+        s = self.settings
+        self.display.update(colormap=s.colormap, signed_colormap=s.signed_colormap, opacity=s.heat_opacity,
+                            clip_percent=s.clip_percent)
+        dc = self.display_controls
+        dc.colormap.setCurrentText(s.colormap)
+        dc.signed_colormap.setCurrentText(s.signed_colormap)
+        dc.opacity.setValue(round(s.heat_opacity * 100))
+        dc.clip.setValue(s.clip_percent)
+        self.brush_spin.setValue(s.brush_size)
+        self.eraser_spin.setValue(s.eraser_size)
+        self.query_panel.mask_opacity.setValue(round(s.mask_opacity * 100))
+        self._set_mask_opacity(round(s.mask_opacity * 100))
+        self.set_tool(TOOL_BRUSH)
+        if s.window_geometry:
+            self.restoreGeometry(QByteArray.fromBase64(s.window_geometry.encode()))
+        if s.window_state:
+            self.restoreState(QByteArray.fromBase64(s.window_state.encode()))
+
+    def _store_settings(self) -> None:
+        s = self.settings
+        s.model = self.model_combo.currentData() or s.model
+        s.device = self.device_combo.currentData() or "auto"
+        if self.explainer_combo.currentData():
+            s.explainer = self.explainer_combo.currentData()
+        s.colormap = self.display.colormap
+        s.signed_colormap = self.display.signed_colormap
+        s.heat_opacity = float(self.display.opacity)
+        s.clip_percent = float(self.display.clip_percent)
+        s.brush_size = int(self.brush_spin.value())
+        s.eraser_size = int(self.eraser_spin.value())
+        s.mask_opacity = self.query_panel.mask_opacity.value() / 100.0
+        s.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
+        s.window_state = bytes(self.saveState().toBase64()).decode()
+        try:
+            s.save()
+        except OSError as exc:
+            self.log_error(f"could not save settings to {s.path()}: {exc}")
+
+    # ========================================================================= logging
+    def log(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        self.log_view.appendHtml(f"<span style='color:#888'>{stamp}</span> {html.escape(text)}")
+
+    def log_error(self, text: str, details: str = "") -> None:
+        """An error the user must see: log pane (red), status bar; the window keeps running."""
+        self.errors.append(text)
+        stamp = time.strftime("%H:%M:%S")
+        self.log_view.appendHtml(f"<span style='color:#888'>{stamp}</span> "
+                                 f"<span style='color:#e0464e'><b>error:</b> {html.escape(text)}</span>")
+        if details:
+            self.log_view.appendHtml(f"<pre style='color:#999'>{html.escape(details.rstrip())}</pre>")
+        self.statusBar().showMessage(f"Error: {text}", 15000)
+        if not self.log_dock.isVisible():
+            self.log_dock.show()
+        self.errorReported.emit(text)
+
+    def _show_hover(self, text: str) -> None:
+        self.hover_label.setText(text)
+
+    # ========================================================================= episode
+    def set_episode(self, episode: Episode, source: Optional[Path] = None, dirty: bool = False) -> None:
+        """Show ``episode`` (it is copied into the editors)."""
+        self.query_image = episode.query_image.copy()
+        self.query_mask = None if episode.query_mask is None else episode.query_mask.copy()
+        self.class_name = episode.class_name
+        self.source_folder = Path(source) if source is not None else None
+        has_region = episode.region is not None and bool(np.any(episode.region))
+        region = episode.region if has_region else np.zeros(self.query_image.shape[:2], dtype=bool)
+        self.region = EditableMask(region)
+        self.region_source = REGION_BRUSHED if has_region else REGION_PREDICTION
+        self.region_note = "from the episode file" if has_region else ""
+        self.prediction = None
+        self.query_canvas.set_image(self.query_image, fit=True)
+        self.query_canvas.set_mask(self.region, REGION_COLOUR)
+        self.query_canvas.set_layer_opacity("mask", self.query_panel.mask_opacity.value() / 100.0)
+        self.support_panel.set_supports(episode.supports)
+        self.support_panel.canvas.set_layer_opacity("mask", self.query_panel.mask_opacity.value() / 100.0)
+        self._apply_tool_to_canvases()
+        self.heatmap_view.clear()
+        self.dirty = dirty
+        self.edit_revision += 1
+        self.support_version = 0
+        self._update_query_layers()
+        self._update_region_ui()
+        self._update_title()
+        self._update_actions()
+        name = self.source_folder.name if self.source_folder else "new episode"
+        self.log(f"episode {name}: query {self.query_image.shape[1]}x{self.query_image.shape[0]}, "
+                 f"K = {self.support_panel.count()}" + (f", class {self.class_name}" if self.class_name else "")
+                 + ("" if self.query_mask is not None else ", no ground truth"))
+
+    def has_episode(self) -> bool:
+        return self.query_image is not None
+
+    def current_episode(self) -> Episode:
+        """A copy of the episode as edited (region only when it has pixels)."""
+        if self.query_image is None:
+            raise FssguiError("no episode is open: open one with File ▸ Open episode (Ctrl+O)")
+        region = self.region.as_bool() if self.region is not None and self.region.count() else None
+        return Episode(
+            self.query_image.copy(),
+            self.support_panel.supports(),
+            self.class_name,
+            None if self.query_mask is None else self.query_mask.copy(),
+            region,
+            self.source_folder,
+        )
+
+    def open_episode(self, path: str | Path) -> bool:
+        try:
+            episode = load_episode(path)
+        except FssguiError as exc:
+            self.log_error(str(exc))
+            return False
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        self.set_episode(episode, folder)
+        self.settings.add_recent_episode(folder)
+        self._fill_recent_menu()
+        self.autosave.discard()
+        return True
+
+    def open_episode_dialog(self) -> None:
+        if not self._confirm_discard():
+            return
+        start = str(self.source_folder.parent) if self.source_folder else str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Open an episode folder", start)
+        if folder:
+            self.open_episode(folder)
+
+    def open_default_demo(self) -> None:
+        from ..resources import default_demo_episode
+
+        try:
+            path = default_demo_episode()
+        except FileNotFoundError as exc:
+            self.log_error(str(exc))
+            return
+        self.open_episode(path)
+
+    def save_episode(self) -> bool:
+        if self.source_folder is None or self._is_demo(self.source_folder):
+            return self.save_episode_as()
+        return self._save_to(self.source_folder)
+
+    def save_episode_as(self) -> bool:
+        if not self.has_episode():
+            return False
+        start = str((self.source_folder.parent if self.source_folder else Path.home()) / "episode")
+        path, _ = QFileDialog.getSaveFileName(self, "Save the episode as a folder", start, "Episode folder (*)")
+        if not path:
+            return False
+        return self._save_to(Path(path))
+
+    def _save_to(self, folder: Path) -> bool:
+        try:
+            save_episode(self.current_episode(), folder)
+        except FssguiError as exc:
+            self.log_error(f"not saved: {exc}")
+            if not self.unattended:
+                QMessageBox.warning(self, "Episode not saved", str(exc))
+            return False
+        except OSError as exc:
+            self.log_error(f"not saved: {folder}: {exc}")
+            return False
+        self.source_folder = folder
+        self.dirty = False
+        self.settings.add_recent_episode(folder)
+        self._fill_recent_menu()
+        self.autosave.discard()
+        self._update_title()
+        self.log(f"saved {folder}")
+        return True
+
+    @staticmethod
+    def _is_demo(folder: Path) -> bool:
+        from ..resources import demo_dir
+
+        try:
+            return Path(folder).resolve().is_relative_to(demo_dir().resolve())
+        except OSError:
+            return False
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in self.settings.recent_episodes:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _=False, p=path: self._confirm_discard() and self.open_episode(p))
+        self.recent_menu.setEnabled(bool(self.settings.recent_episodes))
+
+    def _fill_demo_menu(self) -> None:
+        from ..resources import demo_episodes
+
+        self.demo_menu.clear()
+        for path in demo_episodes():
+            action = self.demo_menu.addAction(path.name)
+            action.triggered.connect(lambda _=False, p=path: self._confirm_discard() and self.open_episode(p))
+        self.demo_menu.setEnabled(bool(self.demo_menu.actions()))
+
+    def replace_query_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Query image", str(Path.home()),
+                                              "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp)")
+        if path:
+            self.replace_query(Path(path))
+
+    def replace_query(self, path: Path) -> None:
+        """A new query image: ground truth, region and prediction are cleared (they belonged to the old one)."""
+        try:
+            image = load_rgb(path)
+        except ImageError as exc:
+            self.log_error(str(exc))
+            return
+        supports = self.support_panel.supports() if self.support_panel.count() else []
+        episode = Episode(image, supports, self.class_name, None, None, None)
+        self.set_episode(episode, None, dirty=True)
+        self._schedule_autosave()
+
+    # -------------------------------------------------------------------------- dropping
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        paths = [Path(u.toLocalFile()) for u in event.mimeData().urls() if u.isLocalFile()]
+        event.acceptProposedAction()
+        self.handle_paths(paths)
+
+    def handle_paths(self, paths: list[Path]) -> None:
+        """Dropped files: episodes open, checkpoints are selected, images become supports."""
+        plan = classify_drop([Path(p) for p in paths])
+        for path in plan.ignored:
+            self.log(f"ignored {path}: not an image, mask, checkpoint or episode folder")
+        if plan.episodes:
+            if len(plan.episodes) > 1:
+                self.log(f"several episodes dropped: opening {plan.episodes[0]} only")
+            if self._confirm_discard():
+                self.open_episode(plan.episodes[0])
+        for checkpoint in plan.checkpoints[:1]:
+            self.set_checkpoint(checkpoint)
+        if (plan.supports or plan.lone_masks) and not self.has_episode():
+            self.log_error("open an episode first: supports need a query (File ▸ Open, or drop an episode folder)")
+            return
+        for image_path, mask_path in plan.supports:
+            try:
+                image = load_rgb(image_path)
+                mask = load_mask(mask_path) if mask_path is not None else None
+            except ImageError as exc:
+                self.log_error(str(exc))
+                continue
+            if mask is not None and mask.shape != image.shape[:2]:
+                self.log_error(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but {image_path.name} is "
+                               f"{image.shape[1]}x{image.shape[0]}; added the image with an empty mask")
+                mask = None
+            index = self.support_panel.add(image, mask, image_path.name)
+            note = f"mask {mask_path.name}" if mask is not None else "empty mask: brush it"
+            self.log(f"support {index + 1} added from {image_path.name} ({note})")
+        for mask_path in plan.lone_masks:
+            self.apply_mask_file(mask_path)
+
+    def apply_mask_file(self, mask_path: Path) -> None:
+        index = self.support_panel.current_index()
+        if index < 0:
+            self.log_error(f"{mask_path}: select the support whose mask it replaces first")
+            return
+        try:
+            mask = load_mask(mask_path)
+            self.support_panel.replace_mask(index, mask)
+        except (ImageError, ValueError) as exc:
+            self.log_error(f"{mask_path}: {exc}")
+            return
+        self.log(f"support {index + 1}: mask replaced from {mask_path.name} (Ctrl+Z undoes)")
+
+    def add_supports_dialog(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add support images (and their masks)", str(Path.home()),
+                                                "Images (*.png *.jpg *.jpeg *.bmp *.tif *.tiff *.webp)")
+        if paths:
+            self.handle_paths([Path(p) for p in paths])
+
+    def mask_from_file_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Mask PNG for the selected support", str(Path.home()),
+                                              "Masks (*.png *.bmp *.tif *.tiff)")
+        if path:
+            self.apply_mask_file(Path(path))
+
+    # ========================================================================= editing
+    def set_tool(self, tool: str) -> None:
+        self._tool = tool
+        {TOOL_BRUSH: self.actions["tool_brush"], TOOL_ERASER: self.actions["tool_eraser"],
+         TOOL_PAN: self.actions["tool_pan"]}[tool].setChecked(True)
+        self._apply_tool_to_canvases()
+        hint = {TOOL_BRUSH: "left drag paints, right drag erases", TOOL_ERASER: "left drag erases",
+                TOOL_PAN: "drag to pan; wheel zooms"}[tool]
+        self.edit_hint.setText(f"   {hint} · wheel zooms · Space+drag pans")
+
+    def _apply_tool_to_canvases(self) -> None:
+        tool = getattr(self, "_tool", TOOL_BRUSH)
+        for canvas in (self.query_canvas, self.support_panel.canvas):
+            canvas.set_tool(tool)
+            canvas.set_brush_size(self.brush_spin.value(), TOOL_BRUSH)
+            canvas.set_brush_size(self.eraser_spin.value(), TOOL_ERASER)
+
+    def _set_size(self, tool: str, size: int) -> None:
+        for canvas in (self.query_canvas, self.support_panel.canvas):
+            canvas.set_brush_size(size, tool)
+
+    def _on_canvas_brush_size(self, tool: str, size: int) -> None:
+        spin = self.brush_spin if tool == TOOL_BRUSH else self.eraser_spin
+        if spin.value() != size:
+            spin.setValue(size)
+
+    def _set_mask_opacity(self, value: int) -> None:
+        for canvas in (self.query_canvas, self.support_panel.canvas):
+            canvas.set_layer_opacity("mask", value / 100.0)
+
+    def set_overlays_visible(self, visible: bool) -> None:
+        for canvas in (self.query_canvas, self.support_panel.canvas):
+            canvas.set_overlays_visible(visible)
+        for tile in self.heatmap_view.grid.tiles + self.compare_view.tiles:
+            tile.canvas.set_overlays_visible(visible)
+        if self.actions["toggle_overlays"].isChecked() != visible:
+            self.actions["toggle_overlays"].setChecked(visible)
+
+    def fit_all(self) -> None:
+        for canvas in (self.query_canvas, self.support_panel.canvas):
+            canvas._auto_fit = True
+            canvas.fit()
+        for tile in self.heatmap_view.grid.tiles + self.compare_view.tiles:
+            tile.canvas._auto_fit = True
+            tile.canvas.fit()
+
+    def _on_focus_changed(self, _old, new) -> None:
+        for canvas in (self.query_canvas, self.support_panel.canvas):
+            if new is canvas or (new is not None and canvas.isAncestorOf(new)):
+                self._last_canvas = canvas
+
+    def _active_canvas(self) -> ImageCanvas:
+        return self._last_canvas
+
+    def undo(self) -> None:
+        canvas = self._active_canvas()
+        if canvas.mask is None or canvas.mask.undo() is None:
+            self.statusBar().showMessage("Nothing to undo", 2000)
+            return
+        self._after_mask_change(canvas)
+
+    def redo(self) -> None:
+        canvas = self._active_canvas()
+        if canvas.mask is None or canvas.mask.redo() is None:
+            self.statusBar().showMessage("Nothing to redo", 2000)
+            return
+        self._after_mask_change(canvas)
+
+    def clear_active_mask(self) -> None:
+        canvas = self._active_canvas()
+        if canvas.mask is not None and canvas.mask.clear() is not None:
+            self._after_mask_change(canvas)
+
+    def _after_mask_change(self, canvas: ImageCanvas) -> None:
+        if canvas is self.query_canvas:
+            self._on_region_stroke("edit")
+        else:
+            self.support_panel._on_mask_edited(self.support_panel.current_index())
+
+    def _on_region_stroke(self, _kind: str) -> None:
+        self._last_canvas = self.query_canvas
+        if self.region_source != REGION_BRUSHED:
+            self.region_note = f"started from the {self.region_source}"
+            self.region_source = REGION_BRUSHED
+        self._mark_inputs_changed(supports=False, note="region R was edited since this explanation")
+        self._update_region_ui()
+
+    def _on_support_mask_edited(self, index: int) -> None:
+        self._last_canvas = self.support_panel.canvas
+        self.support_version += 1
+        self.prediction = None  # the prediction depends on the support masks
+        self._update_query_layers()
+        self._mark_inputs_changed(supports=True, note=f"support {index + 1}'s mask was edited since this explanation")
+
+    def _on_supports_changed(self) -> None:
+        self.support_version += 1
+        self.prediction = None
+        self._update_query_layers()
+        self._apply_tool_to_canvases()
+        self._mark_inputs_changed(supports=True, note="the support set changed since this explanation")
+
+    def _mark_inputs_changed(self, supports: bool, note: str) -> None:
+        if self._applying_result or not self.has_episode():
+            return
+        self.edit_revision += 1
+        self.dirty = True
+        if self.last_result is not None:
+            self.heatmap_view.set_stale(note + " (Ctrl+E to rerun)")
+        self._schedule_autosave()
+        self._update_title()
+        self._update_actions()
+
+    # --------------------------------------------------------------------------- region
+    def set_region_source(self, source: str) -> None:
+        if not self.has_episode():
+            return
+        if source == REGION_GROUND_TRUTH and self.query_mask is None:
+            self.log_error("this episode has no ground-truth mask for the query: R = ground truth is not available")
+            self._update_region_ui()
+            return
+        self.region_source = source
+        self.region_note = ""
+        if source == REGION_GROUND_TRUTH:
+            self._replace_region(self.query_mask, "R = ground truth")
+        elif source == REGION_PREDICTION and self.prediction is not None:
+            self._replace_region(self.prediction.mask, "R = prediction")
+        self._last_canvas = self.query_canvas
+        self._mark_inputs_changed(supports=False, note=f"R was switched to {source} since this explanation")
+        self._update_region_ui()
+
+    def _replace_region(self, mask: np.ndarray, label: str) -> None:
+        if self.region is not None:
+            self.region.replace(mask, label)
+
+    def clear_region(self) -> None:
+        if self.region is not None and self.region.clear() is not None:
+            self._on_region_stroke("clear")
+
+    def _update_region_ui(self) -> None:
+        qp = self.query_panel
+        for source, button in qp.region_buttons.items():
+            button.setChecked(source == self.region_source)
+        qp.region_buttons[REGION_GROUND_TRUTH].setEnabled(self.query_mask is not None)
+        if not self.has_episode():
+            return
+        pixels = self.region.count() if self.region is not None else 0
+        if self.region_source == REGION_PREDICTION and self.prediction is None:
+            title = "R = prediction (computed when you press Explain)"
+        else:
+            title = f"R = {self.region_source} · {pixels:,} px"
+            if self.region_note:
+                title += f" ({self.region_note})"
+            if pixels == 0:
+                title += " · empty: brush on the query"
+        h, w = self.query_image.shape[:2]
+        subtitle = f"query {w}×{h}" + (f" · class {self.class_name}" if self.class_name else "")
+        if self.prediction is not None:
+            fg = float(self.prediction.mask.mean() * 100)
+            subtitle += f" · prediction {fg:.1f}% of the image"
+        self.query_canvas.set_title(title, subtitle)
+        qp.header.setText(f"<b>Query</b> &nbsp; region R = <b>{self.region_source}</b>")
+
+    def _update_query_layers(self) -> None:
+        if not self.has_episode():
+            return
+        qp = self.query_panel
+        if self.prediction is not None and qp.show_prediction.isChecked():
+            self.query_canvas.set_layer("prediction", outline_rgba(self.prediction.mask, PREDICTION_COLOUR), z=6)
+        else:
+            self.query_canvas.remove_layer("prediction")
+        if self.query_mask is not None and qp.show_truth.isChecked():
+            self.query_canvas.set_layer("truth", outline_rgba(self.query_mask, TRUTH_COLOUR), z=7)
+        else:
+            self.query_canvas.remove_layer("truth")
+        self._update_region_ui()
+
+    def _on_query_hover(self, x: int, y: int) -> None:
+        if x < 0 or not self.has_episode():
+            self.hover_label.setText("")
+            return
+        text = f"query x {x}, y {y}"
+        if self.prediction is not None:
+            text += f" · p(fg) {self.prediction.probability[y, x]:.3f}"
+        if self.region is not None and self.region.data[y, x]:
+            text += " · in R"
+        self.hover_label.setText(text)
+
+    # ========================================================================= running
+    def _connect_worker(self) -> None:
+        w = self.worker
+        w.jobStarted.connect(self._on_job_started)
+        w.progress.connect(self._on_job_progress)
+        w.finished.connect(self._on_job_finished)
+        w.failed.connect(self._on_job_failed)
+        w.cancelled.connect(self._on_job_cancelled)
+        w.dropped.connect(self._on_job_dropped)
+        w.log.connect(self.log)
+        w.deviceStatus.connect(self._on_device_status)
+        w.busyChanged.connect(lambda _: self._update_actions())
+
+    def _check_ready(self) -> bool:
+        if not self.has_episode():
+            self.log_error("no episode is open: open one with File ▸ Open episode (Ctrl+O)")
+            return False
+        if self.support_panel.count() == 0:
+            self.log_error("the episode has no supports: add at least one (drop an image on the support list)")
+            return False
+        empty = [i + 1 for i, item in enumerate(self.support_panel.items) if item.mask.count() == 0]
+        if empty:
+            self.log_error(f"support {', '.join(map(str, empty))}: the mask is empty; brush the object first")
+            return False
+        if not self.model_combo.currentData():
+            self.log_error("no model is available")
+            return False
+        return True
+
+    def predict(self) -> Optional[int]:
+        if not self._check_ready():
+            return None
+        episode = self.current_episode()
+        spec = self.model_spec()
+        job_id = self.worker.submit(
+            "predict", lambda ctx, cache: jobs.predict(ctx, cache, spec, episode), f"Predict ({spec.name})")
+        self._job_meta[job_id] = {"kind": "predict", "revision": self.edit_revision, "spec": spec}
+        return job_id
+
+    def explain(self) -> Optional[int]:
+        """Explain region R with the chosen explainer (predicts too). Returns the job id (None if refused)."""
+        if not self._check_ready():
+            return None
+        name = self.explainer_combo.currentData()
+        if not name:
+            self.log_error("no explainer is installed: fssgui.explain.registry provides none")
+            return None
+        try:
+            params = parse_params(self.params_edit.text())
+        except ValueError as exc:
+            self.log_error(f"explainer parameters: {exc}")
+            return None
+        source = self.region_source
+        region = self.region.as_bool() if source == REGION_BRUSHED else None
+        if source == REGION_BRUSHED and not region.any():
+            self.log_error("region R is empty: brush it on the query, or choose R = prediction (2)")
+            return None
+        episode = self.current_episode()
+        spec = self.model_spec()
+        key = jobs.input_key(episode, region, spec, name, sorted(params.items()), source)
+        images = [s.image for s in episode.supports]
+        masks = [s.mask for s in episode.supports]
+        meta = {"kind": "explain", "revision": self.edit_revision, "spec": spec, "key": key, "images": images,
+                "masks": masks, "support_version": self.support_version}
+        cached = self._cache.get(key)
+        if cached is not None:
+            self.log(f"{name}: same inputs as {cached.label}; showing the cached result")
+            self._show_explanation(cached, meta)
+            self.pipelineFinished.emit(True, "cached")
+            return None
+        factories = self.explainer_factories
+
+        def run(ctx, cache):
+            return jobs.explain(ctx, cache, spec, episode, region, source, name, params, factories)
+
+        job_id = self.worker.submit("explain", run, f"Explain R ({name})")
+        self._job_meta[job_id] = meta
+        return job_id
+
+    def run_pipeline(self) -> Optional[int]:
+        """The one-click path (and ``--demo --screenshot``): explain R with the chosen explainer.
+
+        ``pipelineFinished(ok, message)`` is emitted when it ends."""
+        job_id = self.explain()
+        self._pipeline_job = job_id
+        if job_id is None and self.errors:
+            self.pipelineFinished.emit(False, self.errors[-1])
+        return job_id
+
+    def cancel_jobs(self) -> None:
+        if self.worker.is_busy:
+            self.worker.cancel_all()
+            self.job_label.setText("cancelling…")
+
+    def release_model(self) -> None:
+        def run(ctx, cache):
+            cache.release()
+            return "released"
+
+        job_id = self.worker.submit("release", run, "Release model")
+        self._job_meta[job_id] = {"kind": "release"}
+
+    # ---------------------------------------------------------------------- job events
+    @Slot(int, str)
+    def _on_job_started(self, job_id: int, description: str) -> None:
+        self.job_label.setText(description)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setVisible(True)
+
+    @Slot(int, float, str)
+    def _on_job_progress(self, job_id: int, fraction: float, message: str) -> None:
+        self.progress_bar.setValue(int(fraction * 1000))
+        if message:
+            self.progress_bar.setFormat(f"{message} %p%")
+
+    def _job_done(self, job_id: int) -> dict[str, Any]:
+        meta = self._job_meta.pop(job_id, {})
+        if not self.worker.is_busy:
+            self.progress_bar.setVisible(False)
+            self.job_label.setText("")
+        self._update_actions()
+        return meta
+
+    @Slot(int, object)
+    def _on_job_finished(self, job_id: int, result: object) -> None:
+        meta = self._job_done(job_id)
+        kind = meta.get("kind")
+        if kind == "predict":
+            self._show_prediction(result, meta)
+            self.statusBar().showMessage(f"Prediction done in {result.seconds:.2f} s", 5000)
+        elif kind == "explain":
+            self._cache[meta["key"]] = result
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+            self._show_explanation(result, meta)
+            self.statusBar().showMessage(f"{result.method} done in {result.seconds:.1f} s", 5000)
+        elif kind == "release":
+            self.device_info = None
+            self._update_device_label()
+            self.log("model released; GPU memory cache emptied")
+        if job_id == self._pipeline_job:
+            self._pipeline_job = None
+            self.pipelineFinished.emit(True, "")
+
+    @Slot(int, str, str)
+    def _on_job_failed(self, job_id: int, message: str, trace: str) -> None:
+        meta = self._job_done(job_id)
+        kind = meta.get("kind", "job")
+        self.log_error(f"{kind} failed: {message}", trace)
+        if job_id == self._pipeline_job:
+            self._pipeline_job = None
+            self.pipelineFinished.emit(False, message)
+
+    @Slot(int)
+    def _on_job_cancelled(self, job_id: int) -> None:
+        meta = self._job_done(job_id)
+        if meta:
+            self.log(f"{meta.get('kind', 'job')} cancelled; the previous result is kept")
+        if job_id == self._pipeline_job:
+            self._pipeline_job = None
+            self.pipelineFinished.emit(False, "cancelled")
+
+    @Slot(int)
+    def _on_job_dropped(self, job_id: int) -> None:
+        self._job_done(job_id)
+
+    def _show_prediction(self, result: PredictionResult, meta: dict[str, Any]) -> None:
+        if meta.get("revision") != self.edit_revision and meta.get("kind") == "predict":
+            self.log("prediction arrived after the inputs changed: shown, but it may be out of date")
+        self.prediction = result
+        self.prediction_revision = meta.get("revision", -1)
+        if self.region_source == REGION_PREDICTION:
+            self._applying_result = True
+            try:
+                # R derived from the prediction is reproducible: not an edit to autosave
+                self._replace_region(result.mask, "R = prediction")
+            finally:
+                self._applying_result = False
+        self._update_query_layers()
+        self.predictionShown.emit(result)
+
+    def _show_explanation(self, result: ExplanationResult, meta: dict[str, Any]) -> None:
+        if not result.label:
+            self._result_count += 1
+            result.label = (f"#{self._result_count} {result.method} · R = {result.region_source} · "
+                            f"{result.model} · supports v{meta.get('support_version', 0)}")
+        stale = meta.get("revision") != self.edit_revision
+        if not stale:
+            self._show_prediction(result.prediction, meta)
+        self.last_result = result
+        images, masks = meta.get("images", []), meta.get("masks", [])
+        self.heatmap_view.show_result(result, images, masks)
+        if stale:
+            self.heatmap_view.set_stale("the inputs were edited while this was computed (Ctrl+E to rerun)")
+        self.level_view.show_result(result)
+        if not any(r is result for r, _, _ in self.compare_view.history):
+            self.compare_view.add_result(result, images, masks)
+        self.log(f"{result.label}: {result.seconds:.1f} s on {result.device}")
+        self.resultShown.emit(result)
+
+    # ----------------------------------------------------------------------- device
+    @Slot(object)
+    def _on_device_status(self, info: DeviceInfo) -> None:
+        self.device_info = info
+        self._update_device_label()
+
+    def _update_device_label(self) -> None:
+        import torch
+
+        info = self.device_info
+        if info is None:
+            requested = self.device_combo.currentData() or "auto"
+            if torch.cuda.is_available():
+                text = f"Device: {requested} (model not loaded yet)"
+            else:
+                text = "Device: CPU · CUDA not available (model not loaded yet)"
+            self.device_label.setText(text)
+            return
+        if info.is_cuda:
+            text = (f"Device: {info.device} {info.description} · GPU memory {_gib(info.allocated_bytes)} GiB allocated, "
+                    f"{_gib(info.reserved_bytes)} reserved, {_gib(info.free_bytes)} of {_gib(info.total_bytes)} free")
+        else:
+            text = "Device: CPU" + ("" if info.cuda_available else " · CUDA not available")
+        self.device_label.setText(text)
+
+    # ======================================================================== autosave
+    def _schedule_autosave(self) -> None:
+        if self.has_episode():
+            self._autosave_timer.start(int(self.settings.autosave_seconds * 1000))
+
+    def _snapshot(self) -> Episode:
+        """The episode for the autosave: supports with empty masks are fine here."""
+        return self.current_episode()
+
+    def _write_autosave(self) -> None:
+        if not self.has_episode() or not self.dirty:
+            return
+        episode = self._snapshot()
+        source = str(self.source_folder) if self.source_folder else ""
+        autosave = self.autosave
+
+        def write() -> None:
+            try:
+                autosave.write(episode, source, dirty=True)
+            except Exception as exc:  # noqa: BLE001 - reported in the window
+                self._autosaveDone.emit(f"autosave failed ({autosave.root}): {exc}")
+            else:
+                self._autosaveDone.emit("")
+
+        self._autosave_pool.submit(write)
+
+    def flush_autosave(self) -> None:
+        """Write pending edits now and wait (used at exit and by tests)."""
+        if self._autosave_timer.isActive():
+            self._autosave_timer.stop()
+            self._write_autosave()
+        self._autosave_pool.submit(lambda: None).result()
+        QApplication.processEvents()
+
+    def _on_autosave_done(self, error: str) -> None:
+        if error:
+            self.log_error(error)
+        else:
+            self._autosave_done_at = time.time()
+            self.statusBar().showMessage("Edits autosaved", 1500)
+
+    def restore_autosave_if_any(self) -> bool:
+        """At start: offer to restore unsaved edits from the last session."""
+        info = self.autosave.restorable()
+        if info is None:
+            return False
+        if not self.unattended:
+            answer = QMessageBox.question(
+                self, "Restore unsaved edits?",
+                f"fssgui found {info.describe()}.\n\nRestore them?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
+            if answer != QMessageBox.StandardButton.Yes:
+                self.autosave.discard()
+                return False
+        try:
+            episode = self.autosave.read()
+        except (FssguiError, OSError, KeyError, ValueError) as exc:
+            self.log_error(f"the autosave in {info.folder} could not be read: {exc}")
+            return False
+        self.set_episode(episode, Path(info.source) if info.source else None, dirty=True)
+        self.log(f"restored {info.describe()}")
+        return True
+
+    # ====================================================================== misc UI
+    def _update_title(self) -> None:
+        name = self.source_folder.name if self.source_folder else ("new episode" if self.has_episode() else "")
+        star = "*" if self.dirty else ""
+        self.setWindowTitle(f"fssgui — {name}{star}" if name else "fssgui")
+
+    def _update_actions(self) -> None:
+        busy = self.worker.is_busy
+        has = self.has_episode()
+        self.actions["cancel"].setEnabled(busy)
+        self.actions["predict"].setEnabled(has)
+        self.actions["explain"].setEnabled(has and self.explainer_combo.currentData() is not None)
+        self.actions["save_episode"].setEnabled(has)
+        self.actions["save_episode_as"].setEnabled(has)
+
+    def show_shortcuts(self) -> None:
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Keyboard shortcuts")
+        layout = QVBoxLayout(dialog)
+        browser = QTextBrowser(dialog)
+        browser.setHtml(cheat_sheet_html())
+        layout.addWidget(browser)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, parent=dialog)
+        buttons.rejected.connect(dialog.reject)
+        layout.addWidget(buttons)
+        dialog.resize(520, 640)
+        self.shortcuts_dialog = dialog
+        if not self.unattended:
+            dialog.exec()
+
+    def show_about(self) -> None:
+        from .. import __version__
+
+        import torch
+
+        text = (f"fssgui {__version__}\nDiagnose few-shot semantic segmentation models.\n\n"
+                f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
+        if not self.unattended:
+            QMessageBox.about(self, "About fssgui", text)
+
+    def _confirm_discard(self) -> bool:
+        """Before replacing the episode: offer to save unsaved edits."""
+        if not self.dirty or self.unattended or not self.has_episode():
+            return True
+        answer = QMessageBox.question(
+            self, "Unsaved edits", "The episode has unsaved edits. Save them first?",
+            QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Save)
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save_episode()
+        if answer == QMessageBox.StandardButton.Discard:
+            self.dirty = False  # the user chose to drop the edits: no restore offer next time
+            return True
+        return False
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        if not self._confirm_discard():
+            event.ignore()
+            return
+        self._store_settings()
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop the worker and write the last autosave. Safe to call twice."""
+        if getattr(self, "_shut_down", False):
+            return
+        self._shut_down = True
+        self.worker.shutdown()
+        if self.dirty and self.has_episode():
+            self._autosave_timer.stop()
+            try:
+                self.autosave.write(self._snapshot(), str(self.source_folder or ""), dirty=True)
+            except Exception as exc:  # noqa: BLE001
+                print(f"fssgui: autosave at exit failed: {exc}")
+        self._autosave_pool.shutdown(wait=True)
+        self.autosave.mark_clean_exit(self.dirty and self.has_episode())
+

@@ -1,0 +1,338 @@
+"""ScaleProtoSeg group graph view: prototypes by scale -> groups -> class (pyqtgraph).
+
+API for the main window::
+
+    view = ProtoGraphView(parent)
+    view.set_result(explanation, image)        # a fssgui.explain.prototypes.PrototypeExplanation
+    view.nodeClicked.connect(lambda node_id: ...)   # "p<index>", "g<n>" or "class"
+    view.thresholdChanged.connect(lambda alpha: ...)
+
+The left pane is a ``pg.GraphItem``: prototype nodes in four scale columns (colour = scale,
+grey when no group uses them at the current threshold), the class's groups (red/green/blue)
+and the class node; edge widths follow the weights, edges below the threshold are light grey.
+Clicking a node shows its activation map over the image (``ImageItem`` with a JET lookup table,
+masked to the predicted class unless "mask" is unticked), its numbers, and for a prototype the
+push's training patch when projection metadata exists. Under it: the per-scale maps, the
+predicted class mask and (stage 2) the group-assignment map. The threshold slider re-thresholds
+the group weights without renormalising and recomputes everything from the stored activations.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+from ..explain.prototypes import (
+    PrototypeExplanation,
+    assignment_overlay,
+    graph_layout,
+    normalise_map,
+)
+from ..imaging import colormap_lut, mask_overlay
+
+SCALE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (148, 103, 189)]
+GROUP_COLOURS = [(230, 40, 40), (40, 200, 40), (40, 90, 230)]
+UNUSED_COLOUR = (190, 190, 190)
+GRAPH_WIDTH = 10.0  # view units across the graph (layout x in [0, 1] is scaled by this)
+GRAPH_HEIGHT = 6.0
+
+
+def _image_view(title: str = "") -> tuple[pg.GraphicsLayoutWidget, pg.ViewBox]:
+    widget = pg.GraphicsLayoutWidget()
+    widget.setBackground("w")
+    if title:
+        widget.addLabel(title, row=0, col=0, color="k", size="8pt")
+    box = widget.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMouse=False)
+    return widget, box
+
+
+class ProtoGraphView(QtWidgets.QWidget):
+    """Group graph + activation maps of one :class:`PrototypeExplanation` (see module doc)."""
+
+    nodeClicked = QtCore.Signal(str)
+    thresholdChanged = QtCore.Signal(float)
+
+    def __init__(self, parent: Optional[QtWidgets.QWidget] = None):
+        super().__init__(parent)
+        self._result: Optional[PrototypeExplanation] = None
+        self._image: Optional[np.ndarray] = None
+        self._node_ids: list[str] = []
+        self._labels: list[pg.TextItem] = []
+        self.current_node: Optional[str] = None
+
+        # --- graph pane
+        self.graph_widget = pg.GraphicsLayoutWidget()
+        self.graph_widget.setBackground("w")
+        self.graph_box = self.graph_widget.addViewBox(invertY=True)
+        self.graph_box.setMouseEnabled(x=True, y=True)
+        self.graph_item = pg.GraphItem()
+        self.graph_box.addItem(self.graph_item)
+        self.graph_item.scatter.sigClicked.connect(self._on_points_clicked)
+
+        self.threshold_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.threshold_slider.setRange(0, 50)  # alpha = value / 100
+        self.threshold_slider.setValue(5)
+        self.threshold_slider.setToolTip("group weights below α are dropped (not renormalised)")
+        self.threshold_label = QtWidgets.QLabel("α = 0.05")
+        self.threshold_slider.valueChanged.connect(self._on_threshold_slider)
+        self.mask_check = QtWidgets.QCheckBox("mask to predicted class")
+        self.mask_check.setChecked(True)
+        self.mask_check.toggled.connect(lambda _checked: self._refresh_maps())
+        self.summary_label = QtWidgets.QLabel("")
+        self.summary_label.setWordWrap(True)
+
+        controls = QtWidgets.QHBoxLayout()
+        controls.addWidget(QtWidgets.QLabel("threshold"))
+        controls.addWidget(self.threshold_slider, 1)
+        controls.addWidget(self.threshold_label)
+        controls.addWidget(self.mask_check)
+        left = QtWidgets.QVBoxLayout()
+        left.addWidget(self.summary_label)
+        left.addWidget(self.graph_widget, 1)
+        left.addLayout(controls)
+
+        # --- map pane
+        self.node_label = QtWidgets.QLabel("click a node")
+        self.node_label.setWordWrap(True)
+        self.map_widget, self.map_box = _image_view()
+        self.base_item = pg.ImageItem(axisOrder="row-major")
+        self.heat_item = pg.ImageItem(axisOrder="row-major")
+        self.heat_item.setLookupTable(colormap_lut("jet"))
+        self.heat_item.setOpacity(0.5)
+        self.map_box.addItem(self.base_item)
+        self.map_box.addItem(self.heat_item)
+
+        self.scale_widget = pg.GraphicsLayoutWidget()
+        self.scale_widget.setBackground("w")
+        self.scale_items: list[pg.ImageItem] = []
+        for s in range(4):
+            self.scale_widget.addLabel(f"Scale {s + 1}", row=0, col=s, color="k", size="8pt")
+            box = self.scale_widget.addViewBox(row=1, col=s, lockAspect=True, invertY=True, enableMouse=False)
+            item = pg.ImageItem(axisOrder="row-major")
+            box.addItem(item)
+            self.scale_items.append(item)
+
+        self.extra_widget = pg.GraphicsLayoutWidget()
+        self.extra_widget.setBackground("w")
+        self.extra_items: dict[str, pg.ImageItem] = {}
+        self.extra_titles: dict[str, pg.LabelItem] = {}
+        for col, name in enumerate(("class mask", "group assignment", "prototype source")):
+            self.extra_titles[name] = self.extra_widget.addLabel(name, row=0, col=col, color="k", size="8pt")
+            box = self.extra_widget.addViewBox(row=1, col=col, lockAspect=True, invertY=True, enableMouse=False)
+            item = pg.ImageItem(axisOrder="row-major")
+            box.addItem(item)
+            self.extra_items[name] = item
+
+        right = QtWidgets.QVBoxLayout()
+        right.addWidget(self.node_label)
+        right.addWidget(self.map_widget, 3)
+        right.addWidget(self.scale_widget, 1)
+        right.addWidget(self.extra_widget, 1)
+
+        layout = QtWidgets.QHBoxLayout(self)
+        left_widget, right_widget = QtWidgets.QWidget(), QtWidgets.QWidget()
+        left_widget.setLayout(left)
+        right_widget.setLayout(right)
+        splitter = QtWidgets.QSplitter()
+        splitter.addWidget(left_widget)
+        splitter.addWidget(right_widget)
+        splitter.setSizes([600, 400])
+        layout.addWidget(splitter)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def result(self) -> Optional[PrototypeExplanation]:
+        return self._result
+
+    def set_result(self, result: PrototypeExplanation, image: Optional[np.ndarray] = None) -> None:
+        """Show an explanation. ``image`` (RGB uint8) defaults to the one it was computed on."""
+        self._result = result
+        self._image = result.image if image is None else np.ascontiguousarray(image)
+        if self._image.shape[:2] != result.class_mask.shape:
+            raise ValueError(f"image {self._image.shape[:2]} differs from the explanation's {result.class_mask.shape}")
+        alpha = result.threshold or 0.0
+        self.threshold_slider.blockSignals(True)
+        self.threshold_slider.setValue(int(round(alpha * 100)))
+        self.threshold_slider.blockSignals(False)
+        self.threshold_slider.setEnabled(result.grouped)
+        self.threshold_label.setText(f"α = {alpha:.2f}" if result.grouped else "stage 1: no groups")
+        self._rebuild_graph()
+        self.base_item.setImage(self._image, autoLevels=False, levels=(0, 255))
+        self.current_node = self.current_node if self.current_node in self._node_ids else "class"
+        self._refresh_maps()
+
+    def select_node(self, node_id: str, emit: bool = True) -> None:
+        """Show ``node_id``'s activation map (as a click on it does)."""
+        if self._result is None:
+            return
+        if node_id not in self._node_ids:
+            raise KeyError(f"no node {node_id!r} in the graph")
+        self.current_node = node_id
+        self._show_node_map()
+        if emit:
+            self.nodeClicked.emit(node_id)
+
+    def shown_map(self) -> Optional[np.ndarray]:
+        """The map currently shown over the image (image size, NaN outside the mask)."""
+        return None if self.heat_item.image is None else np.asarray(self.heat_item.image)
+
+    def node_position(self, node_id: str) -> QtCore.QPointF:
+        """A node's position in graph-view coordinates (for tests and overlays)."""
+        x, y = self._positions[self._node_ids.index(node_id)]
+        return QtCore.QPointF(float(x), float(y))
+
+    # ------------------------------------------------------------------- internals
+    def _rebuild_graph(self) -> None:
+        result = self._result
+        layout = graph_layout(result)
+        self._node_ids = result.node_ids()
+        self._positions = np.array(
+            [(layout[n][0] * GRAPH_WIDTH, layout[n][1] * GRAPH_HEIGHT) for n in self._node_ids], dtype=float
+        )
+        brushes, sizes = [], []
+        for node in result.prototypes:
+            colour = SCALE_COLOURS[node.scale % 4] if node.used else UNUSED_COLOUR
+            brushes.append(pg.mkBrush(*colour))
+            sizes.append(16)
+        for g in result.groups:
+            brushes.append(pg.mkBrush(*GROUP_COLOURS[g.index % 3]))
+            sizes.append(22)
+        brushes.append(pg.mkBrush(30, 30, 30))
+        sizes.append(26)
+
+        index = {n: i for i, n in enumerate(self._node_ids)}
+        adjacency = np.array([(index[e.source], index[e.target]) for e in result.edges], dtype=int).reshape(-1, 2)
+        pens = np.empty(len(result.edges), dtype=[("red", np.ubyte), ("green", np.ubyte), ("blue", np.ubyte),
+                                                   ("alpha", np.ubyte), ("width", float)])
+        max_weight = max([abs(e.weight) for e in result.edges] + [1e-6])
+        for i, e in enumerate(result.edges):
+            if e.active:
+                colour = (200, 40, 40) if e.weight < 0 else (40, 40, 40)
+                pens[i] = (*colour, 255, 1.0 + 6.0 * abs(e.weight) / max_weight)
+            else:
+                pens[i] = (*UNUSED_COLOUR, 160, 1.0)
+        self.graph_item.setData(pos=self._positions, adj=adjacency, pen=pens, size=sizes, symbol="o",
+                                symbolBrush=brushes, symbolPen=pg.mkPen(0, 0, 0), data=np.array(self._node_ids, dtype=object),
+                                pxMode=True)
+        for label in self._labels:
+            self.graph_box.removeItem(label)
+        self._labels = []
+        head = result.run.head
+        for s in range(head.num_scales):
+            text = pg.TextItem(f"Scale {s + 1} (dilation {head.scale_dilations[s]})", color=(60, 60, 60), anchor=(0.5, 1))
+            text.setPos((s + 0.5) / head.num_scales * GRAPH_WIDTH, 0.1 * GRAPH_HEIGHT - 0.35)
+            self._add_label(text)
+        for node in result.prototypes:
+            self._add_label(self._node_text(f"p{node.index}", node.node_id, (0.5, -0.2)))
+        for g in result.groups:
+            self._add_label(self._node_text(f"group {g.index + 1} (head {g.head_weight:.2f})", g.node_id, (0.5, -0.4)))
+        self._add_label(self._node_text(result.class_name, "class", (0.5, -0.5)))
+        self.graph_box.autoRange(padding=0.08)
+        sparsity = result.sparsity()
+        self.summary_label.setText(
+            f"<b>{result.class_name}</b> (class {result.class_index}), {result.class_mask.mean():.1%} of pixels; "
+            f"{sparsity['used_prototypes']}/{sparsity['prototypes']} prototypes used"
+            + (f", per group {sparsity['prototypes_per_group']}" if result.grouped else " (stage 1)")
+            + ". Edges are the class's weights, the same for every image; node maps are this image's."
+            + f"<br><i>{result.projection_note}</i>"
+        )
+
+    def _node_text(self, text: str, node_id: str, anchor: tuple[float, float]) -> pg.TextItem:
+        item = pg.TextItem(text, color=(0, 0, 0), anchor=anchor)
+        item.setPos(self.node_position(node_id))
+        return item
+
+    def _add_label(self, item: pg.TextItem) -> None:
+        self.graph_box.addItem(item)
+        self._labels.append(item)
+
+    def _mask(self) -> Optional[np.ndarray]:
+        if self.mask_check.isChecked() and self._result is not None and self._result.class_mask.any():
+            return self._result.class_mask
+        return None
+
+    def _refresh_maps(self) -> None:
+        result = self._result
+        if result is None:
+            return
+        mask = self._mask()
+        for s, item in enumerate(self.scale_items):
+            if s < len(result.scale_maps):
+                item.setImage(result.overlay(f"s{s}", masked=mask is not None), autoLevels=False, levels=(0, 255))
+            else:
+                item.clear()
+        self.extra_items["class mask"].setImage(
+            mask_overlay(self._image, result.class_mask), autoLevels=False, levels=(0, 255))
+        if result.group_assignment is not None:
+            self.extra_items["group assignment"].setImage(
+                assignment_overlay(self._image, result.group_assignment), autoLevels=False, levels=(0, 255))
+        else:
+            self.extra_items["group assignment"].clear()
+        if self.current_node is not None:
+            self._show_node_map()
+
+    def _show_node_map(self) -> None:
+        result, node_id = self._result, self.current_node
+        values = normalise_map(result.image_map(node_id), self._mask())
+        mask = self._mask()
+        shown = np.where(mask, values, np.nan).astype(np.float32) if mask is not None else values
+        self.heat_item.setImage(shown, autoLevels=False, levels=(0.0, 1.0))
+        self.map_box.autoRange(padding=0.0)
+        self.node_label.setText(self._describe(node_id))
+        self._show_source(node_id)
+
+    def _describe(self, node_id: str) -> str:
+        result = self._result
+        if node_id.startswith("p"):
+            node = next(p for p in result.prototypes if p.node_id == node_id)
+            weights = ""
+            if result.group_weights is not None:
+                weights = ", group weights " + " / ".join(f"{w:.3f}" for w in result.group_weights[:, node.column])
+            source = ""
+            if node.projection is not None:
+                pr = node.projection
+                source = f"<br>push source: train image {pr.image_id or '#' + str(pr.image_index)}, box h{pr.box[:2]} w{pr.box[2:]}"
+            return (f"<b>prototype {node.index}</b>, scale {node.scale + 1} (dilation {node.dilation}); "
+                    f"activation peak {node.peak:.2f}, mean {node.mean:.2f} (0..9.21){weights}"
+                    + ("" if node.used else " — <i>unused at this threshold</i>") + source)
+        if node_id.startswith("g"):
+            g = next(g for g in result.groups if g.node_id == node_id)
+            return (f"<b>group {g.index + 1}</b>: exp of the weighted sum of {g.num_prototypes} prototypes; "
+                    f"peak {g.peak:.4g}, mean {g.mean:.4g} (1..1e4); weight to the class {g.head_weight:.3f}")
+        score = result.class_score
+        return (f"<b>{result.class_name}</b>: mean logit in the mask {score['mean_logit_in_mask']:.3f}, "
+                f"mean probability {score['mean_probability_in_mask']:.3f}")
+
+    def _show_source(self, node_id: str) -> None:
+        item = self.extra_items["prototype source"]
+        title = self.extra_titles["prototype source"]
+        projection = None
+        if node_id.startswith("p"):
+            projection = next(p for p in self._result.prototypes if p.node_id == node_id).projection
+        path = None
+        if projection is not None:
+            path = projection.patch_path or projection.original_with_box_path
+        if path is None:
+            item.clear()
+            title.setText("prototype source: " + ("none stored" if projection is None else "no image file"))
+            return
+        from ..imaging import load_rgb
+
+        item.setImage(load_rgb(path), autoLevels=False, levels=(0, 255))
+        title.setText(f"prototype source ({path.name})")
+
+    def _on_points_clicked(self, _scatter, points, _event=None) -> None:
+        if len(points):
+            self.select_node(str(points[0].data()))
+
+    def _on_threshold_slider(self, value: int) -> None:
+        alpha = value / 100.0
+        self.threshold_label.setText(f"α = {alpha:.2f}")
+        if self._result is None or not self._result.grouped:
+            return
+        self._result = self._result.with_threshold(alpha if alpha > 0 else None)
+        self._rebuild_graph()
+        self._refresh_maps()
+        self.thresholdChanged.emit(alpha)

@@ -1,0 +1,236 @@
+"""Settings, recent files, the checkpoint folder and the autosave of edits (no Qt here).
+
+Everything lives under platformdirs' per-user paths (``user_config_dir("fssgui")`` for
+settings, ``user_data_dir("fssgui")`` for autosaves and checkpoints). ``FSSGUI_HOME`` overrides
+both (tests and portable installs): config in ``$FSSGUI_HOME/config``, data in ``$FSSGUI_HOME/data``.
+
+The autosave is a snapshot of the episode being edited, in the episode folder format, written
+atomically a moment after each edit. Unlike :func:`fssgui.episode.save_episode` it accepts work in
+progress (a support whose mask is still empty), so nothing brushed is lost in a crash; a
+``session.json`` beside it says where the episode came from and whether the window was closed
+cleanly, so the next start can offer to restore it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..episode import EPISODE_FILE, FORMAT, VERSION, Episode, Support
+from ..imaging import load_mask, load_rgb, save_png_atomic, write_bytes_atomic
+
+APP_NAME = "fssgui"
+MAX_RECENT = 12
+
+
+def config_dir() -> Path:
+    home = os.environ.get("FSSGUI_HOME")
+    if home:
+        return Path(home) / "config"
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
+def data_dir() -> Path:
+    home = os.environ.get("FSSGUI_HOME")
+    if home:
+        return Path(home) / "data"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def default_checkpoint_dir() -> Path:
+    return data_dir() / "checkpoints"
+
+
+@dataclass
+class Settings:
+    """User preferences, saved as JSON. Unknown keys in the file are ignored, missing ones defaulted."""
+
+    recent_episodes: list[str] = field(default_factory=list)
+    recent_checkpoints: list[str] = field(default_factory=list)
+    checkpoint_dir: str = ""
+    model: str = ""
+    device: str = "auto"
+    explainer: str = "affex-signed"
+    colormap: str = "inferno"
+    signed_colormap: str = "diverging"
+    heat_opacity: float = 0.65
+    mask_opacity: float = 0.45
+    clip_percent: float = 1.0
+    brush_size: int = 25
+    eraser_size: int = 25
+    autosave_seconds: float = 2.0
+    window_geometry: str = ""  # base64 of QMainWindow.saveGeometry()
+    window_state: str = ""  # base64 of QMainWindow.saveState()
+
+    @classmethod
+    def path(cls) -> Path:
+        return config_dir() / "settings.json"
+
+    @classmethod
+    def load(cls) -> "Settings":
+        path = cls.path()
+        settings = cls()
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, OSError):
+            raw = {}
+        if isinstance(raw, dict):
+            defaults = asdict(settings)
+            for f in fields(cls):
+                value = raw.get(f.name)
+                if value is not None and type(value) is type(defaults[f.name]):
+                    setattr(settings, f.name, value)
+                elif isinstance(defaults[f.name], float) and isinstance(value, int):
+                    setattr(settings, f.name, float(value))
+        if not settings.checkpoint_dir:
+            settings.checkpoint_dir = str(default_checkpoint_dir())
+        return settings
+
+    def save(self) -> None:
+        write_bytes_atomic(self.path(), (json.dumps(asdict(self), indent=2) + "\n").encode("utf-8"))
+
+    def add_recent_episode(self, path: str | Path) -> None:
+        self.recent_episodes = _push_recent(self.recent_episodes, str(Path(path).resolve()))
+
+    def add_recent_checkpoint(self, path: str | Path) -> None:
+        self.recent_checkpoints = _push_recent(self.recent_checkpoints, str(Path(path).resolve()))
+
+
+def _push_recent(items: list[str], item: str) -> list[str]:
+    return ([item] + [i for i in items if i != item])[:MAX_RECENT]
+
+
+# ------------------------------------------------------------------------------------ autosave
+@dataclass
+class AutosaveInfo:
+    folder: Path
+    source: str  # the episode folder it was opened from ("" when new)
+    saved_at: float
+    clean_exit: bool
+    dirty: bool  # edits not saved to ``source``
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.saved_at))
+        origin = self.source or "a new episode"
+        return f"unsaved edits of {origin} from {when}"
+
+
+class Autosave:
+    """Snapshot of the episode under edit in ``data_dir()/autosave`` (atomic folder swap)."""
+
+    def __init__(self, root: Optional[Path] = None) -> None:
+        self.root = Path(root) if root is not None else data_dir() / "autosave"
+        self.folder = self.root / "episode"
+        self.session_file = self.root / "session.json"
+
+    def write(self, episode: Episode, source: str, dirty: bool) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".episode.", suffix=".tmp", dir=str(self.root)))
+        try:
+            write_episode_snapshot(episode, tmp)
+            old = self.root / ".episode.old"
+            if old.exists():
+                shutil.rmtree(old)
+            if self.folder.exists():
+                os.replace(self.folder, old)
+            os.replace(tmp, self.folder)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._write_session(source, dirty, clean_exit=False)
+
+    def _write_session(self, source: str, dirty: bool, clean_exit: bool) -> None:
+        info = {"source": source, "saved_at": time.time(), "dirty": dirty, "clean_exit": clean_exit}
+        write_bytes_atomic(self.session_file, (json.dumps(info, indent=2) + "\n").encode("utf-8"))
+
+    def mark_clean_exit(self, dirty: bool) -> None:
+        """At a normal exit: forget the snapshot when nothing is unsaved, else keep it for restore."""
+        if not dirty:
+            self.discard()
+            return
+        info = self.info()
+        if info is not None:
+            self._write_session(info.source, True, clean_exit=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            self.session_file.unlink()
+        except FileNotFoundError:
+            pass
+
+    def info(self) -> Optional[AutosaveInfo]:
+        try:
+            raw = json.loads(self.session_file.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError, OSError):
+            return None
+        if not (self.folder / EPISODE_FILE).is_file() or not isinstance(raw, dict):
+            return None
+        return AutosaveInfo(
+            self.folder,
+            str(raw.get("source", "")),
+            float(raw.get("saved_at", 0.0)),
+            bool(raw.get("clean_exit", False)),
+            bool(raw.get("dirty", True)),
+        )
+
+    def restorable(self) -> Optional[AutosaveInfo]:
+        """The snapshot, when it holds edits worth offering to restore."""
+        info = self.info()
+        return info if info is not None and info.dirty else None
+
+    def read(self) -> Episode:
+        return read_episode_snapshot(self.folder)
+
+
+def write_episode_snapshot(episode: Episode, folder: Path) -> None:
+    """The episode folder format, without validation (supports may have empty masks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spec: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "class_name": episode.class_name,
+        "query": {"image": "query.png", "mask": None},
+        "supports": [],
+        "region": None,
+    }
+    save_png_atomic(folder / "query.png", episode.query_image)
+    if episode.query_mask is not None:
+        save_png_atomic(folder / "query_mask.png", episode.query_mask.astype(bool))
+        spec["query"]["mask"] = "query_mask.png"
+    for i, support in enumerate(episode.supports):
+        save_png_atomic(folder / f"support_{i}.png", support.image)
+        save_png_atomic(folder / f"support_{i}_mask.png", support.mask.astype(bool))
+        spec["supports"].append({"image": f"support_{i}.png", "mask": f"support_{i}_mask.png"})
+    if episode.region is not None:
+        save_png_atomic(folder / "region.png", episode.region.astype(bool))
+        spec["region"] = "region.png"
+    write_bytes_atomic(folder / EPISODE_FILE, (json.dumps(spec, indent=2) + "\n").encode("utf-8"))
+
+
+def read_episode_snapshot(folder: Path) -> Episode:
+    """Read a snapshot written by :func:`write_episode_snapshot` (empty masks allowed)."""
+    spec = json.loads((folder / EPISODE_FILE).read_text(encoding="utf-8"))
+    query = load_rgb(folder / spec["query"]["image"])
+    query_mask = load_mask(folder / spec["query"]["mask"]) if spec["query"].get("mask") else None
+    supports = [
+        Support(load_rgb(folder / item["image"]), load_mask(folder / item["mask"])) for item in spec["supports"]
+    ]
+    region = load_mask(folder / spec["region"]) if spec.get("region") else None
+    return Episode(query, supports, str(spec.get("class_name", "")), query_mask, region, None)
+
+
+def empty_mask_like(image: np.ndarray) -> np.ndarray:
+    return np.zeros(image.shape[:2], dtype=bool)

@@ -1,0 +1,436 @@
+"""DCAMA (Shi et al., ECCV 2022), re-implemented to load the official checkpoints.
+
+Structure and state-dict keys follow the official ``DCAMA`` module (``feature_extractor.*`` =
+the backbone with its classifier, ``model.*`` = ``DCAMA_model``: ``DCAMA_blocks``, ``pe``,
+``conv1``..``conv5``, ``mixer1``..``mixer3``), so a released ``best_model.pt`` loads strictly
+(see :mod:`fssgui.models.checkpoints`). Behaviour follows the official inference path
+(``model.eval()``; see ``/work/shared/specs/fss_models.md`` §1):
+
+* Backbone features of every ResNet bottleneck (after the residual add, before the final
+  ReLU) or every Swin block; the 1/4 maps are only skip connections.
+* Per 1/8, 1/16 and 1/32 feature map: sinusoidal PE (positions restart for every shot) →
+  ``W_q``/``W_k`` (no value/output projection) → 8-head scaled dot product → softmax over the
+  support tokens of **all shots jointly** → value = the bilinearly (align_corners=True)
+  downsampled support mask → mean over heads = the level's *coarse mask*.
+* Coarse masks stacked per scale → conv1 (1/32), conv2 (1/16), conv3 (1/8) → cascade → skip
+  concatenation with the last 1/8 and 1/4 query/support features (support: element-wise max
+  over shots) → mixers → logits ``[B, 2, S, S]``.
+
+Differences from the official code, all deliberate:
+
+* Episodes in a batch are kept apart at K > 1 (the official shot-major reshape mixes the
+  episodes of a batch; it is right only at batch size 1, which is how it was evaluated).
+* The first mixer convolution is evaluated as ``conv(mix) + conv(skip features)`` (the same
+  linear map split by input channels) so that :attr:`Prediction.head` can rerun the decoder
+  for many level ablations without recomputing the 1536-channel skip part.
+* Attention is evaluated head by head on CPU (less memory, same result) and with PyTorch's
+  fused ``scaled_dot_product_attention`` on CUDA when the scores are not requested.
+* Dropout (training only) is not modelled; these modules are for inference.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ModelError
+from .backbones import SwinTransformer, build_resnet, resnet_bottleneck_features
+from .base import EpisodeTensors, FSSModel, Prediction, resize_masks
+from .registry import ModelEntry, register
+
+HEADS = 8
+PE_MAX_LEN = 10000
+
+_BACKBONES = {
+    # name: (channels per stage, blocks per stage)
+    "resnet50": ((256, 512, 1024, 2048), (3, 4, 6, 3)),
+    "resnet101": ((256, 512, 1024, 2048), (3, 4, 23, 3)),
+    "swin": ((128, 256, 512, 1024), (2, 2, 18, 2)),
+}
+
+
+def sinusoidal_table(dim: int, max_len: int = PE_MAX_LEN) -> Tensor:
+    """[1, max_len, dim] float32 sin/cos table, computed exactly as the official PE module."""
+    table = torch.zeros(max_len, dim)
+    position = torch.arange(0, max_len).unsqueeze(1)
+    div_term = torch.exp(torch.arange(0, dim, 2) * -(math.log(10000.0) / dim))
+    table[:, 0::2] = torch.sin(position * div_term)
+    table[:, 1::2] = torch.cos(position * div_term)
+    return table.unsqueeze(0)
+
+
+class PositionalEncoding(nn.Module):
+    """Fixed 1-D sinusoidal encoding over the flattened (row-major) token index."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("pe", sinusoidal_table(dim))
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """``tokens [..., N, C]`` + PE of positions 0..N-1."""
+        return tokens + self.pe[0, : tokens.shape[-2]]
+
+
+class MaskAttention(nn.Module):
+    """DCAMA's attention block: ``W_q``, ``W_k`` (official ``linears.0``/``linears.1``), 8 heads,
+    value = the support mask. No value or output projection."""
+
+    def __init__(self, dim: int, heads: int = HEADS) -> None:
+        super().__init__()
+        self.heads = heads
+        self.d_k = dim // heads
+        self.linears = nn.ModuleList([nn.Linear(dim, dim), nn.Linear(dim, dim)])
+
+    def project(self, query_tokens: Tensor, support_tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """``[B, Nq, C]``, ``[B, Ns, C]`` -> per-head ``[B, H, Nq, d_k]``, ``[B, H, Ns, d_k]``."""
+        q = self.linears[0](query_tokens)
+        k = self.linears[1](support_tokens)
+        q = q.view(q.shape[0], q.shape[1], self.heads, self.d_k).transpose(1, 2)
+        k = k.view(k.shape[0], k.shape[1], self.heads, self.d_k).transpose(1, 2)
+        return q, k
+
+    def attend(self, q: Tensor, k: Tensor, values: Tensor, want_scores: bool) -> tuple[Tensor, Optional[Tensor]]:
+        """Head-mean of ``softmax(q kᵀ/√d_k) · values``: ``[B, Nq]``; and, if asked, the head-mean
+        pre-softmax scores ``[B, Nq, Ns]``.
+
+        ``values`` is ``[B, Ns]`` (the soft support mask of all shots).
+        """
+        scale = 1.0 / math.sqrt(self.d_k)
+        b, heads, nq, _ = q.shape
+        if q.is_cuda and not want_scores:
+            v = values[:, None, :, None].expand(b, heads, values.shape[1], 1).to(q.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # [B, H, Nq, 1]
+            return out.mean(1)[..., 0], None
+        v = values.unsqueeze(-1).to(q.dtype)  # [B, Ns, 1]
+        coarse = None
+        score_sum = None
+        for h in range(heads):  # one head at a time: [B, Nq, Ns] peak instead of [B, H, Nq, Ns]
+            scores = torch.matmul(q[:, h], k[:, h].transpose(1, 2)).mul_(scale)
+            if want_scores:
+                score_sum = scores.clone() if score_sum is None else score_sum.add_(scores)
+            part = torch.matmul(torch.softmax(scores, dim=-1), v)
+            coarse = part if coarse is None else coarse + part
+        assert coarse is not None
+        mean_scores = score_sum.div_(heads) if score_sum is not None else None
+        return (coarse / heads)[..., 0], mean_scores
+
+
+def _conv_block(in_channels: int, out_channels: Sequence[int], kernels: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (out_ch, k) in enumerate(zip(out_channels, kernels)):
+        layers += [
+            nn.Conv2d(in_channels if i == 0 else out_channels[i - 1], out_ch, k, padding=k // 2),
+            nn.GroupNorm(4, out_ch),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+class DCAMAHead(nn.Module):
+    """The official ``DCAMA_model`` (everything after the backbone), same submodule names."""
+
+    def __init__(self, channels: Sequence[int], stack_ids: Sequence[int]) -> None:
+        super().__init__()
+        self.stack_ids = tuple(int(s) for s in stack_ids)
+        self.DCAMA_blocks = nn.ModuleList(MaskAttention(c) for c in channels[1:])
+        self.pe = nn.ModuleList(PositionalEncoding(c) for c in channels[1:])
+        s = self.stack_ids
+        self.conv1 = _conv_block(s[3] - s[2], (16, 64, 128), (3, 3, 3))  # 1/32
+        self.conv2 = _conv_block(s[2] - s[1], (16, 64, 128), (5, 3, 3))  # 1/16
+        self.conv3 = _conv_block(s[1] - s[0], (16, 64, 128), (5, 5, 3))  # 1/8
+        self.conv4 = _conv_block(128, (128, 128, 128), (3, 3, 3))
+        self.conv5 = _conv_block(128, (128, 128, 128), (3, 3, 3))
+        self.mix_channels = 128
+        self.mixer1 = nn.Sequential(
+            nn.Conv2d(128 + 2 * channels[1] + 2 * channels[0], 128, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(128, 64, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.mixer2 = nn.Sequential(
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 16, 3, padding=1), nn.ReLU()
+        )
+        self.mixer3 = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 2, 3, padding=1))
+
+    def block_of(self, feature_index: int) -> int:
+        """Which attention block / PE serves a feature map (0: 1/8, 1: 1/16, 2: 1/32)."""
+        s = self.stack_ids
+        return 0 if feature_index < s[1] else (1 if feature_index < s[2] else 2)
+
+    def mix_maps(self, c1: Tensor, c2: Tensor, c3: Tensor) -> Tensor:
+        """Coarse masks (1/32, 1/16, 1/8 stacks) -> the 128-channel 1/8 mix."""
+        c1 = self.conv1(c1)
+        c2 = self.conv2(c2)
+        c3 = self.conv3(c3)
+        mix = self.conv4(F.interpolate(c1, c2.shape[-2:], mode="bilinear", align_corners=True) + c2)
+        return self.conv5(F.interpolate(mix, c3.shape[-2:], mode="bilinear", align_corners=True) + c3)
+
+    def skip_term(self, q8: Tensor, s8: Tensor, q4: Tensor, s4: Tensor) -> Tensor:
+        """The part of ``mixer1[0]`` that depends only on the skip features (bias included)."""
+        size = (q8.shape[-2] * 2, q8.shape[-1] * 2)
+        skip8 = F.interpolate(torch.cat([q8, s8], 1), size, mode="bilinear", align_corners=True)
+        weight = self.mixer1[0].weight[:, self.mix_channels :]
+        return F.conv2d(torch.cat([skip8, q4, s4], 1), weight, self.mixer1[0].bias, padding=1)
+
+    def decode(self, mix: Tensor, skip: Tensor) -> Tensor:
+        """``mix [M·B, 128, h8, w8]`` + ``skip [B, 128, h4, w4]`` (from :meth:`skip_term`) ->
+        logits ``[M·B, 2, 4·h4, 4·w4]``."""
+        up = F.interpolate(mix, (mix.shape[-2] * 2, mix.shape[-1] * 2), mode="bilinear", align_corners=True)
+        out = F.conv2d(up, self.mixer1[0].weight[:, : self.mix_channels], None, padding=1)
+        b = skip.shape[0]
+        out = (out.view(-1, b, *out.shape[1:]) + skip.unsqueeze(0)).flatten(0, 1)
+        out = self.mixer1[3](self.mixer1[2](self.mixer1[1](out)))
+        out = F.interpolate(out, (out.shape[-2] * 2, out.shape[-1] * 2), mode="bilinear", align_corners=True)
+        out = self.mixer2(out)
+        out = F.interpolate(out, (out.shape[-2] * 2, out.shape[-1] * 2), mode="bilinear", align_corners=True)
+        return self.mixer3(out)
+
+
+@dataclass
+class DCAMAQueryFeatures:
+    """Backbone features of a query (what :meth:`DCAMA.encode_query` returns)."""
+
+    features: list[Optional[Tensor]]  # per backbone block, None where unused
+    image_size: tuple[int, int]
+
+
+class DCAMA(FSSModel):
+    """DCAMA adapter; its state dict is the official ``DCAMA`` module's."""
+
+    is_matching = True
+    #: buffers computed at construction that a checkpoint may omit (see checkpoints.py)
+    computed_buffer_patterns = (
+        r"^model\.pe\.\d+\.pe$",
+        r"\.relative_position_index$",
+        r"\.attn_mask$",
+    )
+
+    def __init__(self, backbone: str = "resnet50", swin_config: Optional[dict] = None) -> None:
+        """``backbone``: resnet50, resnet101 or swin (Swin-B 384). ``swin_config`` overrides the
+        Swin hyper-parameters (``embed_dim``, ``depths``, ``num_heads``): only for small test
+        models, official checkpoints need the defaults."""
+        super().__init__()
+        if backbone not in _BACKBONES:
+            raise ModelError(f"unknown DCAMA backbone {backbone!r} (known: {', '.join(_BACKBONES)})")
+        channels, layout = _BACKBONES[backbone]
+        self.backbone = backbone
+        if backbone == "swin":
+            self.feature_extractor = SwinTransformer(**(swin_config or {}))
+            channels = tuple(self.feature_extractor.channels)
+            layout = self.feature_extractor.depths
+        else:
+            self.feature_extractor = build_resnet(backbone)
+        self.channels = channels
+        stack_ids = [sum(layout[: i + 1]) for i in range(4)]
+        self.model = DCAMAHead(channels, stack_ids)
+        self.stack_ids = tuple(stack_ids)
+        self.num_features = stack_ids[3]
+        self.requires_grad_(False)  # inference only; gradients still flow to the inputs
+        self.eval()
+
+    # --- structure -----------------------------------------------------------------------
+    @property
+    def level_feature_ids(self) -> list[int]:
+        """Backbone feature index of each matching level (level order = feature order)."""
+        return list(range(self.stack_ids[0], self.num_features))
+
+    @property
+    def num_levels(self) -> int:
+        return self.num_features - self.stack_ids[0]
+
+    def reference_level_order(self) -> list[int]:
+        """Level indices in the official wrapper order (coarse_masks1, 2, 3 = 1/32, 1/16, 1/8)."""
+        s0, s1, s2, s3 = self.stack_ids
+        to_level = lambda lo, hi: [i - s0 for i in range(lo, hi)]  # noqa: E731
+        return to_level(s2, s3) + to_level(s1, s2) + to_level(s0, s1)
+
+    # --- backbone ------------------------------------------------------------------------
+    def extract_features(self, images: Tensor) -> list[Optional[Tensor]]:
+        """Backbone features used by DCAMA (the last 1/4 map and every deeper map)."""
+        keep = range(self.stack_ids[0] - 1, self.num_features)
+        if self.backbone == "swin":
+            return self.feature_extractor.block_features(images, keep)
+        return resnet_bottleneck_features(self.feature_extractor, images, keep)
+
+    def encode_query(self, query: Tensor) -> DCAMAQueryFeatures:
+        self._check_size(query)
+        return DCAMAQueryFeatures(self.extract_features(query), tuple(query.shape[-2:]))
+
+    def _check_size(self, images: Tensor) -> None:
+        h, w = images.shape[-2:]
+        if h != w:
+            raise ModelError(f"DCAMA needs square inputs, got {h}x{w}")
+        if self.backbone == "swin" and h != 384:
+            raise ModelError(f"DCAMA with the Swin backbone needs 384x384 inputs, got {h}x{w}")
+
+    # --- forward -------------------------------------------------------------------------
+    def predict(
+        self,
+        batch: EpisodeTensors,
+        *,
+        with_scores: bool = False,
+        query_features: Any = None,
+    ) -> Prediction:
+        """Logits ``[B, 2, S, S]``; with ``with_scores`` the head-averaged pre-softmax scores of
+        every matching level ``[B, h·w, K·h·w]`` (levels ordered like the backbone features).
+
+        ``extras``: ``coarse_masks`` (official order: 1/32, 1/16, 1/8 stacks), ``level_coarse``
+        (``[B, 1, h, w]`` per level, level order), ``reference_level_order``.
+        """
+        supports, masks = batch.supports, batch.support_masks
+        b, k = supports.shape[:2]
+        size = tuple(supports.shape[-2:])
+        self._check_size(supports)
+        if query_features is None:
+            qf = self.encode_query(batch.query)
+        else:
+            qf = query_features
+            if tuple(qf.image_size) != size:
+                raise ModelError(f"query features were computed at {qf.image_size}, supports are {size}")
+        qfeats = [None if f is None else (f.expand(b, *f.shape[1:]) if f.shape[0] != b else f) for f in qf.features]
+        sfeats = self.extract_features(supports.flatten(0, 1))
+
+        level_coarse: list[Tensor] = []
+        scores: list[Tensor] = []
+        shapes: list[tuple[int, int]] = []
+        for idx in self.level_feature_ids:
+            q_feat = qfeats[idx]
+            s_feat = sfeats[idx]
+            assert q_feat is not None and s_feat is not None
+            c, h, w = q_feat.shape[1:]
+            blk = self.model.block_of(idx)
+            pe = self.model.pe[blk]
+            q_tokens = pe(q_feat.flatten(2).transpose(1, 2))  # [B, N, C]
+            s_tokens = pe(s_feat.view(b, k, c, h * w).transpose(2, 3))  # [B, K, N, C], PE per shot
+            q, kk = self.model.DCAMA_blocks[blk].project(q_tokens, s_tokens.reshape(b, k * h * w, c))
+            values = resize_masks(masks, (h, w)).reshape(b, k * h * w)
+            coarse, mean_scores = self.model.DCAMA_blocks[blk].attend(q, kk, values, with_scores)
+            level_coarse.append(coarse.view(b, 1, h, w))
+            shapes.append((h, w))
+            if mean_scores is not None:
+                scores.append(mean_scores)
+
+        s0, s1 = self.stack_ids[0], self.stack_ids[1]
+        q8, q4 = qfeats[s1 - 1], qfeats[s0 - 1]
+        s8 = self._support_skip(sfeats[s1 - 1], b, k)
+        s4 = self._support_skip(sfeats[s0 - 1], b, k)
+        skip = self.model.skip_term(q8, s8, q4, s4)
+        del sfeats
+
+        ones = torch.ones(1, len(level_coarse), dtype=level_coarse[0].dtype, device=level_coarse[0].device)
+        logits = self._head(level_coarse, skip, size, ones)[0]
+
+        def head(keep: Tensor) -> Tensor:
+            return self._head(level_coarse, skip, size, keep)
+
+        extras = {
+            "coarse_masks": list(self._group_levels(level_coarse)),
+            "level_coarse": level_coarse,
+            "reference_level_order": self.reference_level_order(),
+        }
+        return Prediction(
+            logits=logits,
+            matching_scores=scores if with_scores else None,
+            level_shapes=shapes,
+            head=head,
+            extras=extras,
+        )
+
+    @staticmethod
+    def _support_skip(feat: Optional[Tensor], b: int, k: int) -> Tensor:
+        assert feat is not None
+        feat = feat.view(b, k, *feat.shape[1:])
+        return feat[:, 0] if k == 1 else feat.max(dim=1).values
+
+    def _group_levels(self, level_coarse: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-level coarse masks -> (1/32, 1/16, 1/8) channel stacks, official order."""
+        s0, s1, s2, s3 = self.stack_ids
+        pick = lambda lo, hi: torch.cat(list(level_coarse[lo - s0 : hi - s0]), 1)  # noqa: E731
+        return pick(s2, s3), pick(s1, s2), pick(s0, s1)
+
+    def _head(self, level_coarse: Sequence[Tensor], skip: Tensor, size: tuple[int, int], keep: Tensor) -> Tensor:
+        """Rerun the decoder with each level's coarse mask scaled by ``keep [N, L]`` -> ``[N, B, 2, S, S]``."""
+        levels = len(level_coarse)
+        if keep.dim() != 2 or keep.shape[1] != levels:
+            raise ValueError(f"keep must be [N, {levels}], got {tuple(keep.shape)}")
+        n = keep.shape[0]
+        b = level_coarse[0].shape[0]
+        chunk = max(1, 8 // b)
+        outs = []
+        for start in range(0, n, chunk):
+            kp = keep[start : start + chunk].to(level_coarse[0])  # [n', L]
+            m = kp.shape[0]
+            scaled = [
+                (c.unsqueeze(0) * kp[:, i].view(m, 1, 1, 1, 1)).flatten(0, 1) for i, c in enumerate(level_coarse)
+            ]
+            out = self.model.decode(self.model.mix_maps(*self._group_levels(scaled)), skip)
+            if tuple(out.shape[-2:]) != tuple(size):
+                out = F.interpolate(out, size, mode="bilinear", align_corners=True)
+            outs.append(out.view(m, b, *out.shape[1:]))
+        return torch.cat(outs, 0)
+
+    # --- AffEx ---------------------------------------------------------------------------
+    def feature_ablation_weights(
+        self,
+        prediction: Prediction,
+        region: Tensor,
+        size: int,
+        *,
+        mode: str = "paper",
+    ) -> Tensor:
+        """AffEx feature-ablation weights ``[L]`` (sum 1).
+
+        Level j's weight is ``|mean_R fg_logit − mean_R fg_logit with coarse mask j zeroed|``
+        (logits bilinearly resized to ``size``, align_corners=False), normalised to sum 1.
+
+        * ``mode="paper"``: entry j is level j's own weight (level order).
+        * ``mode="reference"``: the official AffEx code computes the weights in the wrapper order
+          (1/32 levels, then 1/16, then 1/8) and multiplies them position by position with the
+          maps in level order; this returns that mis-paired vector, so ``weight[i]`` multiplies
+          ``level_map[i]`` exactly as the reference does.
+        """
+        if mode not in ("paper", "reference"):
+            raise ValueError(f"unknown mode {mode!r} (paper or reference)")
+        weights = super().feature_ablation_weights(prediction, region, size, mode="paper")
+        if mode == "reference":
+            order = torch.as_tensor(self.reference_level_order(), device=weights.device)
+            weights = weights[order]
+        return weights
+
+
+_CHECKPOINT_TEXT = (
+    "Official DCAMA checkpoint ({what}; pawn-sxy/DCAMA best_model.pt, saved from DDP): a torch "
+    "state dict with {n} entries: 'feature_extractor.*' (the {bb} backbone, classifier included) and "
+    "'model.*' (DCAMA_blocks.{{0,1,2}}.linears, pe.{{0,1,2}}.pe, conv1-5, mixer1-3), with or without "
+    "the 'module.' prefix, plain or under 'state_dict'/'model'; .safetensors also accepted. Loaded with "
+    "weights_only=True (no code is unpickled); computed buffers (PE tables{extra}, num_batches_tracked) "
+    "may be absent."
+)
+
+
+def _register() -> None:
+    specs = [
+        ("dcama-resnet50", "resnet50", "ResNet-50", 407, ""),
+        ("dcama-resnet101", "resnet101", "ResNet-101", 713, ""),
+        ("dcama-swin", "swin", "Swin-B 384", 451, ", Swin relative_position_index/attn_mask"),
+    ]
+    for name, backbone, label, n, extra in specs:
+        register(
+            ModelEntry(
+                name=name,
+                builder=(lambda bb=backbone: DCAMA(bb)),
+                input_size=384,
+                needs_checkpoint=True,
+                description=f"DCAMA (ECCV 2022) with a {label} backbone; matching levels = attention scores",
+                checkpoint_format=_CHECKPOINT_TEXT.format(what=label, n=n, bb=label, extra=extra),
+                matching=True,
+                extra={"backbone": backbone, "state_dict_entries": n},
+            )
+        )
+
+
+_register()

@@ -1,0 +1,526 @@
+"""DMTNet (Chen et al., IJCAI 2024), re-implemented to load the official checkpoints.
+
+State-dict keys follow the official ``DMTNetwork('resnet50')`` (``backbone.*`` = torchvision
+ResNet-50 with its classifier, ``reference_layer{3,2,1,6,5,4}`` in that registration order,
+``hpn_learner.*``), so a released checkpoint loads strictly. Behaviour follows the official
+inference path (``testDDP.py``: ``model.eval()``; spec §2), including its quirks:
+
+* Features: ResNet-50 bottlenecks 4…16 (layer1 skipped), after the residual add and before the
+  final ReLU.
+* Support prototypes (global and on a 5×5 grid of ⌊H/4⌋ windows plus a border-aligned one),
+  masks downsampled bilinearly with align_corners=True, sums divided by (mask sum + 1e-6).
+* Query pseudo-mask: grid cosine similarities ×10, summed and divided by the *first* layer's
+  window count, argmax; query prototypes from it.
+* Transformation with the official swapped arguments: ``C = rownorm([p_b; p_f])``,
+  ``C_q = rownorm([q_f; q_b])``, reference layers 1/2/3 (support) and 4/5/6 (query), weights
+  only; ``P = (pinv(C) R)ᵀ``, ``P_q ← ½ P_q + ½ P``.
+* Hypercorrelation: clamped cosine (L2 eps 1e-5), pyramids ``[l4, l3, l2]``, then the HSNet
+  learner with center-pivot 4-D convolutions, 100² output resized to the input size
+  (align_corners=True). The same learner on the bg-support correlation gives ``bg_logits``.
+* K shots: one 1-shot pass per shot; the official prediction is the vote
+  ``sum_k argmax_k / max(max vote, 1) >= 0.5``.
+
+Deliberate differences (same mathematics, better numerics or speed):
+
+* ``pinv`` is computed in float64 with a relative cut-off of 1e-6 (``torch.linalg.pinv``): the
+  official fp32 ``torch.pinverse`` is ill-posed, and nondeterministic across thread counts and
+  devices, when a pseudo-mask is all foreground or all background (an exact zero row in C_q).
+* ``P`` has rank ≤ 2 (``P_q`` rank ≤ 4), so ``P·F = Rᵀ (pinv(C)ᵀ F)`` is evaluated in that
+  factored form, and the correlation numerator as a rank-2 product; the C×C matrices are never
+  formed.
+* No pruning-index cache in the 4-D convolution (any input size works in one instance), and
+  the input's device is used (the official code calls ``.cuda()``).
+
+For K > 1, ``Prediction.logits`` is the **mean of the per-shot logits** (continuous and
+differentiable, used by confidence metrics and gradient methods), while the official voted mask
+is ``extras["vote_mask"]`` and is what ``Prediction.mask()`` returns. For K = 1 both are the
+plain 1-shot logits / argmax.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ModelError
+from .backbones import build_resnet, resnet_bottleneck_features
+from .base import EpisodeTensors, FSSModel, Prediction, resize_masks
+from .registry import ModelEntry, register
+
+FEATURE_IDS = tuple(range(3, 16))  # 0-based bottleneck indices 3..15 = official feat_ids 4..16
+LAYER_GROUPS = (3, 6, 4)  # channels of the pyramids [l4, l3, l2]
+GRID_NUM = 4
+PINV_RTOL = 1e-6
+
+
+# ----------------------------------------------------------------------------------------------
+# HSNet learner with center-pivot 4-D convolutions (official key names)
+# ----------------------------------------------------------------------------------------------
+
+
+class CenterPivotConv4d(nn.Module):
+    """Center-pivot 4-D convolution on ``[B, C, ha, wa, hb, wb]`` (query dims a, support dims b).
+
+    ``conv1``: 2-D conv over the query dims at the stride-subsampled support positions;
+    ``conv2``: strided 2-D conv over the support dims at every query position; output = sum.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, support_stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel, stride=1, padding=kernel // 2)
+        self.conv2 = nn.Conv2d(in_channels, out_channels, kernel, stride=support_stride, padding=kernel // 2)
+        self.support_stride = support_stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, ha, wa, hb, wb = x.shape
+        s = self.support_stride
+        pruned = x[..., ::s, ::s] if s > 1 else x
+        ph, pw = pruned.shape[-2:]
+        out1 = self.conv1(pruned.permute(0, 4, 5, 1, 2, 3).reshape(b * ph * pw, c, ha, wa))
+        oc = out1.shape[1]
+        out1 = out1.view(b, ph, pw, oc, ha, wa).permute(0, 3, 4, 5, 1, 2)
+        out2 = self.conv2(x.permute(0, 2, 3, 1, 4, 5).reshape(b * ha * wa, c, hb, wb))
+        out2 = out2.view(b, ha, wa, oc, *out2.shape[-2:]).permute(0, 3, 1, 2, 4, 5)
+        return out1 + out2
+
+
+def _building_block(in_channels: int, out_channels: Sequence[int], kernels: Sequence[int], strides: Sequence[int]):
+    layers: list[nn.Module] = []
+    for i, (oc, k, s) in enumerate(zip(out_channels, kernels, strides)):
+        layers += [
+            CenterPivotConv4d(in_channels if i == 0 else out_channels[i - 1], oc, k, s),
+            nn.GroupNorm(4, oc),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+def _resize_query_dims(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear (align_corners=True) resize of the query dims of ``[B, C, ha, wa, hb, wb]``."""
+    b, c, ha, wa, hb, wb = x.shape
+    y = x.permute(0, 4, 5, 1, 2, 3).reshape(b * hb * wb, c, ha, wa)
+    y = F.interpolate(y, tuple(size), mode="bilinear", align_corners=True)
+    return y.view(b, hb, wb, c, *y.shape[-2:]).permute(0, 3, 4, 5, 1, 2)
+
+
+class HPNLearner(nn.Module):
+    """The official ``HPNLearner`` (HSNet): squeeze l4/l3/l2, mix, decode to 2 logits."""
+
+    def __init__(self, in_channels: Sequence[int] = LAYER_GROUPS) -> None:
+        super().__init__()
+        self.encoder_layer4 = _building_block(in_channels[0], (16, 64, 128), (3, 3, 3), (2, 2, 2))
+        self.encoder_layer3 = _building_block(in_channels[1], (16, 64, 128), (5, 3, 3), (4, 2, 2))
+        self.encoder_layer2 = _building_block(in_channels[2], (16, 64, 128), (5, 5, 3), (4, 4, 2))
+        self.encoder_layer4to3 = _building_block(128, (128, 128, 128), (3, 3, 3), (1, 1, 1))
+        self.encoder_layer3to2 = _building_block(128, (128, 128, 128), (3, 3, 3), (1, 1, 1))
+        self.decoder1 = nn.Sequential(
+            nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.Conv2d(128, 64, 3, padding=1), nn.ReLU()
+        )
+        self.decoder2 = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 2, 3, padding=1))
+
+    def squeeze(self, group: int, corr: Tensor) -> Tensor:
+        """Encoder of pyramid group ``group`` (0: l4, 1: l3, 2: l2)."""
+        encoder = (self.encoder_layer4, self.encoder_layer3, self.encoder_layer2)[group]
+        return encoder(corr)
+
+    def mix_and_decode(self, sqz4: Tensor, sqz3: Tensor, sqz2: Tensor) -> Tensor:
+        """Squeezed groups -> logits ``[B, 2, 2·ha2, 2·wa2]`` (100² at 400 input)."""
+        mix = self.encoder_layer4to3(_resize_query_dims(sqz4, sqz3.shape[2:4]) + sqz3)
+        mix = self.encoder_layer3to2(_resize_query_dims(mix, sqz2.shape[2:4]) + sqz2)
+        encoded = mix.mean(dim=(-2, -1))  # average over the support dims
+        out = self.decoder1(encoded)
+        out = F.interpolate(out, (out.shape[-2] * 2, out.shape[-1] * 2), mode="bilinear", align_corners=True)
+        return self.decoder2(out)
+
+    def forward(self, pyramid: Sequence[Tensor]) -> Tensor:
+        return self.mix_and_decode(*(self.squeeze(g, c) for g, c in enumerate(pyramid)))
+
+
+# ----------------------------------------------------------------------------------------------
+# DMTNet
+# ----------------------------------------------------------------------------------------------
+
+
+def _grid_indicator(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``[size, n]`` 0/1 matrix of the official grid windows along one axis."""
+    win = size // GRID_NUM
+    if win < 1:
+        raise ModelError(f"DMTNet feature map {size} is too small for its {GRID_NUM}x{GRID_NUM} grid")
+    starts = list(range(0, size - win + 1, win))
+    if starts[-1] + win < size:
+        starts.append(size - win)
+    ind = torch.zeros(size, len(starts), device=device, dtype=dtype)
+    for j, s in enumerate(starts):
+        ind[s : s + win, j] = 1.0
+    return ind
+
+
+def _window_sums(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """``[B, C, H, W]`` -> ``[B, C, nh·nw]`` sums over the grid windows (row-major windows)."""
+    return torch.einsum("bcyx,yi,xj->bcij", x, rows, cols).flatten(2)
+
+
+def _unit_rows(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """Official row normalisation ``x / (||x|| + eps)`` over the last dim."""
+    return x / ((x * x).sum(-1, keepdim=True).sqrt() + eps)
+
+
+def _cosine_to_prototypes(feat: Tensor, protos: Tensor) -> Tensor:
+    """``F.cosine_similarity`` of ``feat [B, C, h, w]`` with each of ``protos [B, G, C]`` -> ``[B, G, h, w]``."""
+    eps = 1e-8
+    fn = feat / feat.norm(dim=1, keepdim=True).clamp_min(eps)
+    pn = protos / protos.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return torch.einsum("bchw,bgc->bghw", fn, pn)
+
+
+def robust_pinv(c: Tensor) -> Tensor:
+    """Moore–Penrose pseudo-inverse of ``[B, 2, C]`` in float64, relative cut-off 1e-6."""
+    return torch.linalg.pinv(c.double(), rtol=PINV_RTOL).to(c.dtype)
+
+
+@dataclass
+class ShotResult:
+    """Everything one 1-shot pass computes (per episode of the batch)."""
+
+    logits: Tensor  # [B, 2, S, S]
+    bg_logits: Tensor  # [B, 2, S, S]
+    corr: list[Tensor]  # [l4, l3, l2]: [B, n, ha, wa, hb, wb]
+    bg_corr: list[Tensor]
+    pseudo_similarity: list[Tensor]  # 13 x [B, 2, h, w] (bg, fg)
+    squeezed: list[Tensor]  # learner encodings of corr [l4, l3, l2]
+    bg_squeezed: list[Tensor]
+    transformed: Optional[dict[str, list[Tensor]]] = None  # 'query'/'support'/'bg_support' (diagnostics)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class VotedPrediction(Prediction):
+    """A prediction whose :meth:`mask` is the official K-shot vote (``extras["vote_mask"]``)."""
+
+    def mask(self) -> Tensor:
+        vote = self.extras.get("vote_mask")
+        return super().mask() if vote is None else vote
+
+
+@dataclass
+class DMTNetQueryFeatures:
+    features: list[Optional[Tensor]]
+    image_size: tuple[int, int]
+
+
+class DMTNet(FSSModel):
+    """DMTNet adapter (ResNet-50); its state dict is the official ``DMTNetwork``'s."""
+
+    is_matching = True
+    computed_buffer_patterns: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = build_resnet("resnet50")
+        # registration order = the official state-dict order
+        self.reference_layer3 = nn.Linear(2048, 2)
+        self.reference_layer2 = nn.Linear(1024, 2)
+        self.reference_layer1 = nn.Linear(512, 2)
+        self.reference_layer6 = nn.Linear(2048, 2)
+        self.reference_layer5 = nn.Linear(1024, 2)
+        self.reference_layer4 = nn.Linear(512, 2)
+        self.hpn_learner = HPNLearner(LAYER_GROUPS)
+        self.stack_ids = (3, 9, 13)
+        #: diagnostics: keep the transformed feature maps in ``extras["shots"][k].transformed``
+        self.keep_transformed = False
+        self.requires_grad_(False)
+        self.eval()
+
+    # --- structure -------------------------------------------------------------------------
+    @property
+    def num_levels(self) -> int:
+        return sum(LAYER_GROUPS)
+
+    @staticmethod
+    def level_layer(level: int) -> int:
+        """Backbone layer index (0..12, official order) of AffEx level ``level`` ([l4, l3, l2] order)."""
+        return (10, 11, 12, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3)[level]
+
+    def _references(self, idx: int) -> tuple[Tensor, Tensor]:
+        if idx <= 3:
+            return self.reference_layer1.weight, self.reference_layer4.weight
+        if idx <= 9:
+            return self.reference_layer2.weight, self.reference_layer5.weight
+        return self.reference_layer3.weight, self.reference_layer6.weight
+
+    # --- backbone --------------------------------------------------------------------------
+    def extract_features(self, images: Tensor) -> list[Tensor]:
+        feats = resnet_bottleneck_features(self.backbone, images, FEATURE_IDS)
+        return [f for f in feats[FEATURE_IDS[0] :] if f is not None]
+
+    def encode_query(self, query: Tensor) -> DMTNetQueryFeatures:
+        return DMTNetQueryFeatures(self.extract_features(query), tuple(query.shape[-2:]))
+
+    # --- one shot ----------------------------------------------------------------------------
+    def one_shot(
+        self,
+        query_feats: Sequence[Tensor],
+        support_feats: Sequence[Tensor],
+        support_mask: Tensor,
+        size: Sequence[int],
+        *,
+        keep_transformed: bool = False,
+    ) -> ShotResult:
+        """The official 1-shot forward from backbone features (``support_mask [B, S, S]``)."""
+        eps = 1e-6
+        n_layers = len(query_feats)
+        rows0 = _grid_indicator(query_feats[0].shape[-2], query_feats[0].device, query_feats[0].dtype)
+        cols0 = _grid_indicator(query_feats[0].shape[-1], query_feats[0].device, query_feats[0].dtype)
+        first_windows = float(rows0.shape[1] * cols0.shape[1])
+        corrs: list[Tensor] = []
+        bg_corrs: list[Tensor] = []
+        psims: list[Tensor] = []
+        transformed: dict[str, list[Tensor]] = {"query": [], "support": [], "bg_support": []}
+        for idx in range(n_layers):
+            fq, fs = query_feats[idx], support_feats[idx]
+            b, c, h, w = fs.shape
+            m = resize_masks(support_mask, (h, w)).unsqueeze(1).to(fs.dtype)  # [B, 1, h, w]
+            bm = 1 - m
+            fg = fs * m
+            bgf = fs * bm
+            # grid prototypes -> query pseudo-mask
+            rows = _grid_indicator(h, fs.device, fs.dtype)
+            cols = _grid_indicator(w, fs.device, fs.dtype)
+            pf_grid = _window_sums(fg, rows, cols) / (_window_sums(m, rows, cols) + eps)  # [B, C, G]
+            pb_grid = _window_sums(bgf, rows, cols) / (_window_sums(bm, rows, cols) + eps)
+            sim_bg = _cosine_to_prototypes(fq, pb_grid.transpose(1, 2)).sum(1)
+            sim_fg = _cosine_to_prototypes(fq, pf_grid.transpose(1, 2)).sum(1)
+            psim = torch.stack([sim_bg, sim_fg], 1) * (10.0 / first_windows)
+            psims.append(psim)
+            pseudo = psim.argmax(dim=1, keepdim=True).to(fq.dtype)
+            q_f = (fq * pseudo).sum((2, 3)) / (pseudo.sum((2, 3)) + eps)
+            q_b = (fq * (1 - pseudo)).sum((2, 3)) / ((1 - pseudo).sum((2, 3)) + eps)
+            p_f = fg.sum((2, 3)) / (m.sum((2, 3)) + eps)
+            p_b = bgf.sum((2, 3)) / (bm.sum((2, 3)) + eps)
+            # transformation (official swapped arguments: C_q = [q_f; q_b])
+            basis = _unit_rows(torch.stack([p_b, p_f], 1))  # [B, 2, C]
+            basis_q = _unit_rows(torch.stack([q_f, q_b], 1))
+            ref, ref_q = self._references(idx)
+            ref = _unit_rows(ref)  # [2, C]
+            ref_q = _unit_rows(ref_q)
+            coef = robust_pinv(basis).transpose(1, 2)  # pinv(C)ᵀ  [B, 2, C]
+            coef_q = robust_pinv(basis_q).transpose(1, 2)
+            fq_flat = fq.reshape(b, c, h * w)
+            a_s = torch.matmul(coef, fg.reshape(b, c, h * w))  # [B, 2, N]
+            a_b = torch.matmul(coef, bgf.reshape(b, c, h * w))
+            a_q = torch.matmul(torch.cat([coef_q, coef], 1), fq_flat)  # [B, 4, N]
+            both_refs = torch.cat([ref_q, ref], 0).t() * 0.5  # [C, 4]
+            tq = torch.matmul(both_refs, a_q)  # P_q F_q  [B, C, N]
+            ts = torch.matmul(ref.t(), a_s)  # P (F_s m)
+            tb = torch.matmul(ref.t(), a_b)  # P (F_s (1 - m))
+            if keep_transformed:
+                transformed["query"].append(tq.view(b, c, h, w))
+                transformed["support"].append(ts.view(b, c, h, w))
+                transformed["bg_support"].append(tb.view(b, c, h, w))
+            # clamped cosine; numerator (R tq)ᵀ a as a rank-2 product
+            rq = torch.matmul(ref, tq) / (tq.norm(dim=1, keepdim=True) + 1e-5)  # [B, 2, Nq]
+            a_s = a_s / (ts.norm(dim=1, keepdim=True) + 1e-5)
+            a_b = a_b / (tb.norm(dim=1, keepdim=True) + 1e-5)
+            rq_t = rq.transpose(1, 2)
+            corrs.append(torch.matmul(rq_t, a_s).clamp_(min=0).view(b, h, w, h, w))
+            bg_corrs.append(torch.matmul(rq_t, a_b).clamp_(min=0).view(b, h, w, h, w))
+        corr = self._pyramid(corrs)
+        bg_corr = self._pyramid(bg_corrs)
+        squeezed = [self.hpn_learner.squeeze(g, x) for g, x in enumerate(corr)]
+        bg_squeezed = [self.hpn_learner.squeeze(g, x) for g, x in enumerate(bg_corr)]
+        logits = self._to_size(self.hpn_learner.mix_and_decode(*squeezed), size)
+        bg_logits = self._to_size(self.hpn_learner.mix_and_decode(*bg_squeezed), size)
+        return ShotResult(
+            logits, bg_logits, corr, bg_corr, psims, squeezed, bg_squeezed,
+            transformed if keep_transformed else None,
+        )
+
+    def _pyramid(self, corrs: list[Tensor]) -> list[Tensor]:
+        """13 ``[B, ha, wa, hb, wb]`` -> ``[l4, l3, l2]`` ``[B, n, ha, wa, hb, wb]``.
+
+        Stored as ``[B, ha, wa, n, hb, wb]`` in memory (a permuted view is returned), the layout the
+        4-D convolution's support-dims pass reads without a copy.
+        """
+        s = self.stack_ids
+        groups = [corrs[-s[0] :], corrs[-s[1] : -s[0]], corrs[-s[2] : -s[1]]]
+        return [torch.stack(g, dim=3).permute(0, 3, 1, 2, 4, 5) for g in groups]
+
+    @staticmethod
+    def _to_size(logits: Tensor, size: Sequence[int]) -> Tensor:
+        return F.interpolate(logits, tuple(size), mode="bilinear", align_corners=True)
+
+    # --- predict -----------------------------------------------------------------------------
+    def predict(
+        self,
+        batch: EpisodeTensors,
+        *,
+        with_scores: bool = False,
+        query_features: Any = None,
+    ) -> Prediction:
+        """See the module docstring for ``logits`` at K > 1.
+
+        ``matching_scores``: 13 levels ``[B, h·w, K·h·w]`` = corr + bg_corr of each pyramid channel,
+        shots concatenated on the support axis, ordered [3 × 13², 6 × 25², 4 × 50²] (AffEx order).
+        ``extras``: ``shot_logits`` / ``bg_logits`` ``[K, B, 2, S, S]``, ``vote_mask`` ``[B, S, S]``
+        bool, ``pseudo_similarity`` / ``pseudo_masks`` (per shot, 13 maps in backbone order), and
+        ``shots`` (the per-shot :class:`ShotResult`, with the correlation pyramids).
+        """
+        supports, masks = batch.supports, batch.support_masks
+        b, k = supports.shape[:2]
+        size = tuple(supports.shape[-2:])
+        if query_features is None:
+            qf = self.encode_query(batch.query)
+        else:
+            qf = query_features
+            if tuple(qf.image_size) != size:
+                raise ModelError(f"query features were computed at {qf.image_size}, supports are {size}")
+        qfeats = [f if f.shape[0] == b else f.expand(b, *f.shape[1:]) for f in qf.features]
+        sfeats_all = self.extract_features(supports.flatten(0, 1))
+        shots: list[ShotResult] = []
+        for shot in range(k):
+            sfeats = [f.view(b, k, *f.shape[1:])[:, shot] for f in sfeats_all]
+            shots.append(self.one_shot(qfeats, sfeats, masks[:, shot], size, keep_transformed=self.keep_transformed))
+        del sfeats_all
+        shot_logits = torch.stack([s.logits for s in shots])  # [K, B, 2, S, S]
+        bg_logits = torch.stack([s.bg_logits for s in shots])
+        logits = shot_logits[0] if k == 1 else shot_logits.mean(0)
+        vote_mask = self.vote(shot_logits)
+        scores = None
+        shapes = [tuple(shots[0].corr[g].shape[2:4]) for g in range(3) for _ in range(LAYER_GROUPS[g])]
+        if with_scores:
+            scores = []
+            for g in range(3):
+                for j in range(LAYER_GROUPS[g]):
+                    per_shot = [(s.corr[g][:, j] + s.bg_corr[g][:, j]).flatten(3).flatten(1, 2) for s in shots]
+                    scores.append(per_shot[0] if k == 1 else torch.cat(per_shot, 2))
+
+        def head(keep: Tensor) -> Tensor:
+            outs = [self._learner_rerun(s, keep, size, bg=False) for s in shots]  # K x [N, B, 2, S, S]
+            return outs[0] if k == 1 else torch.stack(outs).mean(0)
+
+        extras = {
+            "shot_logits": shot_logits,
+            "bg_logits": bg_logits,
+            "vote_mask": vote_mask,
+            "pseudo_similarity": [s.pseudo_similarity for s in shots],
+            "pseudo_masks": [[p.argmax(1) == 1 for p in s.pseudo_similarity] for s in shots],
+            "shots": shots,
+        }
+        return VotedPrediction(
+            logits=logits,
+            matching_scores=scores,
+            level_shapes=[tuple(int(v) for v in s) for s in shapes],
+            head=head,
+            extras=extras,
+        )
+
+    @staticmethod
+    def vote(shot_logits: Tensor) -> Tensor:
+        """The official K-shot vote on ``[K, B, 2, S, S]`` -> ``[B, S, S]`` bool."""
+        votes = shot_logits.argmax(dim=2).sum(0)  # [B, S, S]
+        max_vote = votes.flatten(1).max(dim=1).values.clamp_min(1).view(-1, 1, 1)
+        return (votes.float() / max_vote) >= 0.5
+
+    # --- head reruns ---------------------------------------------------------------------------
+    def _learner_rerun(
+        self, shot: ShotResult, keep: Tensor, size: Optional[Sequence[int]], *, bg: bool
+    ) -> Tensor:
+        """HPN learner on the (bg_)corr pyramid with level j scaled by ``keep[:, j]``.
+
+        Returns ``[N, B, 2, *size]`` (bilinear, align_corners=True from the 100² output; ``size``
+        None keeps the raw output). Groups whose levels are all kept reuse the cached encoding.
+        """
+        levels = self.num_levels
+        if keep.dim() != 2 or keep.shape[1] != levels:
+            raise ValueError(f"keep must be [N, {levels}], got {tuple(keep.shape)}")
+        pyramid = shot.bg_corr if bg else shot.corr
+        cached = shot.bg_squeezed if bg else shot.squeezed
+        b = pyramid[0].shape[0]
+        n = keep.shape[0]
+        keep = keep.to(device=pyramid[0].device, dtype=pyramid[0].dtype)
+        bounds = [0, LAYER_GROUPS[0], LAYER_GROUPS[0] + LAYER_GROUPS[1], levels]
+        chunk = max(1, 2 // b)
+        outs = []
+        for start in range(0, n, chunk):
+            kp = keep[start : start + chunk]
+            m = kp.shape[0]
+            sqz = []
+            for g in range(3):
+                kg = kp[:, bounds[g] : bounds[g + 1]]
+                if bool((kg == 1).all()):
+                    sqz.append(cached[g].unsqueeze(0).expand(m, *cached[g].shape).flatten(0, 1))
+                else:
+                    scaled = pyramid[g].unsqueeze(0) * kg.view(m, 1, -1, 1, 1, 1, 1)
+                    sqz.append(self.hpn_learner.squeeze(g, scaled.flatten(0, 1)))
+            out = self.hpn_learner.mix_and_decode(*sqz)
+            if size is not None:
+                out = self._to_size(out, size)
+            outs.append(out.view(m, b, *out.shape[1:]))
+        return torch.cat(outs, 0)
+
+    # --- AffEx -----------------------------------------------------------------------------------
+    def feature_ablation_weights(
+        self,
+        prediction: Prediction,
+        region: Tensor,
+        size: int,
+        *,
+        mode: str = "paper",
+    ) -> Tensor:
+        """AffEx feature-ablation weights ``[13]`` (sum 1), DMTNet variant.
+
+        Per shot and level j: zero channel j of both corr and bg_corr, rerun the learner (fg and
+        bg), resize its raw output to ``size`` (bilinear, align_corners=True) and take
+        ``d = mean((|orig − new| + |bg_orig − bg_new|) / 2)`` over the batch, both logit channels
+        and the pixels of ``region``; average d over shots and normalise to sum 1.
+        ``mode="reference"`` compares every shot with the **last** shot's unablated output (the
+        official AffEx loop); ``mode="paper"`` with each shot's own.
+        """
+        if mode not in ("paper", "reference"):
+            raise ValueError(f"unknown mode {mode!r} (paper or reference)")
+        shots: list[ShotResult] = prediction.extras["shots"]
+        levels = self.num_levels
+        dev = shots[0].logits.device
+        keep = torch.ones(levels + 1, levels, device=dev, dtype=shots[0].logits.dtype)
+        keep[1:] -= torch.eye(levels, device=dev, dtype=keep.dtype)
+        region = region.to(dev)
+        target = (size, size)
+        with torch.no_grad():
+            per_shot = []
+            for s in shots:
+                fg = self._learner_rerun(s, keep, target, bg=False)[..., region]  # [L+1, B, 2, |R|]
+                bg = self._learner_rerun(s, keep, target, bg=True)[..., region]
+                per_shot.append((fg, bg))
+            d = []
+            last_fg, last_bg = per_shot[-1][0][0], per_shot[-1][1][0]
+            for fg, bg in per_shot:
+                ref_fg, ref_bg = (last_fg, last_bg) if mode == "reference" else (fg[0], bg[0])
+                diff = ((ref_fg.unsqueeze(0) - fg[1:]).abs() + (ref_bg.unsqueeze(0) - bg[1:]).abs()) / 2
+                d.append(diff.flatten(1).mean(1))  # [L]
+            dist = torch.stack(d).mean(0)
+        return dist / dist.sum()
+
+
+_CHECKPOINT_TEXT = (
+    "Official DMTNet checkpoint (ChenJiayi68/DMTNet '{epoch}best_model.pt', ResNet-50, saved from DDP): "
+    "a torch state dict with 430 entries: 'backbone.*' (torchvision ResNet-50, fc included), "
+    "'reference_layer1..6.{weight,bias}' ((2, 512|1024|2048)) and 'hpn_learner.*' (encoder_layer4/3/2, "
+    "encoder_layer4to3/3to2, decoder1/2), with or without the 'module.' prefix, plain or under "
+    "'state_dict'/'model'; .safetensors also accepted. Loaded with weights_only=True (no code is "
+    "unpickled); BatchNorm num_batches_tracked may be absent."
+)
+
+register(
+    ModelEntry(
+        name="dmtnet",
+        builder=DMTNet,
+        input_size=400,
+        needs_checkpoint=True,
+        description="DMTNet (IJCAI 2024, cross-domain FSS), ResNet-50; matching levels = 4-D correlations",
+        checkpoint_format=_CHECKPOINT_TEXT,
+        matching=True,
+        extra={"backbone": "resnet50", "state_dict_entries": 430},
+    )
+)

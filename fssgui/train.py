@@ -1,0 +1,339 @@
+"""Episodic training of the trainable FSS models (SimPropNet, I²R); no Qt.
+
+``train(TrainConfig(...))`` runs epochs of ``steps_per_epoch`` optimisation steps on random
+episodes of the training classes, validates on a fixed list of episodes of the validation
+classes after each epoch (mIoU and FB-IoU), and writes to ``out_dir``:
+
+* ``model_last.pt`` / ``model_best.pt``: the model's ``state_dict()`` (plain tensors; loads with
+  ``torch.load(weights_only=True)`` and into the registry model strictly);
+* ``config.json``: the run's configuration, the epoch reached, per-epoch metrics and the best;
+* ``train_state.pt``: optimiser, LR schedule and AMP scaler state, epoch and step counters
+  (plain containers of tensors and numbers, ``weights_only``-loadable) for ``resume``.
+
+Every file is written to a temporary name in the same folder and renamed over the old one, so
+an interrupted run never leaves a half-written checkpoint. Episodes are drawn from seeds derived
+from ``(seed, epoch)``, so a resumed run sees the same episodes it would have without the stop.
+
+A model is trainable when its registry entry carries ``extra['trainer']`` (a function
+``(input_size, backbone_weights, **model_options) -> model``) and the model has
+``training_loss(batch, query_mask, progress, generator) -> (loss, logs)``. Its default
+optimiser settings come from ``extra['optimizer']``.
+
+Metrics (the PASCAL-5i protocol of HSNet/DCAMA, computed at the model's input size): per
+class, IoU = sum of foreground intersections / sum of unions over that class's episodes; mIoU is
+the mean over classes; FB-IoU is the mean of the foreground and background IoUs accumulated over
+all episodes. Pixels marked 255 (ignore) in the query mask are excluded.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .data.datasets import EpisodeSpec, FSSDataset, open_dataset
+from .data.tensors import EpisodeTensorDataset
+from .errors import CheckpointError, FssguiError, ModelError
+from .models.base import EpisodeTensors, FSSModel
+from .models.registry import get_entry, resolve_device
+
+MODEL_LAST = "model_last.pt"
+MODEL_BEST = "model_best.pt"
+CONFIG_JSON = "config.json"
+TRAIN_STATE = "train_state.pt"
+# settings that must not change between a run and its resumption
+RESUME_KEYS = ("model", "layout", "fold", "shots", "size", "model_options")
+
+
+class TrainingError(FssguiError):
+    """Training cannot start or resume (wrong output folder, incompatible checkpoint...)."""
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data_root: str
+    layout: str
+    fold: int
+    shots: int
+    out_dir: str
+    epochs: int = 50
+    steps_per_epoch: int = 500
+    val_episodes: int = 1000
+    batch_size: int = 8
+    val_batch_size: int = 8
+    lr: Optional[float] = None
+    optimizer: Optional[str] = None  # "sgd" | "adamw"; default from the model entry
+    weight_decay: Optional[float] = None
+    size: Optional[int] = None  # input size; default the model entry's
+    device: Optional[str] = None  # None/"auto", "cpu", "cuda", "cuda:1"
+    backbone_weights: Optional[str] = None
+    resume: bool = False
+    seed: int = 0
+    num_workers: int = 0
+    amp: bool = True  # mixed precision on CUDA only
+    validate_untrained: bool = True  # evaluate once before the first epoch (epoch 0)
+    progress_bar: bool = True
+    model_options: dict = field(default_factory=dict)  # extra keyword arguments of the model's builder
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    best_miou: float = float("nan")
+    best_epoch: int = 0
+    out_dir: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+def atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def load_weights_only(path: Path, what: str):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TrainingError(f"{path}: {what} not found (cannot resume)") from None
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path}: cannot be loaded safely ({exc})") from None
+
+
+def _episode_batch(batch: dict, device: torch.device) -> tuple[EpisodeTensors, torch.Tensor]:
+    episode = EpisodeTensors(batch["query"].to(device, non_blocking=True),
+                             batch["supports"].to(device, non_blocking=True),
+                             batch["support_masks"].to(device, non_blocking=True))
+    return episode, batch["query_mask"].to(device, non_blocking=True)
+
+
+# --------------------------------------------------------------------------------------------
+class SegmentationMeter:
+    """Accumulates the PASCAL-5i metrics (see the module docstring)."""
+
+    def __init__(self, num_classes: int):
+        self.fg_inter = np.zeros(num_classes)
+        self.fg_union = np.zeros(num_classes)
+        self.fb_inter = np.zeros(2)
+        self.fb_union = np.zeros(2)
+        self.seen = np.zeros(num_classes, dtype=bool)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, class_index: Sequence[int]) -> None:
+        """``pred [B, S, S]`` bool foreground, ``target [B, S, S]`` long (0/1/255)."""
+        valid = target != 255
+        gt = target == 1
+        for b, c in enumerate(class_index):
+            v = valid[b]
+            p_fg, g_fg = pred[b] & v, gt[b] & v
+            p_bg, g_bg = (~pred[b]) & v, (~gt[b]) & v
+            i_fg, u_fg = float((p_fg & g_fg).sum()), float((p_fg | g_fg).sum())
+            i_bg, u_bg = float((p_bg & g_bg).sum()), float((p_bg | g_bg).sum())
+            self.fg_inter[c] += i_fg
+            self.fg_union[c] += u_fg
+            self.fb_inter += (i_bg, i_fg)
+            self.fb_union += (u_bg, u_fg)
+            self.seen[c] = True
+
+    def result(self, class_names: Sequence[str]) -> dict:
+        iou = np.where(self.fg_union > 0, self.fg_inter / np.maximum(self.fg_union, 1), 0.0)
+        per_class = {class_names[c]: float(iou[c]) for c in range(len(iou)) if self.seen[c]}
+        miou = float(np.mean([iou[c] for c in range(len(iou)) if self.seen[c]])) if self.seen.any() else float("nan")
+        fb = self.fb_inter / np.maximum(self.fb_union, 1)
+        return {"miou": miou, "fbiou": float(fb.mean()), "per_class_iou": per_class}
+
+
+@torch.no_grad()
+def evaluate_episodes(model: FSSModel, dataset: FSSDataset, episodes: Sequence[EpisodeSpec], size: int,
+                      device: torch.device, *, batch_size: int = 8, num_workers: int = 0, amp: bool = False,
+                      progress_bar: bool = False, description: str = "val") -> dict:
+    """mIoU / FB-IoU of ``model`` on ``episodes`` of ``dataset`` (PASCAL-5i protocol)."""
+    entry = model.entry
+    mean = entry.mean if entry is not None else (0.485, 0.456, 0.406)
+    std = entry.std if entry is not None else (0.229, 0.224, 0.225)
+    data = EpisodeTensorDataset(dataset, episodes, size, mean, std, augment=False)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    meter = SegmentationMeter(len(dataset.classes))
+    was_training = model.training
+    model.eval()
+    use_amp = amp and device.type == "cuda"
+    iterator = loader
+    if progress_bar:
+        from tqdm import tqdm
+
+        iterator = tqdm(loader, desc=description, leave=False, unit="batch")
+    for batch in iterator:
+        episode, target = _episode_batch(batch, device)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            pred = model.predict(episode).mask()
+        meter.update(pred, target, [int(c) for c in batch["class_index"]])
+    model.train(was_training)
+    return meter.result(dataset.classes)
+
+
+# --------------------------------------------------------------------------------------------
+def _make_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise TrainingError(f"unknown optimizer {name!r} (use sgd or adamw)")
+
+
+def _check_resume_compatible(saved: dict, current: dict, path: Path) -> None:
+    for key in RESUME_KEYS:
+        if saved.get(key) != current.get(key):
+            raise TrainingError(f"{path}: the run was started with {key}={saved.get(key)!r}, "
+                                f"cannot resume it with {key}={current.get(key)!r}")
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Run (or resume) a training run; see the module docstring."""
+    entry = get_entry(config.model)
+    trainer = entry.extra.get("trainer")
+    if trainer is None:
+        raise ModelError(f"model {config.model!r} cannot be trained with fssgui train "
+                         "(only models without published weights are: see `fssgui models`)")
+    if config.shots < 1:
+        raise TrainingError(f"--shots must be at least 1 (got {config.shots})")
+    if config.epochs < 1 or config.steps_per_epoch < 1:
+        raise TrainingError("--epochs and --steps-per-epoch must be at least 1")
+    device = resolve_device(config.device, log)
+    size = int(config.size or entry.input_size)
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    train_set = open_dataset(config.data_root, config.layout, config.fold, "train")
+    val_set = open_dataset(config.data_root, config.layout, config.fold, "val")
+    val_episodes = val_set.episodes(config.val_episodes, config.shots, seed=config.seed + 7919)
+    log(f"training {config.model} at {size}px on {device}: {len(train_set.classes)} training classes, "
+        f"{len(val_set.classes)} validation classes, {len(val_episodes)} validation episodes")
+
+    model: FSSModel = trainer(size, config.backbone_weights, **config.model_options)
+    model.entry = entry
+    model.to(device)
+
+    defaults = dict(entry.extra.get("optimizer", {}))
+    opt_name = (config.optimizer or defaults.get("name", "sgd")).lower()
+    lr = float(config.lr if config.lr is not None else defaults.get("lr", 1e-3))
+    weight_decay = float(config.weight_decay if config.weight_decay is not None else defaults.get("weight_decay", 0.0))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(params, opt_name, lr, weight_decay, float(defaults.get("momentum", 0.9)))
+    total_steps = config.epochs * config.steps_per_epoch
+    power = float(defaults.get("poly_power", 0.9))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: max(0.0, 1.0 - step / max(total_steps, 1)) ** power)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    run_config = asdict(config)
+    run_config.update(size=size, optimizer=opt_name, lr=lr, weight_decay=weight_decay, device=str(device))
+    result = TrainResult(out_dir=str(out))
+    start_epoch, global_step = 0, 0
+    if config.resume:
+        saved_json = out / CONFIG_JSON
+        if not saved_json.is_file():
+            raise TrainingError(f"{saved_json}: not found: nothing to resume in {out}")
+        saved = json.loads(saved_json.read_text())
+        _check_resume_compatible(saved.get("config", {}), run_config, saved_json)
+        state = load_weights_only(out / TRAIN_STATE, "training state")
+        weights = load_weights_only(out / MODEL_LAST, "last model checkpoint")
+        model.load_state_dict(weights, strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if use_amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state["epoch"])
+        global_step = int(state["global_step"])
+        result.history = list(saved.get("history", []))
+        result.best_miou = float(saved.get("best_miou", float("nan")))
+        result.best_epoch = int(saved.get("best_epoch", 0))
+        log(f"resumed from {out} at epoch {start_epoch} (step {global_step})")
+        if start_epoch >= config.epochs:
+            log(f"the run already reached epoch {start_epoch} >= --epochs {config.epochs}: nothing to do")
+            return result
+
+    def save(epoch: int, metrics: Optional[dict], is_best: bool) -> None:
+        atomic_torch_save(model.state_dict(), out / MODEL_LAST)
+        if is_best:
+            atomic_torch_save(model.state_dict(), out / MODEL_BEST)
+        atomic_torch_save({"epoch": epoch, "global_step": global_step, "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(),
+                           "scaler": scaler.state_dict() if use_amp else {}}, out / TRAIN_STATE)
+        atomic_write_text(json.dumps({
+            "format": "fssgui-train-1", "model": config.model, "input_size": size, "epoch": epoch,
+            "config": run_config, "history": result.history, "best_miou": result.best_miou,
+            "best_epoch": result.best_epoch, "last_metrics": metrics,
+            "files": {"last": MODEL_LAST, "best": MODEL_BEST, "state": TRAIN_STATE},
+        }, indent=2), out / CONFIG_JSON)
+
+    def validate(epoch: int) -> dict:
+        t0 = time.time()
+        metrics = evaluate_episodes(model, val_set, val_episodes, size, device, batch_size=config.val_batch_size,
+                                    num_workers=config.num_workers, amp=use_amp,
+                                    progress_bar=config.progress_bar, description=f"val {epoch}")
+        metrics["epoch"] = epoch
+        metrics["seconds"] = round(time.time() - t0, 2)
+        log(f"epoch {epoch}: val mIoU {100 * metrics['miou']:.2f}  FB-IoU {100 * metrics['fbiou']:.2f}")
+        return metrics
+
+    if start_epoch == 0 and config.validate_untrained and not any(h.get("epoch") == 0 for h in result.history):
+        metrics = validate(0)
+        result.history.append(metrics)
+
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        episodes = train_set.episodes(config.steps_per_epoch * config.batch_size, config.shots,
+                                      seed=config.seed * 1_000_003 + epoch)
+        data = EpisodeTensorDataset(train_set, episodes, size, entry.mean, entry.std, augment=True,
+                                    seed=config.seed * 1_000_003 + epoch)
+        loader = DataLoader(data, batch_size=config.batch_size, shuffle=False, drop_last=True,
+                            num_workers=config.num_workers, pin_memory=device.type == "cuda")
+        model.train()
+        iterator = loader
+        bar = None
+        if config.progress_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="step", leave=False)
+            iterator = bar
+        running = 0.0
+        t0 = time.time()
+        for i, batch in enumerate(iterator):
+            episode, target = _episode_batch(batch, device)
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + global_step)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                loss, logs = model.training_loss(episode, target, global_step / max(total_steps, 1), generator)
+            if not math.isfinite(float(loss)):
+                raise TrainingError(f"the loss became {float(loss)} at step {global_step}: lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            global_step += 1
+            running += float(loss)
+            if bar is not None:
+                bar.set_postfix(loss=f"{running / (i + 1):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        train_loss = running / max(len(loader), 1)
+        metrics = validate(epoch)
+        metrics["train_loss"] = train_loss
+        metrics["train_seconds"] = round(time.time() - t0, 2)
+        result.history.append(metrics)
+        is_best = not (metrics["miou"] <= result.best_miou)  # NaN best -> first epoch is best
+        if is_best:
+            result.best_miou, result.best_epoch = metrics["miou"], epoch
+        save(epoch, metrics, is_best)
+    return result

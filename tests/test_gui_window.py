@@ -1,0 +1,334 @@
+"""The main window end to end with the tiny model: explain, regions, stale results, errors,
+autosave/restore, save, drops, shortcuts, status bar, and the --screenshot path."""
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import argparse
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from fssgui.episode import load_episode
+from fssgui.gui.jobs import REGION_BRUSHED, REGION_GROUND_TRUTH, REGION_PREDICTION
+from fssgui.gui.main_window import MainWindow, parse_params
+from fssgui.gui.settings import Autosave, Settings
+from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, drag, make_gui_episode, register_tiny_model, write_gui_episode
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _window(qtbot, home, autosave_root=None) -> MainWindow:
+    register_tiny_model()
+    settings = Settings(model=TINY_MODEL, device="cpu", explainer="test-mask", autosave_seconds=0.05)
+    window = MainWindow(settings, explainer_factories=TEST_EXPLAINERS,
+                        autosave=Autosave(autosave_root or home / "autosave"), unattended=True)
+    qtbot.addWidget(window)
+    window.resize(1600, 1000)
+    window.show()
+    return window
+
+
+@pytest.fixture
+def window(qtbot, home):
+    w = _window(qtbot, home)
+    yield w
+    w.shutdown()
+
+
+def _select_explainer(window, name):
+    index = window.explainer_combo.findData(name)
+    assert index >= 0, name
+    window.explainer_combo.setCurrentIndex(index)
+
+
+def _explain(qtbot, window, timeout=30000):
+    with qtbot.waitSignal(window.resultShown, timeout=timeout) as blocker:
+        assert window.explain() is not None
+    return blocker.args[0]
+
+
+def test_explain_brushed_region_shows_one_map_per_support(qtbot, window):
+    window.set_episode(make_gui_episode(shots=3))
+    window.set_region_source(REGION_BRUSHED)
+    with qtbot.waitSignal(window.query_canvas.strokeFinished):
+        drag(window.query_canvas, [(25, 20), (35, 25)])
+    assert window.region_source == REGION_BRUSHED and window.region.count() > 0
+    result = _explain(qtbot, window)
+    assert result.region_source == REGION_BRUSHED
+    assert np.array_equal(result.region, window.region.as_bool())
+    tiles = window.heatmap_view.grid.tiles
+    assert len(tiles) == 3 and all(t.canvas.has_layer("heat") for t in tiles)
+    assert "R = <b>brushed</b>" in window.heatmap_view.title.text()
+    assert len(window.compare_view.history) == 1
+    assert "no per-level maps" in window.level_view.info.text()
+    assert window.prediction is not None  # the explain job predicts too
+    assert window.query_canvas.has_layer("prediction")
+
+
+def test_signed_affex_with_region_prediction(qtbot, window):
+    window.set_episode(make_gui_episode(shots=2))
+    _select_explainer(window, "affex-signed")  # the real explainer registry
+    assert window.region_source == REGION_PREDICTION  # the default for an episode without R
+    result = _explain(qtbot, window)
+    assert result.signed and result.level_weights is not None and len(result.level_weights) == 2
+    assert np.array_equal(window.region.as_bool(), result.prediction.mask)
+    assert "R = prediction" in window.query_canvas._title
+    scale = window.heatmap_view.scale
+    assert scale.signed and scale.colormap == "diverging"
+    center = result.params["zero_level"]
+    assert scale.vmax - center == pytest.approx(center - scale.vmin)  # symmetric around AffEx's zero
+    assert window.level_view.bars is not None
+    assert window.level_view.shot.count() == 2
+
+
+def test_ground_truth_region_and_missing_truth(qtbot, window):
+    episode = make_gui_episode()
+    window.set_episode(episode)
+    window.set_region_source(REGION_GROUND_TRUTH)
+    assert np.array_equal(window.region.as_bool(), episode.query_mask)
+    window.set_episode(make_gui_episode(with_truth=False))
+    errors = []
+    window.errorReported.connect(errors.append)
+    window.set_region_source(REGION_GROUND_TRUTH)
+    assert errors and "ground-truth" in errors[0]
+    assert window.region_source == REGION_PREDICTION
+
+
+def test_result_of_inputs_edited_during_the_run_is_marked_stale(qtbot, window):
+    window.set_episode(make_gui_episode())
+    _select_explainer(window, "test-slow")
+    with qtbot.waitSignal(window.resultShown, timeout=30000):
+        window.explain()
+        qtbot.waitUntil(lambda: window.worker.is_busy and window.progress_bar.isVisible(), timeout=10000)
+        window.support_panel.items[0].mask.stroke([(5, 5)], size=3)
+        window.support_panel._on_mask_edited(0)
+    assert "edited while this was computed" in window.heatmap_view.title.text()
+
+
+def test_a_second_request_supersedes_the_first(qtbot, window):
+    window.set_episode(make_gui_episode())
+    _select_explainer(window, "test-slow")
+    shown = []
+    window.resultShown.connect(shown.append)
+    first = window.explain()
+    window.region_source = REGION_BRUSHED
+    window.region.stroke([(30, 20)], size=9)
+    second = window.explain()
+    assert first != second
+    qtbot.waitUntil(lambda: not window.worker.is_busy and bool(shown), timeout=30000)
+    qtbot.wait(50)
+    assert len(shown) == 1 and shown[0].region_source == REGION_BRUSHED
+
+
+def test_cancel_keeps_the_previous_result(qtbot, window):
+    window.set_episode(make_gui_episode())
+    first = _explain(qtbot, window)
+    _select_explainer(window, "test-slow")
+    window.explain()
+    qtbot.waitUntil(lambda: window.worker.is_busy, timeout=5000)
+    window.actions["cancel"].trigger()
+    qtbot.waitUntil(lambda: not window.worker.is_busy, timeout=10000)
+    assert window.heatmap_view.result is first
+    assert "cancelled" in window.log_view.toPlainText()
+
+
+def test_job_errors_are_shown_and_the_window_keeps_working(qtbot, window):
+    window.set_episode(make_gui_episode())
+    _select_explainer(window, "test-fail")
+    with qtbot.waitSignal(window.errorReported, timeout=30000) as blocker:
+        window.explain()
+    assert "deliberate failure" in blocker.args[0]
+    assert "deliberate failure" in window.log_view.toPlainText()
+    assert "Error" in window.statusBar().currentMessage()
+    _select_explainer(window, "test-oom")
+    with qtbot.waitSignal(window.errorReported, timeout=30000) as blocker:
+        window.explain()
+    assert "out of memory" in blocker.args[0]
+    _select_explainer(window, "test-mask")
+    assert _explain(qtbot, window).method == "test-mask"
+
+
+def test_refuses_to_run_with_an_empty_support_mask_or_region(qtbot, window):
+    window.set_episode(make_gui_episode(shots=1))
+    window.support_panel.add(np.zeros((30, 30, 3), np.uint8))
+    assert window.explain() is None
+    assert "support 2" in window.errors[-1] and "empty" in window.errors[-1]
+    window.support_panel.remove(1)
+    window.set_region_source(REGION_BRUSHED)
+    window.region.clear()
+    assert window.explain() is None
+    assert "region R is empty" in window.errors[-1]
+
+
+def test_same_inputs_reuse_the_cached_explanation(qtbot, window):
+    window.set_episode(make_gui_episode())
+    first = _explain(qtbot, window)
+    with qtbot.waitSignal(window.resultShown, timeout=2000) as blocker:
+        assert window.explain() is None  # nothing submitted
+    assert blocker.args[0] is first
+
+
+def test_undo_redo_act_on_the_last_edited_canvas(qtbot, window):
+    window.set_episode(make_gui_episode())
+    drag(window.query_canvas, [(10, 10), (20, 12)])
+    painted = window.region.data.copy()
+    assert painted.any()
+    window.actions["undo"].trigger()
+    assert window.region.count() == 0
+    window.actions["redo"].trigger()
+    assert window.region.data.tobytes() == painted.tobytes()
+    support_canvas = window.support_panel.canvas
+    before = window.support_panel.items[0].mask.data.copy()
+    drag(support_canvas, [(5, 40), (15, 40)])
+    assert window.support_panel.items[0].mask.data.tobytes() != before.tobytes()
+    window.actions["undo"].trigger()
+    assert window.support_panel.items[0].mask.data.tobytes() == before.tobytes()
+
+
+def test_autosave_after_edits_and_restore_on_next_start(qtbot, home):
+    first = _window(qtbot, home)
+    first.set_episode(make_gui_episode(shots=2))
+    first.support_panel.select(1)
+    drag(first.support_panel.canvas, [(2, 2), (20, 4)])
+    drag(first.query_canvas, [(30, 30), (33, 30)])
+    edited_mask = first.support_panel.items[1].mask.as_bool()
+    edited_region = first.region.as_bool()
+    qtbot.waitUntil(lambda: first.autosave.restorable() is not None, timeout=5000)
+    first.flush_autosave()
+    first._shut_down = True  # simulate a crash: no clean exit
+    first.worker.shutdown()
+    second = _window(qtbot, home)
+    try:
+        assert second.restore_autosave_if_any()
+        assert np.array_equal(second.support_panel.items[1].mask.as_bool(), edited_mask)
+        assert np.array_equal(second.region.as_bool(), edited_region)
+        assert second.dirty
+    finally:
+        second.shutdown()
+    # a clean exit with unsaved edits keeps them for the next start
+    assert second.autosave.restorable() is not None
+
+
+def test_save_episode_roundtrip_clears_dirty(qtbot, window, tmp_path):
+    window.set_episode(make_gui_episode(shots=2))
+    window.support_panel.items[0].mask.stroke([(1, 1)], size=3)
+    window.support_panel._on_mask_edited(0)
+    assert window.dirty and window.windowTitle().endswith("*")
+    assert window._save_to(tmp_path / "saved")
+    loaded = load_episode(tmp_path / "saved")
+    assert np.array_equal(loaded.supports[0].mask, window.support_panel.items[0].mask.as_bool())
+    assert not window.dirty and not window.windowTitle().endswith("*")
+    assert str((tmp_path / "saved").resolve()) in window.settings.recent_episodes[0]
+
+
+def test_dropped_files_become_supports_masks_checkpoints_and_episodes(qtbot, window, tmp_path):
+    window.set_episode(make_gui_episode(shots=1))
+    image = np.full((24, 32, 3), 120, np.uint8)
+    mask = np.zeros((24, 32), np.uint8)
+    mask[5:15, 5:20] = 255
+    cv2.imwrite(str(tmp_path / "cat.jpg"), image)
+    cv2.imwrite(str(tmp_path / "cat_mask.png"), mask)
+    cv2.imwrite(str(tmp_path / "dog.png"), image)
+    (tmp_path / "weights.pth").write_bytes(b"not really")
+    window.handle_paths([tmp_path / "cat.jpg", tmp_path / "cat_mask.png", tmp_path / "dog.png", tmp_path / "weights.pth"])
+    items = window.support_panel.items
+    assert len(items) == 3
+    assert np.array_equal(items[1].mask.as_bool(), mask > 0)
+    assert items[2].mask.count() == 0  # no mask: brush it
+    assert window.checkpoint_combo.currentData() == str((tmp_path / "weights.pth").resolve())
+    other = np.zeros((24, 32), np.uint8)
+    other[0:4, 0:4] = 255
+    cv2.imwrite(str(tmp_path / "lone_mask.png"), other)
+    window.support_panel.select(2)
+    window.handle_paths([tmp_path / "lone_mask.png"])
+    assert np.array_equal(window.support_panel.items[2].mask.as_bool(), other > 0)
+    episode_dir = write_gui_episode(tmp_path / "episode", shots=4)
+    window.dirty = False
+    window.handle_paths([episode_dir])
+    assert window.support_panel.count() == 4 and window.source_folder == episode_dir
+
+
+def test_reorder_and_remove_supports(qtbot, window):
+    episode = make_gui_episode(shots=3)
+    window.set_episode(episode)
+    window.support_panel.select(0)
+    window.support_panel.move(0, +1)
+    assert np.array_equal(window.support_panel.items[1].image, episode.supports[0].image)
+    assert window.support_panel.current_index() == 1
+    window.support_panel.remove(1)
+    assert [s.image.tobytes() for s in window.current_episode().supports] == [
+        episode.supports[1].image.tobytes(), episode.supports[2].image.tobytes()]
+
+
+def test_shortcuts_and_cheat_sheet(qtbot, window):
+    assert window.actions["undo"].shortcut().toString() == "Ctrl+Z"
+    assert window.actions["explain"].shortcut().toString() == "Ctrl+E"
+    assert window.actions["toggle_overlays"].shortcut().toString() == "H"
+    window.show_shortcuts()
+    text = window.shortcuts_dialog.findChild(type(window.shortcuts_dialog.children()[1])).toPlainText()
+    for keys in ("Ctrl+Z", "Ctrl+Shift+Z", "[", "]", "Ctrl+Wheel", "F1"):
+        assert keys in text
+
+
+def test_overlay_toggle_hides_every_overlay(qtbot, window):
+    window.set_episode(make_gui_episode())
+    _explain(qtbot, window)
+    window.actions["toggle_overlays"].trigger()
+    assert not window.query_canvas._mask_layer.isVisible()
+    assert not window.heatmap_view.grid.tiles[0].canvas.layer("heat").isVisible()
+    window.actions["toggle_overlays"].trigger()
+    assert window.query_canvas._mask_layer.isVisible()
+
+
+def test_status_bar_names_the_device_in_use(qtbot, window):
+    window.set_episode(make_gui_episode())
+    _explain(qtbot, window)
+    qtbot.waitUntil(lambda: window.device_info is not None, timeout=5000)
+    text = window.device_label.text()
+    assert "Device: CPU" in text
+    if not torch.cuda.is_available():
+        assert "CUDA not available" in text
+
+
+def test_compare_two_explanations_side_by_side(qtbot, window):
+    window.set_episode(make_gui_episode(shots=2))
+    a = _explain(qtbot, window)
+    window.support_panel.items[0].mask.stroke([(2, 2), (10, 2)], size=3)
+    window.support_panel._on_mask_edited(0)
+    b = _explain(qtbot, window)
+    assert "supports v0" in a.label and "supports v1" in b.label
+    compare = window.compare_view
+    assert compare.combo_a.currentIndex() == 0 and compare.combo_b.currentIndex() == 1
+    compare.difference.setChecked(True)
+    assert len(compare.tiles) == 2 * 3
+    assert compare.tiles[0].canvas.has_layer("heat") and compare.tiles[2].canvas.has_layer("heat")
+
+
+def test_parse_params():
+    assert parse_params("size=96, mode='reference', use_softmax=False") == {
+        "size": 96, "mode": "reference", "use_softmax": False}
+    assert parse_params("mode=reference") == {"mode": "reference"}
+    with pytest.raises(ValueError):
+        parse_params("96")
+
+
+def test_screenshot_command_runs_the_pipeline_and_saves_the_window(qtbot, home, tmp_path, monkeypatch):
+    import fssgui.models.registry as registry
+    from fssgui.gui.app import run_gui
+
+    register_tiny_model()
+    monkeypatch.setattr(registry, "DEFAULT_MODEL", TINY_MODEL)
+    episode_dir = write_gui_episode(tmp_path / "demo_like", shots=2)
+    shot = tmp_path / "shot.png"
+    args = argparse.Namespace(demo=False, screenshot=str(shot), episode=str(episode_dir), debug=False)
+    assert run_gui(args) == 0
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[1] >= 1600 and image.shape[0] >= 1000
+    assert not (home / "data" / "autosave").exists()  # a screenshot run leaves the user's data alone

@@ -1,0 +1,177 @@
+"""DCAMA-R50 parity with the official code (vectors: tests/data/parity/, README in /work/shared/parity).
+
+The weights are regenerated with the parity rule, saved as a ``module.``-prefixed checkpoint and
+loaded through the real registry/loader; the stored float inputs are fed to the model and the
+outputs compared with the tolerances of the parity README §5. One forward for the whole file.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fssgui.models import build_model
+from fssgui.models.backbones import resnet_bottleneck_features
+from fssgui.models.base import EpisodeTensors
+from fssgui.models.dcama import DCAMA, DCAMAQueryFeatures
+
+from parity_weights import PARITY_DIR, manifest, parity_state_dict
+
+NPZ = PARITY_DIR / "dcama_r50_1shot_384.npz"
+AFFEX = PARITY_DIR / "dcama_r50_1shot_affex_weights.npz"
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return dict(np.load(NPZ))
+
+
+@pytest.fixture(scope="module")
+def run(ref, tmp_path_factory):
+    torch.manual_seed(0)
+    ckpt = tmp_path_factory.mktemp("dcama") / "best_model.pt"
+    torch.save(parity_state_dict(DCAMA("resnet50"), ref, prefix="module."), ckpt)
+    log: list[str] = []
+    model = build_model("dcama-resnet50", checkpoint=ckpt, log=log.append)
+    query = torch.from_numpy(ref["query_img"])
+    batch = EpisodeTensors(query, torch.from_numpy(ref["support_imgs"]), torch.from_numpy(ref["support_masks"]))
+    with torch.no_grad():
+        qfeats = resnet_bottleneck_features(model.feature_extractor, query)  # all 16 maps
+        sfeats = resnet_bottleneck_features(model.feature_extractor, batch.supports[:, 0])
+        pred = model.predict(batch, with_scores=True, query_features=DCAMAQueryFeatures(qfeats, (384, 384)))
+    return {"model": model, "pred": pred, "qfeats": qfeats, "sfeats": sfeats, "log": log, "batch": batch}
+
+
+def _close_sum(ours: float, theirs: float, abssum: float) -> None:
+    assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-6 * abssum)
+
+
+def test_state_dict_manifest_matches_official(ref, run):
+    sd = run["model"].state_dict()
+    man = manifest(ref)
+    assert list(sd.keys()) == [k for k, _, _ in man]
+    assert [tuple(v.shape) for v in sd.values()] == [s for _, s, _ in man]
+    assert len(sd) == 407 == run["model"].entry.extra["state_dict_entries"]
+
+
+def test_checkpoint_loaded_through_real_loader(run):
+    text = "\n".join(run["log"])
+    assert "removed the 'module.' prefix from 407 keys" in text
+    assert "loaded 407 entries by name" in text
+
+
+def test_backbone_feature_sums(ref, run):
+    assert list(run["model"].stack_ids) == list(ref["stack_ids"])
+    for i, (f, g) in enumerate(zip(run["qfeats"], run["sfeats"])):
+        assert list(f.shape) == list(ref["qfeat_shapes"][i])
+        for feat, want_sum, want_mean in (
+            (f, ref["qfeat_sums"][i], ref["qfeat_means"][i]),
+            (g, ref["sfeat_sums"][0, i], ref["sfeat_means"][0, i]),
+        ):
+            scale = 1e-6 * feat.numel() * float(feat.abs().mean())
+            assert float(feat.double().sum()) == pytest.approx(float(want_sum), rel=1e-4, abs=scale)
+            assert float(feat.double().mean()) == pytest.approx(float(want_mean), rel=1e-4, abs=scale / feat.numel())
+
+
+def test_logits_and_prediction(ref, run):
+    logits = run["pred"].logits
+    want = torch.from_numpy(ref["logits"])
+    assert logits.shape == want.shape == (1, 2, 384, 384)
+    torch.testing.assert_close(logits, want, atol=1e-4, rtol=1e-4)
+    decided = (want[:, 1] - want[:, 0]).abs() > 1e-3
+    assert torch.equal(logits.argmax(1)[decided], want.argmax(1)[decided])
+    official = torch.from_numpy(ref["pred_official"]).long()
+    assert torch.equal(run["pred"].mask().long()[decided], official[decided])
+
+
+def test_coarse_masks(ref, run):
+    pred = run["pred"]
+    levels = pred.extras["level_coarse"]
+    assert len(levels) == int(ref["n_attention_calls"]) == 13
+    for i, c in enumerate(levels):
+        torch.testing.assert_close(c, torch.from_numpy(ref[f"coarse_{i:02d}"]), atol=1e-4, rtol=0)
+    c1, c2, c3 = pred.extras["coarse_masks"]  # official stacks: 1/32, 1/16, 1/8
+    assert c1.shape == (1, 3, 12, 12) and c2.shape == (1, 6, 24, 24) and c3.shape == (1, 4, 48, 48)
+    torch.testing.assert_close(c1[:, 0:1], levels[10])
+    torch.testing.assert_close(c3[:, 3:4], levels[3])
+
+
+def test_per_head_scores_and_attention(ref, run):
+    """Per-head pre-softmax scores and softmax rebuilt from the model's own projections."""
+    model, batch = run["model"], run["batch"]
+    qfeats, sfeats = run["qfeats"], run["sfeats"]
+    mean_scores = run["pred"].matching_scores
+    with torch.no_grad():
+        for level, idx in enumerate(model.level_feature_ids):
+            blk = model.model.block_of(idx)
+            pe = model.model.pe[blk]
+            q_tok = pe(qfeats[idx].flatten(2).transpose(1, 2))
+            s_tok = pe(sfeats[idx].flatten(2).transpose(1, 2))
+            q, k = model.model.DCAMA_blocks[blk].project(q_tok, s_tok)
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # [1, 8, N, N]
+            p = f"scores_{level:02d}"
+            assert list(scores.shape) == list(ref[p + "_shape"])
+            abssum = float(ref[p + "_abssum"])
+            _close_sum(float(scores.double().sum()), float(ref[p + "_sum"]), abssum)
+            assert float(scores.double().abs().sum()) == pytest.approx(abssum, rel=1e-4)
+            idx_ = torch.from_numpy(ref[p + "_idx"])
+            vals = scores[idx_[:, 0], idx_[:, 1], idx_[:, 2], idx_[:, 3]]
+            torch.testing.assert_close(vals, torch.from_numpy(ref[p + "_vals"]), atol=1e-4, rtol=1e-4)
+            # the adapter's matching scores are the head mean of these
+            torch.testing.assert_close(mean_scores[level], scores.mean(1), atol=1e-4, rtol=1e-4)
+            attn = torch.softmax(scores, dim=-1)
+            a = f"attn_{level:02d}"
+            vals = attn[idx_[:, 0], idx_[:, 1], idx_[:, 2], idx_[:, 3]]
+            torch.testing.assert_close(vals, torch.from_numpy(ref[a + "_vals"]), atol=1e-4, rtol=1e-4)
+            assert float(attn.double().sum()) == pytest.approx(float(ref[a + "_sum"]), rel=1e-4)
+
+
+def test_matching_score_layout(run):
+    pred = run["pred"]
+    assert pred.num_levels == 13
+    assert pred.level_shapes == [(48, 48)] * 4 + [(24, 24)] * 6 + [(12, 12)] * 3
+    for scores, (h, w) in zip(pred.matching_scores, pred.level_shapes):
+        assert scores.shape == (1, h * w, h * w)
+
+
+def test_head_reruns_decoder(run):
+    pred = run["pred"]
+    with torch.no_grad():
+        keep = torch.ones(2, 13)
+        keep[1, 5] = 0
+        out = pred.head(keep)
+        # ablating a level by hand: zero that coarse channel and run the official decoder order
+        model = run["model"]
+        c1, c2, c3 = (c.clone() for c in pred.extras["coarse_masks"])
+        c2[:, 1] = 0  # level 5 = second 1/16 map
+        mix = model.model.mix_maps(c1, c2, c3)
+    assert out.shape == (2, 1, 2, 384, 384)
+    torch.testing.assert_close(out[0], pred.logits, atol=1e-5, rtol=1e-5)
+    assert (out[1] - out[0]).abs().max() > 1e-6
+    with torch.no_grad():
+        qf = run["qfeats"]
+        manual = model.model.decode(
+            mix, model.model.skip_term(qf[6], run["sfeats"][6], qf[2], run["sfeats"][2])
+        )
+    torch.testing.assert_close(out[1], manual, atol=1e-5, rtol=1e-5)
+
+
+def test_feature_ablation_weights_match_official_affex(run):
+    """Reference mode reproduces the official AffEx weights (mis-paired order), E = 32 and 96."""
+    affex = np.load(AFFEX)
+    region384 = torch.from_numpy(affex["region"])
+    model, pred = run["model"], run["pred"]
+    order = model.reference_level_order()
+    assert order == [10, 11, 12, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3]
+    for size, mode in ((32, "reference"), (96, "paper")):
+        region = F.interpolate(region384[None, None].float(), size=(size, size), mode="nearest")[0, 0] > 0.5
+        w = model.feature_ablation_weights(pred, region, size, mode=mode)
+        assert w.shape == (13,)
+        assert float(w.sum()) == pytest.approx(1.0, abs=1e-6)
+        want = torch.from_numpy(affex[f"ablation_w_unmasked_E{size}"]).float()
+        if mode == "paper":  # each level's own weight: reorder to the reference pairing to compare
+            w = w[torch.tensor(order)]
+        torch.testing.assert_close(w, want, atol=2e-4, rtol=1e-3)

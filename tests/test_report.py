@@ -1,0 +1,355 @@
+"""Exports and the report: atomic writes, files that read back, HTML numbers == summary.json, PDF."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import zipfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_episode
+from fssgui import report as R
+from fssgui.episode import episode_to_tensors, region_to_model
+from fssgui.models.base import EpisodeTensors, FSSModel, Prediction
+from fssgui.models.registry import ModelEntry
+
+TINY_SIZE = 16
+
+
+class TinyModel(FSSModel):
+    """A deterministic few-shot 'model' in microseconds: the foreground logit at each query pixel
+    grows with the share of support-mask pixels still present and with the query's brightness,
+    so insertion raises the confidence and deletion lowers it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entry = ModelEntry("tiny", TinyModel, TINY_SIZE, needs_checkpoint=False, description="test model",
+                                matching=False)
+        self.forwards = 0
+
+    def encode_query(self, query):
+        return query.mean(1)  # [1, S, S]
+
+    def predict(self, batch: EpisodeTensors, *, with_scores: bool = False, query_features=None) -> Prediction:
+        self.forwards += 1
+        q = batch.query.mean(1) if query_features is None else query_features.expand(batch.batch_size, -1, -1)
+        kept = batch.support_masks.flatten(1).mean(1)  # [B]
+        foreground = 30.0 * kept[:, None, None] - 1.0 + 0.8 * q
+        logits = torch.stack([torch.zeros_like(foreground), foreground], dim=1)
+        return Prediction(logits=logits)
+
+
+def tiny_builder(name, checkpoint=None, device="cpu", log=None):
+    return TinyModel().to(device).eval()
+
+
+def tiny_setup(shots: int = 2, seed: int = 0):
+    """(model, episode, batch, region at S, attributions at S) for a small synthetic episode."""
+    model = TinyModel().eval()
+    episode = make_episode(shots=shots, size=(24, 32), seed=seed)
+    batch = episode_to_tensors(episode, model.entry)
+    region = region_to_model(episode.query_mask, TINY_SIZE)
+    generator = torch.Generator().manual_seed(seed)
+    masks = batch.support_masks[0]
+    attributions = {
+        "good": masks + 0.1 * torch.rand(masks.shape, generator=generator),  # mask pixels first
+        "random": torch.rand(masks.shape, generator=generator),
+    }
+    return model, episode, batch, region, attributions
+
+
+@pytest.fixture(scope="module")
+def computed():
+    model, episode, batch, region, attributions = tiny_setup()
+    frames = []
+    curves = R.run_causal_curves(model, batch, attributions, region, metrics=("iauc", "dauc"), steps=6,
+                                 on_frame=frames.append)
+    return model, episode, batch, region, attributions, curves, frames
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in Path(folder).rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp"))
+
+
+# ----------------------------------------------------------------------------------- curves
+def test_curves_match_the_causal_metric_and_frames_match_the_steps(computed):
+    from fssgui.explain.causal import run_causal_metric
+
+    model, episode, batch, region, attributions, curves, frames = computed
+    assert [(c.method, c.metric) for c in curves] == [("good", "iauc"), ("good", "dauc"), ("random", "iauc"),
+                                                      ("random", "dauc")]
+    for c in curves:
+        reference = run_causal_metric(model, batch, attributions[c.method], region, c.metric, "confidence", steps=6)
+        assert c.scores == pytest.approx(reference.scores)
+        assert c.fractions == pytest.approx(reference.fractions)
+        assert c.value == pytest.approx(reference.value)
+        assert c.complete and len(c.scores) == 7
+        mine = [f for f in frames if (f.method, f.metric) == c.key]
+        assert [f.index for f in mine] == list(range(7))
+        assert [f.score for f in mine] == c.scores and [f.fraction for f in mine] == c.fractions
+    good = {c.metric: c.value for c in curves if c.method == "good"}
+    rand = {c.metric: c.value for c in curves if c.method == "random"}
+    assert good["iauc"] > rand["iauc"] and good["dauc"] < rand["dauc"]
+
+
+def test_frame_state_is_the_state_that_gave_the_score(computed):
+    """The frame's kept pixels are exactly the perturbed supports the model saw for that score."""
+    from fssgui.explain.causal import causal_steps
+
+    model, episode, batch, region, attributions, curves, frames = computed
+    for metric, mode in (("iauc", "insertion"), ("dauc", "deletion")):
+        steps = list(causal_steps(model, batch, attributions["random"], region, mode=mode, steps=6))
+        mine = [f for f in frames if (f.method, f.metric) == ("random", metric)]
+        base = R.frame_base(episode, batch, model.entry)
+        for step, frame in zip(steps, mine):
+            kept = frame.kept()
+            assert np.array_equal(kept[:, None].repeat(3, 1) * batch.supports[0].numpy(), step.supports.numpy())
+            assert np.array_equal(base.model_support_masks & kept, step.support_masks.numpy() > 0.5)
+            assert np.array_equal(frame.prediction(), step.prediction_mask.numpy())
+            assert np.abs(frame.probability() - step.foreground_probability.numpy()).max() <= 0.5 / 255 + 1e-6
+            # and the score is a function of those supports (the model's share of kept mask pixels)
+            check = model.predict(EpisodeTensors(batch.query, step.supports[None], step.support_masks[None]))
+            assert float(torch.softmax(check.logits, 1)[0, 1][region].mean()) == pytest.approx(frame.score, abs=1e-5)
+
+
+def test_frame_panels_are_full_resolution(computed):
+    model, episode, batch, region, attributions, curves, frames = computed
+    base = R.frame_base(episode, batch, model.entry)
+    panels = R.frame_panels(base, frames[0])
+    assert list(panels) == R.panel_names(2)
+    assert panels["support_1"].shape == episode.supports[0].image.shape
+    assert panels["query_prediction"].shape == episode.query_image.shape
+    # insertion state 0: every support pixel is the substrate colour and the mask is empty
+    assert (panels["support_1"] == base.substrate_colour).all()
+    assert panels["support_1_mask"].max() == 0
+    last = [f for f in frames if (f.method, f.metric) == ("good", "iauc")][-1]
+    full = R.frame_panels(base, last)
+    assert np.array_equal(full["support_2"], episode.supports[1].image)
+    figure = R.frame_composite(base, last, title="x")
+    assert figure.ndim == 3 and figure.shape[1] > 4 * 100
+
+
+# ------------------------------------------------------------------------------------ exports
+def test_curves_csv_reads_back(computed, tmp_path):
+    curves = computed[5]
+    path = R.write_curves_csv(tmp_path / "curves.csv", curves)
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == sum(len(c.scores) for c in curves)
+    for c in curves:
+        mine = [r for r in rows if (r["method"], r["metric"]) == c.key]
+        assert [float(r["score"]) for r in mine] == c.scores
+        assert [float(r["fraction"]) for r in mine] == c.fractions
+        assert {float(r["value"]) for r in mine} == {c.value}
+        assert {r["steps"] for r in mine} == {"6"} and {r["substrate"] for r in mine} == {"zero"}
+    assert leftovers(tmp_path) == []
+
+
+def test_frames_zip_and_folder(computed, tmp_path):
+    model, episode, batch, region, attributions, curves, frames = computed
+    base = R.frame_base(episode, batch, model.entry)
+    some = frames[:7]
+    path = R.write_frames_zip(tmp_path / "frames.zip", base, some, measure="confidence")
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        index = list(csv.DictReader(io.StringIO(archive.read("index.csv").decode())))
+        assert len(index) == 7
+        for row in index:
+            for name in row["files"].split():
+                assert name in names
+                image = cv2.imdecode(np.frombuffer(archive.read(name), np.uint8), cv2.IMREAD_COLOR)
+                assert image is not None and image.size > 0
+        assert "good/iauc/step_003_support_1.png" in names
+        assert float(index[3]["score"]) == some[3].score
+    folder = R.write_frames_folder(tmp_path / "frames", base, some, composite=False)
+    assert (folder / "index.csv").is_file()
+    assert len(list(folder.rglob("*.png"))) == 7 * len(R.panel_names(2))
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_writes_leave_the_old_files(computed, tmp_path, monkeypatch):
+    model, episode, batch, region, attributions, curves, frames = computed
+    base = R.frame_base(episode, batch, model.entry)
+    zip_path = tmp_path / "frames.zip"
+    zip_path.write_bytes(b"old zip")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    (folder / "old.txt").write_text("old")
+    png = tmp_path / "panel.png"
+    png.write_bytes(b"old png")
+    real = R.encode_png
+    calls = {"n": 0}
+
+    def failing(image):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise OSError("disk full (simulated)")
+        return real(image)
+
+    monkeypatch.setattr(R, "encode_png", failing)
+    with pytest.raises(OSError):
+        R.write_frames_zip(zip_path, base, frames)
+    calls["n"] = 0
+    with pytest.raises(OSError):
+        R.write_frames_folder(folder, base, frames)
+    calls["n"] = 10
+    with pytest.raises(OSError):
+        R.write_png(png, np.zeros((4, 4, 3), np.uint8))
+    assert zip_path.read_bytes() == b"old zip"
+    assert sorted(p.name for p in folder.iterdir()) == ["old.txt"]
+    assert png.read_bytes() == b"old png"
+    assert leftovers(tmp_path) == []
+    monkeypatch.setattr(R, "encode_png", real)
+    R.write_png(png, np.zeros((4, 5, 3), np.uint8))
+    assert cv2.imread(str(png)).shape == (4, 5, 3)
+
+
+# ------------------------------------------------------------------------------------- report
+class _KeyedValues(HTMLParser):
+    """Collects (data-key, text) of every tagged value and the <img> sources."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[tuple[str, str]] = []
+        self.images: list[str] = []
+        self._key = None
+        self._text = ""
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if "data-key" in attrs:
+            self._key, self._text = attrs["data-key"], ""
+
+    def handle_data(self, data):
+        if self._key is not None:
+            self._text += data
+
+    def handle_endtag(self, tag):
+        if self._key is not None and tag == "span":
+            self.values.append((self._key, self._text))
+            self._key = None
+
+
+def _numeric_leaves(value, pointer=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numeric_leaves(v, pointer + "/" + str(k).replace("~", "~0").replace("/", "~1"))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _numeric_leaves(v, f"{pointer}/{i}")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield pointer
+
+
+def _check_shown(text: str, value) -> None:
+    if isinstance(value, bool):
+        assert text == ("yes" if value else "no")
+    elif isinstance(value, int):
+        assert int(text) == value
+    elif isinstance(value, float):
+        decimals = len(text.split(".")[1]) if "." in text else 0
+        assert abs(float(text) - value) <= 0.5 * 10**-decimals + 1e-12, (text, value)
+    elif value is None:
+        assert text == "n/a"
+    else:
+        assert text == str(value)
+
+
+@pytest.fixture(scope="module")
+def report_inputs(computed, tmp_path_factory):
+    model, episode, batch, region, attributions, curves, frames = computed
+    checkpoint = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    checkpoint.write_bytes(b"not really a checkpoint, only hashed")
+    rng = np.random.default_rng(1)
+    methods = [
+        R.MethodResult("good", [a.numpy() for a in attributions["good"]], signed=True,
+                       params={"size": 16, "zero_level": 0.25, "mode": "paper"}, seconds=0.5,
+                       level_weights=np.array([0.5, 0.3, 0.2]), level_names=["l0", "l1", "l2"]),
+        R.MethodResult("random", [rng.random((24, 32)).astype(np.float32) for _ in range(2)], params={}),
+    ]
+    prediction = episode.query_mask.copy()
+    prediction[:, :4] = True
+    return R.ReportInputs(episode, "/data/episodes/disc-2shot", "tiny", "test model", TINY_SIZE, "cpu", "CPU",
+                          prediction, episode.query_mask, "prediction", methods, curves, checkpoint=checkpoint)
+
+
+@pytest.fixture(scope="module")
+def written(report_inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return R.write_report(out, report_inputs)
+
+
+def test_report_files(written):
+    out = written.folder
+    names = sorted(p.name for p in out.iterdir())
+    for name in ("report.html", "report.pdf", "summary.json", "curves.csv", "figure_episode.png",
+                 "figure_curves_iauc.png", "figure_curves_dauc.png", "figure_level_weights_good.png"):
+        assert name in names
+    assert leftovers(out) == []
+    assert written.pdf.read_bytes().startswith(b"%PDF")
+    assert written.pdf.stat().st_size > 10_000  # the figures are in it
+    for path in written.figures:
+        assert cv2.imread(str(path)) is not None
+
+
+def test_report_html_numbers_are_the_summary_numbers(written, report_inputs):
+    summary = json.loads(written.summary.read_text())
+    parser = _KeyedValues()
+    parser.feed(written.html.read_text())
+    shown = dict(parser.values)
+    assert len(parser.values) > 50
+    for key, text in parser.values:
+        _check_shown(text, R.resolve_pointer(summary, key))
+    # every number in summary.json is shown
+    assert set(_numeric_leaves(summary)) <= set(shown)
+    # spot checks against the inputs themselves
+    iou = float(np.logical_and(report_inputs.prediction, report_inputs.episode.query_mask).sum()
+                / np.logical_or(report_inputs.prediction, report_inputs.episode.query_mask).sum())
+    assert summary["prediction"]["iou"] == pytest.approx(iou)
+    assert float(shown["/prediction/iou"]) == pytest.approx(iou, abs=5e-5)
+    good_iauc = next(c for c in report_inputs.curves if c.key == ("good", "iauc"))
+    assert float(shown["/causal/curves/good/iauc/value"]) == pytest.approx(good_iauc.value, abs=5e-5)
+    assert summary["causal"]["curves"]["good"]["iauc"]["scores"] == pytest.approx(good_iauc.scores)
+    assert summary["methods"]["good"]["level_weights"]["values"] == pytest.approx([0.5, 0.3, 0.2])
+    import hashlib
+
+    digest = hashlib.sha256(Path(report_inputs.checkpoint).read_bytes()).hexdigest()
+    assert summary["model"]["checkpoint"] == {"file": "tiny.pt", "sha256": digest, "bytes": 36}
+    assert digest in written.html.read_text()
+
+
+def test_report_html_is_self_contained(written):
+    parser = _KeyedValues()
+    text = written.html.read_text()
+    parser.feed(text)
+    assert len(parser.images) == 4
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")
+        import base64
+
+        data = base64.b64decode(src.split(",", 1)[1])
+        assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None
+    assert not re.search(r'(src|href)="(?!data:)', text)
+
+
+def test_report_without_ground_truth_or_curves(report_inputs, tmp_path):
+    import dataclasses
+
+    episode = report_inputs.episode.copy()
+    episode.query_mask = None
+    inputs = dataclasses.replace(report_inputs, episode=episode, curves=[], checkpoint=None)
+    files = R.write_report(tmp_path, inputs, pdf=False)
+    summary = json.loads(files.summary.read_text())
+    assert summary["prediction"]["iou"] is None and summary["model"]["checkpoint"] is None
+    text = files.html.read_text()
+    assert "n/a (no ground truth)" in text and "No causal metric was computed" in text
+    assert files.pdf is None and not (tmp_path / "report.pdf").exists() and files.curves_csv is None
