@@ -44,7 +44,8 @@ import numpy as np
 from . import __version__
 from . import figures as F
 from .errors import FssguiError
-from .imaging import apply_colormap, mask_overlay, resize_map, resize_mask, write_bytes_atomic
+from .imaging import apply_colormap, mask_overlay, resize_map, resize_mask
+from .imaging import write_bytes_atomic as _write_bytes_atomic
 
 SUBSTRATE = "zero"  # the only substrate of the reference metric (spec affex.md §3)
 
@@ -54,6 +55,35 @@ MEASURE_TITLES = {"confidence": "confidence", "miou": "mIoU"}
 
 class ExportError(FssguiError):
     """An export or report file could not be written."""
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _publish(path: Path, directory: bool = False) -> None:
+    """Give an exported file (or folder) the permissions of a normally created one: the atomic
+    writers' temporary files are private (0600 / 0700), which would make a report unreadable to
+    anyone else."""
+    try:
+        os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+    except OSError:
+        pass
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """:func:`fssgui.imaging.write_bytes_atomic` (temporary file + fsync + rename), then the
+    usual file permissions."""
+    _write_bytes_atomic(path, data)
+    _publish(Path(path))
 
 
 # =============================================================================== causal curves
@@ -406,6 +436,7 @@ def write_frames_zip(path: str | Path, base: FrameBase, frames: Sequence[CausalF
                     archive.writestr(name, data)
             handle.flush()
             os.fsync(handle.fileno())
+        _publish(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         _unlink(tmp)
@@ -424,6 +455,7 @@ def write_frames_folder(folder: str | Path, base: FrameBase, frames: Sequence[Ca
             target = tmp / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+        _publish(tmp, directory=True)
 
     replace_folder_atomic(folder, fill)
     return folder
@@ -714,8 +746,8 @@ th { background: #f0f0f0; }
 td.n, th.n { text-align: right; }
 .sub { color: #666; }
 .mono { font-family: 'DejaVu Sans Mono', Consolas, monospace; font-size: 8.5pt; }
-figure { margin: 8px 0 14px 0; }
-figcaption { color: #444; font-size: 9pt; }
+div.fig { margin: 8px 0 2px 0; }
+p.cap { color: #444; font-size: 9pt; margin: 0 0 14px 0; }
 img { max-width: 100%; }
 """
 
@@ -795,11 +827,9 @@ def render_html(summary: Mapping[str, Any], figures: Mapping[str, tuple[str, int
         h.add(f"<h3>{h.esc(method)}</h3>")
         _figure(h, figures, f"figure_level_weights_{_safe_name(method)}.png",
                 "Feature-ablation weight of each matching level (they sum to 1).")
-        h.add("<table><tr><th>Level</th>" + "".join(f"<th class=\"n\">{h.esc(n)}</th>" for n in weights["names"])
-              + "</tr><tr><th>Weight</th>"
-              + "".join(f"<td class=\"n\">{h.num(s, 'methods', method, 'level_weights', 'values', i)}</td>"
-                        for i in range(len(weights["values"])))
-              + "</tr></table>")
+        h.add("<table><tr><th>Level</th><th class=\"n\">Weight</th></tr>" + "".join(
+            f"<tr><td>{h.esc(n)}</td><td class=\"n\">{h.num(s, 'methods', method, 'level_weights', 'values', i)}</td></tr>"
+            for i, n in enumerate(weights["names"])) + "</table>")
 
     # ---------------------------------------------------------------------- causal metrics
     curves = s["causal"]["curves"]
@@ -880,13 +910,13 @@ def _figure(h: _Html, figures: Mapping[str, tuple[str, int]], name: str, caption
     if name not in figures:
         return
     src, width = figures[name]
-    h.add(f'<figure><img src="{h.esc(src)}" width="{int(width)}" alt="{h.esc(name)}">'
-          f"<figcaption>{h.esc(caption)} <span class=\"mono\">({h.esc(name)})</span></figcaption></figure>")
+    h.add(f'<div class="fig"><img src="{h.esc(src)}" width="{int(width)}" alt="{h.esc(name)}"></div>'
+          f'<p class="cap">{h.esc(caption)} <span class="mono">({h.esc(name)})</span></p>')
 
 
 # ---------------------------------------------------------------------------------------- PDF
 def _ensure_gui_application():
-    """A QGuiApplication for fonts (offscreen when there is no display); reuses an existing one."""
+    """A Qt application for fonts (offscreen when there is no display); reuses an existing one."""
     from PySide6.QtCore import QCoreApplication
 
     app = QCoreApplication.instance()
@@ -894,9 +924,11 @@ def _ensure_gui_application():
         return app
     if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY") and os.name != "nt":
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtGui import QGuiApplication
+    # A QApplication (not only a QGuiApplication), so widgets can still be created later in the
+    # same process (the GUI, or tests) - Qt allows one application object per process.
+    from PySide6.QtWidgets import QApplication
 
-    return QGuiApplication(["fssgui-report"])
+    return QApplication(["fssgui-report"])
 
 
 PDF_TEXT_WIDTH_PX = 720  # HTML layout width of the PDF's text column
@@ -946,7 +978,7 @@ _PDF_CSS = """
 h1 { font-size: 14pt; } h2 { font-size: 11pt; margin-top: 14px; } h3 { font-size: 9pt; }
 th { background-color: #eeeeee; }
 .sub { color: #666666; } .mono { font-family: 'DejaVu Sans Mono'; font-size: 6.5pt; }
-figcaption { color: #444444; }
+p.cap { color: #444444; }
 """
 
 

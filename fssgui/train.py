@@ -316,7 +316,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + global_step)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                 loss, logs = model.training_loss(episode, target, global_step / max(total_steps, 1), generator)
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(float(loss.detach())):
                 raise TrainingError(f"the loss became {float(loss)} at step {global_step}: lower --lr")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -324,7 +324,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             scaler.update()
             scheduler.step()
             global_step += 1
-            running += float(loss)
+            running += float(loss.detach())
             if bar is not None:
                 bar.set_postfix(loss=f"{running / (i + 1):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         train_loss = running / max(len(loader), 1)

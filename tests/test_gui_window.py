@@ -332,3 +332,24 @@ def test_screenshot_command_runs_the_pipeline_and_saves_the_window(qtbot, home, 
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[1] >= 1600 and image.shape[0] >= 1000
     assert not (home / "data" / "autosave").exists()  # a screenshot run leaves the user's data alone
+
+
+def test_settings_roundtrip_and_close_stops_the_worker(qtbot, home):
+    window = _window(qtbot, home)
+    window.brush_spin.setValue(37)
+    window.display_controls.colormap.setCurrentText("viridis")
+    window.settings.add_recent_episode(home / "some_episode")
+    window.close()  # unattended: no dialog; stores settings, stops the worker thread
+    assert window.worker._thread.isFinished()
+    loaded = Settings.load()
+    assert loaded.brush_size == 37 and loaded.colormap == "viridis" and loaded.model == TINY_MODEL
+    assert loaded.recent_episodes and loaded.recent_episodes[0].endswith("some_episode")
+    assert loaded.window_geometry
+
+
+def test_settings_file_with_bad_values_falls_back_to_defaults(home):
+    Settings.path().parent.mkdir(parents=True, exist_ok=True)
+    Settings.path().write_text('{"brush_size": "huge", "colormap": "magma", "unknown": 1}', encoding="utf-8")
+    loaded = Settings.load()
+    assert loaded.brush_size == Settings().brush_size and loaded.colormap == "magma"
+    assert loaded.checkpoint_dir.endswith("checkpoints")

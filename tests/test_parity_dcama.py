@@ -175,3 +175,132 @@ def test_feature_ablation_weights_match_official_affex(run):
         if mode == "paper":  # each level's own weight: reorder to the reference pairing to compare
             w = w[torch.tensor(order)]
         torch.testing.assert_close(w, want, atol=2e-4, rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# K shots, batches, other backbones and gradients on small random-weight models
+# ---------------------------------------------------------------------------------------------
+
+
+def _episodes(size: int, b: int, k: int, seed: int) -> EpisodeTensors:
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(b, k, size, size)
+    for i in range(b):
+        for j in range(k):
+            lo = int(torch.randint(0, size // 3, (1,), generator=g))
+            hi = int(torch.randint(size // 2, size, (1,), generator=g))
+            masks[i, j, lo:hi, lo:hi] = 1
+    return EpisodeTensors(
+        torch.randn(b, 3, size, size, generator=g), torch.randn(b, k, 3, size, size, generator=g), masks
+    )
+
+
+@pytest.fixture(scope="module")
+def small_r50():
+    torch.manual_seed(3)
+    model = DCAMA("resnet50").eval()
+    batch = _episodes(128, 2, 2, seed=4)
+    with torch.no_grad():
+        pred = model.predict(batch, with_scores=True)
+    return model, batch, pred
+
+
+def test_kshot_batch_keeps_episodes_separate(small_r50):
+    model, batch, pred = small_r50
+    assert pred.logits.shape == (2, 2, 128, 128)
+    assert pred.matching_scores[0].shape == (2, 16 * 16, 2 * 16 * 16)
+    with torch.no_grad():
+        for i in range(2):
+            alone = model.predict(
+                EpisodeTensors(batch.query[i : i + 1], batch.supports[i : i + 1], batch.support_masks[i : i + 1]),
+                with_scores=True,
+            )
+            torch.testing.assert_close(alone.logits, pred.logits[i : i + 1], atol=1e-5, rtol=1e-5)
+            for a, b in zip(alone.matching_scores, pred.matching_scores):
+                torch.testing.assert_close(a, b[i : i + 1], atol=1e-5, rtol=1e-5)
+
+
+def test_identical_shots_equal_one_shot(small_r50):
+    """Joint softmax over duplicated keys (PE restarting per shot) and the max skip = 1-shot."""
+    model, batch, _ = small_r50
+    one = EpisodeTensors(batch.query[:1], batch.supports[:1, :1], batch.support_masks[:1, :1])
+    two = EpisodeTensors(
+        batch.query[:1], batch.supports[:1, :1].repeat(1, 2, 1, 1, 1), batch.support_masks[:1, :1].repeat(1, 2, 1, 1)
+    )
+    with torch.no_grad():
+        p1, p2 = model.predict(one, with_scores=True), model.predict(two, with_scores=True)
+    torch.testing.assert_close(p2.logits, p1.logits, atol=1e-5, rtol=1e-5)
+    for c1, c2 in zip(p1.extras["level_coarse"], p2.extras["level_coarse"]):
+        torch.testing.assert_close(c2, c1, atol=1e-6, rtol=1e-5)
+    n = p1.matching_scores[0].shape[-1]
+    torch.testing.assert_close(p2.matching_scores[0][..., n:], p1.matching_scores[0])
+
+
+def test_query_features_reuse(small_r50):
+    model, batch, pred = small_r50
+    with torch.no_grad():
+        qf = model.encode_query(batch.query[:1])
+        many = EpisodeTensors(
+            batch.query[:1].expand(2, -1, -1, -1), batch.supports[:1].repeat(2, 1, 1, 1, 1), batch.support_masks[:1].repeat(2, 1, 1, 1)
+        )
+        reused = model.predict(many, query_features=qf)
+    torch.testing.assert_close(reused.logits, pred.logits[:1].expand(2, -1, -1, -1), atol=1e-5, rtol=1e-5)
+
+
+def test_gradients_reach_support_images(small_r50):
+    model, batch, _ = small_r50
+    supports = batch.supports[:1].clone().requires_grad_(True)
+    pred = model.predict(EpisodeTensors(batch.query[:1], supports, batch.support_masks[:1]))
+    pred.logits[:, 1].mean().backward()
+    assert supports.grad is not None and bool(supports.grad.abs().sum() > 0)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_resnet101_structure_and_kshot_forward():
+    torch.manual_seed(5)
+    model = DCAMA("resnet101").eval()
+    sd = model.state_dict()
+    assert len(sd) == 713
+    assert model.stack_ids == (3, 7, 30, 33)
+    assert tuple(sd["model.conv2.0.weight"].shape) == (16, 23, 5, 5)
+    assert tuple(sd["model.mixer1.0.weight"].shape) == (128, 1664, 3, 3)
+    assert "feature_extractor.layer3.22.bn3.running_var" in sd
+    with torch.no_grad():
+        pred = model.predict(_episodes(96, 1, 2, seed=6), with_scores=True)
+    assert pred.logits.shape == (1, 2, 96, 96) and bool(torch.isfinite(pred.logits).all())
+    assert pred.num_levels == 30
+    assert pred.level_shapes == [(12, 12)] * 4 + [(6, 6)] * 23 + [(3, 3)] * 3
+    assert pred.matching_scores[5].shape == (1, 36, 72)
+
+
+def test_swin_b_structure():
+    model = DCAMA("swin")
+    sd = model.state_dict()
+    assert len(sd) == 451
+    assert model.stack_ids == (2, 4, 22, 24)
+    backbone = [k for k in sd if k.startswith("feature_extractor.")]
+    assert len(backbone) == 364
+    assert tuple(sd["feature_extractor.patch_embed.proj.weight"].shape) == (128, 3, 4, 4)
+    assert tuple(sd["feature_extractor.layers.0.blocks.1.attn_mask"].shape) == (64, 144, 144)
+    assert tuple(sd["feature_extractor.head.weight"].shape) == (1000, 1024)
+    assert tuple(sd["model.conv2.0.weight"].shape) == (16, 18, 5, 5)
+    assert tuple(sd["model.mixer1.0.weight"].shape) == (128, 896, 3, 3)
+    assert len([k for k in sd if k.endswith("relative_position_index")]) == 24
+    # stage 4 (12x12 = the window): neither shift nor mask
+    assert "feature_extractor.layers.3.blocks.1.attn_mask" not in sd
+    # an attention mask separates the shifted regions: row 0 of the last window sees 4 regions
+    mask = sd["feature_extractor.layers.0.blocks.1.attn_mask"]
+    assert set(mask.unique().tolist()) == {-100.0, 0.0}
+    assert bool((mask[0] == 0).all())  # the first window is not cut by the shift
+
+
+def test_swin_small_kshot_forward():
+    torch.manual_seed(7)
+    model = DCAMA("swin", swin_config={"embed_dim": 32, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 4, 8)}).eval()
+    with torch.no_grad():
+        pred = model.predict(_episodes(384, 1, 2, seed=8), with_scores=True)
+    assert pred.logits.shape == (1, 2, 384, 384) and bool(torch.isfinite(pred.logits).all())
+    assert pred.level_shapes == [(48, 48)] * 2 + [(24, 24)] * 2 + [(12, 12)] * 2
+    assert pred.matching_scores[0].shape == (1, 48 * 48, 2 * 48 * 48)
+    with pytest.raises(Exception, match="384"):
+        model.predict(_episodes(256, 1, 1, seed=9))

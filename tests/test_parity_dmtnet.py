@@ -139,10 +139,132 @@ def test_head_and_feature_ablation(run):
     assert out.shape == (2, 1, 2, 400, 400)
     torch.testing.assert_close(out[0], pred.logits, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[1], manual, atol=1e-5, rtol=1e-5)
-    region = torch.zeros(50, 50, dtype=torch.bool)
-    region[12:38, 12:38] = True
-    w_ref = model.feature_ablation_weights(pred, region, 50, mode="reference")
-    assert w_ref.shape == (13,)
-    assert float(w_ref.sum()) == pytest.approx(1.0, abs=1e-6)
-    assert bool((w_ref >= 0).all())
-    assert float(w_ref.max()) < 1.0  # more than one level matters
+
+
+# ---------------------------------------------------------------------------------------------
+# K shots, batches and gradients on a small random-weight model (200² input: fast)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(1)
+    model = DMTNet().eval()
+    g = torch.Generator().manual_seed(2)
+    size = 200
+    query = torch.randn(2, 3, size, size, generator=g)
+    supports = torch.randn(2, 2, 3, size, size, generator=g)
+    masks = torch.zeros(2, 2, size, size)
+    masks[0, 0, 40:150, 50:160] = 1
+    masks[0, 1, 20:90, 20:120] = 1
+    masks[1, 0, 100:190, 10:100] = 1
+    masks[1, 1, 60:140, 60:140] = 1
+    batch = EpisodeTensors(query, supports, masks)
+    with torch.no_grad():
+        pred = model.predict(batch, with_scores=True)
+    return model, batch, pred
+
+
+def test_vote_rule():
+    fg, bg = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])
+    # K = 3 shots, 1 episode, 1x4 image: per-pixel fg votes 0, 1, 2, 3 -> max 3 -> >= 1.5 is fg
+    shots = torch.stack(
+        [torch.stack([torch.stack([bg, fg, fg, fg], -1), torch.stack([bg, bg, fg, fg], -1), torch.stack([bg, bg, bg, fg], -1)])]
+    )  # [1, 3, 2, 4]
+    shots = shots.permute(1, 0, 2, 3).unsqueeze(-2)  # [K=3, B=1, 2, 1, 4]
+    assert DMTNet.vote(shots).tolist() == [[[False, False, True, True]]]
+    # no foreground anywhere: max(max vote, 1) avoids 0/0
+    assert not DMTNet.vote(torch.stack([torch.stack([bg] * 4, -1)[None, :, None]] * 2)).any()
+
+
+def test_kshot_batch_keeps_episodes_separate(small):
+    model, batch, pred = small
+    assert pred.logits.shape == (2, 2, 200, 200)
+    assert pred.extras["shot_logits"].shape == (2, 2, 2, 200, 200)
+    torch.testing.assert_close(pred.logits, pred.extras["shot_logits"].mean(0))
+    assert torch.equal(pred.mask(), pred.extras["vote_mask"])
+    assert pred.matching_scores[0].shape == (2, 7 * 7, 2 * 7 * 7)
+    with torch.no_grad():
+        for i in range(2):
+            alone = model.predict(EpisodeTensors(batch.query[i : i + 1], batch.supports[i : i + 1], batch.support_masks[i : i + 1]), with_scores=True)
+            torch.testing.assert_close(alone.logits, pred.logits[i : i + 1], atol=1e-5, rtol=1e-5)
+            assert torch.equal(alone.extras["vote_mask"], pred.extras["vote_mask"][i : i + 1])
+            for a, b in zip(alone.matching_scores, pred.matching_scores):
+                torch.testing.assert_close(a, b[i : i + 1], atol=1e-5, rtol=1e-5)
+
+
+def test_shots_concatenated_on_support_axis(small):
+    _, _, pred = small
+    shots = pred.extras["shots"]
+    level = 12  # last l2 channel
+    hw = 25 * 25
+    for k in range(2):
+        part = pred.matching_scores[level][:, :, k * hw : (k + 1) * hw]
+        want = (shots[k].corr[2][:, 3] + shots[k].bg_corr[2][:, 3]).reshape(2, hw, hw)
+        torch.testing.assert_close(part, want)
+
+
+def test_identical_shots_equal_one_shot(small):
+    model, batch, _ = small
+    one = EpisodeTensors(batch.query[:1], batch.supports[:1, :1], batch.support_masks[:1, :1])
+    two = EpisodeTensors(batch.query[:1], batch.supports[:1, :1].repeat(1, 2, 1, 1, 1), batch.support_masks[:1, :1].repeat(1, 2, 1, 1))
+    with torch.no_grad():
+        p1, p2 = model.predict(one), model.predict(two)
+    torch.testing.assert_close(p2.logits, p1.logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(p2.mask(), p1.mask())
+
+
+def test_query_features_reuse(small):
+    model, batch, pred = small
+    with torch.no_grad():
+        qf = model.encode_query(batch.query[:1])
+        many = EpisodeTensors(batch.query[:1].expand(2, -1, -1, -1), batch.supports[:1].repeat(2, 1, 1, 1, 1), batch.support_masks[:1].repeat(2, 1, 1, 1))
+        reused = model.predict(many, query_features=qf)
+    torch.testing.assert_close(reused.logits, pred.logits[:1].expand(2, -1, -1, -1), atol=1e-5, rtol=1e-5)
+
+
+def test_head_and_ablation_weights_kshot(small):
+    model, batch, pred = small
+    with torch.no_grad():
+        out = pred.head(torch.ones(1, 13))
+    torch.testing.assert_close(out[0], pred.logits, atol=1e-5, rtol=1e-5)
+    region = torch.zeros(20, 20, dtype=torch.bool)
+    region[5:15, 5:15] = True
+    one = EpisodeTensors(batch.query[:1], batch.supports[:1], batch.support_masks[:1])
+    with torch.no_grad():
+        p = model.predict(one)
+    w_paper = model.feature_ablation_weights(p, region, 20, mode="paper")
+    w_ref = model.feature_ablation_weights(p, region, 20, mode="reference")
+    for w in (w_paper, w_ref):
+        assert w.shape == (13,) and float(w.sum()) == pytest.approx(1.0, abs=1e-6) and bool((w >= 0).all())
+    assert not torch.allclose(w_paper, w_ref)  # reference compares shot 0 with the last shot's output
+    # the memoised ablation outputs are the learner on the zeroed pyramids (checked for 2 levels)
+    shot = p.extras["shots"][1]
+    fg_raw, bg_raw = model.ablation_outputs(shot)
+    assert fg_raw.shape == (14, 1, 2, 50, 50)
+    with torch.no_grad():
+        for level, g, j in ((1, 0, 1), (12, 2, 3)):
+            corr = [c.clone() for c in shot.bg_corr]
+            corr[g][:, j] = 0
+            torch.testing.assert_close(bg_raw[level + 1], model.hpn_learner(corr), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(fg_raw[0], model.hpn_learner(shot.corr), atol=1e-5, rtol=1e-5)
+    # the reference mode is exactly "every shot against the last shot's unablated output"
+    outs = []
+    for s in p.extras["shots"]:
+        f, b = model.ablation_outputs(s)
+        resize = lambda t: model._to_size(t.flatten(0, 1), (20, 20)).view(14, 1, 2, 20, 20)[..., region]  # noqa: E731
+        outs.append((resize(f), resize(b)))
+    last_fg, last_bg = outs[-1][0][0], outs[-1][1][0]
+    d = torch.stack([(((last_fg - fg[1:]).abs() + (last_bg - bg[1:]).abs()) / 2).flatten(1).mean(1) for fg, bg in outs]).mean(0)
+    torch.testing.assert_close(w_ref, d / d.sum())
+    d = torch.stack([(((fg[0] - fg[1:]).abs() + (bg[0] - bg[1:]).abs()) / 2).flatten(1).mean(1) for fg, bg in outs]).mean(0)
+    torch.testing.assert_close(w_paper, d / d.sum())
+
+
+def test_gradients_reach_support_images(small):
+    model, batch, _ = small
+    supports = batch.supports[:1, :1].clone().requires_grad_(True)
+    pred = model.predict(EpisodeTensors(batch.query[:1], supports, batch.support_masks[:1, :1]))
+    pred.logits[:, 1].mean().backward()
+    assert supports.grad is not None and bool(supports.grad.abs().sum() > 0)
+    assert all(p.grad is None for p in model.parameters())

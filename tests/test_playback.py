@@ -204,11 +204,11 @@ def test_play_runs_to_the_end(qtbot, make_worker, setup):
 
 
 def test_exports_from_the_widget(qtbot, make_worker, setup, tmp_path):
-    widget = make_widget(qtbot, make_worker(TinyModel), setup)
+    widget = make_widget(qtbot, make_worker(TinyModel), setup, steps=3)
     widget.run()
     wait_finished(qtbot, widget)
     widget.select("good", "iauc")
-    widget.set_frame(4)
+    widget.set_frame(2)
     episode = widget.episode
     png = widget.export_panel_png("support_2", tmp_path / "panel.png")
     image = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
@@ -217,10 +217,10 @@ def test_exports_from_the_widget(qtbot, make_worker, setup, tmp_path):
     figure = cv2.imread(str(widget.export_frame_figure(tmp_path / "frame.png")))
     assert figure.shape[1] > 2 * episode.query_image.shape[1]
     rows = list(csv.DictReader(widget.export_curves_csv(tmp_path / "curves.csv").open()))
-    assert len(rows) == 4 * POINTS
+    assert len(rows) == 4 * 4
     assert cv2.imread(str(widget.export_curves_png(tmp_path / "iauc.png", "iauc"))) is not None
     with zipfile.ZipFile(widget.export_frames(tmp_path / "frames.zip")) as archive:
-        assert sum(n.endswith("_figure.png") for n in archive.namelist()) == 4 * POINTS
+        assert sum(n.endswith("_figure.png") for n in archive.namelist()) == 4 * 4
     assert (widget.export_frames(tmp_path / "frames") / "index.csv").is_file()
     assert cv2.imread(str(widget.export_attribution_figure(tmp_path / "maps.png"))) is not None
     files = widget.export_report(tmp_path / "report", pdf=False)
@@ -251,3 +251,34 @@ def test_add_explanation_builds_the_context(qtbot, make_worker, setup):
     assert blocker.args == ["done"]
     assert widget.methods["lime"].model_maps(TINY_SIZE).shape == (2, TINY_SIZE, TINY_SIZE)
     assert len(widget.frames[("lime", "iauc")]) == POINTS
+
+
+def test_inside_the_main_window(qtbot, tmp_path, monkeypatch):
+    """Created by the window as its "Insertion / deletion" tab: it uses the window's worker and
+    picks up every explanation the window shows."""
+    from fssgui.gui.main_window import MainWindow
+    from fssgui.gui.settings import Autosave, Settings
+    from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, make_gui_episode, register_tiny_model
+
+    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
+    register_tiny_model()
+    settings = Settings(model=TINY_MODEL, device="cpu", explainer="affex-signed")
+    window = MainWindow(settings, explainer_factories=TEST_EXPLAINERS, autosave=Autosave(tmp_path / "autosave"),
+                        unattended=True)
+    qtbot.addWidget(window)
+    try:
+        widget = window.playback_widget
+        assert isinstance(widget, PlaybackWidget) and widget.worker is window.worker
+        window.set_episode(make_gui_episode(shots=2))
+        with qtbot.waitSignal(window.resultShown, timeout=30000):
+            window.explain()
+        assert list(widget.methods) == ["affex-signed"]
+        assert widget.spec.name == TINY_MODEL
+        widget.set_parameters(steps=4)
+        with qtbot.waitSignal(widget.runFinished, timeout=30000) as blocker:
+            widget.run()
+        assert blocker.args == ["done"]
+        assert sorted(widget.curves) == [("affex-signed", "dauc"), ("affex-signed", "iauc")]
+        assert all(len(c.scores) == 5 and c.value is not None for c in widget.curves.values())
+    finally:
+        window.shutdown()

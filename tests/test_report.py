@@ -42,7 +42,9 @@ class TinyModel(FSSModel):
         self.forwards += 1
         q = batch.query.mean(1) if query_features is None else query_features.expand(batch.batch_size, -1, -1)
         kept = batch.support_masks.flatten(1).mean(1)  # [B]
-        foreground = 30.0 * kept[:, None, None] - 1.0 + 0.8 * q
+        # the support images count too (inside their masks), so gradient explainers see something
+        seen = (batch.supports.mean(2) * batch.support_masks).flatten(1).mean(1)
+        foreground = 30.0 * kept[:, None, None] - 1.0 + 0.8 * q + 2.0 * seen[:, None, None]
         logits = torch.stack([torch.zeros_like(foreground), foreground], dim=1)
         return Prediction(logits=logits)
 
@@ -295,6 +297,8 @@ def test_report_files(written):
                  "figure_curves_iauc.png", "figure_curves_dauc.png", "figure_level_weights_good.png"):
         assert name in names
     assert leftovers(out) == []
+    mode = 0o666 & ~R._umask()
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {mode}
     assert written.pdf.read_bytes().startswith(b"%PDF")
     assert written.pdf.stat().st_size > 10_000  # the figures are in it
     for path in written.figures:
@@ -353,3 +357,81 @@ def test_report_without_ground_truth_or_curves(report_inputs, tmp_path):
     text = files.html.read_text()
     assert "n/a (no ground truth)" in text and "No causal metric was computed" in text
     assert files.pdf is None and not (tmp_path / "report.pdf").exists() and files.curves_csv is None
+
+
+# --------------------------------------------------------------------------------------- CLI
+@pytest.fixture(scope="module")
+def tiny_registered():
+    from fssgui.models import registry
+
+    registry.list_models()
+    if "tiny-test" not in registry._REGISTRY:
+        registry.register(ModelEntry("tiny-test", TinyModel, TINY_SIZE, needs_checkpoint=False,
+                                     description="report test model", matching=False))
+    return "tiny-test"
+
+
+@pytest.fixture(scope="module")
+def episode_dir(tmp_path_factory):
+    from fssgui.episode import save_episode
+
+    folder = tmp_path_factory.mktemp("episode") / "disc"
+    save_episode(make_episode(shots=2, size=(24, 32), seed=4), folder)
+    return folder
+
+
+def test_cli_report(tiny_registered, episode_dir, tmp_path, capsys):
+    from fssgui.cli import main
+
+    out = tmp_path / "out"
+    code = main(["report", str(episode_dir), "--model", tiny_registered, "--device", "cpu", "--methods",
+                 "saliency,random", "--param", "random.seed=3", "--steps", "5", "--region", "ground-truth",
+                 "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for name in ("report.html", "report.pdf", "summary.json", "curves.csv", "figure_episode.png",
+                 "figure_curves_iauc.png", "figure_curves_dauc.png"):
+        assert (out / name).is_file(), name
+    assert (out / "report.pdf").read_bytes()[:4] == b"%PDF"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["name"] == "tiny-test" and summary["model"]["checkpoint"] is None
+    assert summary["device"]["name"] == "cpu" and summary["region"]["source"] == "ground-truth"
+    assert summary["methods"]["random"]["params"]["seed"] == 3
+    assert summary["prediction"]["iou"] is not None
+    curves = summary["causal"]["curves"]
+    assert sorted(curves) == ["random", "saliency"] and sorted(curves["saliency"]) == ["dauc", "iauc"]
+    rows = list(csv.DictReader((out / "curves.csv").open()))
+    for method, per_metric in curves.items():
+        for metric, c in per_metric.items():
+            assert len(c["scores"]) == 6 and c["params"]["steps"] == 5
+            mine = [r for r in rows if (r["method"], r["metric"]) == (method, metric)]
+            assert [float(r["score"]) for r in mine] == pytest.approx(c["scores"])
+            assert f"{c['value']:.4f}" in printed
+    # the numbers in the HTML are the summary's
+    parser = _KeyedValues()
+    parser.feed((out / "report.html").read_text())
+    for key, text in parser.values:
+        _check_shown(text, R.resolve_pointer(summary, key))
+
+
+def test_cli_report_errors(tiny_registered, episode_dir, tmp_path, capsys):
+    from fssgui.cli import main
+    from fssgui.episode import load_episode, save_episode
+
+    base = ["report", str(episode_dir), "--model", tiny_registered, "--device", "cpu", "--out", str(tmp_path / "o")]
+    assert main(base + ["--methods", "saliency,nonsense"]) == 2
+    assert "unknown method(s) nonsense" in capsys.readouterr().err
+    assert main(base + ["--methods", "random", "--metrics", "iauc,auc"]) == 2
+    assert "unknown metric(s) auc" in capsys.readouterr().err
+    assert main(base + ["--methods", "random", "--param", "saliency.abs=true"]) == 2
+    assert "not one of --methods" in capsys.readouterr().err
+    assert main(base + ["--methods", "affex"]) == 2  # the tiny model has no matching scores
+    assert "needs a matching model" in capsys.readouterr().err
+    no_truth = load_episode(episode_dir)
+    no_truth.query_mask = None
+    save_episode(no_truth, tmp_path / "no_truth")
+    args = ["report", str(tmp_path / "no_truth"), "--model", tiny_registered, "--device", "cpu", "--methods",
+            "random", "--region", "ground-truth", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert "no query ground truth" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "report.html").exists()

@@ -70,7 +70,7 @@ def run(args) -> int:
     for fraction, score in zip(result.fractions, result.scores):
         writer.writerow([f"{fraction:.8g}", f"{score:.8g}"])
     write_bytes_atomic(out / "curve.csv", buffer.getvalue().encode("utf-8"))
-    value_name = "loss" if args.metric == "miou-loss@p" else "auc"
+    value_name = "miou_loss" if args.metric == "miou-loss@p" else "auc"
     summary = {
         "metric": args.metric,
         "measure": args.measure,

@@ -14,6 +14,7 @@ mattered" means. The explained scalar is the reference's: the region-mean foregr
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -148,7 +149,9 @@ class DeepLiftExplainer(CaptumExplainer):
                 "(nn.ReLU, nn.Sigmoid, ...) for DeepLift's hooks; its nonlinearities are functional calls"
             )
         try:
-            return DeepLift(forward).attribute(supports, baselines=torch.zeros_like(supports))
+            with warnings.catch_warnings():  # captum's notice that it hooks the nonlinearities
+                warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
+                return DeepLift(forward).attribute(supports, baselines=torch.zeros_like(supports))
         except (AssertionError, RuntimeError) as exc:
             raise ExplainError(
                 f"DeepLift cannot explain model {_name(forward.model)}: {str(exc).splitlines()[0][:300]} "

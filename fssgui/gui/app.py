@@ -29,6 +29,13 @@ def _application():
     app.setOrganizationName("fssgui")
     app.setApplicationDisplayName("fssgui")
     app.setStyle("Fusion")
+    from PySide6.QtGui import QIcon
+
+    from ..resources import resources_dir
+
+    icon = resources_dir() / "icons" / "fssgui.png"
+    if icon.is_file():
+        app.setWindowIcon(QIcon(str(icon)))
     return app
 
 

@@ -169,6 +169,12 @@ class Colorbar(QWidget):
         painter.end()
 
 
+def _short_label(result: ExplanationResult) -> str:
+    """'#2 affex' from '#2 affex · R = prediction · model · supports v1' (the full label is the tooltip)."""
+    label = result.label or result.method
+    return label.split(" · ")[0]
+
+
 def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
@@ -188,10 +194,21 @@ class HeatTile(QWidget):
         self.canvas.setMinimumSize(160, 140)
         layout.addWidget(self.canvas)
         self.values: Optional[np.ndarray] = None
+        self._key: Optional[tuple] = None  # what the layers show now (skip work when unchanged)
         self.canvas.hovered.connect(self._on_hover)
 
     def show_map(self, image: np.ndarray, values: np.ndarray, mask: Optional[np.ndarray], scale: Scale,
                  settings: DisplaySettings, title: str, subtitle: str = "") -> None:
+        opacity = settings.opacity if settings.mode == MODE_OVERLAY else 1.0
+        key = (id(image), id(values), id(mask), scale.colormap, scale.vmin, scale.vmax, settings.mode,
+               settings.show_mask_outline)
+        if key == self._key:
+            # Only the opacity (or nothing) changed: no colormap work, just the layer's opacity.
+            self.canvas.set_layer_opacity("heat", opacity)
+            self.canvas.set_title(title, subtitle)
+            return
+        self._key = key
+        self._key_refs = (image, values, mask)  # keeps the ids in the key from being reused
         values = resize_map(values, image.shape[:2])
         self.values = values
         first = not self.canvas.has_image() or self.canvas.image_size != image.shape[:2]
@@ -200,7 +217,6 @@ class HeatTile(QWidget):
         if settings.mode == MODE_IMAGE:
             self.canvas.remove_layer("heat")
         else:
-            opacity = settings.opacity if settings.mode == MODE_OVERLAY else 1.0
             self.canvas.set_layer("heat", heat_rgba(values, scale), z=2, opacity=opacity)
         if mask is not None and settings.show_mask_outline:
             self.canvas.set_layer("outline", outline_rgba(mask), z=3, opacity=0.9)
@@ -228,7 +244,7 @@ def tile_title(index: int, values: np.ndarray, mask: Optional[np.ndarray], cente
     share = _inside_share(values, mask, center)
     sub = f"max {float(np.nanmax(values)):.3g}"
     if share is not None:
-        sub += f" · {share * 100:.0f}% of attribution inside the mask"
+        sub += f" · {share * 100:.0f}% in mask"
     return f"Support {index + 1}", sub
 
 
@@ -248,6 +264,7 @@ class HeatmapGrid(QWidget):
         if count != len(self.tiles):
             for tile in self.tiles:
                 self._layout.removeWidget(tile)
+                tile.hide()
                 tile.deleteLater()
             self.tiles = []
             columns = columns or (1 if count <= 1 else 2 if count <= 4 else 3)
@@ -391,6 +408,7 @@ class HeatmapViewer(QWidget):
             f"<b>{result.label or result.method}</b> &nbsp;·&nbsp; R = <b>{result.region_source}</b> "
             f"({region_px:,} px) &nbsp;·&nbsp; model {result.model} on {result.device} &nbsp;·&nbsp; {result.seconds:.1f} s"
         )
+        text += "<br>“% in mask”: share of the positive attribution that falls inside the support mask"
         if result.signed:
             text += "<br>signed: red = matched foreground, blue = matched background, white = no affinity"
         if self._stale_reason:
@@ -416,6 +434,7 @@ class LevelView(QWidget):
         self.plot.setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.setLabel("left", "level weight")
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.setLabel("bottom", "matching level")
         self.plot.setMinimumHeight(150)
         self.bars: Optional[pg.BarGraphItem] = None
@@ -476,6 +495,7 @@ class LevelView(QWidget):
     def _clear_maps(self) -> None:
         for label in self._labels:
             self.maps_layout.removeWidget(label)
+            label.hide()
             label.deleteLater()
         self._labels = []
 
@@ -584,12 +604,12 @@ class CompareView(QWidget):
             return
         for widget in self.tiles + self.headers:
             self.grid.removeWidget(widget)
+            widget.hide()
             widget.deleteLater()
         self.tiles, self.headers = [], []
         for c in range(columns):
             header = QLabel()
             header.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            header.setWordWrap(True)
             self.grid.addWidget(header, 0, c)
             self.headers.append(header)
         for r in range(rows):
@@ -620,8 +640,9 @@ class CompareView(QWidget):
         maps_a = [m - signed_center(ra) for m in ra.maps] if signed else ra.maps
         maps_b = [m - signed_center(rb) for m in rb.maps] if signed else rb.maps
         scale = compute_scale(list(maps_a) + list(maps_b), signed, 0.0, self.settings)
-        self.headers[0].setText(f"<b>A</b>: {ra.label or ra.method}")
-        self.headers[1].setText(f"<b>B</b>: {rb.label or rb.method}")
+        for header, letter, result in ((self.headers[0], "A", ra), (self.headers[1], "B", rb)):
+            header.setText(f"<b>{letter}</b>: {_short_label(result)}")
+            header.setToolTip(result.label or result.method)
         note = "Same colour scale for A and B."
         if ra.method != rb.method:
             note += " Different methods: compare patterns, not absolute values."

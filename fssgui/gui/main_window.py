@@ -40,6 +40,8 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPlainTextEdit,
     QProgressBar,
+    QScrollArea,
+    QFrame,
     QSlider,
     QSpinBox,
     QSplitter,
@@ -76,7 +78,7 @@ from .worker import GpuWorker
 REGION_COLOUR = (0, 200, 255)
 PREDICTION_COLOUR = (255, 214, 0)
 TRUTH_COLOUR = (60, 220, 90)
-CACHE_SIZE = 16
+CACHE_SIZE = 8
 DEFAULT_EXPLAINER = "affex-signed"
 
 
@@ -278,7 +280,7 @@ class MainWindow(QMainWindow):
             "fssgui.gui.playback", "PlaybackWidget", "Insertion / deletion",
             "The insertion / deletion playback widget is not part of this build yet.")
         self.proto_widget = self._optional_tab(
-            "fssgui.gui.proto_graph", "ProtoGraphWidget", "Prototypes",
+            "fssgui.gui.proto_graph", "ProtoGraphView", "Prototypes",
             "The ScaleProtoSeg prototype graph is not part of this build yet.")
         analysis_layout.addWidget(self.tabs, 1)
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
@@ -386,7 +388,14 @@ class MainWindow(QMainWindow):
             widget = QLabel(missing)
             widget.setAlignment(Qt.AlignmentFlag.AlignCenter)
             widget.setWordWrap(True)
-        self.tabs.addTab(widget, title)
+            self.tabs.addTab(widget, title)
+            return widget
+        # In a scroll area, so that another widget's minimum size cannot force the window wider.
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(widget)
+        self.tabs.addTab(scroll, title)
         return widget
 
     def _build_run_toolbar(self) -> None:
@@ -564,7 +573,9 @@ class MainWindow(QMainWindow):
         self.device_combo.blockSignals(True)
         self.device_combo.clear()
         cuda = torch.cuda.is_available()
-        self.device_combo.addItem("auto (CUDA if available)", "auto")
+        self.device_combo.addItem("auto", "auto")
+        self.device_combo.setItemData(0, "CUDA when available, else the CPU (the status bar says which)",
+                                      Qt.ItemDataRole.ToolTipRole)
         self.device_combo.addItem("CPU", "cpu")
         if cuda:
             for i in range(torch.cuda.device_count()):
@@ -766,6 +777,7 @@ class MainWindow(QMainWindow):
     def set_episode(self, episode: Episode, source: Optional[Path] = None, dirty: bool = False) -> None:
         """Show ``episode`` (it is copied into the editors)."""
         self.query_image = episode.query_image.copy()
+        # never edited in place: jobs and results share this array instead of copying it
         self.query_mask = None if episode.query_mask is None else episode.query_mask.copy()
         self.class_name = episode.class_name
         self.source_folder = Path(source) if source is not None else None
@@ -803,7 +815,7 @@ class MainWindow(QMainWindow):
             raise FssguiError("no episode is open: open one with File ▸ Open episode (Ctrl+O)")
         region = self.region.as_bool() if self.region is not None and self.region.count() else None
         return Episode(
-            self.query_image.copy(),
+            self.query_image,
             self.support_panel.supports(),
             self.class_name,
             None if self.query_mask is None else self.query_mask.copy(),

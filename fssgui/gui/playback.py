@@ -158,6 +158,7 @@ def playback_job(
 
     from ..episode import episode_to_tensors, region_to_model
     from ..errors import ExplainError
+    from ..explain.regions import region_from_mask
 
     episode.validate("episode")
     model, device = cache.get(spec, ctx)
@@ -173,7 +174,7 @@ def playback_job(
         region_full = resize_mask(predicted, episode.query_size)
     else:
         region_full = np.asarray(region, bool)
-        region_model = region_to_model(region_full, size)
+        region_model = region_from_mask(region_full, size)
     if measure == "confidence" and not bool(region_model.any()):
         raise ExplainError("the region R is empty at the model's input size: the confidence measure needs it")
     gt = None

@@ -41,8 +41,13 @@ class SupportItem:
     mask: EditableMask
     name: str = ""
 
+    def __post_init__(self) -> None:
+        # One private copy here; afterwards the image is never edited in place, so jobs and
+        # results share it instead of copying it (a read-only flag would make torch.from_numpy warn).
+        self.image = np.array(self.image, dtype=np.uint8, copy=True, order="C")
+
     def to_support(self) -> Support:
-        return Support(self.image.copy(), self.mask.as_bool())
+        return Support(self.image, self.mask.as_bool())
 
 
 def thumbnail(image: np.ndarray, mask: np.ndarray, size: int = THUMB) -> QPixmap:

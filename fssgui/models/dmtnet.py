@@ -481,18 +481,16 @@ class DMTNet(FSSModel):
         if mode not in ("paper", "reference"):
             raise ValueError(f"unknown mode {mode!r} (paper or reference)")
         shots: list[ShotResult] = prediction.extras["shots"]
-        levels = self.num_levels
         dev = shots[0].logits.device
-        keep = torch.ones(levels + 1, levels, device=dev, dtype=shots[0].logits.dtype)
-        keep[1:] -= torch.eye(levels, device=dev, dtype=keep.dtype)
         region = region.to(dev)
         target = (size, size)
         with torch.no_grad():
             per_shot = []
             for s in shots:
-                fg = self._learner_rerun(s, keep, target, bg=False)[..., region]  # [L+1, B, 2, |R|]
-                bg = self._learner_rerun(s, keep, target, bg=True)[..., region]
-                per_shot.append((fg, bg))
+                fg_raw, bg_raw = self.ablation_outputs(s)  # [L+1, B, 2, h, w] (raw learner output)
+                fg = self._to_size(fg_raw.flatten(0, 1), target).view(*fg_raw.shape[:3], *target)[..., region]
+                bg = self._to_size(bg_raw.flatten(0, 1), target).view(*bg_raw.shape[:3], *target)[..., region]
+                per_shot.append((fg, bg))  # [L+1, B, 2, |R|]
             d = []
             last_fg, last_bg = per_shot[-1][0][0], per_shot[-1][1][0]
             for fg, bg in per_shot:
@@ -501,6 +499,24 @@ class DMTNet(FSSModel):
                 d.append(diff.flatten(1).mean(1))  # [L]
             dist = torch.stack(d).mean(0)
         return dist / dist.sum()
+
+    def ablation_outputs(self, shot: ShotResult) -> tuple[Tensor, Tensor]:
+        """Raw learner outputs (fg, bg) ``[L+1, B, 2, h, w]`` for "nothing ablated" and each level
+        zeroed in turn; computed once per shot and memoised (they do not depend on the region or
+        the explanation size)."""
+        cached = shot.extra.get("ablation_outputs")
+        if cached is None:
+            levels = self.num_levels
+            dev, dtype = shot.logits.device, shot.logits.dtype
+            keep = torch.ones(levels + 1, levels, device=dev, dtype=dtype)
+            keep[1:] -= torch.eye(levels, device=dev, dtype=dtype)
+            with torch.no_grad():
+                cached = (
+                    self._learner_rerun(shot, keep, None, bg=False),
+                    self._learner_rerun(shot, keep, None, bg=True),
+                )
+            shot.extra["ablation_outputs"] = cached
+        return cached
 
 
 _CHECKPOINT_TEXT = (

@@ -1,0 +1,107 @@
+"""`fssgui evaluate --model NAME [--checkpoint FILE] --data ROOT --layout pascal5i|coco20i|folders
+[--fold F] --episodes CSV|N --shots K --methods affex,saliency,... --metrics iauc-miou,dauc-miou,...
+--steps 75 [--seed S] [--device cpu|cuda] --out DIR`.
+
+Batch evaluation in the layout of the AffEx paper's tables: every episode of a fixed list is
+explained with every method and scored with every causal metric exactly as ``fssgui causal``
+scores one episode; the table (methods x metrics, means x 100) goes to ``DIR/table.md``,
+``table.csv`` and ``table.json``.
+
+* ``--episodes N`` draws N episodes from the ``val`` split of ``--fold`` (default: all classes)
+  with ``--seed`` and writes them to ``DIR/episodes.csv``; ``--episodes FILE.csv`` reads a fixed
+  list (the fssgui layout ``[episode,]class,query,support_1..K`` or the AffEx repository's
+  ``image_ids,classes`` files; see :mod:`fssgui.evaluate.episodes`).
+* Results are appended per (episode, method) to ``DIR/results/rank-NNN.jsonl`` and fsynced:
+  after a crash or Ctrl-C the same command resumes where it stopped. ``DIR/settings.json`` holds
+  the settings hash; a rerun with other settings is refused.
+* Scale-out: ``torchrun --nproc-per-node N -m fssgui.cli evaluate ...`` shards the episodes
+  round-robin over the ranks (each on ``cuda:LOCAL_RANK`` with CUDA, else the CPU); rank 0 merges
+  the results and writes the table.
+"""
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_METRICS = "iauc-miou,dauc-miou,iauc-conf,dauc-conf,iauc-conf@0.01,miou-loss@0.01,miou-loss@0.05"
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def register(subparsers) -> None:
+    from ..data.datasets import LAYOUTS
+    from ..models.registry import DEFAULT_MODEL
+
+    parser = subparsers.add_parser(
+        "evaluate", help="batch evaluation: causal-metric table over fixed episodes (resumable, torchrun-able)",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL})")
+    parser.add_argument("--checkpoint", metavar="FILE", help="checkpoint file for models that need one")
+    parser.add_argument("--data", required=True, metavar="ROOT", help="dataset root folder")
+    parser.add_argument("--layout", required=True, choices=LAYOUTS, help="dataset layout")
+    parser.add_argument("--fold", type=int, metavar="F",
+                        help="fold whose held-out classes are evaluated (default: all classes / all CSV rows)")
+    parser.add_argument("--episodes", required=True, metavar="CSV|N",
+                        help="episode CSV, or a number of episodes to draw deterministically from --seed")
+    parser.add_argument("--shots", type=int, metavar="K", help="shots per episode (default 1; must match a CSV)")
+    parser.add_argument("--methods", default="affex,affex-masked,affex-signed", metavar="M1,M2,...",
+                        help="explainers, comma-separated (default affex,affex-masked,affex-signed)")
+    parser.add_argument("--metrics", default=DEFAULT_METRICS, metavar="X1,X2,...",
+                        help=f"table columns, comma-separated (default {DEFAULT_METRICS})")
+    parser.add_argument("--steps", type=int, default=75, metavar="T", help="steps of iauc/dauc (default 75)")
+    parser.add_argument("--p-steps", type=int, metavar="T",
+                        help="steps of iauc-*@p (default 5, the paper's IAUC_Conf@0.01)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the drawn episodes and the random explainers")
+    parser.add_argument("--region", default="prediction", choices=("prediction", "ground-truth"),
+                        help="query region R to explain and score (default: the prediction, as the paper)")
+    parser.add_argument("--size", type=int, metavar="E", help="AffEx explanation size (default: model input size)")
+    parser.add_argument("--mode", choices=("paper", "reference"), help="AffEx mode (default paper)")
+    parser.add_argument("--no-ignore", dest="use_ignore", action="store_false",
+                        help="count label-255 pixels as background in the IoU (default: ignore them)")
+    parser.add_argument("--batch-size", type=int, default=8, help="perturbed states per forward pass (default 8)")
+    parser.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available; "
+                                                       "under torchrun cuda:LOCAL_RANK)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument("--dist-backend", default="gloo", choices=("gloo", "nccl"),
+                        help="torch.distributed backend under torchrun (default gloo; only control messages)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (reused to resume)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..evaluate.metrics import parse_metrics
+    from ..evaluate.runner import EvaluationConfig, run_evaluation
+
+    if args.steps < 1:
+        from ..errors import ExplainError
+
+        raise ExplainError(f"--steps must be at least 1, got {args.steps}")
+    config = EvaluationConfig(
+        model=args.model,
+        checkpoint=args.checkpoint,
+        data=args.data,
+        layout=args.layout,
+        fold=args.fold,
+        episodes=args.episodes,
+        shots=args.shots,
+        methods=_split(args.methods),
+        metrics=parse_metrics(_split(args.metrics), steps=args.steps, p_steps=args.p_steps),
+        seed=args.seed,
+        region=args.region,
+        size=args.size,
+        mode=args.mode,
+        use_ignore=args.use_ignore,
+        batch_size=args.batch_size,
+        device=args.device,
+        out=args.out,
+        progress=args.progress,
+        dist_backend=args.dist_backend,
+    )
+    summary = run_evaluation(config)
+    if summary is not None:
+        print(summary.markdown, end="")
+        print(f"{summary.out / 'table.md'}: {len(config.methods)} method(s) x {len(config.metrics)} metric(s)")
+    return 0

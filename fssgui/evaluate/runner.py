@@ -1,0 +1,411 @@
+"""Batch evaluation: explain every fixed episode with every method and run the causal metrics.
+
+Per episode (on this rank's device) the steps are exactly those of ``fssgui causal`` (see
+:mod:`fssgui.commands.causal`): :func:`episode_to_tensors`, one ``model.predict`` (with matching
+scores for matching models), R from :func:`resolve_region` (default: the prediction), the
+explainer from :func:`get_explainer`, and :func:`run_causal_metric` with the metric's settings,
+the ground truth (``ground_truth_at_size``, label-255 pixels set to the ignore index) for the
+miou measure. The prediction and R are computed once per episode and shared by the methods; the
+attribution once per (episode, method) and shared by the metrics.
+
+Reproducibility: explainers with a ``seed`` parameter get ``explainer_seed(--seed, episode)``
+(stored in each row, so ``fssgui causal --seed`` reproduces the row) and the global torch /
+numpy / random generators are reseeded with it before every explanation, so a result does not
+depend on which rank ran the episode or in which order.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..data.datasets import DatasetError
+from ..episode import episode_to_tensors
+from ..errors import ExplainError, FssguiError
+from ..imaging import resize_mask, write_bytes_atomic
+from . import store
+from .distributed import DistContext, DistributedError, init_from_env, rank_device, shard
+from .episodes import (
+    EpisodeRow,
+    EpisodeSource,
+    LoadedEpisode,
+    episodes_csv_text,
+    episodes_digest,
+    filter_fold,
+    read_episode_csv,
+)
+from .metrics import MetricSpec
+from .table import build_table, results_csv, table_markdown, write_table
+
+REGIONS = ("prediction", "ground-truth")
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(f"fssgui: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class EvaluationConfig:
+    model: str
+    data: str
+    layout: str
+    episodes: str  # a CSV path, or a number of episodes to draw
+    methods: list[str]
+    metrics: list[MetricSpec]
+    out: str
+    checkpoint: Optional[str] = None
+    fold: Optional[int] = None
+    shots: Optional[int] = None
+    seed: int = 0
+    region: str = "prediction"
+    size: Optional[int] = None  # AffEx explanation size E
+    mode: Optional[str] = None  # AffEx mode
+    use_ignore: bool = True
+    batch_size: int = 8
+    device: Optional[str] = None
+    progress: bool = True
+    dist_backend: str = "gloo"
+    dist_timeout_hours: float = 72.0
+
+
+@dataclass
+class EvaluationSummary:
+    out: Path
+    rows: list[dict]
+    table_files: list[Path]
+    markdown: str
+    duplicates: int = 0
+    computed: int = 0  # (episode, method) results computed by this run on rank 0's view
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Setup:
+    source: EpisodeSource
+    rows: list[EpisodeRow]
+    settings: dict
+    digest: str
+    info: dict
+    done: set
+
+
+# ------------------------------------------------------------------------------------ helpers
+def explainer_seed(seed: int, episode: int) -> int:
+    """The explainer seed of one episode: independent of rank, order and the other episodes."""
+    return int(np.random.SeedSequence([int(seed), int(episode)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _reseed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def explainer_params(method: str, config: EvaluationConfig, seed: int) -> dict:
+    """The ``get_explainer`` parameters ``fssgui causal`` would get from the same options."""
+    from ..explain.registry import AFFEX_NAMES, explainer_parameters
+
+    params: dict = {}
+    if method in AFFEX_NAMES:
+        if config.size is not None:
+            params["size"] = config.size
+        if config.mode is not None:
+            params["mode"] = config.mode
+    if "seed" in explainer_parameters(method):
+        params["seed"] = seed
+    return params
+
+
+def _read_episodes(config: EvaluationConfig, source: EpisodeSource) -> tuple[list[EpisodeRow], dict]:
+    text = str(config.episodes).strip()
+    if text.isdigit():
+        count = int(text)
+        if count < 1:
+            raise DatasetError(f"--episodes {count}: need at least one episode")
+        shots = 1 if config.shots is None else config.shots
+        if shots < 1:
+            raise DatasetError(f"--shots must be at least 1, got {shots}")
+        fold = -1 if config.fold is None else config.fold
+        rows = source.generate(count, shots, config.seed, fold)
+        return rows, {"episodes_from": f"drawn: {count} episodes, seed {config.seed}, fold {fold}, val split"}
+    path = Path(text)
+    rows = read_episode_csv(path, config.layout)
+    shots = rows[0].shots
+    if config.shots is not None and config.shots != shots:
+        raise DatasetError(f"{path}: the episodes have {shots} shot(s) but --shots is {config.shots}")
+    kept = filter_fold(rows, source, config.fold)
+    if not kept:
+        raise DatasetError(f"{path}: no episode of the CSV has a class of fold {config.fold}")
+    return kept, {"episodes_from": f"{path.resolve()} ({len(kept)} of {len(rows)} rows)"}
+
+
+def _checkpoint_identity(checkpoint: Optional[str]) -> Optional[str]:
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint)
+    if not path.is_file():
+        from ..errors import CheckpointError
+
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    return store.file_sha256(path)
+
+
+def _setup(config: EvaluationConfig) -> _Setup:
+    from ..explain.registry import get_explainer
+
+    if config.region not in REGIONS:
+        raise ExplainError(f"unknown region {config.region!r} (use {' or '.join(REGIONS)})")
+    if config.batch_size < 1:
+        raise ExplainError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if not config.methods:
+        raise ExplainError("no method given (--methods)")
+    if len(set(config.methods)) != len(config.methods):
+        raise ExplainError(f"a method is given twice in --methods {','.join(config.methods)}")
+    for method in config.methods:
+        get_explainer(method, **explainer_params(method, config, 0))  # unknown names/params fail here
+    source = EpisodeSource(config.data, config.layout, use_ignore=config.use_ignore)
+    rows, info = _read_episodes(config, source)
+    source.check(rows)
+    settings = {
+        "fssgui_version": __version__,
+        "model": config.model,
+        "checkpoint_sha256": _checkpoint_identity(config.checkpoint),
+        "layout": config.layout,
+        "fold": config.fold,
+        "shots": rows[0].shots,
+        "episode_count": len(rows),
+        "episodes_sha256": episodes_digest(rows),
+        "seed": config.seed,
+        "metrics": [m.as_dict() for m in config.metrics],
+        "region": config.region,
+        "affex_size": config.size,
+        "affex_mode": config.mode,
+        "ignore_label_255": config.use_ignore,
+    }
+    digest = store.settings_hash(settings)
+    out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise store.ResultsError(f"{out}: exists and is not a folder")
+    store.check_settings_file(out, settings, digest)
+    done = {store.row_key(r) for r in store.read_all_rows(out, digest)}
+    info.update({
+        "data_root": str(Path(config.data).resolve()),
+        "checkpoint": None if config.checkpoint is None else str(Path(config.checkpoint).resolve()),
+        "excluded_from_hash": "methods, device, batch size, world size (they do not change the numbers "
+                              "beyond floating-point noise)",
+    })
+    return _Setup(source, rows, settings, digest, info, done)
+
+
+# --------------------------------------------------------------------------------- one episode
+def _ground_truth(loaded: LoadedEpisode, size: int) -> Optional[torch.Tensor]:
+    from ..explain.causal import IGNORE_INDEX
+    from ..explain.regions import ground_truth_at_size
+
+    gt = ground_truth_at_size(loaded.episode, size)
+    if gt is not None and loaded.ignore is not None:
+        ignore = torch.from_numpy(resize_mask(loaded.ignore, (size, size)))
+        gt[ignore] = IGNORE_INDEX
+    return gt
+
+
+def evaluate_episode(
+    model,
+    device: torch.device,
+    loaded: LoadedEpisode,
+    methods: Sequence[str],
+    config: EvaluationConfig,
+    digest: str,
+    *,
+    rank: int = 0,
+    on_row: Optional[Callable[[dict], None]] = None,
+) -> list[dict]:
+    """Rows for ``methods`` on one episode; ``on_row(row)`` is called as each method finishes."""
+    from ..explain.causal import foreground_iou, run_causal_metric
+    from ..explain.regions import resolve_region
+    from ..explain.registry import get_explainer
+
+    row_base = {
+        "settings": digest,
+        "episode": loaded.row.index,
+        "class": loaded.row.class_name,
+        "query": loaded.row.query,
+        "supports": list(loaded.row.supports),
+        "rank": rank,
+    }
+    seed = explainer_seed(config.seed, loaded.row.index)
+    size = int(model.entry.input_size)
+    episode_error = None
+    prediction = region = None
+    prediction_iou = None
+    batch = episode_to_tensors(loaded.episode, model.entry).to(device)
+    gt = _ground_truth(loaded, size)
+    if gt is not None:
+        gt = gt.to(device)
+    with torch.no_grad():
+        prediction = model.predict(batch, with_scores=bool(getattr(model, "is_matching", False)))
+    if gt is not None:
+        prediction_iou = float(foreground_iou(prediction.logits.float(), gt)[0])
+    try:
+        region = resolve_region(config.region, loaded.episode, size, prediction).to(device)
+    except FssguiError as exc:
+        episode_error = f"region R: {exc}"
+    rows = []
+    for method in methods:
+        method_started = time.perf_counter()
+        values = {spec.name: math.nan for spec in config.metrics}
+        errors = []
+        uses_seed = "seed" in explainer_params(method, config, seed)
+        if episode_error is not None:
+            errors.append(episode_error)
+        else:
+            try:
+                _reseed(seed)
+                explainer = get_explainer(method, **explainer_params(method, config, seed))
+                attribution = explainer.explain(model, batch, region, prediction=prediction)
+                maps = attribution.maps.to(device)
+            except FssguiError as exc:
+                errors.append(f"{method}: {exc}")
+                maps = None
+            if maps is not None:
+                for spec in config.metrics:
+                    try:
+                        result = run_causal_metric(
+                            model, batch, maps, region, spec.metric, spec.measure,
+                            steps=spec.steps, percentage=spec.percentage, skip_empty=None,
+                            gt=gt if spec.measure == "miou" else None, batch_size=config.batch_size,
+                        )
+                        values[spec.name] = float(result.value)
+                    except FssguiError as exc:
+                        errors.append(f"{spec.name}: {exc}")
+        row = dict(row_base)
+        row.update({
+            "method": method,
+            "values": values,
+            "prediction_iou": prediction_iou,
+            "explainer_seed": seed if uses_seed else None,
+            "error": "; ".join(errors) if errors else None,
+            "seconds": round(time.perf_counter() - method_started, 3),
+        })
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------ the run
+def run_evaluation(config: EvaluationConfig, log: Log = _stderr) -> Optional[EvaluationSummary]:
+    """Run (or resume) the evaluation; under torchrun every rank calls this.
+
+    Returns the summary on rank 0 and None on the other ranks."""
+    ctx = init_from_env(config.dist_backend, config.dist_timeout_hours)
+    try:
+        return _run(config, ctx, log)
+    finally:
+        ctx.close()
+
+
+def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[EvaluationSummary]:
+    from ..explain.registry import get_explainer
+    from ..models.registry import build_model
+
+    prefix = f"[rank {ctx.rank}/{ctx.world_size}] " if ctx.distributed else ""
+
+    def say(message: str, everywhere: bool = False) -> None:
+        if ctx.is_main or everywhere:
+            log(prefix + message)
+
+    error: Optional[BaseException] = None
+    setup = None
+    try:
+        setup = _setup(config)
+    except FssguiError as exc:
+        error = exc
+    ctx.agree(error)
+    assert setup is not None
+    digests = ctx.all_gather(setup.digest)
+    if len(set(digests)) != 1:
+        raise DistributedError("the ranks disagree on the settings or the episode list (hashes "
+                               + ", ".join(d[:12] for d in digests) + "); do all nodes see the same data?")
+    out = Path(config.out)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(out / "episodes.csv", episodes_csv_text(setup.rows).encode("utf-8"))
+        info = dict(setup.info, world_size=ctx.world_size, methods=list(config.methods))
+        store.write_settings_file(out, setup.settings, setup.digest, info)
+    ctx.barrier()
+
+    error = None
+    model = device = None
+    try:
+        device = rank_device(config.device, ctx)
+        if config.device is None and device.type == "cpu" and ctx.is_main:
+            log(prefix + "CUDA is not available: running on the CPU")
+        model = build_model(config.model, config.checkpoint, device=device, log=lambda m: say(m))
+        for method in config.methods:
+            explainer = get_explainer(method, **explainer_params(method, config, 0))
+            if explainer.needs_matching and not getattr(model, "is_matching", False):
+                raise ExplainError(f"{method} needs a matching model; {config.model!r} exposes no matching scores")
+    except FssguiError as exc:
+        error = exc
+    ctx.agree(error)
+
+    mine = shard(setup.rows, ctx.rank, ctx.world_size)
+    pending = [(row, [m for m in config.methods if (row.index, m) not in setup.done]) for row in mine]
+    pending = [(row, methods) for row, methods in pending if methods]
+    total = len(setup.rows) * len(config.methods)
+    done_count = sum(1 for row in setup.rows for m in config.methods if (row.index, m) in setup.done)
+    say(f"{len(setup.rows)} episode(s) x {len(config.methods)} method(s) = {total} result(s); "
+        f"{done_count} already in {out}; {config.model} on {device}"
+        + (f"; {ctx.world_size} ranks" if ctx.distributed else ""))
+
+    computed = 0
+    with store.ResultWriter(store.rank_file(out, ctx.rank)) as writer:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(mine), initial=len(mine) - len(pending), unit="episode",
+                   desc=f"evaluate{' rank 0/' + str(ctx.world_size) if ctx.distributed else ''}",
+                   disable=not (config.progress and ctx.is_main), file=sys.stderr, dynamic_ncols=True)
+        try:
+            for row, methods in pending:
+                loaded = setup.source.load(row)
+                rows = evaluate_episode(model, device, loaded, methods, config, setup.digest,
+                                        rank=ctx.rank, on_row=writer.append)
+                computed += len(rows)
+                failed = [r for r in rows if r["error"]]
+                if failed:
+                    bar.write(f"fssgui: {prefix}episode {row.index}: {failed[0]['error']}", file=sys.stderr)
+                bar.update(1)
+        finally:
+            bar.close()
+    say(f"finished this rank's share ({computed} new result(s))", everywhere=ctx.distributed)
+
+    ctx.barrier()
+    own_rows = store.read_rows(store.rank_file(out, ctx.rank), setup.digest)
+    gathered = ctx.all_gather(own_rows)
+    if not ctx.is_main:
+        return None
+    episodes = [row.index for row in setup.rows]
+    merged, duplicates = store.merge_rows([store.read_all_rows(out, setup.digest), *gathered],
+                                          episodes, config.methods)
+    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in merged)
+    write_bytes_atomic(out / "results.jsonl", lines.encode("utf-8"))
+    write_bytes_atomic(out / "results.csv", results_csv(merged, config.metrics).encode("utf-8"))
+    title = (f"{config.model} on {config.layout} ({Path(config.data).name}), "
+             f"{setup.settings['shots']}-shot, {len(setup.rows)} episodes, R = {config.region}")
+    table = build_table(merged, config.methods, config.metrics, title=title)
+    files = write_table(out, table, setup.settings)
+    failed = sum(table.failed.values())
+    if failed:
+        say(f"{failed} result(s) have no value (see the error column of {out / 'results.csv'})")
+    return EvaluationSummary(out, merged, files, table_markdown(table), duplicates, computed, setup.settings)

@@ -1,0 +1,206 @@
+"""The results store of one evaluation folder: settings, per-rank JSONL files, merging.
+
+Layout of ``OUT/``::
+
+    settings.json          every setting of the run and its hash (written once; a rerun with
+                           other settings is refused)
+    episodes.csv           the fixed episode list (fssgui CSV layout)
+    results/rank-NNN.jsonl one line per finished (episode, method), appended, flushed and
+                           fsynced by the process of rank NNN
+    results.jsonl          after the run: every row once, sorted by episode then method
+    results.csv            the same as a flat table (raw values, not x100)
+    table.md/.csv/.json    the paper-style table (see :mod:`fssgui.evaluate.table`)
+
+A row: ``{"settings": HASH, "episode": i, "method": m, "class": ..., "query": ..., "supports":
+[...], "values": {metric: float|null}, "prediction_iou": float|null, "explainer_seed": int|null,
+"error": str|null, "seconds": float, "rank": r}``. ``null`` values (JSON has no NaN) are episodes
+where the metric could not be computed (``error`` says why); the table skips them (NaN-mean).
+
+Resuming: every process reads all ``results/*.jsonl`` it can see; rows of the current settings
+mark their (episode, method) done. A crash can leave a half-written last line: it is dropped
+when read, and cut off before the same process appends again. Rows whose settings hash differs
+are refused (the folder holds results of another configuration).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from ..errors import FssguiError
+from ..imaging import write_bytes_atomic
+
+SETTINGS_FILE = "settings.json"
+RESULTS_DIR = "results"
+FORMAT = "fssgui-evaluate"
+VERSION = 1
+
+
+class ResultsError(FssguiError):
+    """The output folder holds results that cannot be used with this run."""
+
+
+def settings_hash(settings: dict) -> str:
+    """SHA-256 of the canonical JSON of ``settings`` (sorted keys)."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(chunk)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_settings_file(out: Path, settings: dict, digest: str) -> bool:
+    """True when ``out/settings.json`` exists with the same hash; raise when it differs."""
+    path = out / SETTINGS_FILE
+    if not path.is_file():
+        return False
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        stored_hash = stored["hash"]
+        stored_settings = stored.get("settings", {})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ResultsError(f"{path}: not a readable fssgui evaluate settings file ({exc})") from None
+    if stored_hash != digest:
+        changed = sorted(k for k in set(settings) | set(stored_settings)
+                         if settings.get(k) != stored_settings.get(k))
+        raise ResultsError(
+            f"{out}: holds results of other settings (changed: {', '.join(changed) or 'unknown'}); "
+            f"use another --out folder, or delete {out} to start again"
+        )
+    return True
+
+
+def write_settings_file(out: Path, settings: dict, digest: str, extra: Optional[dict] = None) -> None:
+    document = {"format": FORMAT, "version": VERSION, "hash": digest, "settings": settings}
+    if extra:
+        document["info"] = extra
+    write_bytes_atomic(out / SETTINGS_FILE, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+
+
+def rank_file(out: Path, rank: int) -> Path:
+    return out / RESULTS_DIR / f"rank-{rank:03d}.jsonl"
+
+
+def _finite_or_none(value):
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def row_key(row: dict) -> tuple[int, str]:
+    return int(row["episode"]), str(row["method"])
+
+
+def read_rows(path: Path, digest: str) -> list[dict]:
+    """Rows of one JSONL file; a half-written last line (no newline) is dropped."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot be read ({exc})") from None
+    lines = data.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]  # tail: text after the last newline (partial or empty)
+    rows = []
+    for number, line in enumerate(complete, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            key = row_key(row)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ResultsError(f"{path}:{number}: not a results row ({exc}); the file is damaged") from None
+        if row.get("settings") != digest:
+            raise ResultsError(f"{path}:{number}: row of episode {key[0]} was computed with other settings "
+                               f"(hash {str(row.get('settings'))[:12]}...); use another --out folder")
+        rows.append(row)
+    del tail  # an unterminated last line is an interrupted write: ignored
+    return rows
+
+
+def read_all_rows(out: Path, digest: str) -> list[dict]:
+    """Rows of every ``results/*.jsonl`` under ``out`` (file name order, then line order)."""
+    folder = out / RESULTS_DIR
+    if not folder.is_dir():
+        return []
+    rows = []
+    for path in sorted(folder.glob("*.jsonl")):
+        rows.extend(read_rows(path, digest))
+    return rows
+
+
+class ResultWriter:
+    """Appends rows to one rank's JSONL file; every row is flushed and fsynced before returning."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._cut_partial_line()
+        self._handle = open(path, "ab")
+
+    def _cut_partial_line(self) -> None:
+        if not self.path.is_file():
+            return
+        with open(self.path, "r+b") as handle:
+            data = handle.read()
+            end = data.rfind(b"\n") + 1  # keep everything up to the last newline
+            if end != len(data):
+                handle.truncate(end)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    def append(self, row: dict) -> None:
+        clean = dict(row)
+        clean["values"] = {k: _finite_or_none(v) for k, v in row["values"].items()}
+        if "prediction_iou" in clean:
+            clean["prediction_iou"] = _finite_or_none(clean["prediction_iou"])
+        line = json.dumps(clean, sort_keys=True, allow_nan=False) + "\n"
+        self._handle.write(line.encode("utf-8"))
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def merge_rows(row_lists: Iterable[Sequence[dict]], episodes: Sequence[int], methods: Sequence[str]) -> tuple[list[dict], int]:
+    """One row per (episode, method) of the run, ordered by episode list then method order.
+
+    The first row seen for a key wins (later ones are duplicates, e.g. from an episode finished
+    twice around a crash; they hold the same numbers). Raises when a key is missing (a gap).
+    Returns (rows, number of duplicates dropped)."""
+    wanted = {(int(e), m) for e in episodes for m in methods}
+    chosen: dict[tuple[int, str], dict] = {}
+    duplicates = 0
+    for rows in row_lists:
+        for row in rows:
+            key = row_key(row)
+            if key not in wanted:
+                continue
+            if key in chosen:
+                duplicates += 1
+                continue
+            chosen[key] = row
+    missing = [(e, m) for e in episodes for m in methods if (int(e), m) not in chosen]
+    if missing:
+        shown = ", ".join(f"episode {e} {m}" for e, m in missing[:8])
+        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        raise ResultsError(f"{len(missing)} result(s) missing after the run: {shown}{more}")
+    ordered = [chosen[(int(e), m)] for e in episodes for m in methods]
+    return ordered, duplicates

@@ -1,0 +1,127 @@
+"""`fssgui explain` / `fssgui causal` and the region helpers, on the toy matcher registered as a
+model (input size 32, so the commands run in about a second)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_episode
+from fssgui.cli import main
+from fssgui.episode import save_episode
+from fssgui.errors import ExplainError
+from fssgui.explain.regions import region_from_mask, region_from_prediction, resolve_region
+from fssgui.imaging import save_png_atomic
+from fssgui.models.base import Prediction
+from fssgui.models.registry import ModelEntry, get_entry, register
+from test_affex_toy import TOY_SIZE, ToyMatcher
+
+TOY_NAME = "test-toy-matcher"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def toy_registered():
+    try:
+        get_entry(TOY_NAME)
+    except Exception:
+        register(ModelEntry(name=TOY_NAME, builder=ToyMatcher, input_size=TOY_SIZE, needs_checkpoint=False,
+                            description="test toy"))
+
+
+@pytest.fixture
+def episode_dir(tmp_path):
+    episode = make_episode(shots=2, size=(48, 64))
+    folder = tmp_path / "episode"
+    save_episode(episode, folder)
+    return folder
+
+
+def _cli(*argv):
+    return main([str(a) for a in argv])
+
+
+def test_explain_writes_maps_overlays_and_json(episode_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = _cli("explain", episode_dir, "--model", TOY_NAME, "--device", "cpu", "--method", "affex-signed",
+                "--region", "ground-truth", "--size", 16, "--mode", "reference", "--out", out)
+    assert code == 0
+    maps = np.load(out / "attribution.npy")
+    assert maps.shape == (2, 48, 64) and maps.dtype == np.float32
+    assert (out / "overlay_0.png").is_file() and (out / "overlay_1.png").is_file()
+    summary = json.loads((out / "explanation.json").read_text())
+    assert summary["params"]["mode"] == "reference" and summary["params"]["size"] == 16
+    assert len(summary["level_weights"]) == 3 and summary["level_weights"] == pytest.approx(
+        [w for w in summary["level_weights"]])
+    assert sum(summary["level_weights"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_explain_supports_of_different_sizes(tmp_path):
+    episode = make_episode(shots=1, size=(48, 64))
+    episode.supports.append(make_episode(shots=1, size=(40, 40), seed=2).supports[0])
+    save_episode(episode, tmp_path / "ep")
+    out = tmp_path / "out"
+    assert _cli("explain", tmp_path / "ep", "--model", TOY_NAME, "--device", "cpu", "--method", "random",
+                "--seed", 1, "--region", "ground-truth", "--out", out) == 0
+    assert not (out / "attribution.npy").exists()
+    assert np.load(out / "attribution_0.npy").shape == (48, 64)
+    assert np.load(out / "attribution_1.npy").shape == (40, 40)
+
+
+def test_explain_region_png_single_pixel(episode_dir, tmp_path):
+    region = np.zeros((48, 64), dtype=bool)
+    region[20, 30] = True
+    save_png_atomic(tmp_path / "region.png", region)
+    out = tmp_path / "out"
+    assert _cli("explain", episode_dir, "--model", TOY_NAME, "--device", "cpu", "--region", tmp_path / "region.png",
+                "--size", 8, "--out", out) == 0
+    assert np.isfinite(np.load(out / "attribution.npy")).all()
+
+
+def test_explain_user_errors(episode_dir, tmp_path, capsys):
+    assert _cli("explain", episode_dir, "--model", TOY_NAME, "--method", "random", "--size", 8,
+                "--out", tmp_path / "o") == 2
+    assert "AffEx" in capsys.readouterr().err
+    assert _cli("explain", episode_dir, "--model", TOY_NAME, "--device", "cpu", "--region", tmp_path / "none.png",
+                "--out", tmp_path / "o") == 2
+    assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "metric,measure,extra,points",
+    [("iauc", "miou", ["--steps", 4], 4), ("dauc", "confidence", ["--steps", 4], 5),
+     ("iauc@p", "confidence", ["--percentage", 0.1], 6), ("miou-loss@p", "miou", ["--percentage", 0.05], 2)],
+)
+def test_causal_writes_curve_and_summary(episode_dir, tmp_path, metric, measure, extra, points):
+    out = tmp_path / "out"
+    code = _cli("causal", episode_dir, "--model", TOY_NAME, "--device", "cpu", "--method", "affex",
+                "--region", "ground-truth", "--metric", metric, "--measure", measure, *extra, "--out", out)
+    assert code == 0
+    rows = list(csv.reader((out / "curve.csv").open()))
+    assert rows[0] == ["fraction", "score"] and len(rows) == points + 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metric"] == metric and summary["points"] == points
+    scores = [float(r[1]) for r in rows[1:]]
+    if metric == "miou-loss@p":
+        assert summary["miou_loss"] == summary["value"] == pytest.approx(scores[-1] - scores[0], abs=1e-6)
+    else:
+        n = len(scores)
+        assert summary["auc"] == pytest.approx((sum(scores) - scores[0] / 2 - scores[-1] / 2) / (n - 1), abs=1e-6)
+
+
+def test_regions():
+    mask = np.zeros((100, 150), dtype=bool)
+    mask[50, 75] = True  # nearest sampling to 32 misses it; the covering cell is kept
+    region = region_from_mask(mask, 32)
+    assert region.sum() == 1 and region[16, 16]
+    with pytest.raises(ExplainError, match="empty"):
+        region_from_mask(np.zeros((4, 4), dtype=bool), 8)
+    with pytest.raises(ExplainError, match="no foreground"):
+        region_from_prediction(Prediction(logits=torch.zeros(1, 2, 8, 8)))
+    episode = make_episode()
+    gt = resolve_region("ground-truth", episode, 32)
+    assert gt.dtype == torch.bool and gt.shape == (32, 32) and gt.any()
+    with pytest.raises(ExplainError, match="stores no region"):
+        resolve_region("episode", episode, 32)
