@@ -26,7 +26,16 @@ import numpy as np
 import torch
 
 from .errors import EpisodeError
-from .imaging import ImageError, load_mask, load_rgb, normalise, resize_image, resize_mask, save_png_atomic
+from .imaging import (
+    ImageError,
+    load_mask,
+    load_rgb,
+    normalise,
+    publish_permissions,
+    resize_image,
+    resize_mask,
+    save_png_atomic,
+)
 
 FORMAT = "fssgui-episode"
 VERSION = 1
@@ -211,6 +220,7 @@ def save_episode(episode: Episode, folder: str | Path) -> Path:
             save_png_atomic(tmp / "region.png", episode.region)
             spec["region"] = "region.png"
         (tmp / EPISODE_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+        publish_permissions(tmp, directory=True)
         old = None
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")

@@ -318,6 +318,8 @@ class MapLimits:
     vmin: float
     vmax: float
     centre: Optional[float] = None  # value drawn with the diverging map's neutral colour
+    data_min: Optional[float] = None  # the values' actual range (a colorbar shows only that part)
+    data_max: Optional[float] = None
 
 
 def map_limits(values: Sequence[np.ndarray] | np.ndarray, signed: bool = False,
@@ -335,23 +337,45 @@ def map_limits(values: Sequence[np.ndarray] | np.ndarray, signed: bool = False,
         centre = 0.0 if zero_level is None else float(zero_level)
         half = max(hi - centre, centre - lo)
         half = half if half > 0 else 1.0
-        return MapLimits(colormap or "diverging", centre - half, centre + half, centre)
+        return MapLimits(colormap or "diverging", centre - half, centre + half, centre, lo, hi)
     if hi <= lo:
         hi = lo + 1.0
-    return MapLimits(colormap or "inferno", lo, hi)
+    return MapLimits(colormap or "inferno", lo, hi, None, lo, hi)
+
+
+def limits_colorbar(limits: MapLimits, height: int, label: str = "attribution", scale: float = 0.45) -> np.ndarray:
+    """The colorbar of :func:`map_limits`: only the part of the scale the values cover, and for
+    signed maps a marked neutral level (its value in the label)."""
+    lo = limits.vmin if limits.data_min is None else max(limits.vmin, limits.data_min)
+    hi = limits.vmax if limits.data_max is None else min(limits.vmax, limits.data_max)
+    if hi <= lo:
+        lo, hi = limits.vmin, limits.vmax
+    if limits.centre is not None:
+        label = f"{label} (signed; neutral = {limits.centre:.2f})" if limits.centre != 0 else f"{label} (signed)"
+    return colorbar(limits.colormap, limits.vmin, limits.vmax, height, label, scale, show=(lo, hi),
+                    centre=limits.centre)
 
 
 def colorbar(colormap: str, vmin: float, vmax: float, height: int, label: str = "", scale: float = 0.45,
-             bar_width: Optional[int] = None, ticks: Optional[Sequence[float]] = None) -> np.ndarray:
-    """A vertical colorbar (high values on top) with tick labels at the right and an optional
-    rotated label."""
+             bar_width: Optional[int] = None, ticks: Optional[Sequence[float]] = None,
+             show: Optional[tuple[float, float]] = None, centre: Optional[float] = None) -> np.ndarray:
+    """A vertical colorbar (high values on top) of the colormap over [vmin, vmax], with tick
+    labels at the right and an optional rotated label. ``show=(lo, hi)`` draws only that part of
+    the scale; ``centre`` marks a level (the neutral value of a signed map) with a dark line."""
     bar_width = bar_width or max(10, int(round(28 * scale)))
     pad_v = int(round(10 * scale)) + 4
     bar_h = max(20, height - 2 * pad_v)
     lut = colormap_lut(colormap)
-    ramp = np.linspace(255, 0, bar_h).round().astype(np.uint8)
+    lo, hi = show if show is not None else (vmin, vmax)
+    values = np.linspace(hi, lo, bar_h)
+    span = vmax - vmin if vmax > vmin else 1.0
+    ramp = np.clip((values - vmin) / span * 255.0, 0, 255).round().astype(np.uint8)
     bar = np.repeat(lut[ramp][:, None, :], bar_width, axis=1)
+    if centre is not None and lo < centre < hi:
+        row = int(round((hi - centre) / (hi - lo) * (bar_h - 1)))
+        bar[max(0, row - 1) : row + 1] = INK
     bar = border(bar, 1, GREY)
+    vmin, vmax = lo, hi  # ticks and their positions along the part shown
     ticks = list(ticks) if ticks is not None else nice_ticks(vmin, vmax, 5)
     ticks = [t for t in ticks if vmin - 1e-9 <= t <= vmax + 1e-9]
     labels = [format_tick(t, ticks) for t in ticks]
@@ -657,8 +681,7 @@ def episode_figure(
         for k, (img, m, values) in enumerate(zip(support_images, support_masks, row.maps)):
             tiles.append(tile_of(heatmap_tile(img, values, limits, alpha, m), f"{row.label}, support {k + 1}"))
         bar_h = tiles[0].shape[0] if tiles else tile
-        bar_label = "attribution" + (" (signed)" if row.signed else "")
-        tiles.append(colorbar(limits.colormap, limits.vmin, limits.vmax, bar_h, bar_label, 0.42 * scale))
+        tiles.append(limits_colorbar(limits, bar_h, "attribution", 0.42 * scale))
         table.append(tiles)
         labels.append(row.label)
     body = grid(table, row_labels=labels, gap=gap, scale=0.55 * scale, align_columns=False)

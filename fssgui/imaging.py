@@ -77,8 +77,30 @@ def save_png_atomic(path: str | Path, array: np.ndarray) -> None:
     write_bytes_atomic(path, encoded.tobytes())
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def publish_permissions(path: str | Path, directory: bool = False) -> None:
+    """Give a file (or folder) made by ``mkstemp``/``mkdtemp`` (private: 0600 / 0700) the
+    permissions of a normally created one, so saved episodes and exports are readable as usual."""
+    try:
+        os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+    except OSError:
+        pass
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``
+    (with the usual permissions, not ``mkstemp``'s private ones)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
@@ -87,6 +109,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        publish_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:

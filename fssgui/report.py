@@ -44,8 +44,8 @@ import numpy as np
 from . import __version__
 from . import figures as F
 from .errors import FssguiError
-from .imaging import apply_colormap, mask_overlay, resize_map, resize_mask
-from .imaging import write_bytes_atomic as _write_bytes_atomic
+from .imaging import apply_colormap, mask_overlay, publish_permissions, resize_map, resize_mask
+from .imaging import write_bytes_atomic
 
 SUBSTRATE = "zero"  # the only substrate of the reference metric (spec affex.md §3)
 
@@ -55,35 +55,6 @@ MEASURE_TITLES = {"confidence": "confidence", "miou": "mIoU"}
 
 class ExportError(FssguiError):
     """An export or report file could not be written."""
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (``os.umask`` would, for every thread)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-def _publish(path: Path, directory: bool = False) -> None:
-    """Give an exported file (or folder) the permissions of a normally created one: the atomic
-    writers' temporary files are private (0600 / 0700), which would make a report unreadable to
-    anyone else."""
-    try:
-        os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-    except OSError:
-        pass
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """:func:`fssgui.imaging.write_bytes_atomic` (temporary file + fsync + rename), then the
-    usual file permissions."""
-    _write_bytes_atomic(path, data)
-    _publish(Path(path))
 
 
 # =============================================================================== causal curves
@@ -198,7 +169,9 @@ def frame_base(episode, batch, entry) -> FrameBase:
                      int(entry.input_size))
 
 
-def _settings(metric: str, measure: str, steps: Optional[int], percentage: Optional[float]) -> dict[str, Any]:
+def curve_settings(metric: str, measure: str, steps: Optional[int], percentage: Optional[float]) -> dict[str, Any]:
+    """The reference settings of a metric (mode, steps, percentage, skip_empty, loss); a
+    ``percentage`` given for IAUC/DAUC truncates the curve to the top p of the pixels."""
     from .explain.causal import metric_settings
 
     settings = metric_settings(metric, measure, steps, percentage)
@@ -212,7 +185,7 @@ def curve_state_count(metric: str, measure: str, shots: int, size: int, steps: O
     """How many points a curve will have (for progress)."""
     from .explain.causal import step_boundaries
 
-    s = _settings(metric, measure, steps, percentage)
+    s = curve_settings(metric, measure, steps, percentage)
     bounds = step_boundaries(shots * size * size, s["steps"], s["percentage"], s["loss"])
     return len(bounds) - (1 if s["skip_empty"] else 0)
 
@@ -260,10 +233,11 @@ def run_causal_curves(
     curves = []
     for (method, metric), count in zip(plan, counts):
         attribution = torch.as_tensor(attributions[method]).float()
-        settings = _settings(metric, measure, steps, percentage)
+        settings = curve_settings(metric, measure, steps, percentage)
         params = dict(settings, substrate=SUBSTRATE, ranking="global, descending, over all supports")
         curve = CausalCurve(method, metric, measure, params=params)
-        rank = rank_pixels(attribution).cpu().numpy() if on_frame is not None else None
+        # the same ranking, on the same device, as causal_steps computes (sort ties stay identical)
+        rank = rank_pixels(attribution.to(batch.supports.device)).cpu().numpy() if on_frame is not None else None
         insertion = settings["mode"] == "insertion"
         for step in causal_steps(model, batch, attribution, region, measure=measure, gt=gt, batch_size=batch_size,
                                  cancelled=cancelled, **settings):
@@ -436,7 +410,7 @@ def write_frames_zip(path: str | Path, base: FrameBase, frames: Sequence[CausalF
                     archive.writestr(name, data)
             handle.flush()
             os.fsync(handle.fileno())
-        _publish(Path(tmp))
+        publish_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         _unlink(tmp)
@@ -455,7 +429,7 @@ def write_frames_folder(folder: str | Path, base: FrameBase, frames: Sequence[Ca
             target = tmp / name
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        _publish(tmp, directory=True)
+        publish_permissions(tmp, directory=True)
 
     replace_folder_atomic(folder, fill)
     return folder
@@ -990,6 +964,8 @@ def write_pdf(path: str | Path, html_text: str, images: Mapping[str, bytes], tit
 
 def _pdf_html(html_text: str) -> str:
     # QTextDocument understands a subset of HTML: tables need explicit borders and padding.
+    html_text = html_text.replace('<td class="n">', '<td class="n" align="right">')
+    html_text = html_text.replace('<th class="n">', '<th class="n" align="right">')
     return html_text.replace("<table>", '<table border="1" cellspacing="0" cellpadding="2" '
                                         'style="border-color:#bbbbbb; border-style:solid;">')
 

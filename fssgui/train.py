@@ -12,7 +12,9 @@ classes after each epoch (mIoU and FB-IoU), and writes to ``out_dir``:
 
 Every file is written to a temporary name in the same folder and renamed over the old one, so
 an interrupted run never leaves a half-written checkpoint. Episodes are drawn from seeds derived
-from ``(seed, epoch)``, so a resumed run sees the same episodes it would have without the stop.
+from ``(seed, epoch)``, so a resumed run sees the same episodes it would have without the stop. The poly learning-rate
+schedule (and SimPropNet's ICA decay) run over the *current* ``epochs * steps_per_epoch``: resuming
+with a larger ``--epochs`` stretches the rest of the schedule.
 
 A model is trainable when its registry entry carries ``extra['trainer']`` (a function
 ``(input_size, backbone_weights, **model_options) -> model``) and the model has
@@ -222,6 +224,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     log(f"training {config.model} at {size}px on {device}: {len(train_set.classes)} training classes, "
         f"{len(val_set.classes)} validation classes, {len(val_episodes)} validation episodes")
 
+    torch.manual_seed(config.seed)  # the same seed gives the same initial weights
     model: FSSModel = trainer(size, config.backbone_weights, **config.model_options)
     model.entry = entry
     model.to(device)
@@ -301,6 +304,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
                                     seed=config.seed * 1_000_003 + epoch)
         loader = DataLoader(data, batch_size=config.batch_size, shuffle=False, drop_last=True,
                             num_workers=config.num_workers, pin_memory=device.type == "cuda")
+        torch.manual_seed(config.seed * 1_000_003 + epoch)  # dropout etc.: a resumed run repeats the same epoch
         model.train()
         iterator = loader
         bar = None

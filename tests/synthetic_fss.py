@@ -92,7 +92,7 @@ def make_synthetic_fss(root: str | Path, *, n_classes: int = 4, images_per_class
             second = int(rng.choice([c for c in range(n_classes) if c != first]))
             image = _background(size, rng)
             masks = {}
-            r = size // 6
+            r = size // 4
             # two objects in opposite halves (little occlusion)
             left_right = rng.random() < 0.5
             for j, c in enumerate((first, second)):
@@ -100,7 +100,7 @@ def make_synthetic_fss(root: str | Path, *, n_classes: int = 4, images_per_class
                 cx = int(rng.integers(r + 2, size // 2 - 2) + (size // 2 if half else 0))
                 cx = min(cx, size - r - 2)
                 cy = int(rng.integers(r + 2, size - r - 2))
-                radius = int(r * rng.uniform(0.9, 1.4))
+                radius = int(r * rng.uniform(0.8, 1.1))
                 m = _shape_mask(SHAPES[c], size, cx, cy, radius).astype(bool)
                 tex = _texture(size, c, n_classes, rng)
                 image[m] = tex[m]

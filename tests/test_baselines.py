@@ -134,3 +134,20 @@ def test_random_is_seeded():
 def test_empty_region_is_an_error(toy):
     with pytest.raises(ExplainError, match="empty"):
         get_explainer("saliency").explain(toy, toy_episode(), torch.zeros(TOY_SIZE, TOY_SIZE, dtype=torch.bool))
+
+
+def test_deeplift_refuses_unsupported_activation_modules():
+    model = ToyMatcher().eval()
+    model.relu2 = nn.ReLU6()  # as in EfficientNet-Lite: captum's DeepLift has no rule for it
+    with pytest.raises(ExplainError, match="ReLU6"):
+        get_explainer("deeplift").explain(model, toy_episode(), toy_region())
+
+
+def test_gradient_shap_is_seeded_without_touching_the_global_rng(toy):
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a = get_explainer("gradient-shap", seed=5).explain(toy, toy_episode(), toy_region()).maps
+    assert torch.equal(torch.rand(1), expected_next)
+    b = get_explainer("gradient-shap", seed=5).explain(toy, toy_episode(), toy_region()).maps
+    assert torch.equal(a, b)

@@ -121,3 +121,16 @@ def test_not_json_and_missing_file(tmp_path):
     (tmp_path / "ep" / "episode.json").write_text("{oops")
     with pytest.raises(EpisodeError, match="not valid JSON"):
         load_episode(tmp_path / "ep")
+
+
+def test_saved_files_have_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from fssgui.imaging import _umask
+
+    save_episode(make_episode(), tmp_path / "ep")
+    umask = _umask()
+    assert stat.S_IMODE(os.stat(tmp_path / "ep").st_mode) == 0o777 & ~umask
+    for path in (tmp_path / "ep").iterdir():
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask, path.name

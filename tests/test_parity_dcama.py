@@ -217,7 +217,9 @@ def test_kshot_batch_keeps_episodes_separate(small_r50):
             )
             torch.testing.assert_close(alone.logits, pred.logits[i : i + 1], atol=1e-5, rtol=1e-5)
             for a, b in zip(alone.matching_scores, pred.matching_scores):
-                torch.testing.assert_close(a, b[i : i + 1], atol=1e-5, rtol=1e-5)
+                # random weights give scores of large magnitude: round-off scales with them
+                scale = float(b.abs().max())
+                torch.testing.assert_close(a, b[i : i + 1], atol=2e-6 * scale, rtol=1e-5)
 
 
 def test_identical_shots_equal_one_shot(small_r50):
@@ -231,9 +233,11 @@ def test_identical_shots_equal_one_shot(small_r50):
         p1, p2 = model.predict(one, with_scores=True), model.predict(two, with_scores=True)
     torch.testing.assert_close(p2.logits, p1.logits, atol=1e-5, rtol=1e-5)
     for c1, c2 in zip(p1.extras["level_coarse"], p2.extras["level_coarse"]):
-        torch.testing.assert_close(c2, c1, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(c2, c1, atol=2e-5, rtol=1e-4)
     n = p1.matching_scores[0].shape[-1]
-    torch.testing.assert_close(p2.matching_scores[0][..., n:], p1.matching_scores[0])
+    scale = float(p1.matching_scores[0].abs().max())
+    torch.testing.assert_close(p2.matching_scores[0][..., n:], p1.matching_scores[0], atol=2e-6 * scale, rtol=1e-5)
+    torch.testing.assert_close(p2.matching_scores[0][..., :n], p1.matching_scores[0], atol=2e-6 * scale, rtol=1e-5)
 
 
 def test_query_features_reuse(small_r50):

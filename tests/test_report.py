@@ -17,6 +17,7 @@ import torch
 
 from conftest import make_episode
 from fssgui import report as R
+from fssgui.imaging import _umask
 from fssgui.episode import episode_to_tensors, region_to_model
 from fssgui.models.base import EpisodeTensors, FSSModel, Prediction
 from fssgui.models.registry import ModelEntry
@@ -297,7 +298,7 @@ def test_report_files(written):
                  "figure_curves_iauc.png", "figure_curves_dauc.png", "figure_level_weights_good.png"):
         assert name in names
     assert leftovers(out) == []
-    mode = 0o666 & ~R._umask()
+    mode = 0o666 & ~_umask()
     assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {mode}
     assert written.pdf.read_bytes().startswith(b"%PDF")
     assert written.pdf.stat().st_size > 10_000  # the figures are in it
@@ -435,3 +436,13 @@ def test_cli_report_errors(tiny_registered, episode_dir, tmp_path, capsys):
     assert main(args) == 2
     assert "no query ground truth" in capsys.readouterr().err
     assert not (tmp_path / "o" / "report.html").exists()
+
+
+def test_report_core_imports_without_qt():
+    import subprocess
+    import sys
+
+    code = ("import sys, fssgui.report, fssgui.figures, fssgui.commands.report; "
+            "bad = [m for m in sys.modules if m.startswith(('PySide6', 'shiboken6', 'pyqtgraph'))]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

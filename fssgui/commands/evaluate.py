@@ -65,8 +65,6 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available; "
                                                        "under torchrun cuda:LOCAL_RANK)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    parser.add_argument("--dist-backend", default="gloo", choices=("gloo", "nccl"),
-                        help="torch.distributed backend under torchrun (default gloo; only control messages)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (reused to resume)")
     parser.set_defaults(func=run)
 
@@ -98,7 +96,6 @@ def run(args) -> int:
         device=args.device,
         out=args.out,
         progress=args.progress,
-        dist_backend=args.dist_backend,
     )
     summary = run_evaluation(config)
     if summary is not None:

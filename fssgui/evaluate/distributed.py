@@ -6,8 +6,9 @@ evaluate ...`` (or the ``fssgui`` console script under torchrun) starts one proc
 Without ``WORLD_SIZE`` (or with 1) everything runs in this one process and nothing is initialised.
 
 The process group carries only control messages (errors agreed by all ranks, the final barrier
-and the result rows sent to rank 0), so it uses the ``gloo`` backend by default on CPU and GPU
-alike; the models run on ``cuda:LOCAL_RANK`` when CUDA is used. Episodes are sharded round-robin:
+and the result rows sent to rank 0, all as CPU objects), so it always uses the ``gloo`` backend,
+on CPU and GPU machines alike (NCCL would need the CUDA device bound before the first message);
+the models run on ``cuda:LOCAL_RANK`` when CUDA is used. Episodes are sharded round-robin:
 position p of the episode list goes to rank ``p % WORLD_SIZE``.
 """
 from __future__ import annotations
@@ -104,7 +105,11 @@ def init_from_env(backend: str = "gloo", timeout_hours: float = 72.0) -> DistCon
         raise DistributedError("this PyTorch build has no torch.distributed support")
     created = False
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=timedelta(hours=timeout_hours))
+        try:
+            dist.init_process_group(backend=backend, timeout=timedelta(hours=timeout_hours))
+        except (ValueError, RuntimeError) as exc:
+            raise DistributedError(f"cannot join the torchrun process group (rank {rank} of {world_size}): "
+                                   f"{exc}") from None
         created = True
     if dist.get_world_size() != world_size or dist.get_rank() != rank:
         raise DistributedError(f"process group (rank {dist.get_rank()} of {dist.get_world_size()}) disagrees with "

@@ -303,6 +303,17 @@ def evaluate_episode(
     return rows
 
 
+def unreadable_episode_rows(row: EpisodeRow, methods: Sequence[str], config: EvaluationConfig, digest: str,
+                            rank: int, message: str) -> list[dict]:
+    """Failed rows for an episode whose files cannot be read (all values NaN)."""
+    return [{
+        "settings": digest, "episode": row.index, "class": row.class_name, "query": row.query,
+        "supports": list(row.supports), "rank": rank, "method": method,
+        "values": {spec.name: math.nan for spec in config.metrics}, "prediction_iou": None,
+        "explainer_seed": None, "error": f"episode data: {message}", "seconds": 0.0,
+    } for method in methods]
+
+
 # ------------------------------------------------------------------------------------ the run
 def run_evaluation(config: EvaluationConfig, log: Log = _stderr) -> Optional[EvaluationSummary]:
     """Run (or resume) the evaluation; under torchrun every rank calls this.
@@ -345,26 +356,28 @@ def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[Evalu
         store.write_settings_file(out, setup.settings, setup.digest, info)
     ctx.barrier()
 
+    mine = shard(setup.rows, ctx.rank, ctx.world_size)
+    pending = [(row, [m for m in config.methods if (row.index, m) not in setup.done]) for row in mine]
+    pending = [(row, methods) for row, methods in pending if methods]
+    total = len(setup.rows) * len(config.methods)
+    done_count = sum(1 for row in setup.rows for m in config.methods if (row.index, m) in setup.done)
+
     error = None
     model = device = None
     try:
         device = rank_device(config.device, ctx)
         if config.device is None and device.type == "cpu" and ctx.is_main:
             log(prefix + "CUDA is not available: running on the CPU")
-        model = build_model(config.model, config.checkpoint, device=device, log=lambda m: say(m))
-        for method in config.methods:
-            explainer = get_explainer(method, **explainer_params(method, config, 0))
-            if explainer.needs_matching and not getattr(model, "is_matching", False):
-                raise ExplainError(f"{method} needs a matching model; {config.model!r} exposes no matching scores")
+        if pending:  # a rank with nothing left to do (a finished run) builds no model
+            model = build_model(config.model, config.checkpoint, device=device, log=lambda m: say(m))
+            for method in config.methods:
+                explainer = get_explainer(method, **explainer_params(method, config, 0))
+                if explainer.needs_matching and not getattr(model, "is_matching", False):
+                    raise ExplainError(f"{method} needs a matching model; {config.model!r} exposes no matching "
+                                       f"scores")
     except FssguiError as exc:
         error = exc
     ctx.agree(error)
-
-    mine = shard(setup.rows, ctx.rank, ctx.world_size)
-    pending = [(row, [m for m in config.methods if (row.index, m) not in setup.done]) for row in mine]
-    pending = [(row, methods) for row, methods in pending if methods]
-    total = len(setup.rows) * len(config.methods)
-    done_count = sum(1 for row in setup.rows for m in config.methods if (row.index, m) in setup.done)
     say(f"{len(setup.rows)} episode(s) x {len(config.methods)} method(s) = {total} result(s); "
         f"{done_count} already in {out}; {config.model} on {device}"
         + (f"; {ctx.world_size} ranks" if ctx.distributed else ""))
@@ -378,9 +391,15 @@ def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[Evalu
                    disable=not (config.progress and ctx.is_main), file=sys.stderr, dynamic_ncols=True)
         try:
             for row, methods in pending:
-                loaded = setup.source.load(row)
-                rows = evaluate_episode(model, device, loaded, methods, config, setup.digest,
-                                        rank=ctx.rank, on_row=writer.append)
+                try:
+                    loaded = setup.source.load(row)
+                except FssguiError as exc:  # an unreadable image: recorded, the run goes on
+                    rows = unreadable_episode_rows(row, methods, config, setup.digest, ctx.rank, str(exc))
+                    for result in rows:
+                        writer.append(result)
+                else:
+                    rows = evaluate_episode(model, device, loaded, methods, config, setup.digest,
+                                            rank=ctx.rank, on_row=writer.append)
                 computed += len(rows)
                 failed = [r for r in rows if r["error"]]
                 if failed:
@@ -396,7 +415,9 @@ def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[Evalu
     if not ctx.is_main:
         return None
     episodes = [row.index for row in setup.rows]
-    merged, duplicates = store.merge_rows([store.read_all_rows(out, setup.digest), *gathered],
+    # rank 0 reads every file it can see; the other ranks' rows also come over the process group,
+    # so the merge works without a shared file system (rows seen twice are dropped as duplicates)
+    merged, duplicates = store.merge_rows([store.read_all_rows(out, setup.digest), *gathered[1:]],
                                           episodes, config.methods)
     lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in merged)
     write_bytes_atomic(out / "results.jsonl", lines.encode("utf-8"))

@@ -179,7 +179,8 @@ class ResultWriter:
         self.close()
 
 
-def merge_rows(row_lists: Iterable[Sequence[dict]], episodes: Sequence[int], methods: Sequence[str]) -> tuple[list[dict], int]:
+def merge_rows(row_lists: Iterable[Sequence[dict]], episodes: Sequence[int],
+               methods: Sequence[str]) -> tuple[list[dict], int]:
     """One row per (episode, method) of the run, ordered by episode list then method order.
 
     The first row seen for a key wins (later ones are duplicates, e.g. from an episode finished

@@ -115,8 +115,8 @@ def table_csv(table: Table) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["method"] + [c.name for c in table.columns] + ["episodes", "failed"])
     for method in table.methods:
-        writer.writerow([method] + ["" if table.values[method][c.name] is None else f"{table.values[method][c.name]:.6f}"
-                                    for c in table.columns]
+        cells = [table.values[method][c.name] for c in table.columns]
+        writer.writerow([method] + ["" if v is None else f"{v:.6f}" for v in cells]
                         + [table.episodes[method], table.failed[method]])
     return buffer.getvalue()
 

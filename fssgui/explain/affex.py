@@ -93,18 +93,29 @@ def region_at_size(region: Tensor, size: int) -> Tensor:
     return pooled > 0
 
 
+def _resize_matrix(length: int, size: int, device, antialias: bool = True) -> Tensor:
+    """``M`` ``[size, length]``: the 1-D resize operator of :func:`query_resize` along one axis
+    (``M[e, j]`` = output e for the unit input j). torch's (antialiased) bilinear resize is
+    separable, so the 2-D operator is ``X -> M_h X M_w^T``."""
+    eye = torch.eye(length, device=device, dtype=torch.float32)[:, None, None, :]  # [j, 1, 1, length]
+    rows = F.interpolate(eye, size=(1, size), mode="bilinear", align_corners=False, antialias=antialias)
+    return rows[:, 0, 0, :].T.contiguous()
+
+
 def region_adjoints(level_shape: tuple[int, int], region_e: Tensor) -> tuple[Tensor, Tensor]:
     """``u_R = Up^T(1_R)`` and ``u_1 = Up^T(1)`` (each ``[h*w]``) for the query resize to E.
 
-    Up is linear, so the gradient of ``<Up(x), w>`` with respect to x is ``Up^T(w)``."""
+    ``Up(X) = M_h X M_w^T`` (separable), hence ``Up^T(G) = M_h^T G M_w``: two small matrix
+    products instead of any E x E map per support pixel. (Equal to autograd through
+    :func:`query_resize`; tests check it against the direct resize.)"""
     h, w = level_shape
     size = region_e.shape[-1]
-    x = torch.zeros(2, 1, h, w, device=region_e.device, dtype=torch.float32, requires_grad=True)
-    weights = torch.stack([region_e.float(), torch.ones_like(region_e, dtype=torch.float32)])[:, None]
-    with torch.enable_grad():
-        (query_resize(x, size) * weights).sum().backward()
-    grad = x.grad.detach()
-    return grad[0].flatten(), grad[1].flatten()
+    m_h = _resize_matrix(h, size, region_e.device)
+    m_w = _resize_matrix(w, size, region_e.device)
+    region = region_e.float()
+    u_region = m_h.T @ region @ m_w
+    u_all = torch.outer(m_h.sum(0), m_w.sum(0))
+    return u_region.flatten(), u_all.flatten()
 
 
 def min_max_scale(values: Tensor) -> Tensor:
@@ -116,18 +127,18 @@ def min_max_scale(values: Tensor) -> Tensor:
 
 
 def gaussian_blur(masks: Tensor, kernel_size: int = 31, sigma: float = 50.0) -> Tensor:
-    """torchvision ``GaussianBlur(kernel_size, sigma)`` on ``[K, H, W]``: separable normalised
-    Gaussian, reflect padding."""
+    """torchvision ``GaussianBlur(kernel_size, sigma)`` on ``[K, H, W]``: normalised Gaussian,
+    reflect padding; applied as two 1-D passes (the kernel is separable)."""
     half = (kernel_size - 1) * 0.5
     x = torch.linspace(-half, half, kernel_size, device=masks.device, dtype=torch.float32)
     kernel1d = torch.exp(-0.5 * (x / sigma) ** 2)
     kernel1d = kernel1d / kernel1d.sum()
-    kernel2d = torch.outer(kernel1d, kernel1d)
     k = masks.shape[0]
     pad = kernel_size // 2
     img = F.pad(masks.float()[None], (pad, pad, pad, pad), mode="reflect")
-    out = F.conv2d(img, kernel2d.expand(k, 1, kernel_size, kernel_size), groups=k)
-    return out[0]
+    img = F.conv2d(img, kernel1d.view(1, 1, 1, -1).expand(k, 1, 1, kernel_size), groups=k)
+    img = F.conv2d(img, kernel1d.view(1, 1, -1, 1).expand(k, 1, kernel_size, 1), groups=k)
+    return img[0]
 
 
 # ------------------------------------------------------------------------------- level maps
@@ -138,7 +149,8 @@ def level_contributions(
     region_e: Tensor,
     *,
     use_softmax: bool = True,
-    chunk_bytes: int = 32 * 2**20,
+    chunk_bytes: int = 8 * 2**20,
+    adjoints: Optional[tuple[Tensor, Tensor]] = None,
 ) -> Tensor:
     """Steps 1-2 for one level: the region-mean normalised affinity of each support pixel.
 
@@ -150,7 +162,9 @@ def level_contributions(
         raise ExplainError(
             f"matching scores of shape {tuple(scores.shape)} do not fit a {h}x{w} level with {shots} shot(s)"
         )
-    u_region, u_all = region_adjoints(level_shape, region_e.to(scores.device))
+    if adjoints is None:
+        adjoints = region_adjoints(level_shape, region_e.to(scores.device))
+    u_region, u_all = adjoints
     functionals = torch.stack([u_region, u_all])  # [2, P]
     rows = max(1, int(chunk_bytes // (4 * supports)))
     totals = torch.zeros(2, supports, device=scores.device, dtype=torch.float32)
@@ -223,7 +237,7 @@ class AffinityExplainer(Explainer):
         aggregation: str = "feature_ablation",
         blur_kernel_size: int = 31,
         blur_sigma: float = 50.0,
-        chunk_bytes: int = 32 * 2**20,
+        chunk_bytes: int = 8 * 2**20,
     ) -> None:
         if variant not in VARIANTS:
             raise ExplainError(f"unknown AffEx variant {variant!r} (known: {', '.join(VARIANTS)})")
@@ -280,12 +294,16 @@ class AffinityExplainer(Explainer):
         shots = batch.shots
         level_count = prediction.num_levels
         maps = []
+        adjoints: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
         for index, (scores, shape) in enumerate(zip(prediction.matching_scores, prediction.level_shapes)):
             check_cancelled(cancelled)
+            shape = (int(shape[0]), int(shape[1]))
             with torch.no_grad():
+                if shape not in adjoints:
+                    adjoints[shape] = region_adjoints(shape, region_e.to(scores.device))
                 contributions = level_contributions(
-                    scores.detach()[0], tuple(shape), shots, region_e,
-                    use_softmax=self.use_softmax, chunk_bytes=self.chunk_bytes,
+                    scores.detach()[0], shape, shots, region_e,
+                    use_softmax=self.use_softmax, chunk_bytes=self.chunk_bytes, adjoints=adjoints[shape],
                 )
                 maps.append(level_map(contributions, size))
             if progress is not None:

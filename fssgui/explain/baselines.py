@@ -143,7 +143,18 @@ class DeepLiftExplainer(CaptumExplainer):
         from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
 
         supported = tuple(SUPPORTED_NON_LINEAR)
-        if not any(isinstance(m, supported) for m in forward.model.modules()):
+        modules = list(forward.model.modules())
+        unsupported = sorted({
+            type(m).__name__ for m in modules
+            if type(m).__module__ == "torch.nn.modules.activation" and not isinstance(m, supported)
+            and not isinstance(m, nn.MultiheadAttention)
+        })
+        if unsupported:
+            raise ExplainError(
+                f"DeepLift cannot explain model {_name(forward.model)}: it uses activation modules captum's "
+                f"DeepLift has no rule for ({', '.join(unsupported)}); they would be treated as linear"
+            )
+        if not any(isinstance(m, supported) for m in modules):
             raise ExplainError(
                 f"DeepLift cannot explain model {_name(forward.model)}: it has no nonlinearity modules "
                 "(nn.ReLU, nn.Sigmoid, ...) for DeepLift's hooks; its nonlinearities are functional calls"
@@ -196,10 +207,17 @@ class GradientShapExplainer(CaptumExplainer):
     def _attribute(self, forward, supports):
         from captum.attr import GradientShap
 
-        torch.manual_seed(self.seed)
         baselines = self._baselines(supports, forward.masks)
-        return GradientShap(forward).attribute(supports, baselines=baselines, n_samples=self.n_samples,
-                                               stdevs=self.stdevs)
+        devices = [supports.device.index or 0] if supports.is_cuda else []
+        numpy_state = np.random.get_state()
+        try:  # captum draws baselines and path points from the global numpy and torch RNGs
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.seed)
+                np.random.seed(self.seed)
+                return GradientShap(forward).attribute(supports, baselines=baselines, n_samples=self.n_samples,
+                                                       stdevs=self.stdevs)
+        finally:
+            np.random.set_state(numpy_state)
 
     def params(self):
         return {"n_samples": self.n_samples, "n_baselines": self.n_baselines, "stdevs": self.stdevs, "seed": self.seed}

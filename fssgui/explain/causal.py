@@ -180,8 +180,7 @@ def causal_steps(
     if measure == "miou":
         if gt is None:
             raise ExplainError("the miou measure needs a ground truth mask of the query")
-        gt = gt.to(device)
-        gt = gt.long() if gt.dtype != torch.bool else gt.long()
+        gt = gt.to(device).long()
     total = shots * size * size
     bounds = step_boundaries(total, steps, percentage, loss)
     states = list(range(len(bounds)))

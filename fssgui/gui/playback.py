@@ -43,8 +43,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSize, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QColor, QKeySequence, QPainter, QPixmap, QShortcut
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QAction, QColor, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -55,7 +55,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSizePolicy,
     QSlider,
     QSpinBox,
@@ -377,8 +376,11 @@ class PlaybackWidget(QWidget):
             item.showGrid(x=True, y=True, alpha=0.25)
             item.setLabel("bottom", f"fraction of support pixels {'inserted' if metric == 'iauc' else 'deleted'}")
             item.setLabel("left", "score")
+            item.getAxis("left").enableAutoSIPrefix(False)
             item.setTitle(R.METRIC_TITLES[metric])
-            item.addLegend(offset=(-10, 10) if metric == "iauc" else (-10, -10))
+            # insertion curves rise (legend bottom right), deletion curves fall (top right)
+            item.addLegend(offset=(-10, -10) if metric == "iauc" else (-10, 10),
+                           brush=pg.mkBrush(255, 255, 255, 210), pen=pg.mkPen(200, 200, 200), labelTextColor="k")
             item.setXRange(0, 1, padding=0.02)
             line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((90, 90, 90), width=1))
             marker = pg.ScatterPlotItem(size=13, pen=pg.mkPen((20, 20, 20), width=2), brush=pg.mkBrush(None))
@@ -587,6 +589,8 @@ class PlaybackWidget(QWidget):
             return playback_job(ctx, cache, spec, episode, methods, region, outbox, run_id, measure=measure,
                                 steps=steps, percentage=percentage)
 
+        for plot in self.plots.values():
+            plot.getPlotItem().setLabel("left", "confidence over R" if measure == "confidence" else "foreground IoU")
         self.state = STATE_RUNNING
         self.progress.setValue(0)
         self.job_id = self.worker.submit(CHANNEL, job, f"IAUC/DAUC ({', '.join(methods)})")
@@ -811,7 +815,7 @@ class PlaybackWidget(QWidget):
             p = params.get("percentage")
             head = (f"<b>{R.METRIC_TITLES[metric]}{'@p' if p else ''}</b>: {params['steps']} steps · measure "
                     f"{R.MEASURE_TITLES.get(params['measure'], params['measure'])} · zero substrate · "
-                    f"p = {100 * (p or 1.0):g}% · ranking global over supports")
+                    f"p = {100 * (p or 1.0):g}% · ranking global over supports · R = {self.region_source}")
             rows = []
             for method in params.get("methods", []):
                 curve = self.curves.get((method, metric))
@@ -1003,7 +1007,7 @@ class PlaybackWidget(QWidget):
             curve = self.curves.get(key)
             if curve is None:
                 method, metric = key
-                params = dict(R._settings(metric, self._run_params.get("measure", "confidence"),
+                params = dict(R.curve_settings(metric, self._run_params.get("measure", "confidence"),
                                           self._run_params.get("steps"), self._run_params.get("percentage")),
                               substrate=R.SUBSTRATE)
                 curve = R.CausalCurve(method, metric, self._run_params.get("measure", "confidence"),

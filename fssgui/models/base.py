@@ -85,6 +85,8 @@ class FSSModel(nn.Module):
     entry: "Any" = None
     #: whether ``predict(..., with_scores=True)`` returns matching scores and a head
     is_matching: bool = False
+    #: ablations evaluated per ``head`` call in :meth:`feature_ablation_weights`
+    ablation_chunk: int = 4
 
     def predict(
         self,
@@ -123,12 +125,19 @@ class FSSModel(nn.Module):
         levels = prediction.num_levels
         keep = torch.ones(levels + 1, levels, device=prediction.logits.device, dtype=prediction.logits.dtype)
         keep[1:] -= torch.eye(levels, device=keep.device, dtype=keep.dtype)
+        region = region.to(prediction.logits.device)
+        fg = []
         with torch.no_grad():
-            out = prediction.head(keep)  # [L+1, B, 2, S, S]
-            n, b = out.shape[:2]
-            out = F.interpolate(out.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False)
-            out = out.view(n, b, 2, size, size)
-            fg = out[:, :, 1][..., region.to(out.device)].mean(-1)  # [L+1, B]
+            # a few ablations per head call: batched enough for a GPU, small enough that the
+            # ablated logits never dominate peak memory
+            for chunk in keep.split(self.ablation_chunk):
+                out = prediction.head(chunk)  # [n, B, 2, S, S]
+                n, b = out.shape[:2]
+                if tuple(out.shape[-2:]) != (size, size):
+                    out = F.interpolate(out.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False)
+                    out = out.view(n, b, 2, size, size)
+                fg.append(out[:, :, 1][..., region].mean(-1))  # [n, B]
+            fg = torch.cat(fg)  # [L+1, B]
             diff = (fg[0:1] - fg[1:]).abs().mean(-1)  # [L]
         return diff / diff.sum()
 

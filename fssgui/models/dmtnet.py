@@ -82,9 +82,41 @@ class CenterPivotConv4d(nn.Module):
         out1 = self.conv1(pruned.permute(0, 4, 5, 1, 2, 3).reshape(b * ph * pw, c, ha, wa))
         oc = out1.shape[1]
         out1 = out1.view(b, ph, pw, oc, ha, wa).permute(0, 3, 4, 5, 1, 2)
-        out2 = self.conv2(x.permute(0, 2, 3, 1, 4, 5).reshape(b * ha * wa, c, hb, wb))
+        per_query = x.permute(0, 2, 3, 1, 4, 5).reshape(b * ha * wa, c, hb, wb)
+        if hb * wb <= self.DENSE_SUPPORT_MAX:
+            # tiny support maps (2x2 after squeezing): one GEMM with the conv's dense matrix is
+            # much faster than a convolution over b·ha·wa images of 2x2 pixels
+            dense = self._dense_support_matrix(c, hb, wb)  # [c·hb·wb, oc·ho·wo]
+            ho, wo = (hb + 2 * self.conv2.padding[0] - self.conv2.kernel_size[0]) // self.support_stride + 1, (
+                wb + 2 * self.conv2.padding[1] - self.conv2.kernel_size[1]
+            ) // self.support_stride + 1
+            out2 = torch.matmul(per_query.reshape(b * ha * wa, c * hb * wb), dense)
+            out2 = out2.view(b * ha * wa, oc, ho, wo) + self.conv2.bias.view(1, oc, 1, 1)
+        else:
+            out2 = self.conv2(per_query)
         out2 = out2.view(b, ha, wa, oc, *out2.shape[-2:]).permute(0, 3, 1, 2, 4, 5)
         return out1 + out2
+
+    DENSE_SUPPORT_MAX = 16
+
+    def _dense_support_matrix(self, c: int, hb: int, wb: int) -> Tensor:
+        """The linear map of ``conv2`` (without bias) on ``[c, hb, wb]`` inputs, as a matrix."""
+        w = self.conv2.weight  # [oc, c, k, k]
+        oc, _, kh, kw = w.shape
+        s, (ph, pw) = self.support_stride, self.conv2.padding
+        ho, wo = (hb + 2 * ph - kh) // s + 1, (wb + 2 * pw - kw) // s + 1
+        dense = w.new_zeros(c, hb, wb, oc, ho, wo)
+        for oy in range(ho):
+            for ox in range(wo):
+                for iy in range(hb):
+                    ky = iy - oy * s + ph
+                    if not 0 <= ky < kh:
+                        continue
+                    for ix in range(wb):
+                        kx = ix - ox * s + pw
+                        if 0 <= kx < kw:
+                            dense[:, iy, ix, :, oy, ox] = w[:, :, ky, kx].t()
+        return dense.view(c * hb * wb, oc * ho * wo)
 
 
 def _building_block(in_channels: int, out_channels: Sequence[int], kernels: Sequence[int], strides: Sequence[int]):

@@ -26,9 +26,10 @@ What is built (the meta branch, faithful to the code's structure)
   cos(layer4_q * CAM-_q, P2) min-max normalised inside CAM-_q, resized to F's size, averaged over
   shots, clamped to [0, 1]. The support gets its own prior the same way from its CAM.
 * Decoder input: init_merge = 1x1 conv(cat[F, tile(p), p1 * CAM+ + p2 * CAM-, prior]) -> 256,
-  ReLU, shared by query and support. As in the code, its input is detached
+  ReLU, shared by query and support. As in the code, its input is detached in training
   (``detach_merge_input=True``), so ``down_query``/``down_supp`` receive no gradient and stay at
-  their initialisation; set it False to train them.
+  their initialisation; set it False to train them. In eval mode the detach is skipped: it
+  changes no value, and gradient-based explainers (captum) need the path to the input images.
 * ``block_num`` = 6 decoder blocks; the first ``cross_num`` = 5 have cross-attention (code
   defaults; the paper's Table S1 prefers 5/4). Block i: query self-attention (SA), support SA,
   then the query cross-attends each shot's support tokens (Q, K, V = Linear(256),
@@ -372,7 +373,7 @@ class I2R(FSSModel):
         s_in = torch.cat([f_s, p[:, :, None, None].expand_as(f_s),
                           p1[:, :, None, None] * cam_s_small + p2[:, :, None, None] * (1 - cam_s_small),
                           prior_s], 1)
-        if self.detach_merge_input:
+        if self.detach_merge_input and self.training:
             q_in, s_in = q_in.detach(), s_in.detach()
         inputs = DecoderInputs(self.init_merge(q_in), self.init_merge(s_in), k)
         extras = {"prior": prior_q[:, 0], "query_cam": cam_q.view(bsz, k, *size), "support_cam": cam_s.view(bsz, k, *size),

@@ -1,0 +1,229 @@
+"""One-off script that built the demo episodes in ``resources/demo/`` (kept for provenance).
+
+The app and the tests never run it: they read the committed PNGs. Rerunning it needs the photo
+packages (scikit-image, matplotlib, scikit-learn) and OpenCV; it rewrites ``resources/demo/<name>/``
+with :func:`fssgui.episode.save_episode` and, with ``--sheets DIR``, writes contact sheets (each
+photo with its mask outlined) to review the masks by eye.
+
+Recipe per mask (see ``MASKS``):
+
+1. the photo, resized so that its long side is at most 512 px (``cv2.INTER_AREA``);
+2. OpenCV GrabCut initialised from one hand-picked box, 8 iterations, RNG seed 0 (deterministic);
+3. touch-ups where the review asked for them: hand-drawn hints (polygons and thick lines marked
+   sure foreground / sure background) and a second GrabCut pass from the hinted mask, then a
+   morphological opening and closing and keeping the largest connected component (holes filled).
+
+Usage::
+
+    python tools/make_demo_episodes.py [--out resources/demo] [--sheets /tmp/demo_sheets]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fssgui.episode import Episode, Support, save_episode  # noqa: E402
+from fssgui.imaging import mask_overlay  # noqa: E402
+
+LONG_SIDE = 512
+GRABCUT_ITERATIONS = 8
+
+
+# ------------------------------------------------------------------------------------- photos
+def _skimage(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        image = getattr(skimage.data, name)()
+        return np.stack([image] * 3, axis=-1) if image.ndim == 2 else image
+
+    return load
+
+
+def _grace_hopper() -> np.ndarray:
+    from matplotlib import cbook
+
+    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    return cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _sklearn(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(name)
+
+    return load
+
+
+PHOTOS: dict[str, Callable[[], np.ndarray]] = {
+    "astronaut": _skimage("astronaut"),  # skimage/data/astronaut.png
+    "camera": _skimage("camera"),  # skimage/data/camera.png (grey, replicated to RGB)
+    "rocket": _skimage("rocket"),  # skimage/data/rocket.jpg
+    "chelsea": _skimage("chelsea"),  # skimage/data/chelsea.png
+    "coffee": _skimage("coffee"),  # skimage/data/coffee.png
+    "grace_hopper": _grace_hopper,  # matplotlib/mpl-data/sample_data/grace_hopper.jpg
+    "china": _sklearn("china.jpg"),  # sklearn/datasets/images/china.jpg
+    "flower": _sklearn("flower.jpg"),  # sklearn/datasets/images/flower.jpg
+}
+
+
+def load_photo(name: str) -> np.ndarray:
+    """The photo as RGB uint8 with its long side at most ``LONG_SIDE`` (INTER_AREA)."""
+    image = np.ascontiguousarray(PHOTOS[name]())
+    scale = LONG_SIDE / max(image.shape[:2])
+    if scale < 1.0:
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image
+
+
+# -------------------------------------------------------------------------------------- masks
+Point = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class MaskRecipe:
+    """GrabCut from ``box`` (x0, y0, x1, y1), then optional hints and clean-up.
+
+    ``fg_polygons``/``bg_polygons`` are filled and marked sure foreground/background;
+    ``fg_lines``/``bg_lines`` are polylines drawn ``line_width`` px thick with the same meaning.
+    ``clip_polygon``, when given, is a hard limit: everything outside it is background."""
+
+    photo: str
+    box: tuple[int, int, int, int]
+    fg_polygons: tuple[tuple[Point, ...], ...] = ()
+    bg_polygons: tuple[tuple[Point, ...], ...] = ()
+    fg_lines: tuple[tuple[Point, ...], ...] = ()
+    bg_lines: tuple[tuple[Point, ...], ...] = ()
+    line_width: int = 9
+    clip_polygon: Optional[tuple[Point, ...]] = None
+    open_px: int = 3
+    close_px: int = 7
+    keep_largest: bool = True
+
+
+def _draw(canvas: np.ndarray, polygons, lines, value: int, width: int) -> None:
+    for polygon in polygons:
+        cv2.fillPoly(canvas, [np.array(polygon, np.int32)], value)
+    for line in lines:
+        cv2.polylines(canvas, [np.array(line, np.int32)], False, value, width)
+
+
+def grabcut_mask(image: np.ndarray, recipe: MaskRecipe) -> np.ndarray:
+    """Bool mask of ``image`` from ``recipe`` (deterministic: the RNG is seeded before each pass)."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    x0, y0, x1, y1 = recipe.box
+    labels = np.zeros(image.shape[:2], np.uint8)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(bgr, labels, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_RECT)
+    hinted = bool(recipe.fg_polygons or recipe.bg_polygons or recipe.fg_lines or recipe.bg_lines)
+    if hinted:
+        _draw(labels, recipe.fg_polygons, recipe.fg_lines, cv2.GC_FGD, recipe.line_width)
+        _draw(labels, recipe.bg_polygons, recipe.bg_lines, cv2.GC_BGD, recipe.line_width)
+        cv2.setRNGSeed(0)
+        cv2.grabCut(bgr, labels, None, bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    mask = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
+    if recipe.clip_polygon is not None:
+        limit = np.zeros_like(mask)
+        cv2.fillPoly(limit, [np.array(recipe.clip_polygon, np.int32)], 1)
+        mask &= limit
+    if recipe.open_px:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disc(recipe.open_px))
+    if recipe.close_px:
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disc(recipe.close_px))
+    if recipe.keep_largest:
+        mask = _largest_component_filled(mask)
+    return mask > 0
+
+
+def _disc(size: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+
+
+def _largest_component_filled(mask: np.ndarray) -> np.ndarray:
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return mask
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    keep = (labels == largest).astype(np.uint8)
+    contours, _ = cv2.findContours(keep, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros_like(keep)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled
+
+
+MASKS: dict[str, MaskRecipe] = {}
+
+
+# ------------------------------------------------------------------------------------ episodes
+@dataclass(frozen=True)
+class EpisodeRecipe:
+    name: str
+    class_name: str
+    query: str  # a key of MASKS (its photo is the query, its mask the ground truth)
+    supports: tuple[str, ...]  # keys of MASKS
+    region: Optional[str] = None  # key of MASKS on the query photo
+    notes: str = ""
+
+
+EPISODES: tuple[EpisodeRecipe, ...] = ()
+
+
+def build_episode(recipe: EpisodeRecipe, masks: dict[str, np.ndarray]) -> Episode:
+    query_photo = MASKS[recipe.query].photo
+    supports = [Support(load_photo(MASKS[key].photo), masks[key]) for key in recipe.supports]
+    region = masks[recipe.region] if recipe.region else None
+    return Episode(load_photo(query_photo), supports, recipe.class_name, masks[recipe.query], region)
+
+
+def contact_sheet(entries: list[tuple[str, np.ndarray, np.ndarray]], columns: int = 3) -> np.ndarray:
+    """A grid of photos with their masks tinted and outlined, each labelled."""
+    tiles = []
+    for label, image, mask in entries:
+        tile = np.full((LONG_SIDE + 24, LONG_SIDE, 3), 255, np.uint8)
+        overlay = mask_overlay(image, mask)
+        tile[24 : 24 + overlay.shape[0], : overlay.shape[1]] = overlay
+        cv2.putText(tile, label, (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    while len(tiles) % columns:
+        tiles.append(np.full_like(tiles[0], 255))
+    rows = [np.concatenate(tiles[i : i + columns], axis=1) for i in range(0, len(tiles), columns)]
+    return np.concatenate(rows, axis=0)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "resources" / "demo")
+    parser.add_argument("--sheets", type=Path, help="write mask contact sheets here for review")
+    parser.add_argument("--only-masks", action="store_true", help="write the sheets only, no episodes")
+    args = parser.parse_args(argv)
+    masks = {key: grabcut_mask(load_photo(recipe.photo), recipe) for key, recipe in MASKS.items()}
+    if args.sheets:
+        args.sheets.mkdir(parents=True, exist_ok=True)
+        entries = [(key, load_photo(MASKS[key].photo), mask) for key, mask in masks.items()]
+        sheet = contact_sheet(entries)
+        cv2.imwrite(str(args.sheets / "masks.png"), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+        print(f"wrote {args.sheets / 'masks.png'}")
+    if args.only_masks:
+        return 0
+    for recipe in EPISODES:
+        path = save_episode(build_episode(recipe, masks), args.out / recipe.name)
+        if recipe.notes:
+            (path.parent / "NOTES.md").write_text(recipe.notes.strip() + "\n", encoding="utf-8")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
