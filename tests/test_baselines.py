@@ -24,7 +24,7 @@ def toy():
 def test_registry_names():
     assert EXPLAINER_NAMES == (
         "affex", "affex-masked", "affex-signed", "saliency", "integrated-gradients", "deeplift",
-        "gradient-shap", "lime", "lime-best", "gaussian-noise-mask", "random",
+        "gradient-shap", "lime", "lime-best", "gaussian-noise-mask", "random", "prototype-share",
     )
     with pytest.raises(ExplainError, match="unknown explainer"):
         get_explainer("gradcam")

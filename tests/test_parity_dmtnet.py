@@ -142,7 +142,7 @@ def test_head_and_feature_ablation(run):
 
 
 # ---------------------------------------------------------------------------------------------
-# K shots, batches and gradients on a small random-weight model (200² input: fast)
+# K shots, batches and gradients on a small random-weight model (136² input: fast)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -151,14 +151,14 @@ def small():
     torch.manual_seed(1)
     model = DMTNet().eval()
     g = torch.Generator().manual_seed(2)
-    size = 200
+    size = 136
     query = torch.randn(2, 3, size, size, generator=g)
     supports = torch.randn(2, 2, 3, size, size, generator=g)
     masks = torch.zeros(2, 2, size, size)
-    masks[0, 0, 40:150, 50:160] = 1
-    masks[0, 1, 20:90, 20:120] = 1
-    masks[1, 0, 100:190, 10:100] = 1
-    masks[1, 1, 60:140, 60:140] = 1
+    masks[0, 0, 27:100, 34:110] = 1
+    masks[0, 1, 14:60, 14:80] = 1
+    masks[1, 0, 68:130, 7:68] = 1
+    masks[1, 1, 40:95, 40:95] = 1
     batch = EpisodeTensors(query, supports, masks)
     with torch.no_grad():
         pred = model.predict(batch, with_scores=True)
@@ -179,11 +179,11 @@ def test_vote_rule():
 
 def test_kshot_batch_keeps_episodes_separate(small):
     model, batch, pred = small
-    assert pred.logits.shape == (2, 2, 200, 200)
-    assert pred.extras["shot_logits"].shape == (2, 2, 2, 200, 200)
+    assert pred.logits.shape == (2, 2, 136, 136)
+    assert pred.extras["shot_logits"].shape == (2, 2, 2, 136, 136)
     torch.testing.assert_close(pred.logits, pred.extras["shot_logits"].mean(0))
     assert torch.equal(pred.mask(), pred.extras["vote_mask"])
-    assert pred.matching_scores[0].shape == (2, 7 * 7, 2 * 7 * 7)
+    assert pred.matching_scores[0].shape == (2, 5 * 5, 2 * 5 * 5)
     with torch.no_grad():
         for i in range(2):
             alone = model.predict(EpisodeTensors(batch.query[i : i + 1], batch.supports[i : i + 1], batch.support_masks[i : i + 1]), with_scores=True)
@@ -197,7 +197,7 @@ def test_shots_concatenated_on_support_axis(small):
     _, _, pred = small
     shots = pred.extras["shots"]
     level = 12  # last l2 channel
-    hw = 25 * 25
+    hw = 17 * 17
     for k in range(2):
         part = pred.matching_scores[level][:, :, k * hw : (k + 1) * hw]
         want = (shots[k].corr[2][:, 3] + shots[k].bg_corr[2][:, 3]).reshape(2, hw, hw)
@@ -241,7 +241,7 @@ def test_head_and_ablation_weights_kshot(small):
     # the memoised ablation outputs are the learner on the zeroed pyramids (checked for 2 levels)
     shot = p.extras["shots"][1]
     fg_raw, bg_raw = model.ablation_outputs(shot)
-    assert fg_raw.shape == (14, 1, 2, 50, 50)
+    assert fg_raw.shape == (14, 1, 2, 34, 34)
     with torch.no_grad():
         for level, g, j in ((1, 0, 1), (12, 2, 3)):
             corr = [c.clone() for c in shot.bg_corr]

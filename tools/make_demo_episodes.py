@@ -97,7 +97,9 @@ class MaskRecipe:
 
     ``fg_polygons``/``bg_polygons`` are filled and marked sure foreground/background;
     ``fg_lines``/``bg_lines`` are polylines drawn ``line_width`` px thick with the same meaning.
-    ``clip_polygon``, when given, is a hard limit: everything outside it is background."""
+    ``clip_polygon``, when given, is a hard limit: everything outside it is background;
+    ``exclude`` names masks (made before this one) whose foreground is sure background here, so
+    that two objects of one photo never overlap."""
 
     photo: str
     box: tuple[int, int, int, int]
@@ -107,9 +109,15 @@ class MaskRecipe:
     bg_lines: tuple[tuple[Point, ...], ...] = ()
     line_width: int = 9
     clip_polygon: Optional[tuple[Point, ...]] = None
+    exclude: tuple[str, ...] = ()
     open_px: int = 3
     close_px: int = 7
     keep_largest: bool = True
+
+
+def ellipse(cx: int, cy: int, rx: int, ry: int) -> tuple[Point, ...]:
+    """An ellipse as a polygon (every 5 degrees), for hints and clips."""
+    return tuple((int(x), int(y)) for x, y in cv2.ellipse2Poly((cx, cy), (rx, ry), 0, 0, 360, 5))
 
 
 def _draw(canvas: np.ndarray, polygons, lines, value: int, width: int) -> None:
@@ -119,18 +127,24 @@ def _draw(canvas: np.ndarray, polygons, lines, value: int, width: int) -> None:
         cv2.polylines(canvas, [np.array(line, np.int32)], False, value, width)
 
 
-def grabcut_mask(image: np.ndarray, recipe: MaskRecipe) -> np.ndarray:
-    """Bool mask of ``image`` from ``recipe`` (deterministic: the RNG is seeded before each pass)."""
+def grabcut_mask(image: np.ndarray, recipe: MaskRecipe, made: Optional[dict[str, np.ndarray]] = None) -> np.ndarray:
+    """Bool mask of ``image`` from ``recipe`` (deterministic: the RNG is seeded before each pass).
+
+    ``made`` holds the masks already made, for ``recipe.exclude``."""
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     x0, y0, x1, y1 = recipe.box
     labels = np.zeros(image.shape[:2], np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)
     cv2.grabCut(bgr, labels, (x0, y0, x1 - x0, y1 - y0), bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_RECT)
-    hinted = bool(recipe.fg_polygons or recipe.bg_polygons or recipe.fg_lines or recipe.bg_lines)
+    excluded = np.zeros(image.shape[:2], bool)
+    for key in recipe.exclude:
+        excluded |= (made or {})[key]
+    hinted = bool(recipe.fg_polygons or recipe.bg_polygons or recipe.fg_lines or recipe.bg_lines or recipe.exclude)
     if hinted:
         _draw(labels, recipe.fg_polygons, recipe.fg_lines, cv2.GC_FGD, recipe.line_width)
         _draw(labels, recipe.bg_polygons, recipe.bg_lines, cv2.GC_BGD, recipe.line_width)
+        labels[excluded] = cv2.GC_BGD
         cv2.setRNGSeed(0)
         cv2.grabCut(bgr, labels, None, bgd, fgd, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
     mask = np.isin(labels, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
@@ -138,13 +152,14 @@ def grabcut_mask(image: np.ndarray, recipe: MaskRecipe) -> np.ndarray:
         limit = np.zeros_like(mask)
         cv2.fillPoly(limit, [np.array(recipe.clip_polygon, np.int32)], 1)
         mask &= limit
+    mask[excluded] = 0
     if recipe.open_px:
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disc(recipe.open_px))
     if recipe.close_px:
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _disc(recipe.close_px))
     if recipe.keep_largest:
         mask = _largest_component_filled(mask)
-    return mask > 0
+    return (mask > 0) & ~excluded
 
 
 def _disc(size: int) -> np.ndarray:
@@ -164,6 +179,14 @@ def _largest_component_filled(mask: np.ndarray) -> np.ndarray:
 
 
 MASKS: dict[str, MaskRecipe] = {}
+
+
+def make_masks() -> dict[str, np.ndarray]:
+    """Every mask of ``MASKS``, in order (a recipe may exclude the masks made before it)."""
+    made: dict[str, np.ndarray] = {}
+    for key, recipe in MASKS.items():
+        made[key] = grabcut_mask(load_photo(recipe.photo), recipe, made)
+    return made
 
 
 # ------------------------------------------------------------------------------------ episodes
@@ -208,7 +231,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sheets", type=Path, help="write mask contact sheets here for review")
     parser.add_argument("--only-masks", action="store_true", help="write the sheets only, no episodes")
     args = parser.parse_args(argv)
-    masks = {key: grabcut_mask(load_photo(recipe.photo), recipe) for key, recipe in MASKS.items()}
+    masks = make_masks()
     if args.sheets:
         args.sheets.mkdir(parents=True, exist_ok=True)
         entries = [(key, load_photo(MASKS[key].photo), mask) for key, mask in masks.items()]

@@ -22,6 +22,7 @@ from .baselines import (
     RandomExplainer,
     SaliencyExplainer,
 )
+from .prototype_attribution import PrototypeShareExplainer
 
 
 def _affex(variant: str) -> Callable[..., Explainer]:
@@ -53,6 +54,8 @@ _FACTORIES: dict[str, Callable[..., Explainer]] = {
     "lime-best": _lime_best,
     "gaussian-noise-mask": GaussianNoiseMaskExplainer,
     "random": RandomExplainer,
+    # model-specific: SimPropNet's exact decomposition (its entry lists it in extra["explainers"])
+    "prototype-share": PrototypeShareExplainer,
 }
 
 EXPLAINER_NAMES: tuple[str, ...] = tuple(_FACTORIES)
@@ -63,7 +66,9 @@ def explainer_parameters(name: str) -> list[str]:
     """The keyword parameters ``get_explainer(name, ...)`` accepts."""
     factory = _factory(name)
     target = getattr(factory, "target", factory)
-    names = [p for p in inspect.signature(target.__init__).parameters if p not in ("self", "variant", "name")]
+    names = [name for name, p in inspect.signature(target.__init__).parameters.items()
+             if name not in ("self", "variant", "name")
+             and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
     return names
 
 

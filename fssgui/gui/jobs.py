@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -138,13 +139,34 @@ def input_key(episode: Episode, region: Optional[np.ndarray] = None, *extra: Any
 
 # ---------------------------------------------------------------------------------- models
 class ModelCache:
-    """The models the worker thread owns (one resident model; a new spec replaces it)."""
+    """The models the worker thread owns: one resident few-shot model (a new spec replaces it)
+    and, apart from it, one resident ScaleProtoSeg model for the Prototypes tab."""
 
     def __init__(self, builder: Callable[..., Any] | None = None) -> None:
         self._builder = builder
         self.spec: Optional[ModelSpec] = None
         self.model = None
         self.device: Optional[torch.device] = None
+        self.semseg_spec: Optional[ModelSpec] = None
+        self.semseg_model = None
+
+    def get_semseg(self, spec: ModelSpec, ctx: JobContext) -> tuple[Any, torch.device]:
+        """The ScaleProtoSeg model of ``spec`` (built by ``fssgui.models.scaleprotoseg``)."""
+        from ..models.registry import resolve_device
+        from ..models.scaleprotoseg import build_semseg_model
+
+        if self.semseg_model is not None and spec == self.semseg_spec:
+            return self.semseg_model, self.semseg_model.prototype_vectors.device
+        self.semseg_spec, self.semseg_model = None, None
+        device = resolve_device(spec.device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        ctx.progress(0.0, f"loading {spec.name} on {device}")
+        started = time.perf_counter()
+        model = build_semseg_model(spec.name, spec.checkpoint, device=device, log=ctx.log)
+        ctx.log(f"model {spec.name} ready on {device} ({time.perf_counter() - started:.1f} s)")
+        self.semseg_spec, self.semseg_model = spec, model
+        return model, device
 
     def get(self, spec: ModelSpec, ctx: JobContext) -> tuple[Any, torch.device]:
         from ..models.registry import build_model, resolve_device
@@ -168,6 +190,7 @@ class ModelCache:
 
     def release(self) -> None:
         self.spec, self.model, self.device = None, None, None
+        self.semseg_spec, self.semseg_model = None, None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -326,6 +349,139 @@ def explain(
     )
     ctx.progress(1.0, "explanation done")
     return result
+
+
+# ------------------------------------------------------------------- explainers per model
+def model_specific_explainers() -> dict[str, tuple[str, ...]]:
+    """Explainers that only some models support: ``{explainer: (model names that list it)}``.
+
+    A model entry lists them in ``extra["explainers"]`` (SimPropNet: "prototype-share")."""
+    from ..models.registry import list_models
+
+    owners: dict[str, list[str]] = {}
+    for entry in list_models():
+        for name in entry.extra.get("explainers", ()) or ():
+            owners.setdefault(str(name), []).append(entry.name)
+    return {name: tuple(models) for name, models in owners.items()}
+
+
+def explainer_needs_matching(name: str, factories: Optional[dict[str, ExplainerFactory]] = None) -> bool:
+    """Whether explainer ``name`` needs matching scores (AffEx), without running anything."""
+    try:
+        explainer = make_explainer(name, {}, factories)
+    except Exception:  # noqa: BLE001 - an explainer that cannot be built: its own error shows at run time
+        return False
+    return bool(getattr(explainer, "needs_matching", False))
+
+
+def explainer_unavailable_reason(
+    name: str,
+    entry: Any,
+    factories: Optional[dict[str, ExplainerFactory]] = None,
+    specific: Optional[dict[str, tuple[str, ...]]] = None,
+) -> str:
+    """Why explainer ``name`` cannot explain the model of registry ``entry`` ("" when it can).
+
+    * AffEx variants (``needs_matching``) need a model that exposes matching scores
+      (``entry.matching``);
+    * a model-specific explainer (listed in some entry's ``extra["explainers"]``) works only for
+      the models that list it;
+    * the others (captum baselines, LIME, noise, random) perturb the supports and work for every
+      few-shot model.
+    """
+    if entry is None:
+        return ""
+    specific = model_specific_explainers() if specific is None else specific
+    if name in specific and entry.name not in specific[name]:
+        return (f"{name} is specific to {', '.join(specific[name])}: it decomposes that architecture's "
+                f"prototype similarity, which {entry.name} does not have")
+    if not getattr(entry, "matching", True) and explainer_needs_matching(name, factories):
+        return (f"{name} needs a matching model (attention / correlation scores between query and support "
+                f"pixels); {entry.name} exposes none")
+    return ""
+
+
+# ------------------------------------------------------------------------ prototypes (ScaleProtoSeg)
+#: the official group-weight threshold (checkpoints named th-0.05-...)
+DEFAULT_PROTOTYPE_THRESHOLD = 0.05
+
+
+@dataclass
+class PrototypeRunResult:
+    """One ScaleProtoSeg forward on the query and the graph of its default class (numpy only)."""
+
+    run: Any  # fssgui.explain.prototypes.ScaleProtoSegRun
+    explanation: Any  # fssgui.explain.prototypes.PrototypeExplanation of the default class
+    class_shares: list[tuple[int, float]]  # predicted classes (model index, pixel share), largest first
+    model_info: dict[str, Any]  # ScaleProtoSeg.describe(threshold)
+    model: str
+    checkpoint: str
+    device: str
+    seconds: float
+    image_key: str
+
+
+def image_key(image: np.ndarray) -> str:
+    digest = hashlib.sha1()
+    image = np.ascontiguousarray(image)
+    digest.update(str((image.shape, image.dtype.str)).encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def predicted_class_shares(run: Any, threshold: Optional[float]) -> list[tuple[int, float]]:
+    """(model class index, pixel share) of the classes predicted on the image, largest first."""
+    from ..explain.prototypes import upsample_logits_argmax
+
+    logits, _ = run.head.logits(run.activations, threshold if run.head.grouped else None)
+    labels = upsample_logits_argmax(logits, run.image_hw)
+    counts = np.bincount(labels.ravel(), minlength=len(run.head.class_names))
+    total = float(counts.sum()) or 1.0
+    return [(int(c), float(counts[c] / total)) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
+
+
+def prototypes(
+    ctx: JobContext,
+    cache: ModelCache,
+    spec: ModelSpec,
+    image: np.ndarray,
+    size: Optional[int] = None,
+    threshold: Optional[float] = DEFAULT_PROTOTYPE_THRESHOLD,
+) -> PrototypeRunResult:
+    """Run ScaleProtoSeg ``spec`` on ``image`` (RGB uint8) and explain the class predicted on the
+    largest area (the graph of any other class is then cheap numpy: ``explain_class``)."""
+    from ..explain.prototypes import ProjectionMetadata, explain_class, run_scaleprotoseg
+
+    if not spec.checkpoint:
+        raise ModelError(f"{spec.name} needs a checkpoint: choose its file in the Prototypes tab")
+    model, device = cache.get_semseg(spec, ctx)
+    ctx.check()
+    started = time.perf_counter()
+    projection, note = ProjectionMetadata.find(Path(spec.checkpoint), None, model.num_scales)
+    ctx.log(note)
+    ctx.progress(0.3, f"{spec.name}: forward on the query")
+    run = run_scaleprotoseg(model, image, size or None, projection, note)
+    ctx.check()
+    ctx.progress(0.8, "prototype graph")
+    shares = predicted_class_shares(run, threshold)
+    usable = [c for c, _ in shares if run.head.class_prototypes[c]]
+    if not usable:
+        usable = [c for c in range(len(run.head.class_names)) if run.head.class_prototypes[c]]
+    if not usable:
+        raise ExplainError(f"{spec.name}: the model has no prototypes")
+    explanation = explain_class(run, usable[0], threshold)
+    ctx.progress(1.0, "prototypes done")
+    return PrototypeRunResult(
+        run=run,
+        explanation=explanation,
+        class_shares=shares,
+        model_info=model.describe(threshold),
+        model=spec.name,
+        checkpoint=str(spec.checkpoint),
+        device=str(device),
+        seconds=time.perf_counter() - started,
+        image_key=image_key(image),
+    )
 
 
 def describe_oom(device: Optional[torch.device]) -> str:

@@ -70,6 +70,10 @@ class Settings:
     brush_size: int = 25
     eraser_size: int = 25
     autosave_seconds: float = 2.0
+    proto_model: str = ""  # Prototypes tab: ScaleProtoSeg entry name
+    proto_checkpoint: str = ""  # Prototypes tab: its checkpoint file
+    proto_size: int = 0  # Prototypes tab: input size (0 = the dataset's default policy)
+    theme: str = "system"  # "system" (follow the OS), "light" or "dark"
     window_geometry: str = ""  # base64 of QMainWindow.saveGeometry()
     window_state: str = ""  # base64 of QMainWindow.saveState()
 
