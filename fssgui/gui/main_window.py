@@ -70,6 +70,7 @@ from .jobs import (
     PredictionResult,
 )
 from .mask_edit import EditableMask
+from .proto_panel import PrototypePanel
 from .settings import Autosave, Settings
 from .shortcuts import SHORTCUTS, cheat_sheet_html
 from .support_panel import SupportPanel
@@ -225,6 +226,7 @@ class MainWindow(QMainWindow):
         self._cache: OrderedDict[str, ExplanationResult] = OrderedDict()
         self._job_meta: dict[int, dict[str, Any]] = {}
         self._pipeline_job: Optional[int] = None
+        self._proto_job: Optional[int] = None
         self._applying_result = False
         self.device_info: Optional[DeviceInfo] = None
         self.errors: list[str] = []
@@ -279,9 +281,13 @@ class MainWindow(QMainWindow):
         self.playback_widget = self._optional_tab(
             "fssgui.gui.playback", "PlaybackWidget", "Insertion / deletion",
             "The insertion / deletion playback widget is not part of this build yet.")
-        self.proto_widget = self._optional_tab(
-            "fssgui.gui.proto_graph", "ProtoGraphView", "Prototypes",
-            "The ScaleProtoSeg prototype graph is not part of this build yet.")
+        self.proto_panel = PrototypePanel(self)
+        proto_scroll = QScrollArea(self)
+        proto_scroll.setWidgetResizable(True)
+        proto_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        proto_scroll.setWidget(self.proto_panel)
+        self.tabs.addTab(proto_scroll, "Prototypes")
+        self.proto_widget = self.proto_panel.view  # the group-graph view itself
         analysis_layout.addWidget(self.tabs, 1)
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
         splitter.addWidget(self.support_panel)
@@ -365,6 +371,10 @@ class MainWindow(QMainWindow):
         sp.filesDropped.connect(self.handle_paths)
         sp.addRequested.connect(self.add_supports_dialog)
         sp.maskFromFileRequested.connect(self.mask_from_file_dialog)
+        pp = self.proto_panel
+        pp.runRequested.connect(self.run_prototypes)
+        pp.cancelRequested.connect(self.cancel_prototypes)
+        pp.browseRequested.connect(self.choose_prototype_checkpoint)
         self.heatmap_view.hovered.connect(self._show_hover)
         self.compare_view.hovered.connect(self._show_hover)
         self._autosaveDone.connect(self._on_autosave_done)
@@ -727,6 +737,11 @@ class MainWindow(QMainWindow):
         self.query_panel.mask_opacity.setValue(round(s.mask_opacity * 100))
         self._set_mask_opacity(round(s.mask_opacity * 100))
         self.set_tool(TOOL_BRUSH)
+        if s.proto_model:
+            self.proto_panel.set_model(s.proto_model)
+        if s.proto_checkpoint and Path(s.proto_checkpoint).is_file():
+            self.proto_panel.set_checkpoint(s.proto_checkpoint)
+        self.proto_panel.size_spin.setValue(max(0, int(s.proto_size)))
         if s.window_geometry:
             self.restoreGeometry(QByteArray.fromBase64(s.window_geometry.encode()))
         if s.window_state:
@@ -745,6 +760,9 @@ class MainWindow(QMainWindow):
         s.brush_size = int(self.brush_spin.value())
         s.eraser_size = int(self.eraser_spin.value())
         s.mask_opacity = self.query_panel.mask_opacity.value() / 100.0
+        s.proto_model = self.proto_panel.model_name or s.proto_model
+        s.proto_checkpoint = self.proto_panel.checkpoint
+        s.proto_size = int(self.proto_panel.size_spin.value())
         s.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
         s.window_state = bytes(self.saveState().toBase64()).decode()
         try:
@@ -794,6 +812,9 @@ class MainWindow(QMainWindow):
         self.support_panel.canvas.set_layer_opacity("mask", self.query_panel.mask_opacity.value() / 100.0)
         self._apply_tool_to_canvases()
         self.heatmap_view.clear()
+        shown = self.proto_panel.result
+        if shown is not None and jobs.image_key(self.query_image) != shown.image_key:
+            self.proto_panel.mark_stale("computed on a previous query image: press Run on query again")
         self.dirty = dirty
         self.edit_revision += 1
         self.support_version = 0
@@ -1274,6 +1295,63 @@ class MainWindow(QMainWindow):
             self.pipelineFinished.emit(False, self.errors[-1])
         return job_id
 
+    # ------------------------------------------------------------------- prototypes tab
+    def choose_prototype_checkpoint(self) -> None:
+        start = str(Path(self.proto_panel.checkpoint).parent) if self.proto_panel.checkpoint else (
+            self.settings.checkpoint_dir or str(Path.home()))
+        path, _ = QFileDialog.getOpenFileName(
+            self, "ScaleProtoSeg checkpoint", start,
+            "Checkpoints (*.pt *.pth *.ckpt *.tar *.bin *.safetensors);;All files (*)")
+        if path:
+            self.set_prototype_checkpoint(path)
+
+    def set_prototype_checkpoint(self, path: str | Path) -> None:
+        path = str(Path(path).resolve())
+        self.proto_panel.set_checkpoint(path)
+        self.log(f"ScaleProtoSeg checkpoint: {path}")
+
+    def run_prototypes(self) -> Optional[int]:
+        """Run the chosen ScaleProtoSeg model on the query (Prototypes tab). Returns the job id."""
+        panel = self.proto_panel
+        if not self.has_episode():
+            self.log_error("no episode is open: the Prototypes tab explains the query image")
+            return None
+        if not panel.model_name:
+            self.log_error("no ScaleProtoSeg model is available in this build")
+            return None
+        if not panel.checkpoint:
+            self.log_error(f"{panel.model_name} needs a checkpoint: choose its file in the Prototypes tab (Browse…)")
+            return None
+        spec = ModelSpec(panel.model_name, panel.checkpoint, self.device_combo.currentData() or "auto")
+        image, size = self.query_image, panel.input_size
+
+        def run(ctx, cache):
+            return jobs.prototypes(ctx, cache, spec, image, size)
+
+        job_id = self.worker.submit("prototypes", run, f"Prototypes ({spec.name})")
+        self._job_meta[job_id] = {"kind": "prototypes", "spec": spec, "query_key": jobs.image_key(image)}
+        self._proto_job = job_id
+        panel.set_running(True, f"running {spec.name} on the query…")
+        return job_id
+
+    def cancel_prototypes(self) -> None:
+        job = self._proto_job
+        if job is not None:
+            self.worker.cancel(job)
+            self.proto_panel.set_running(True, "cancelling…")
+
+    def _prototype_job_ended(self, job_id: int, message: str = "") -> None:
+        if self._proto_job == job_id:
+            self._proto_job = None
+            self.proto_panel.set_running(False, message)
+
+    def _show_prototypes(self, result: jobs.PrototypeRunResult) -> None:
+        self.proto_panel.show_result(result)
+        self.log(f"prototypes: {result.model} on the query in {result.seconds:.1f} s on {result.device}; "
+                 f"class {result.explanation.class_name}")
+        if self.query_image is None or jobs.image_key(self.query_image) != result.image_key:
+            self.proto_panel.mark_stale("computed on another query image: press Run on query again")
+
     def cancel_jobs(self) -> None:
         if self.worker.is_busy:
             self.worker.cancel_all()
@@ -1321,6 +1399,9 @@ class MainWindow(QMainWindow):
                 self._cache.popitem(last=False)
             self._show_explanation(result, meta)
             self.statusBar().showMessage(f"{result.method} done in {result.seconds:.1f} s", 5000)
+        elif kind == "prototypes":
+            self._prototype_job_ended(job_id)
+            self._show_prototypes(result)
         elif kind == "release":
             self.device_info = None
             self._update_device_label()
@@ -1334,6 +1415,7 @@ class MainWindow(QMainWindow):
         meta = self._job_done(job_id)
         kind = meta.get("kind", "job")
         self.log_error(f"{kind} failed: {message}", trace)
+        self._prototype_job_ended(job_id, f"<span style='color:#e0464e'>failed: {html.escape(message)}</span>")
         if job_id == self._pipeline_job:
             self._pipeline_job = None
             self.pipelineFinished.emit(False, message)
@@ -1343,6 +1425,7 @@ class MainWindow(QMainWindow):
         meta = self._job_done(job_id)
         if meta:
             self.log(f"{meta.get('kind', 'job')} cancelled; the previous result is kept")
+        self._prototype_job_ended(job_id, "cancelled; the previous graph is kept")
         if job_id == self._pipeline_job:
             self._pipeline_job = None
             self.pipelineFinished.emit(False, "cancelled")
@@ -1350,6 +1433,7 @@ class MainWindow(QMainWindow):
     @Slot(int)
     def _on_job_dropped(self, job_id: int) -> None:
         self._job_done(job_id)
+        self._prototype_job_ended(job_id)
 
     def _show_prediction(self, result: PredictionResult, meta: dict[str, Any]) -> None:
         if meta.get("revision") != self.edit_revision and meta.get("kind") == "predict":

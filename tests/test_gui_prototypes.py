@@ -1,0 +1,127 @@
+"""The Prototypes tab end to end: a tiny random-weight ScaleProtoSeg checkpoint (an official-style
+whole-module pickle) is run on the query by the worker thread and shown in the group graph."""
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+import pytest
+import torch
+from PySide6.QtCore import QThread
+
+from fssgui.explain.prototypes import explain_class, run_scaleprotoseg
+from fssgui.gui import jobs
+from fssgui.gui.main_window import MainWindow
+from fssgui.gui.settings import Autosave, Settings
+from fssgui.models.scaleprotoseg import ScaleProtoSeg, ScaleProtoSegConfig, load_scaleprotoseg
+from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, make_gui_episode, register_tiny_model
+from test_scaleprotoseg import save_official_pickle
+
+MODEL = "scaleprotoseg-cityscapes"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A Cityscapes-layout ScaleProtoSeg with one block per ResNet stage, random weights."""
+    torch.manual_seed(3)
+    model = ScaleProtoSeg(ScaleProtoSegConfig(n_blocks=(1, 1, 1, 1))).eval()
+    folder = tmp_path_factory.mktemp("sps")
+    return save_official_pickle(model, folder / "th-0.05-nopush-group_last.pth")
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
+    register_tiny_model()
+    settings = Settings(model=TINY_MODEL, device="cpu", explainer="test-mask")
+    w = MainWindow(settings, explainer_factories=TEST_EXPLAINERS, autosave=Autosave(tmp_path / "autosave"),
+                   unattended=True)
+    qtbot.addWidget(w)
+    w.resize(1600, 1000)
+    w.show()
+    yield w
+    w.shutdown()
+
+
+def test_prototypes_tab_runs_the_checkpoint_on_the_query(qtbot, window, checkpoint):
+    panel = window.proto_panel
+    assert window.proto_widget is panel.view
+    window.set_episode(make_gui_episode(shots=1, size=(56, 72)))
+    assert not panel.run_button.isEnabled()  # no checkpoint yet: the button says why
+    assert "checkpoint" in panel.run_button.toolTip()
+    assert window.run_prototypes() is None and "needs a checkpoint" in window.errors[-1]
+
+    panel.set_model(MODEL)
+    window.set_prototype_checkpoint(checkpoint)
+    assert panel.run_button.isEnabled()
+    threads = []
+    original = jobs.prototypes
+
+    def recording(*args, **kwargs):
+        threads.append(QThread.currentThread())
+        return original(*args, **kwargs)
+
+    jobs.prototypes, restore = recording, original
+    try:
+        with qtbot.waitSignal(panel.resultShown, timeout=60000) as blocker:
+            panel.run_button.click()
+            assert panel.run_button.text() == "Cancel" and window.progress_bar.isVisible()
+    finally:
+        jobs.prototypes = restore
+    result = blocker.args[0]
+    assert threads and threads[0] is not QThread.currentThread()  # the worker thread ran it
+    assert panel.run_button.text() == "Run on query"
+
+    # the graph shows the class predicted on the largest area, computed on the query image
+    query = window.query_image
+    assert result.run.image_hw == query.shape[:2] and result.image_key == jobs.image_key(query)
+    shares = [share for _, share in result.class_shares]
+    assert shares == sorted(shares, reverse=True) and sum(shares) == pytest.approx(1.0)
+    top = result.class_shares[0][0]
+    shown = panel.view.result
+    assert shown.class_index == top and panel.class_combo.currentData() == top
+    assert len(panel.view.graph_item.scatter.data) == 12 + 3 + 1  # 3 prototypes x 4 scales, 3 groups, class
+    # the same numbers as the core computes from the checkpoint directly
+    model = load_scaleprotoseg(checkpoint)
+    expected = explain_class(run_scaleprotoseg(model, query), top, jobs.DEFAULT_PROTOTYPE_THRESHOLD)
+    assert np.allclose(shown.prototype_maps, expected.prototype_maps, atol=1e-4)
+    assert np.array_equal(shown.class_mask, expected.class_mask)
+    assert "stage 2" in panel.info_label.text() and "228 prototypes" in panel.info_label.text()
+
+    # another class from the picker, keeping the threshold chosen on the graph's slider
+    panel.view.threshold_slider.setValue(20)
+    other = next(panel.class_combo.itemData(i) for i in range(panel.class_combo.count())
+                 if panel.class_combo.itemData(i) not in (None, top))
+    with qtbot.waitSignal(panel.classShown, timeout=5000) as picked:
+        panel.select_class(other)
+    assert picked.args == [other]
+    assert panel.view.result.class_index == other and panel.view.result.threshold == pytest.approx(0.2)
+    assert np.allclose(panel.view.result.prototype_maps,
+                       result.run.activations[result.run.head.class_prototypes[other]])
+
+    # a new query makes the shown graph stale
+    window.set_episode(make_gui_episode(shots=1, size=(56, 72), seed=5))
+    assert "previous query" in panel.info_label.text()
+
+
+def test_prototype_errors_and_cancel_are_reported(qtbot, window, checkpoint, tmp_path):
+    panel = window.proto_panel
+    window.set_episode(make_gui_episode(shots=1))
+    panel.set_model("scaleprotoseg-pascal")  # 21 classes: the Cityscapes checkpoint does not fit
+    window.set_prototype_checkpoint(checkpoint)
+    with qtbot.waitSignal(window.errorReported, timeout=60000) as blocker:
+        window.run_prototypes()
+    assert "19 classes" in blocker.args[0] and "pascal" in blocker.args[0]
+    qtbot.waitUntil(lambda: panel.state == "idle", timeout=5000)
+    assert "failed" in panel.info_label.text() and panel.view.result is None
+
+    # cancelled while queued behind a slow job: the panel goes back to idle, nothing shown
+    panel.set_model(MODEL)
+    index = window.explainer_combo.findData("test-slow")
+    window.explainer_combo.setCurrentIndex(index)
+    window.explain()
+    job = window.run_prototypes()
+    assert job is not None and panel.state == "running"
+    panel.run_button.click()  # "Cancel"
+    qtbot.waitUntil(lambda: panel.state == "idle" and not window.worker.is_busy, timeout=30000)
+    assert "cancelled" in panel.info_label.text() and panel.view.result is None
