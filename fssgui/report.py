@@ -231,6 +231,12 @@ def run_causal_curves(
     counts = [curve_state_count(metric, measure, shots, size, steps, percentage) for _, metric in plan]
     total, done = max(1, sum(counts)), 0
     curves = []
+    # computed once for every curve of the episode: the query's features and the unperturbed logits
+    # (the confidence measure's target class comes from them)
+    with torch.no_grad():
+        query_features = model.encode_query(batch.query) if plan else None
+        reference_logits = (model.predict(batch, query_features=query_features).logits
+                            if plan and measure == "confidence" else None)
     for (method, metric), count in zip(plan, counts):
         attribution = torch.as_tensor(attributions[method]).float()
         settings = curve_settings(metric, measure, steps, percentage)
@@ -240,6 +246,7 @@ def run_causal_curves(
         rank = rank_pixels(attribution.to(batch.supports.device)).cpu().numpy() if on_frame is not None else None
         insertion = settings["mode"] == "insertion"
         for step in causal_steps(model, batch, attribution, region, measure=measure, gt=gt, batch_size=batch_size,
+                                 query_features=query_features, reference_logits=reference_logits,
                                  cancelled=cancelled, **settings):
             curve.fractions.append(float(step.fraction))
             curve.scores.append(float(step.score))

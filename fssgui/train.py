@@ -84,6 +84,10 @@ class TrainConfig:
     validate_untrained: bool = True  # evaluate once before the first epoch (epoch 0)
     progress_bar: bool = True
     model_options: dict = field(default_factory=dict)  # extra keyword arguments of the model's builder
+    # re-estimate the backbone's BatchNorm statistics on training images before training;
+    # None = only when no --backbone-weights are given (a random-init backbone)
+    calibrate_backbone: Optional[bool] = None
+    calibration_images: int = 128
 
 
 @dataclass
@@ -186,6 +190,20 @@ def evaluate_episodes(model: FSSModel, dataset: FSSDataset, episodes: Sequence[E
     return meter.result(dataset.classes)
 
 
+def calibrate_on_training_images(model: FSSModel, dataset: FSSDataset, size: int, mean, std,
+                                 device: torch.device, count: int, *, seed: int = 0, batch_size: int = 16) -> int:
+    """``model.calibrate_backbone`` on ``count`` training images (queries and supports of
+    episodes drawn from ``seed``; no augmentation) at the training size. Deterministic."""
+    episodes = dataset.episodes(max(1, (count + 1) // 2), 1, seed=seed + 104729)
+    data = EpisodeTensorDataset(dataset, episodes, size, mean, std, augment=False)
+    images = []
+    for i in range(len(data)):
+        item = data[i]
+        images.extend([item["query"], item["supports"][0]])
+    images = torch.stack(images[:count]).to(device)
+    return model.calibrate_backbone(list(images.split(batch_size)))
+
+
 # --------------------------------------------------------------------------------------------
 def _make_optimizer(params, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
     if name == "sgd":
@@ -228,12 +246,25 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     model: FSSModel = trainer(size, config.backbone_weights, **config.model_options)
     model.entry = entry
     model.to(device)
+    calibrate = config.calibrate_backbone
+    if calibrate is None:
+        calibrate = config.backbone_weights is None
+    if calibrate and not config.resume and hasattr(model, "calibrate_backbone"):
+        if config.backbone_weights is None:
+            log("no --backbone-weights: the backbone is random-init, not ImageNet (the papers freeze an "
+                "ImageNet ResNet-50); its BatchNorm statistics are re-estimated on training images")
+        seen = calibrate_on_training_images(model, train_set, size, entry.mean, entry.std, device,
+                                            config.calibration_images, seed=config.seed)
+        log(f"backbone BatchNorm statistics re-estimated on {seen} training images")
 
     defaults = dict(entry.extra.get("optimizer", {}))
     opt_name = (config.optimizer or defaults.get("name", "sgd")).lower()
     lr = float(config.lr if config.lr is not None else defaults.get("lr", 1e-3))
     weight_decay = float(config.weight_decay if config.weight_decay is not None else defaults.get("weight_decay", 0.0))
-    params = [p for p in model.parameters() if p.requires_grad]
+    if hasattr(model, "parameter_groups"):
+        params = model.parameter_groups(lr)
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(params, opt_name, lr, weight_decay, float(defaults.get("momentum", 0.9)))
     total_steps = config.epochs * config.steps_per_epoch
     power = float(defaults.get("poly_power", 0.9))

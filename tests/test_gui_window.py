@@ -221,7 +221,8 @@ def test_save_episode_roundtrip_clears_dirty(qtbot, window, tmp_path):
     window.support_panel.items[0].mask.stroke([(1, 1)], size=3)
     window.support_panel._on_mask_edited(0)
     assert window.dirty and window.windowTitle().endswith("*")
-    assert window._save_to(tmp_path / "saved")
+    with qtbot.waitSignal(window.episodeSaved, timeout=10000):
+        assert window._save_to(tmp_path / "saved")
     loaded = load_episode(tmp_path / "saved")
     assert np.array_equal(loaded.supports[0].mask, window.support_panel.items[0].mask.as_bool())
     assert not window.dirty and not window.windowTitle().endswith("*")
@@ -251,7 +252,8 @@ def test_dropped_files_become_supports_masks_checkpoints_and_episodes(qtbot, win
     assert np.array_equal(window.support_panel.items[2].mask.as_bool(), other > 0)
     episode_dir = write_gui_episode(tmp_path / "episode", shots=4)
     window.dirty = False
-    window.handle_paths([episode_dir])
+    with qtbot.waitSignal(window.episodeOpened, timeout=10000):
+        window.handle_paths([episode_dir])
     assert window.support_panel.count() == 4 and window.source_folder == episode_dir
 
 
@@ -353,3 +355,96 @@ def test_settings_file_with_bad_values_falls_back_to_defaults(home):
     loaded = Settings.load()
     assert loaded.brush_size == Settings().brush_size and loaded.colormap == "magma"
     assert loaded.checkpoint_dir.endswith("checkpoints")
+
+
+def test_explainer_picker_offers_what_the_model_supports(qtbot, window):
+    window.set_episode(make_gui_episode())
+    combo = window.explainer_combo
+    items = combo.model()
+
+    def enabled(name):
+        index = combo.findData(name)
+        assert index >= 0, name
+        return items.item(index).isEnabled()
+
+    def tip(name):
+        return items.item(combo.findData(name)).toolTip()
+
+    # a matching model: AffEx and the baselines, not SimPropNet's prototype-share
+    assert enabled("affex-signed") and enabled("saliency") and enabled("test-mask")
+    assert not enabled("prototype-share") and "simpropnet" in tip("prototype-share")
+    # SimPropNet (no matching scores): AffEx greyed out with the reason, prototype-share offered
+    _select_explainer(window, "affex-signed")
+    window.model_combo.setCurrentIndex(window.model_combo.findData("simpropnet-resnet50"))
+    for name in ("affex", "affex-masked", "affex-signed"):
+        assert not enabled(name) and "needs a matching model" in tip(name)
+    assert enabled("prototype-share") and enabled("integrated-gradients")
+    assert combo.currentData() != "affex-signed"  # moved off the unavailable choice
+    assert "switched the explainer" in window.log_view.toPlainText()
+    # refused with the reason instead of failing inside the job
+    combo.setCurrentIndex(combo.findData("affex"))
+    assert not window.actions["explain"].isEnabled()
+    assert window.explain() is None and "needs a matching model" in window.errors[-1]
+    window.model_combo.setCurrentIndex(window.model_combo.findData(TINY_MODEL))
+    assert enabled("affex") and not enabled("prototype-share")
+
+
+def test_episode_open_and_save_run_off_the_gui_thread(qtbot, window, tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import fssgui.gui.main_window as main_window
+    from PySide6.QtCore import QTimer
+
+    gui_thread = threading.current_thread()
+    readers, writers = [], []
+
+    def slow_load(path):  # a "large" episode: the read takes a while, off the GUI thread
+        readers.append(threading.current_thread())
+        time.sleep(0.6)
+        return load_episode(path)
+
+    def recording_save(episode, folder):
+        writers.append(threading.current_thread())
+        return real_save(episode, folder)
+
+    real_save = main_window.save_episode
+    monkeypatch.setattr(main_window, "load_episode", slow_load)
+    monkeypatch.setattr(main_window, "save_episode", recording_save)
+    episode_dir = write_gui_episode(tmp_path / "big", shots=3)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start(20)
+    started = time.monotonic()
+    with qtbot.waitSignal(window.episodeOpened, timeout=10000):
+        assert window.open_episode(episode_dir)
+        assert time.monotonic() - started < 0.3  # returned at once; the read goes on
+    timer.stop()
+    assert readers and readers[0] is not gui_thread
+    assert len(ticks) >= 10  # the event loop kept running while the episode was read
+    assert window.support_panel.count() == 3 and window.source_folder == episode_dir
+
+    # errors go to the log pane, the current episode stays
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "episode.json").write_text("{not json", encoding="utf-8")
+    with qtbot.waitSignal(window.episodeOpenFailed, timeout=10000) as failed:
+        window.open_episode(tmp_path / "broken")
+    assert "broken" in failed.args[0] and "could not open the episode" in window.log_view.toPlainText()
+    assert window.source_folder == episode_dir
+
+    # saving: written off the GUI thread; edits made meanwhile keep the episode dirty
+    window.support_panel.items[0].mask.stroke([(1, 1)], size=3)
+    window.support_panel._on_mask_edited(0)
+    with qtbot.waitSignal(window.episodeSaved, timeout=10000):
+        window._save_to(tmp_path / "copy")
+        window.support_panel.items[1].mask.stroke([(2, 2)], size=3)
+        window.support_panel._on_mask_edited(1)
+    assert writers and writers[0] is not gui_thread
+    assert window.dirty and window.windowTitle().endswith("*")
+    # an unwritable target is reported, not raised
+    (tmp_path / "file").write_text("x")
+    with qtbot.waitSignal(window.episodeSaveFailed, timeout=10000):
+        window._save_to(tmp_path / "file" / "sub")
+    assert "not saved" in window.errors[-1]
+    assert window._save_to(tmp_path / "copy2", wait=True) and not window.dirty

@@ -261,6 +261,7 @@ def evaluate_episode(
     except FssguiError as exc:
         episode_error = f"region R: {exc}"
     rows = []
+    query_features = None  # the query's backbone features, encoded once per episode for every metric
     for method in methods:
         method_started = time.perf_counter()
         values = {spec.name: math.nan for spec in config.metrics}
@@ -278,12 +279,16 @@ def evaluate_episode(
                 errors.append(f"{method}: {exc}")
                 maps = None
             if maps is not None:
+                if query_features is None and config.metrics:
+                    with torch.no_grad():
+                        query_features = model.encode_query(batch.query)
                 for spec in config.metrics:
                     try:
                         result = run_causal_metric(
                             model, batch, maps, region, spec.metric, spec.measure,
                             steps=spec.steps, percentage=spec.percentage, skip_empty=None,
                             gt=gt if spec.measure == "miou" else None, batch_size=config.batch_size,
+                            query_features=query_features, reference_logits=prediction.logits,
                         )
                         values[spec.name] = float(result.value)
                     except FssguiError as exc:

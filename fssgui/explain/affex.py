@@ -283,7 +283,8 @@ class AffinityExplainer(Explainer):
             raise ExplainError(f"AffEx explains one episode at a time (got a batch of {batch.batch_size})")
         input_size = int(batch.query.shape[-1])
         size = self.size or input_size
-        if prediction is None or prediction.matching_scores is None:
+        own_prediction = prediction is None or prediction.matching_scores is None
+        if own_prediction:
             with torch.no_grad():
                 prediction = model.predict(batch, with_scores=True)
         if not prediction.matching_scores:
@@ -293,11 +294,13 @@ class AffinityExplainer(Explainer):
         region_e = region_at_size(region.to(prediction.logits.device), size)
         shots = batch.shots
         level_count = prediction.num_levels
-        maps = []
+        scores_by_level = prediction.matching_scores
+        level_maps: Optional[Tensor] = None  # [L, K, E, E], filled level by level (no stacking copy)
         adjoints: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
-        for index, (scores, shape) in enumerate(zip(prediction.matching_scores, prediction.level_shapes)):
+        for index, shape in enumerate(prediction.level_shapes):
             check_cancelled(cancelled)
             shape = (int(shape[0]), int(shape[1]))
+            scores = scores_by_level[index]
             with torch.no_grad():
                 if shape not in adjoints:
                     adjoints[shape] = region_adjoints(shape, region_e.to(scores.device))
@@ -305,10 +308,20 @@ class AffinityExplainer(Explainer):
                     scores.detach()[0], shape, shots, region_e,
                     use_softmax=self.use_softmax, chunk_bytes=self.chunk_bytes, adjoints=adjoints[shape],
                 )
-                maps.append(level_map(contributions, size))
+                one_map = level_map(contributions, size)
+                if level_maps is None:
+                    level_maps = one_map.new_empty((level_count, *one_map.shape))
+                level_maps[index] = one_map
+                del one_map, contributions
+            if own_prediction:
+                # this prediction is AffEx's own (nobody else holds it): a level's scores, the
+                # largest tensors of a prediction, are dropped as soon as its map is built, so they
+                # are not held through the feature ablation (``num_levels`` keeps its value)
+                scores_by_level[index] = scores.new_empty((0,))
+            del scores
             if progress is not None:
                 progress((index + 1) / (level_count + 1))
-        level_maps = torch.stack(maps)  # [L, K, E, E]
+        assert level_maps is not None
         check_cancelled(cancelled)
         weights = self._level_weights(model, prediction, region_e, size, level_count)
         out, zero_level = aggregate(

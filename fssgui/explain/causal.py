@@ -25,7 +25,9 @@ Reference semantics (spec affex.md §3):
   the value is ``score(all) - score(top p)`` (signed).
 
 Steps are evaluated in batches; the query's backbone features are computed once with
-``model.encode_query`` and reused (``predict(query_features=...)``).
+``model.encode_query`` and reused (``predict(query_features=...)``). Callers running several curves
+on one episode pass ``query_features`` and the unperturbed ``reference_logits`` in, so neither is
+recomputed per curve.
 """
 from __future__ import annotations
 
@@ -128,10 +130,14 @@ def perturbed_supports(
     return supports[None] * keep_f[:, :, None], masks[None] * keep_f
 
 
-def reference_target_class(model, batch, region: Tensor, query_features=None) -> int:
-    """The class the confidence measure scores: ``argmax_c mean_R softmax(logits)_c`` unperturbed."""
-    with torch.no_grad():
-        logits = model.predict(batch, query_features=query_features).logits
+def reference_target_class(model, batch, region: Tensor, query_features=None, logits: Optional[Tensor] = None) -> int:
+    """The class the confidence measure scores: ``argmax_c mean_R softmax(logits)_c`` unperturbed.
+
+    ``logits``: the unperturbed prediction's logits ``[1, C, S, S]`` when the caller has them
+    (then no forward pass is run)."""
+    if logits is None:
+        with torch.no_grad():
+            logits = model.predict(batch, query_features=query_features).logits
     probs = torch.softmax(logits[0].float(), dim=0)[:, region.to(logits.device).bool()].mean(-1)
     return int(probs.argmax())
 
@@ -152,6 +158,7 @@ def causal_steps(
     batch_size: int = 8,
     target_class: Optional[int] = None,
     query_features=None,
+    reference_logits: Optional[Tensor] = None,
     cancelled: CancelledFn = None,
 ) -> Iterator[CausalStep]:
     """Yield the states of an insertion (``mode="insertion"``) or deletion curve in order.
@@ -159,7 +166,10 @@ def causal_steps(
     ``batch``: one episode (B = 1); ``attribution``: ``[K, S, S]`` at the model size; ``region``:
     ``[S, S]`` bool (confidence measure); ``gt``: ``[S, S]`` (bool or long, miou measure).
     ``batch_size`` states are evaluated per forward pass. ``target_class``: the class scored by the
-    confidence measure; ``None`` = the reference rule (the class winning over R unperturbed)."""
+    confidence measure; ``None`` = the reference rule (the class winning over R unperturbed).
+    ``query_features`` (``model.encode_query(batch.query)``) and ``reference_logits`` (the
+    unperturbed prediction's logits) let a caller that runs several curves on one episode compute
+    them once; when omitted they are computed here."""
     if mode not in ("insertion", "deletion"):
         raise ExplainError(f"unknown causal mode {mode!r} (insertion or deletion)")
     if measure not in MEASURES:
@@ -192,7 +202,7 @@ def causal_steps(
         if query_features is None:
             query_features = model.encode_query(batch.query)
         if measure == "confidence" and target_class is None:
-            target_class = reference_target_class(model, batch, region, query_features)
+            target_class = reference_target_class(model, batch, region, query_features, reference_logits)
         for start in range(0, len(states), max(1, batch_size)):
             check_cancelled(cancelled)
             chunk = states[start : start + max(1, batch_size)]
@@ -265,6 +275,8 @@ def run_causal_metric(
     gt: Optional[Tensor] = None,
     batch_size: int = 8,
     target_class: Optional[int] = None,
+    query_features=None,
+    reference_logits: Optional[Tensor] = None,
     cancelled: CancelledFn = None,
     on_step=None,
 ) -> CausalResult:
@@ -273,14 +285,21 @@ def run_causal_metric(
     ``iauc``/``dauc``: 75 steps, skip_empty for miou (the paper configs); ``iauc@p``: 5 steps over
     the top ``p`` (default 0.01) of the pixels, confidence kept at state 0; ``miou-loss@p``: the
     score with everything inserted minus the score with only the top ``p`` inserted.
-    ``on_step(step)`` is called for every state (progress)."""
+    ``on_step(step)`` is called for every state (progress).
+
+    Callers that run several metrics (or methods) on one episode should pass the episode's
+    ``query_features`` (``model.encode_query(batch.query)``) and ``reference_logits`` (the
+    unperturbed prediction's logits ``[1, C, S, S]``, e.g. ``model.predict(batch).logits``), so the
+    query is encoded and the unperturbed episode predicted once, not once per metric; without
+    them both are computed here."""
     settings = metric_settings(metric, measure, steps, percentage)
     if skip_empty is not None:
         settings["skip_empty"] = skip_empty
-    with torch.no_grad():
-        query_features = model.encode_query(batch.query)
+    if query_features is None:
+        with torch.no_grad():
+            query_features = model.encode_query(batch.query)
     if measure == "confidence" and target_class is None and region.bool().any():
-        target_class = reference_target_class(model, batch, region, query_features)
+        target_class = reference_target_class(model, batch, region, query_features, reference_logits)
     fractions, scores = [], []
     for step in causal_steps(
         model, batch, attribution, region, measure=measure, gt=gt, batch_size=batch_size,

@@ -76,8 +76,11 @@ def run_gui(args) -> int:
         window.resize(*SCREENSHOT_SIZE)
     window.show()
     if episode is not None:
-        if not window.open_episode(episode):
+        # read on the episode I/O thread; a screenshot run waits for it (the window keeps painting)
+        if not window.open_episode(episode, wait=bool(screenshot)):
             if screenshot:
+                print(f"fssgui: error: {window.errors[-1] if window.errors else 'could not open ' + str(episode)}",
+                      file=sys.stderr)
                 window.shutdown()
                 return 1
     elif not window.restore_autosave_if_any():

@@ -102,9 +102,17 @@ def compute_scale(maps: list[np.ndarray], signed: bool, center: float, settings:
     return Scale(settings.colormap, lo, hi, False)
 
 
-def heat_rgba(values: np.ndarray, scale: Scale) -> np.ndarray:
+def heat_rgba(values: np.ndarray, scale: Scale, fade_near_zero: bool = False) -> np.ndarray:
+    """Colour-mapped RGBA. With ``fade_near_zero`` (signed maps drawn over the image) the alpha
+    grows with ``|value - center|`` up to the scale's limit, so "no affinity" leaves the image
+    visible instead of washing it out with the diverging map's white."""
     rgb = apply_colormap(values, scale.colormap, scale.vmin, scale.vmax)
-    alpha = np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)
+    if fade_near_zero and scale.signed:
+        half = max(scale.vmax - scale.center, scale.center - scale.vmin, 1e-12)
+        strength = np.clip(np.abs(np.asarray(values, np.float32) - scale.center) / half, 0.0, 1.0)
+        alpha = np.nan_to_num(np.sqrt(strength) * 255.0 + 0.5).astype(np.uint8)[..., None]
+    else:
+        alpha = np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)
     return np.concatenate([rgb, alpha], axis=2)
 
 
@@ -161,11 +169,11 @@ class Colorbar(QWidget):
             painter.drawLine(QPointF(bar.right(), y), QPointF(bar.right() + 4, y))
             painter.drawText(QPointF(bar.right() + 6, y + metrics.ascent() / 2 - 1), text)
 
-        tick(self.scale.vmax, ("+ " if self.scale.signed else "") + _fmt(self.scale.vmax))
-        tick(self.scale.vmin, ("− " if self.scale.signed else "") + _fmt(self.scale.vmin))
+        tick(self.scale.vmax, _fmt(self.scale.vmax))
+        tick(self.scale.vmin, _fmt(self.scale.vmin))
         if self.scale.signed:
             # AffEx Signed is min-max scaled: its zero ("no affinity") is params["zero_level"]
-            tick(self.scale.center, "0" if self.scale.center == 0 else f"0 ≙ {_fmt(self.scale.center)}")
+            tick(self.scale.center, "0" if self.scale.center == 0 else f"{_fmt(self.scale.center)} = 0")
         painter.end()
 
 
@@ -217,7 +225,8 @@ class HeatTile(QWidget):
         if settings.mode == MODE_IMAGE:
             self.canvas.remove_layer("heat")
         else:
-            self.canvas.set_layer("heat", heat_rgba(values, scale), z=2, opacity=opacity)
+            self.canvas.set_layer("heat", heat_rgba(values, scale, fade_near_zero=settings.mode == MODE_OVERLAY),
+                                  z=2, opacity=opacity)
         if mask is not None and settings.show_mask_outline:
             self.canvas.set_layer("outline", outline_rgba(mask), z=3, opacity=0.9)
         else:
@@ -404,13 +413,21 @@ class HeatmapViewer(QWidget):
         if result is None:
             return
         region_px = int(np.count_nonzero(result.region))
+        # the label repeats R and the model ("#3 affex · R = prediction · model · supports v1"):
+        # show its head in bold and every detail once
+        supports = next((part for part in (result.label or "").split(" · ") if part.startswith("supports ")), "")
         text = (
-            f"<b>{result.label or result.method}</b> &nbsp;·&nbsp; R = <b>{result.region_source}</b> "
-            f"({region_px:,} px) &nbsp;·&nbsp; model {result.model} on {result.device} &nbsp;·&nbsp; {result.seconds:.1f} s"
+            f"<b>{_short_label(result)}</b> &nbsp;·&nbsp; R = <b>{result.region_source}</b> "
+            f"({region_px:,} px) &nbsp;·&nbsp; {result.model} on {result.device}"
+            + (f" &nbsp;·&nbsp; {supports}" if supports else "") + f" &nbsp;·&nbsp; {result.seconds:.1f} s"
         )
-        text += "<br>“% in mask”: share of the positive attribution that falls inside the support mask"
         if result.signed:
-            text += "<br>signed: red = matched foreground, blue = matched background, white = no affinity"
+            center = signed_center(result)
+            zero = "0" if center == 0 else f"{_fmt(center)}"
+            text += (f"<br><span style='color:#c0392b'>red</span> = matched foreground, "
+                     f"<span style='color:#2e6fb7'>blue</span> = matched background; "
+                     f"no affinity = {zero} (transparent over the image)")
+        text += "<br>“% in mask”: share of the positive attribution inside the support mask"
         if self._stale_reason:
             text += f"<br><span style='color:#d9822b'>⚠ {self._stale_reason}</span>"
         self.title.setText(text)

@@ -186,7 +186,12 @@ class MainWindow(QMainWindow):
     resultShown = Signal(object)  # ExplanationResult
     predictionShown = Signal(object)  # PredictionResult
     errorReported = Signal(str)
+    episodeOpened = Signal(str)  # folder, once the episode is shown
+    episodeOpenFailed = Signal(str)  # message
+    episodeSaved = Signal(str)  # folder
+    episodeSaveFailed = Signal(str)  # message
     _autosaveDone = Signal(str)
+    _ioDone = Signal(object)  # (callback, result, error, traceback) from the episode I/O thread
 
     def __init__(
         self,
@@ -203,7 +208,12 @@ class MainWindow(QMainWindow):
         self.explainer_factories = dict(explainer_factories or {})
         self.worker = worker or GpuWorker(self)
         self.autosave = autosave or Autosave()
-        self._autosave_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fssgui-autosave")
+        # The episode I/O thread: opening, saving and autosaving run here, in submission order,
+        # so a large episode never freezes the window and a save never races an autosave.
+        self._autosave_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fssgui-episode-io")
+        self._open_request = 0  # latest open request; results of older ones are dropped
+        self._episode_serial = 0  # increases with every episode shown (saves of an old one stay apart)
+        self._io_pending = 0
         self._autosave_timer = QTimer(self)
         self._autosave_timer.setSingleShot(True)
         self._autosave_timer.timeout.connect(self._write_autosave)
@@ -227,6 +237,8 @@ class MainWindow(QMainWindow):
         self._job_meta: dict[int, dict[str, Any]] = {}
         self._pipeline_job: Optional[int] = None
         self._proto_job: Optional[int] = None
+        self._availability_cache: dict[tuple[str, str], str] = {}  # (model, explainer) -> reason
+        self._specific_cache: Optional[dict[str, tuple[str, ...]]] = None
         self._applying_result = False
         self.device_info: Optional[DeviceInfo] = None
         self.errors: list[str] = []
@@ -296,7 +308,7 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)
         splitter.setStretchFactor(2, 1)
-        splitter.setSizes([360, 600, 640])
+        splitter.setSizes([320, 560, 720])
         splitter.setChildrenCollapsible(False)
         self.splitter = splitter
         self.setCentralWidget(splitter)
@@ -321,10 +333,10 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
 
         # ---- connections
-        a["open_episode"].triggered.connect(self.open_episode_dialog)
-        a["save_episode"].triggered.connect(self.save_episode)
-        a["save_episode_as"].triggered.connect(self.save_episode_as)
-        a["open_demo"].triggered.connect(self.open_default_demo)
+        a["open_episode"].triggered.connect(lambda: self.open_episode_dialog())
+        a["save_episode"].triggered.connect(lambda: self.save_episode())
+        a["save_episode_as"].triggered.connect(lambda: self.save_episode_as())
+        a["open_demo"].triggered.connect(lambda: self._confirm_discard() and self.open_default_demo())
         a["choose_checkpoint"].triggered.connect(self.choose_checkpoint)
         a["quit"].triggered.connect(self.close)
         a["undo"].triggered.connect(self.undo)
@@ -378,6 +390,7 @@ class MainWindow(QMainWindow):
         self.heatmap_view.hovered.connect(self._show_hover)
         self.compare_view.hovered.connect(self._show_hover)
         self._autosaveDone.connect(self._on_autosave_done)
+        self._ioDone.connect(self._on_io_done)
         self._last_canvas: ImageCanvas = self.query_canvas
         QApplication.instance().focusChanged.connect(self._on_focus_changed)
 
@@ -640,6 +653,71 @@ class MainWindow(QMainWindow):
         if index < 0:
             index = self.explainer_combo.findData(DEFAULT_EXPLAINER)
         self.explainer_combo.setCurrentIndex(max(0, index))
+        self._update_explainer_availability()
+
+    def explainer_unavailable_reason(self, name: str) -> str:
+        """Why ``name`` cannot explain the current model ("" when it can)."""
+        entry = self._current_entry()
+        key = (entry.name if entry is not None else "", name)
+        cache = self._availability_cache
+        if key not in cache:
+            try:
+                cache[key] = jobs.explainer_unavailable_reason(name, entry, self.explainer_factories,
+                                                               self._specific_explainers())
+            except Exception as exc:  # noqa: BLE001 - a broken registry must not break the picker
+                self.log_error(f"could not check explainer {name}: {exc}")
+                cache[key] = ""
+        return cache[key]
+
+    def _specific_explainers(self) -> dict[str, tuple[str, ...]]:
+        if self._specific_cache is None:
+            try:
+                self._specific_cache = jobs.model_specific_explainers()
+            except Exception as exc:  # noqa: BLE001
+                self.log_error(f"could not list model-specific explainers: {exc}")
+                self._specific_cache = {}
+        return self._specific_cache
+
+    def _update_explainer_availability(self) -> None:
+        """Grey out the explainers the current model cannot use, with the reason as tooltip;
+        move the selection off an unavailable one (and say so)."""
+        combo = self.explainer_combo
+        model = combo.model()
+        entry = self._current_entry()
+        for i in range(combo.count()):
+            name = combo.itemData(i)
+            if not name:
+                continue
+            reason = self.explainer_unavailable_reason(name)
+            item = model.item(i)
+            item.setEnabled(not reason)
+            item.setToolTip(f"Not available for {entry.name if entry else 'this model'}: {reason}" if reason
+                            else self._explainer_summary(name))
+        current = combo.currentData()
+        if current and self.explainer_unavailable_reason(current):
+            candidates = [DEFAULT_EXPLAINER] + [combo.itemData(i) for i in range(combo.count())]
+            for name in candidates:
+                index = combo.findData(name)
+                if index >= 0 and model.item(index).isEnabled():
+                    combo.setCurrentIndex(index)
+                    self.log(f"{current} does not apply to {entry.name if entry else 'this model'}: "
+                             f"switched the explainer to {name}")
+                    break
+        self._update_actions()
+
+    def _explainer_summary(self, name: str) -> str:
+        if name in self.explainer_factories:
+            doc = getattr(self.explainer_factories[name], "__doc__", "") or ""
+        else:
+            try:
+                from ..explain.registry import _factory
+
+                factory = _factory(name)
+                doc = getattr(getattr(factory, "target", factory), "__doc__", "") or ""
+            except (ImportError, FssguiError):
+                doc = ""
+        first = " ".join(doc.strip().split("\n\n")[0].split()) if doc.strip() else ""
+        return f"{name}: {first}" if first else name
 
     def _on_explainer_changed(self, _index: int = 0) -> None:
         name = self.explainer_combo.currentData()
@@ -656,13 +734,18 @@ class MainWindow(QMainWindow):
             tip += f"\n{name} accepts: {', '.join(names)}"
         self.params_edit.setToolTip(tip)
         self.params_edit.setPlaceholderText(f"e.g. {names[0]}=…" if names else "parameters (name=value, …)")
+        reason = self.explainer_unavailable_reason(name) if name else ""
+        self.explainer_combo.setToolTip(reason or (self._explainer_summary(name) if name else ""))
+        self._update_actions()
 
     def set_explainer_factories(self, factories: dict[str, Callable[..., Any]]) -> None:
         self.explainer_factories = dict(factories)
+        self._availability_cache.clear()
         self._fill_explainer_combo()
 
     def _on_model_changed(self, _index: int) -> None:
         self._update_checkpoint_hint()
+        self._update_explainer_availability()
         self._mark_inputs_changed(supports=False, note="the model changed since this explanation")
 
     def _update_checkpoint_hint(self) -> None:
@@ -812,6 +895,7 @@ class MainWindow(QMainWindow):
         self.support_panel.canvas.set_layer_opacity("mask", self.query_panel.mask_opacity.value() / 100.0)
         self._apply_tool_to_canvases()
         self.heatmap_view.clear()
+        self._episode_serial += 1
         shown = self.proto_panel.result
         if shown is not None and jobs.image_key(self.query_image) != shown.image_key:
             self.proto_panel.mark_stale("computed on a previous query image: press Run on query again")
@@ -844,18 +928,86 @@ class MainWindow(QMainWindow):
             self.source_folder,
         )
 
-    def open_episode(self, path: str | Path) -> bool:
-        try:
-            episode = load_episode(path)
-        except FssguiError as exc:
-            self.log_error(str(exc))
-            return False
-        folder = Path(path) if Path(path).is_dir() else Path(path).parent
-        self.set_episode(episode, folder)
-        self.settings.add_recent_episode(folder)
-        self._fill_recent_menu()
-        self.autosave.discard()
-        return True
+    # ------------------------------------------------------------------ episode I/O thread
+    def _in_background(self, work: Callable[[], Any], done: Callable[[Any, Optional[BaseException], str], None]) -> None:
+        """Run ``work()`` on the episode I/O thread; ``done(result, error, traceback)`` runs in the
+        GUI thread afterwards (through a queued signal)."""
+        import traceback
+
+        self._io_pending += 1
+
+        def run() -> None:
+            try:
+                result, error, trace = work(), None, ""
+            except Exception as exc:  # noqa: BLE001 - every error reaches the log pane
+                result, error, trace = None, exc, traceback.format_exc()
+            self._ioDone.emit((done, result, error, trace))
+
+        self._autosave_pool.submit(run)
+
+    def _on_io_done(self, payload: tuple) -> None:
+        done, result, error, trace = payload
+        self._io_pending -= 1
+        done(result, error, trace)
+
+    def _wait_until(self, finished: Callable[[], bool]) -> None:
+        """Keep the event loop running (the window repaints) until ``finished()``."""
+        from PySide6.QtCore import QEventLoop
+
+        loop = QEventLoop()
+        timer = QTimer()
+        timer.timeout.connect(lambda: finished() and loop.quit())
+        timer.start(10)
+        if not finished():
+            loop.exec()
+        timer.stop()
+
+    @staticmethod
+    def _io_message(path: Path, error: BaseException) -> str:
+        if isinstance(error, FssguiError):
+            return str(error)
+        return f"{path}: {type(error).__name__}: {error}"
+
+    def open_episode(self, path: str | Path, wait: bool = False) -> bool:
+        """Open an episode folder: read on the episode I/O thread, shown when read.
+
+        Returns True when the read started (``wait=False``) or when the episode is shown
+        (``wait=True``). ``episodeOpened`` / ``episodeOpenFailed`` say how it ended; errors go to
+        the log pane. A newer open request supersedes an older one still reading."""
+        path = Path(path)
+        self._open_request += 1
+        request = self._open_request
+        outcome: dict[str, bool] = {}
+        self.statusBar().showMessage(f"Opening {path}…")
+        self.job_label.setText(f"opening {path.name}…")
+
+        def done(episode: Optional[Episode], error: Optional[BaseException], trace: str) -> None:
+            if request != self._open_request:
+                outcome["ok"] = False
+                self.log(f"{path}: superseded by a newer open request")
+                return
+            self.job_label.setText("" if not self.worker.is_busy else self.job_label.text())
+            if error is not None:
+                outcome["ok"] = False
+                message = self._io_message(path, error)
+                self.log_error(f"could not open the episode: {message}",
+                               "" if isinstance(error, FssguiError) else trace)
+                self.episodeOpenFailed.emit(message)
+                return
+            folder = path if path.is_dir() else path.parent
+            self.set_episode(episode, folder)
+            self.settings.add_recent_episode(folder)
+            self._fill_recent_menu()
+            self._autosave_pool.submit(self.autosave.discard)  # after any queued autosave write
+            self.statusBar().showMessage(f"Opened {folder}", 3000)
+            outcome["ok"] = True
+            self.episodeOpened.emit(str(folder))
+
+        self._in_background(lambda: load_episode(path), done)
+        if not wait:
+            return True
+        self._wait_until(lambda: "ok" in outcome)
+        return outcome["ok"]
 
     def open_episode_dialog(self) -> None:
         if not self._confirm_discard():
@@ -865,49 +1017,75 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_episode(folder)
 
-    def open_default_demo(self) -> None:
+    def open_default_demo(self, wait: bool = False) -> bool:
         from ..resources import default_demo_episode
 
         try:
             path = default_demo_episode()
         except FileNotFoundError as exc:
             self.log_error(str(exc))
-            return
-        self.open_episode(path)
+            return False
+        return self.open_episode(path, wait=wait)
 
-    def save_episode(self) -> bool:
+    def save_episode(self, wait: bool = False) -> bool:
         if self.source_folder is None or self._is_demo(self.source_folder):
-            return self.save_episode_as()
-        return self._save_to(self.source_folder)
+            return self.save_episode_as(wait=wait)
+        return self._save_to(self.source_folder, wait=wait)
 
-    def save_episode_as(self) -> bool:
+    def save_episode_as(self, wait: bool = False) -> bool:
         if not self.has_episode():
             return False
         start = str((self.source_folder.parent if self.source_folder else Path.home()) / "episode")
         path, _ = QFileDialog.getSaveFileName(self, "Save the episode as a folder", start, "Episode folder (*)")
         if not path:
             return False
-        return self._save_to(Path(path))
+        return self._save_to(Path(path), wait=wait)
 
-    def _save_to(self, folder: Path) -> bool:
+    def _save_to(self, folder: Path, wait: bool = False) -> bool:
+        """Save a snapshot of the episode as edited now, on the episode I/O thread.
+
+        Returns True when the write started (``wait=False``) or succeeded (``wait=True``);
+        ``episodeSaved`` / ``episodeSaveFailed`` say how it ended. Edits made while the write
+        runs stay unsaved (the title keeps its star)."""
+        folder = Path(folder)
         try:
-            save_episode(self.current_episode(), folder)
+            episode = self.current_episode()
         except FssguiError as exc:
             self.log_error(f"not saved: {exc}")
-            if not self.unattended:
-                QMessageBox.warning(self, "Episode not saved", str(exc))
             return False
-        except OSError as exc:
-            self.log_error(f"not saved: {folder}: {exc}")
-            return False
-        self.source_folder = folder
-        self.dirty = False
-        self.settings.add_recent_episode(folder)
-        self._fill_recent_menu()
-        self.autosave.discard()
-        self._update_title()
-        self.log(f"saved {folder}")
-        return True
+        revision, serial = self.edit_revision, self._episode_serial
+        outcome: dict[str, bool] = {}
+        self.statusBar().showMessage(f"Saving {folder}…")
+
+        def done(_result: Any, error: Optional[BaseException], trace: str) -> None:
+            if error is not None:
+                outcome["ok"] = False
+                message = self._io_message(folder, error)
+                self.log_error(f"not saved: {message}", "" if isinstance(error, (FssguiError, OSError)) else trace)
+                self.episodeSaveFailed.emit(message)
+                if not self.unattended:
+                    QMessageBox.warning(self, "Episode not saved", message)
+                return
+            outcome["ok"] = True
+            self.settings.add_recent_episode(folder)
+            self._fill_recent_menu()
+            if serial == self._episode_serial:
+                self.source_folder = folder
+                if revision == self.edit_revision:
+                    self.dirty = False
+                    self._autosave_pool.submit(self.autosave.discard)
+                else:
+                    self.log("edits made while saving are not in the saved file yet (the title keeps its *)")
+                self._update_title()
+            self.log(f"saved {folder}")
+            self.statusBar().showMessage(f"Saved {folder}", 3000)
+            self.episodeSaved.emit(str(folder))
+
+        self._in_background(lambda: save_episode(episode, folder), done)
+        if not wait:
+            return True
+        self._wait_until(lambda: "ok" in outcome)
+        return outcome["ok"]
 
     @staticmethod
     def _is_demo(folder: Path) -> bool:
@@ -1253,6 +1431,10 @@ class MainWindow(QMainWindow):
         if not name:
             self.log_error("no explainer is installed: fssgui.explain.registry provides none")
             return None
+        reason = self.explainer_unavailable_reason(name)
+        if reason:
+            self.log_error(reason)
+            return None
         try:
             params = parse_params(self.params_edit.text())
         except ValueError as exc:
@@ -1548,14 +1730,22 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.StandardButton.Yes:
                 self.autosave.discard()
                 return False
-        try:
-            episode = self.autosave.read()
-        except (FssguiError, OSError, KeyError, ValueError) as exc:
-            self.log_error(f"the autosave in {info.folder} could not be read: {exc}")
-            return False
-        self.set_episode(episode, Path(info.source) if info.source else None, dirty=True)
-        self.log(f"restored {info.describe()}")
-        return True
+        outcome: dict[str, bool] = {}
+
+        def done(episode: Optional[Episode], error: Optional[BaseException], trace: str) -> None:
+            if error is not None:
+                outcome["ok"] = False
+                self.log_error(f"the autosave in {info.folder} could not be read: {error}",
+                               "" if isinstance(error, (FssguiError, OSError, KeyError, ValueError)) else trace)
+                return
+            self.set_episode(episode, Path(info.source) if info.source else None, dirty=True)
+            self.log(f"restored {info.describe()}")
+            outcome["ok"] = True
+
+        # read on the episode I/O thread; the window keeps painting while it waits
+        self._in_background(self.autosave.read, done)
+        self._wait_until(lambda: "ok" in outcome)
+        return outcome["ok"]
 
     # ====================================================================== misc UI
     def _update_title(self) -> None:
@@ -1568,7 +1758,8 @@ class MainWindow(QMainWindow):
         has = self.has_episode()
         self.actions["cancel"].setEnabled(busy)
         self.actions["predict"].setEnabled(has)
-        self.actions["explain"].setEnabled(has and self.explainer_combo.currentData() is not None)
+        name = self.explainer_combo.currentData()
+        self.actions["explain"].setEnabled(has and name is not None and not self.explainer_unavailable_reason(name))
         self.actions["save_episode"].setEnabled(has)
         self.actions["save_episode_as"].setEnabled(has)
 
@@ -1606,7 +1797,7 @@ class MainWindow(QMainWindow):
             QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
             QMessageBox.StandardButton.Save)
         if answer == QMessageBox.StandardButton.Save:
-            return self.save_episode()
+            return self.save_episode(wait=True)
         if answer == QMessageBox.StandardButton.Discard:
             self.dirty = False  # the user chose to drop the edits: no restore offer next time
             return True

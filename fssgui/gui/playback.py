@@ -339,6 +339,10 @@ class PlaybackWidget(QWidget):
         self.percent_spin.setToolTip("Share of the support pixels the curve covers (100% = the full curve; "
                                      "less gives IAUC@p / DAUC@p)")
         bar.addWidget(self.percent_spin)
+        bar.addStretch(1)
+        root.addLayout(bar)
+        # second row: run, progress, status, export (one row did not fit the analysis pane)
+        bar = QHBoxLayout()
         self.run_button = QPushButton("Run IAUC / DAUC", self)
         self.run_button.clicked.connect(self.run)
         bar.addWidget(self.run_button)
@@ -452,10 +456,10 @@ class PlaybackWidget(QWidget):
             shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
             shortcut.activated.connect(slot)
 
-    def _nav_button(self, text: str, tip: str, slot) -> QPushButton:
-        button = QPushButton(text, self)
+    def _nav_button(self, text: str, tip: str, slot) -> QToolButton:
+        button = QToolButton(self)  # compact: the analysis pane is narrow
+        button.setText(text)
         button.setToolTip(tip)
-        button.setMaximumWidth(60)
         button.clicked.connect(slot)
         return button
 

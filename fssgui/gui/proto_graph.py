@@ -125,20 +125,30 @@ class ProtoGraphView(QtWidgets.QWidget):
             box.addItem(item)
             self.extra_items[name] = item
 
+        # Graph on top over the full width (twelve prototype columns need it), the maps below:
+        # the clicked node's map on the left, per-scale maps and class / group / source on the right.
         right = QtWidgets.QVBoxLayout()
+        right.setContentsMargins(0, 0, 0, 0)
         right.addWidget(self.node_label)
-        right.addWidget(self.map_widget, 3)
-        right.addWidget(self.scale_widget, 1)
-        right.addWidget(self.extra_widget, 1)
+        maps = QtWidgets.QHBoxLayout()
+        maps.addWidget(self.map_widget, 3)
+        small = QtWidgets.QVBoxLayout()
+        small.addWidget(self.scale_widget, 1)
+        small.addWidget(self.extra_widget, 1)
+        maps.addLayout(small, 4)
+        right.addLayout(maps, 1)
 
-        layout = QtWidgets.QHBoxLayout(self)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
         left_widget, right_widget = QtWidgets.QWidget(), QtWidgets.QWidget()
         left_widget.setLayout(left)
         right_widget.setLayout(right)
-        splitter = QtWidgets.QSplitter()
+        splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         splitter.addWidget(left_widget)
         splitter.addWidget(right_widget)
-        splitter.setSizes([600, 400])
+        splitter.setSizes([380, 420])
+        splitter.setChildrenCollapsible(False)
+        self.splitter = splitter
         layout.addWidget(splitter)
 
     # ------------------------------------------------------------------ public API
@@ -221,7 +231,8 @@ class ProtoGraphView(QtWidgets.QWidget):
         self._labels = []
         head = result.run.head
         for s in range(head.num_scales):
-            text = pg.TextItem(f"Scale {s + 1} (dilation {head.scale_dilations[s]})", color=(60, 60, 60), anchor=(0.5, 1))
+            text = pg.TextItem(f"Scale {s + 1}\ndilation {head.scale_dilations[s]}", color=(60, 60, 60),
+                               anchor=(0.5, 1))
             text.setPos((s + 0.5) / head.num_scales * GRAPH_WIDTH, 0.1 * GRAPH_HEIGHT - 0.35)
             self._add_label(text)
         for node in result.prototypes:

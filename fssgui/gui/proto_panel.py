@@ -81,6 +81,9 @@ class PrototypePanel(QWidget):
         self.browse_button.setToolTip("Official whole-module pickles are read without running their code; "
                                       "state dicts, converted files and safetensors work too")
         row.addWidget(self.browse_button)
+        root.addLayout(row)
+
+        row = QHBoxLayout()
         row.addWidget(QLabel("Input size"))
         self.size_spin = QSpinBox(self)
         self.size_spin.setRange(0, 2048)
@@ -93,9 +96,7 @@ class PrototypePanel(QWidget):
         self.run_button = QPushButton("Run on query", self)
         self.run_button.setToolTip("Run the ScaleProtoSeg model on the current query image (on the worker thread)")
         row.addWidget(self.run_button)
-        root.addLayout(row)
-
-        row = QHBoxLayout()
+        row.addSpacing(12)
         row.addWidget(QLabel("Class"))
         self.class_combo = QComboBox(self)
         self.class_combo.setMinimumContentsLength(24)
@@ -103,15 +104,15 @@ class PrototypePanel(QWidget):
         self.class_combo.setToolTip("The class whose group graph is shown; predicted classes first, with their "
                                     "share of the image's pixels")
         self.class_combo.setEnabled(False)
-        row.addWidget(self.class_combo)
+        row.addWidget(self.class_combo, 1)
+        root.addLayout(row)
         self.info_label = QLabel("Choose a ScaleProtoSeg checkpoint and press “Run on query”.")
         self.info_label.setWordWrap(True)
         self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        row.addWidget(self.info_label, 1)
-        root.addLayout(row)
+        root.addWidget(self.info_label)
 
         self.view = ProtoGraphView(self)
-        self.view.setMinimumHeight(420)
+        self.view.setMinimumHeight(640)
         root.addWidget(self.view, 1)
 
         self.run_button.clicked.connect(self._on_run_clicked)

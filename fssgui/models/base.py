@@ -123,22 +123,27 @@ class FSSModel(nn.Module):
         if prediction.head is None:
             raise ValueError("this model exposes no head: feature ablation is not available")
         levels = prediction.num_levels
-        keep = torch.ones(levels + 1, levels, device=prediction.logits.device, dtype=prediction.logits.dtype)
-        keep[1:] -= torch.eye(levels, device=keep.device, dtype=keep.dtype)
+        # L ablations, each with one level zeroed; the unablated output is ``prediction.logits``
+        # (``head(ones)[0]`` by the interface convention), so it costs no head pass
+        keep = 1.0 - torch.eye(levels, device=prediction.logits.device, dtype=prediction.logits.dtype)
         region = region.to(prediction.logits.device)
+
+        def region_mean_fg(out: Tensor) -> Tensor:  # [n, B, 2, S, S] -> [n, B]
+            n, b = out.shape[:2]
+            if tuple(out.shape[-2:]) != (size, size):
+                out = F.interpolate(out.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False)
+                out = out.view(n, b, 2, size, size)
+            return out[:, :, 1][..., region].mean(-1)
+
         fg = []
         with torch.no_grad():
+            unablated = region_mean_fg(prediction.logits[None])  # [1, B]
             # a few ablations per head call: batched enough for a GPU, small enough that the
             # ablated logits never dominate peak memory
             for chunk in keep.split(self.ablation_chunk):
-                out = prediction.head(chunk)  # [n, B, 2, S, S]
-                n, b = out.shape[:2]
-                if tuple(out.shape[-2:]) != (size, size):
-                    out = F.interpolate(out.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False)
-                    out = out.view(n, b, 2, size, size)
-                fg.append(out[:, :, 1][..., region].mean(-1))  # [n, B]
-            fg = torch.cat(fg)  # [L+1, B]
-            diff = (fg[0:1] - fg[1:]).abs().mean(-1)  # [L]
+                fg.append(region_mean_fg(prediction.head(chunk)))  # [n, B]
+            fg = torch.cat(fg)  # [L, B]
+            diff = (unablated - fg).abs().mean(-1)  # [L]
         return diff / diff.sum()
 
 

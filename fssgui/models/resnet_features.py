@@ -9,7 +9,7 @@ and a bare torchvision file (``layer3.5.bn3.weight``) both map onto the same mod
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -84,6 +84,51 @@ def freeze(module: nn.Module) -> None:
     """No gradients for ``module``'s parameters (the backbone is frozen in both papers)."""
     for p in module.parameters():
         p.requires_grad_(False)
+
+
+def unfreeze(module: nn.Module) -> None:
+    """Gradients for ``module``'s parameters again (``--train-backbone``)."""
+    for p in module.parameters():
+        p.requires_grad_(True)
+
+
+class _FeatureTap(nn.Module):
+    """Wraps a feature function so that :func:`torch.optim.swa_utils.update_bn` can drive it."""
+
+    def __init__(self, backbone: nn.Module, forward: Callable[[Tensor], object]):
+        super().__init__()
+        self.backbone = backbone
+        self._forward = forward
+
+    def forward(self, images: Tensor) -> object:
+        return self._forward(images)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(backbone: nn.Module, forward: Callable[[Tensor], object],
+                          batches: Iterable[Tensor]) -> int:
+    """Re-estimate the running mean/variance of every BatchNorm in ``backbone`` from ``batches``.
+
+    Uses :func:`torch.optim.swa_utils.update_bn` (running statistics reset, then a cumulative
+    average over all batches in train mode), driving ``forward`` (a function of the images that
+    runs the backbone layers the model uses). Afterwards the backbone is back in eval mode and
+    its BatchNorm layers normalise with the new statistics. Returns the number of images seen.
+
+    Why: torchvision initialises BatchNorm with running mean 0 / variance 1, so a random-init
+    ResNet in eval mode applies no normalisation at all; its activations drift to a large
+    positive common component (layer3 mean about 8 against a per-position spread of the same
+    order at 65 px) and the cosine between any two positions is close to 1, which makes
+    masked-average prototypes nearly indistinguishable. With statistics estimated on the
+    training images each channel is centred and scaled, and random convolutional features become
+    informative about colour and texture.
+    """
+    from torch.optim.swa_utils import update_bn
+
+    batches = list(batches)
+    tap = _FeatureTap(backbone, forward)
+    update_bn(batches, tap)
+    backbone.eval()
+    return sum(int(b.shape[0]) for b in batches)
 
 
 def masked_average(features: Tensor, mask: Tensor, eps: float = 1e-5) -> Tensor:

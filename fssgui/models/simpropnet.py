@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, EpisodeTensors, FSSModel, Prediction, resize_masks
 from .registry import ModelEntry, register
-from .resnet_features import build_resnet50, freeze, load_backbone_weights
+from .resnet_features import build_resnet50, freeze, load_backbone_weights, recalibrate_batchnorm, unfreeze
 
 COS_EPS = 1e-8
 MAP_EPS = 1e-5
@@ -104,7 +104,8 @@ class SimPropNet(FSSModel):
     is_matching = False
 
     def __init__(self, input_size: int = 321, *, backbone_weights: Optional[str | Path] = None,
-                 ica_probability: float = 0.25, feature_channels: int = 256, decoder_channels: int = 256):
+                 ica_probability: float = 0.25, feature_channels: int = 256, decoder_channels: int = 256,
+                 train_backbone: bool = False, backbone_lr_scale: float = 0.1):
         """``feature_channels`` (256, the paper's adapter width; the fusion width is twice it) and
         ``decoder_channels`` (256, ASPP and classifier width) are parameters only so that CPU tests
         can build a narrow model; the registry model uses the defaults."""
@@ -116,7 +117,12 @@ class SimPropNet(FSSModel):
         self.backbone = build_resnet50(dilate_layer3=True, keep=("layer1", "layer2", "layer3"))
         if backbone_weights is not None:
             load_backbone_weights(self.backbone, backbone_weights)
-        freeze(self.backbone)
+        self.train_backbone = bool(train_backbone)
+        self.backbone_lr_scale = float(backbone_lr_scale)
+        if self.train_backbone:
+            unfreeze(self.backbone)
+        else:
+            freeze(self.backbone)
         c, g = self.feature_channels, self.fusion_channels
         self.adapter = nn.Sequential(nn.Conv2d(512 + 1024, c, 3, padding=2, dilation=2), nn.ReLU(inplace=True),
                                      nn.Dropout2d(0.5))
@@ -136,6 +142,21 @@ class SimPropNet(FSSModel):
         super().train(mode)
         self.backbone.eval()  # frozen: BatchNorm statistics stay the ImageNet/checkpoint ones
         return self
+
+    def calibrate_backbone(self, images: Iterable[Tensor]) -> int:
+        """Re-estimate the backbone's BatchNorm statistics on ``images`` (batches ``[N, 3, S, S]``);
+        see :func:`~fssgui.models.resnet_features.recalibrate_batchnorm`. Returns the image count."""
+        return recalibrate_batchnorm(self.backbone, self.backbone_features, images)
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """Optimiser groups: the head at ``lr``; with ``train_backbone`` the backbone at
+        ``lr * backbone_lr_scale``."""
+        head = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("backbone.")]
+        groups = [{"params": head, "lr": lr}]
+        if self.train_backbone:
+            groups.append({"params": [p for p in self.backbone.parameters() if p.requires_grad],
+                           "lr": lr * self.backbone_lr_scale})
+        return groups
 
     def backbone_features(self, images: Tensor) -> Tensor:
         """``[N, 3, S, S]`` -> cat(layer2, layer3) ``[N, 1536, S/8, S/8]``."""
@@ -214,8 +235,8 @@ class SimPropNet(FSSModel):
             if bool(pick.any()):
                 query = channel_average(query, pick.to(query.device))
         b, k = batch.supports.shape[:2]
-        f_q = self.features(query, backbone_grad=False)
-        f_s = self.features(batch.supports.flatten(0, 1), backbone_grad=False)
+        f_q = self.features(query, backbone_grad=self.train_backbone)
+        f_s = self.features(batch.supports.flatten(0, 1), backbone_grad=self.train_backbone)
         f_s5 = f_s.view(b, k, *f_s.shape[1:])
         z_f, z_b, _ = self.prototypes(f_s5, batch.support_masks)
         size = tuple(query.shape[-2:])
