@@ -1,26 +1,66 @@
-"""Shared helpers of the benchmarks: a synthetic episode, model building, timing and CPU/GPU peak memory."""
+"""Shared helpers of the benchmarks: a synthetic episode, model building, interleaved timing and
+peak-memory measurements.
+
+Peak memory
+-----------
+* CUDA: ``torch.cuda.max_memory_allocated`` above the allocation before the call.
+* CPU (primary): :func:`tensor_peak_mib`, the peak of the bytes held by PyTorch's CPU allocator
+  during the call, above what was held before it. It replays the allocation and free events that
+  ``torch.profiler`` records with ``profile_memory=True`` in time order (live bytes, running
+  maximum). Only tensors allocated during the call count, so it isolates the computation from the
+  model weights, the inputs, Python objects and the C allocator's caching, and it is exact and
+  repeatable (the same call gives the same figure under any machine load). It does not see
+  memory that bypasses PyTorch's allocator (e.g. oneDNN's internal workspaces, if any).
+* CPU (cross-check, optional): :func:`rss_peak_in_subprocess`, the growth of the resident set of
+  a **fresh** process during the one call (``/proc/self/clear_refs`` resets the high-water mark,
+  ``VmHWM`` minus ``VmRSS`` before the call), with glibc's mmap threshold fixed so that large
+  buffers go back to the system when freed. It includes everything the process touches, so it is
+  higher and noisier than the allocator figure.
+
+Timing
+------
+:func:`interleaved_medians` runs the functions round-robin (forward, affex, forward, affex, ...),
+so that all of them see the same machine load on average, and returns each one's median.
+"""
 from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
 
 def build(name: str, device: str, random_weights: bool):
+    """The registered model ``name``; ``random_weights`` builds it without a checkpoint (random
+    init: timings and memory do not depend on the weights)."""
     from fssgui.models.registry import build_model, get_entry
 
     if random_weights:
         entry = get_entry(name)
+        torch.manual_seed(0)
         model = entry.builder()
         model.entry = entry
         return model.to(device).eval()
     return build_model(name, device=device)
+
+
+def parameter_mib(model: torch.nn.Module) -> float:
+    """Weights and buffers of a model, MiB (what a CUDA ``max_memory_allocated`` also counts)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
 def synthetic_batch(size: int, shots: int, device: str, seed: int = 0):
@@ -47,47 +87,99 @@ def centre_region(size: int, device: str) -> torch.Tensor:
     return region
 
 
-def _rss_kib(field: str) -> int:
+# ------------------------------------------------------------------------------------- timing
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: str) -> float:
+    """Seconds of one call (after a garbage collection; CUDA synchronised)."""
+    gc.collect()
+    _sync(device)
+    start = time.perf_counter()
+    result = fn()
+    _sync(device)
+    seconds = time.perf_counter() - start
+    del result
+    return seconds
+
+
+def interleaved_medians(
+    fns: Mapping[str, Callable[[], object]], device: str, rounds: int, log: Callable[[str], None] = print
+) -> dict[str, tuple[float, list[float]]]:
+    """``{name: (median seconds, all samples)}``, the functions run round-robin ``rounds`` times."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(rounds):
+        for name, fn in fns.items():
+            samples[name].append(timed(fn, device))
+        log(f"#   round {r + 1}/{rounds}: " + ", ".join(f"{n} {s[-1]:.2f}s" for n, s in samples.items()))
+    return {name: (statistics.median(s), s) for name, s in samples.items()}
+
+
+# ------------------------------------------------------------------------------------- memory
+def tensor_peak_mib(fn: Callable[[], object], device: str = "cpu") -> float:
+    """Peak extra memory of one call, MiB: PyTorch allocator bytes above those held before it.
+
+    CPU: replayed from ``torch.profiler`` memory events (see the module docstring); CUDA:
+    ``max_memory_allocated``."""
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        result = fn()
+        torch.cuda.synchronize()
+        del result
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=False) as prof:
+        result = fn()
+        del result
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:
+        if event.device_type() != torch.autograd.DeviceType.CPU:
+            continue
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak / 2**20
+
+
+def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(field)
 
 
-def measure(fn: Callable[[], object], device: str, repeats: int) -> tuple[float, float]:
-    """(median seconds, peak extra memory in MiB) of ``fn``.
-
-    CUDA: ``max_memory_allocated`` above the allocation before the call. CPU: the peak resident
-    set (VmHWM, reset through /proc/self/clear_refs) above the resident set before the call, after
-    ``malloc_trim`` so freed memory is returned first; an approximation of the allocator peak."""
-    times = []
-    peak = 0.0
-    for _ in range(repeats):
-        gc.collect()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
-            try:
-                ctypes.CDLL("libc.so.6").malloc_trim(0)
-            except OSError:
-                pass
-            Path("/proc/self/clear_refs").write_text("5")
-            base = _rss_kib("VmRSS") * 1024
-        start = time.perf_counter()
-        result = fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-            used = torch.cuda.max_memory_allocated() - base
-        else:
-            used = _rss_kib("VmHWM") * 1024 - base
-        times.append(time.perf_counter() - start)
-        peak = max(peak, used / 2**20)
-        del result
-    return statistics.median(times), peak
+def rss_peak_mib(fn: Callable[[], object]) -> float:
+    """Growth of this process's resident set during one call, MiB (Linux; run it in a fresh
+    process, see :func:`rss_peak_in_subprocess`)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current VmRSS
+    base = _status_kib("VmRSS")
+    result = fn()
+    peak = _status_kib("VmHWM")
+    del result
+    return (peak - base) / 1024
 
 
+def rss_peak_in_subprocess(script: Path, args: list[str]) -> float:
+    """Run ``script args`` in a fresh interpreter (it prints the MiB figure on its last line) with
+    glibc's mmap threshold fixed at 128 KiB, so large freed buffers leave the resident set."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    out = subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, text=True, env=env)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------ machine
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -97,8 +189,11 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    import os
-
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"{date}; {cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads, load average {load:.1f}")
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"

@@ -1,16 +1,24 @@
-"""AffEx cost relative to a forward pass: time and peak memory ratios, measured in one run on the
+"""AffEx cost relative to a forward pass: time and peak-memory ratios, measured in one run on the
 same model and episode.
 
     python bench/affex.py [--model matcher-effnet] [--random-weights] [--shots 1 5] [--size E]
-                          [--device cpu] [--repeats 3]
+                          [--variant signed] [--device cpu] [--rounds 3] [--rss]
 
 Rows per K:
-* ``forward``: ``model.predict(batch)`` (what a plain prediction costs);
+* ``forward``: ``model.predict(batch)`` (what a plain prediction costs; the ratios' reference);
 * ``forward+scores``: ``predict(with_scores=True)`` (the forward AffEx needs);
-* ``affex``: ``AffinityExplainer().explain(model, batch, R)`` end to end (its own forward with
-  scores, the level maps, the feature-ablation head passes, the aggregation);
-* ``affex|pred``: ``explain`` given the prediction (what the GUI pays after a prediction).
-Ratios are against ``forward``. Goals (issue 10): affex time <= 1.5x, affex peak memory <= 1.3x.
+* ``affex``: ``AffinityExplainer().explain(model, batch, R)`` end to end: its own forward with
+  scores, the level maps, the feature-ablation head passes, the aggregation (the reference's
+  "AffEx" figure, which also includes its forward);
+* ``affex|pred``: ``explain`` given an existing prediction with scores (what the GUI pays after a
+  prediction; its memory is on top of the held prediction).
+
+Time: one warm-up call of each, then ``--rounds`` interleaved rounds (forward, forward+scores,
+affex, affex|pred, forward, ...); medians. Memory (CPU): the PyTorch allocator peak of one call
+above what was held before it (see ``_common.py``), i.e. working memory without the weights;
+``mem x +w`` adds the weights to both sides, as a CUDA ``max_memory_allocated`` would.
+``--rss`` adds the resident-set growth of each call measured in a fresh process.
+Goals (issue 10): affex time <= 1.5x forward, affex peak memory <= 1.3x forward.
 """
 from __future__ import annotations
 
@@ -21,7 +29,55 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import build, centre_region, machine, measure, synthetic_batch  # noqa: E402
+from _common import (  # noqa: E402
+    build,
+    centre_region,
+    interleaved_medians,
+    load_average,
+    machine,
+    parameter_mib,
+    rss_peak_in_subprocess,
+    rss_peak_mib,
+    synthetic_batch,
+    tensor_peak_mib,
+)
+
+ROWS = ("forward", "forward+scores", "affex", "affex|pred")
+
+
+def _functions(model, batch, region, explainer, prediction):
+    def forward():
+        with torch.no_grad():
+            return model.predict(batch)
+
+    def forward_scores():
+        with torch.no_grad():
+            return model.predict(batch, with_scores=True)
+
+    return {
+        "forward": forward,
+        "forward+scores": forward_scores,
+        "affex": lambda: explainer.explain(model, batch, region),
+        "affex|pred": lambda: explainer.explain(model, batch, region, prediction=prediction),
+    }
+
+
+def _rss_child(args) -> None:
+    """``--rss-child ROW K``: build, one warm-up call, then print the RSS growth of a second call."""
+    from fssgui.explain.affex import AffinityExplainer
+
+    row, shots = args.rss_child[0], int(args.rss_child[1])
+    model = build(args.model, args.device, args.random_weights)
+    size = int(model.entry.input_size)
+    batch = synthetic_batch(size, shots, args.device)
+    prediction = None
+    if row == "affex|pred":
+        with torch.no_grad():
+            prediction = model.predict(batch, with_scores=True)
+    explainer = AffinityExplainer(variant=args.variant, size=args.size)
+    fn = _functions(model, batch, centre_region(size, args.device), explainer, prediction)[row]
+    fn()  # warm-up: one-time caches (oneDNN primitives, reordered weights) are not the call's cost
+    print(rss_peak_mib(fn))
 
 
 def main() -> None:
@@ -32,36 +88,62 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="explanation size E (default: input size)")
     parser.add_argument("--variant", default="signed")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median)")
+    parser.add_argument("--rss", action="store_true", help="also measure RSS growth in fresh processes (CPU)")
+    parser.add_argument("--rss-child", nargs=2, metavar=("ROW", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rss_child:
+        _rss_child(args)
+        return
 
     from fssgui.explain.affex import AffinityExplainer
 
     model = build(args.model, args.device, args.random_weights)
     size = int(model.entry.input_size)
+    weights = parameter_mib(model)
     region = centre_region(size, args.device)
     explainer = AffinityExplainer(variant=args.variant, size=args.size)
-    print(f"# bench/affex.py: model {args.model}, S={size}, E={args.size or size}, variant {args.variant}, "
-          f"device {args.device}, median of {args.repeats}")
-    print(f"# machine: {machine()}")
-    print(f"{'K':>2} {'what':<15} {'time s':>8} {'peak MiB':>9} {'time x':>7} {'mem x':>6}")
+    print(f"# bench/affex.py: model {args.model}{' (random weights)' if args.random_weights else ''}, S={size}, "
+          f"E={args.size or size}, variant {args.variant}, device {args.device}, "
+          f"median of {args.rounds} interleaved rounds; weights+buffers {weights:.1f} MiB")
+    print(f"# machine: {machine()}", flush=True)
+    results = []
     for shots in args.shots:
         batch = synthetic_batch(size, shots, args.device)
         with torch.no_grad():
-            model.predict(batch)  # warm-up
             prediction = model.predict(batch, with_scores=True)
-        rows = {}
-        with torch.no_grad():
-            rows["forward"] = measure(lambda: model.predict(batch), args.device, args.repeats)
-            rows["forward+scores"] = measure(lambda: model.predict(batch, with_scores=True), args.device, args.repeats)
-        rows["affex"] = measure(lambda: explainer.explain(model, batch, region), args.device, args.repeats)
-        rows["affex|pred"] = measure(
-            lambda: explainer.explain(model, batch, region, prediction=prediction), args.device, args.repeats
-        )
-        base_t, base_m = rows["forward"]
-        for name, (t, m) in rows.items():
-            print(f"{shots:>2} {name:<15} {t:>8.3f} {m:>9.1f} {t / base_t:>7.2f} {m / max(base_m, 1e-9):>6.2f}")
-        del prediction
+        fns = _functions(model, batch, region, explainer, prediction)
+        for fn in fns.values():  # warm-up (oneDNN primitives, caches)
+            fn()
+        memory = {name: tensor_peak_mib(fn, args.device) for name, fn in fns.items()}
+        print(f"# K={shots}: allocator peaks (MiB) " + ", ".join(f"{n} {m:.1f}" for n, m in memory.items()),
+              flush=True)
+        times = interleaved_medians(fns, args.device, args.rounds, log=lambda s: print(s, flush=True))
+        rss = {}
+        if args.rss and args.device == "cpu":
+            script = Path(__file__).resolve()
+            common = ["--model", args.model, "--variant", args.variant, "--device", "cpu"]
+            common += ["--random-weights"] if args.random_weights else []
+            common += ["--size", str(args.size)] if args.size else []
+            for name in fns:
+                rss[name] = rss_peak_in_subprocess(script, common + ["--rss-child", name, str(shots)])
+        results.append((shots, times, memory, rss))
+        print(f"# load average after K={shots}: {load_average()}", flush=True)
+
+    header = f"{'K':>2} {'what':<15} {'time s':>8} {'peak MiB':>9} {'time x':>7} {'mem x':>6} {'mem x +w':>8}"
+    if any(r[3] for r in results):
+        header += f" {'RSS MiB':>8} {'RSS x':>6}"
+    print(header)
+    for shots, times, memory, rss in results:
+        base_t, base_m = times["forward"][0], memory["forward"]
+        for name in ROWS:
+            t, m = times[name][0], memory[name]
+            line = (f"{shots:>2} {name:<15} {t:>8.2f} {m:>9.1f} {t / base_t:>7.2f} {m / max(base_m, 1e-9):>6.2f} "
+                    f"{(m + weights) / (base_m + weights):>8.2f}")
+            if rss:
+                line += f" {rss[name]:>8.1f} {rss[name] / max(rss['forward'], 1e-9):>6.2f}"
+            print(line)
+        print(f"   samples (s): " + "; ".join(f"{n} " + " ".join(f"{v:.2f}" for v in times[n][1]) for n in ROWS))
 
 
 if __name__ == "__main__":

@@ -144,3 +144,28 @@ def test_full_insertion_equals_unperturbed_score(toy, seed, steps):
     result = run_causal_metric(toy, batch, attribution, toy_region(), "iauc", "confidence", steps=steps)
     assert result.scores[-1] == pytest.approx(_score(toy, batch, toy_region()), abs=1e-5)
     assert len(result.scores) == steps + 1
+
+
+def test_reused_query_features_and_reference_logits(toy, attribution, monkeypatch):
+    """Given the episode's query features and unperturbed logits, a metric encodes no query and
+    runs no unperturbed forward, and its curve is unchanged."""
+    batch = toy_episode()
+    fresh = run_causal_metric(toy, batch, attribution, toy_region(), "dauc", "confidence", steps=4)
+    with torch.no_grad():
+        features = toy.encode_query(batch.query)
+        reference_logits = toy.predict(batch).logits
+    encoded, supports_seen = [], []
+    real_encode, real_predict = toy.encode_query, toy.predict
+    monkeypatch.setattr(toy, "encode_query", lambda query: encoded.append(1) or real_encode(query))
+
+    def counting_predict(episode, **kwargs):
+        supports_seen.append(int(episode.supports.shape[0]))
+        return real_predict(episode, **kwargs)
+
+    monkeypatch.setattr(toy, "predict", counting_predict)
+    reused = run_causal_metric(toy, batch, attribution, toy_region(), "dauc", "confidence", steps=4,
+                               query_features=features, reference_logits=reference_logits, batch_size=8)
+    assert encoded == []
+    assert supports_seen == [5]  # one batched forward of the 5 states, no unperturbed forward
+    assert reused.params["target_class"] == fresh.params["target_class"]
+    assert reused.scores == pytest.approx(fresh.scores, abs=1e-6)

@@ -11,7 +11,16 @@ from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from fssgui.gui.canvas import TOOL_BRUSH, TOOL_ERASER, TOOL_PAN, ImageCanvas, MaskLayer, link_views
+from fssgui.gui.canvas import (
+    TOOL_BRUSH,
+    TOOL_ERASER,
+    TOOL_PAN,
+    TOOL_POLYGON,
+    TOOL_RECTANGLE,
+    ImageCanvas,
+    MaskLayer,
+    link_views,
+)
 from fssgui.gui.mask_edit import EditableMask
 from gui_testkit import _mouse, _view_pos, drag
 
@@ -163,3 +172,55 @@ def test_linked_views_follow_each_other(qtbot):
     link_views(a, b)
     a.zoom_by(2.0)
     assert b.zoom() == pytest.approx(a.zoom())
+
+
+def _click(view, x, y, button=Qt.MouseButton.LeftButton, double=False):
+    pos = _view_pos(view, x, y)
+    kind = QEvent.Type.MouseButtonDblClick if double else QEvent.Type.MouseButtonPress
+    _mouse(view, kind, pos, button, button)
+    _mouse(view, QEvent.Type.MouseButtonRelease, pos, button, Qt.MouseButton.NoButton)
+
+
+def test_rectangle_tool_adds_and_removes_exact_pixels(qtbot, canvas):
+    canvas.set_tool(TOOL_RECTANGLE)
+    with qtbot.waitSignal(canvas.strokeFinished, timeout=2000) as blocker:
+        drag(canvas, [(10, 20), (30, 25), (40, 60)])  # pixel centres 10.5..39.5 x 20.5..59.5
+    assert blocker.args == ["rectangle"]
+    expected = np.zeros((100, 100), bool)
+    expected[20:60, 10:40] = True
+    assert np.array_equal(canvas.mask.as_bool(), expected)
+    drag(canvas, [(20, 30), (30, 40)], button=Qt.MouseButton.RightButton)
+    expected[30:40, 20:30] = False
+    assert np.array_equal(canvas.mask.as_bool(), expected)
+    assert canvas.mask.undo_depth == 2  # one undo step per shape
+    canvas.mask.undo()
+    assert canvas.mask.count() == 40 * 30
+
+
+def test_polygon_tool_clicks_vertices_and_closes(qtbot, canvas):
+    canvas.set_tool(TOOL_POLYGON)
+    for x, y in [(10, 10), (60, 10), (60, 50)]:
+        _click(canvas, x, y)
+    assert canvas.shape_in_progress and canvas.mask.count() == 0  # nothing filled before closing
+    with qtbot.waitSignal(canvas.strokeFinished, timeout=2000) as blocker:
+        _click(canvas, 10, 50)  # a double click: its first click adds the vertex, the second closes
+        _click(canvas, 10, 50, double=True)
+    assert blocker.args == ["polygon"] and not canvas.shape_in_progress
+    mask = canvas.mask.as_bool()
+    assert mask[11:49, 11:59].all() and not mask[:9].any() and not mask[:, 62:].any()
+    assert abs(canvas.mask.count() - 50 * 40) <= 2 * (50 + 40)  # the rectangle's area, up to its border
+    # a right-click polygon removes; Backspace drops the last vertex, Enter closes
+    for x, y in [(20, 20), (40, 20), (40, 40), (90, 90)]:
+        _click(canvas, x, y, button=Qt.MouseButton.RightButton)
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key.Key_Backspace)
+    assert len(canvas.shape_points()) == 3
+    qtbot.keyClick(canvas, Qt.Key.Key_Return)
+    mask = canvas.mask.as_bool()
+    assert not mask[22:30, 30:38].any() and mask[15, 15] and mask[45, 15]  # a triangle removed
+    # Esc cancels a polygon without touching the mask
+    before = canvas.mask.data.copy()
+    _click(canvas, 5, 5)
+    _click(canvas, 15, 5)
+    qtbot.keyClick(canvas, Qt.Key.Key_Escape)
+    assert not canvas.shape_in_progress and np.array_equal(canvas.mask.data, before)

@@ -448,3 +448,60 @@ def test_episode_open_and_save_run_off_the_gui_thread(qtbot, window, tmp_path, m
         window._save_to(tmp_path / "file" / "sub")
     assert "not saved" in window.errors[-1]
     assert window._save_to(tmp_path / "copy2", wait=True) and not window.dirty
+
+
+def test_demo_screenshot_runs_the_real_model_on_the_real_demo_episode(tmp_path):
+    """The shipped path, end to end (~30-60 s on a CPU): `fssgui --demo --screenshot`."""
+    import subprocess
+    import sys
+
+    from fssgui.episode import load_episode
+    from fssgui.resources import default_demo_episode
+
+    demo = default_demo_episode()
+    episode = load_episode(demo)
+    shot = tmp_path / "demo.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", FSSGUI_HOME=str(tmp_path / "home"))
+    done = subprocess.run([sys.executable, "-m", "fssgui.cli", "--demo", "--screenshot", str(shot)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[:2] == (1000, 1600)
+    shown = next(line for line in done.stdout.splitlines() if line.startswith("fssgui: shown:"))
+    assert f"episode {demo.name}" in shown and f"K = {episode.shots}" in shown
+    if episode.region is not None:  # the demo's own region R
+        assert f"R = brushed {int(episode.region.sum())} px" in shown
+    assert "prediction" in shown and "% of the query" in shown
+    assert f"affex-signed maps on {episode.shots} of {episode.shots} supports" in shown
+    assert not (tmp_path / "home" / "data" / "autosave").exists()
+
+
+def test_theme_toggle_dark_light_and_system(qtbot, window):
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QApplication
+
+    from fssgui.gui.theme import contrast_ratio, system_prefers_dark
+
+    def palette():
+        return QApplication.instance().palette()
+
+    try:
+        window.theme_actions["dark"].trigger()
+        assert window.settings.theme == "dark" and window.effective_theme == "dark"
+        dark = palette()
+        assert dark.color(QPalette.ColorRole.Window).lightness() < 80
+        for text, ground in ((QPalette.ColorRole.WindowText, QPalette.ColorRole.Window),
+                             (QPalette.ColorRole.Text, QPalette.ColorRole.Base),
+                             (QPalette.ColorRole.ButtonText, QPalette.ColorRole.Button)):
+            assert contrast_ratio(dark.color(text), dark.color(ground)) >= 7.0  # WCAG AAA
+        disabled = dark.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
+        assert 3.0 <= contrast_ratio(disabled, dark.color(QPalette.ColorRole.Base)) < 7.0  # dimmer, still legible
+        window.theme_actions["light"].trigger()
+        light = palette()
+        assert light.color(QPalette.ColorRole.Window).lightness() > 170
+        assert contrast_ratio(light.color(QPalette.ColorRole.WindowText), light.color(QPalette.ColorRole.Window)) >= 7.0
+        assert window.set_theme("system") == ("dark" if system_prefers_dark() else "light")
+        assert window.theme_actions["system"].isChecked() and window.settings.theme == "system"
+    finally:
+        window.set_theme("light")
+        window.set_theme("system")

@@ -49,3 +49,16 @@ def test_desktop_file():
     text = (PACKAGING / "linux" / "fssgui.desktop").read_text()
     for key in ("Type=Application", "Exec=fssgui", "Icon=fssgui", "Name=fssgui"):
         assert key in text
+
+
+def test_spec_collects_torchvision_operator_libraries():
+    """torchvision loads _C_stable.so by path; a bundle without it fails the self-test forward."""
+    from pathlib import Path as P
+
+    import torchvision
+
+    libs = [p.name for p in P(torchvision.__file__).parent.glob("*") if p.suffix in (".so", ".pyd")]
+    assert libs, "torchvision ships compiled operator libraries"
+    assert not any(name.startswith("lib") for name in libs)  # hence the explicit search patterns
+    spec = (PACKAGING / "fssgui.spec").read_text()
+    assert 'collect_dynamic_libs("torchvision", search_patterns=["*.so", "*.pyd", "*.dll"])' in spec

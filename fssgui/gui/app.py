@@ -125,4 +125,22 @@ def _screenshot(app, window, path: Path) -> int:
               file=sys.stderr)
         return 1
     print(f"fssgui: screenshot saved to {path}")
+    print(f"fssgui: shown: {_shown_summary(window)}")
     return 0
+
+
+def _shown_summary(window) -> str:
+    """What the screenshot shows, from the window's state when it was grabbed (one line)."""
+    parts = []
+    if window.source_folder is not None:
+        parts.append(f"episode {window.source_folder.name}")
+    parts.append(f"K = {window.support_panel.count()}")
+    if window.region is not None:
+        parts.append(f"R = {window.region_source} {window.region.count()} px")
+    if window.prediction is not None:
+        parts.append(f"prediction {float(window.prediction.mask.mean()) * 100:.1f}% of the query")
+    result = window.heatmap_view.result
+    if result is not None:
+        tiles = sum(1 for tile in window.heatmap_view.grid.tiles if tile.canvas.has_layer("heat"))
+        parts.append(f"{result.method} maps on {tiles} of {len(result.maps)} supports")
+    return ", ".join(parts)

@@ -2,6 +2,9 @@
 
 * zoom at the cursor (wheel), pan (middle drag, Space + drag, or the pan tool), fit (F, double
   click); the first fit follows the widget's size until the user zooms;
+* rectangle (drag) and polygon (click the vertices; double click, Enter or a click on the first
+  vertex closes it; Backspace drops the last vertex, Esc cancels) tools: the left button adds the
+  shape to the mask, the right button removes it; each shape is one undoable edit;
 * brush and eraser with their own sizes (``[``/``]``, Ctrl+wheel), a circular cursor whose
   colour says which tool is active (not the mask colour), right drag erases;
 * strokes go to an :class:`~fssgui.gui.mask_edit.EditableMask`; only the stroke's dirty
@@ -16,12 +19,25 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QImage, QMouseEvent, QPainter, QPen, QPixmap, QWheelEvent
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QFont,
+    QImage,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QPixmap,
+    QPolygonF,
+    QWheelEvent,
+)
 from PySide6.QtWidgets import (
     QFrame,
     QGraphicsEllipseItem,
     QGraphicsItem,
+    QGraphicsPathItem,
     QGraphicsPixmapItem,
     QGraphicsScene,
     QGraphicsView,
@@ -34,6 +50,11 @@ from .mask_edit import EditableMask, Rect
 TOOL_PAN = "pan"
 TOOL_BRUSH = "brush"
 TOOL_ERASER = "eraser"
+TOOL_RECTANGLE = "rectangle"
+TOOL_POLYGON = "polygon"
+SHAPE_TOOLS = (TOOL_RECTANGLE, TOOL_POLYGON)
+TOOLS = (TOOL_PAN, TOOL_BRUSH, TOOL_ERASER, TOOL_RECTANGLE, TOOL_POLYGON)
+CLOSE_POLYGON_PX = 8  # a click this close (screen px) to the first vertex closes the polygon
 MIN_BRUSH, MAX_BRUSH = 1, 400
 MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
 
@@ -173,6 +194,14 @@ class ImageCanvas(QGraphicsView):
         self._cursor_item.setVisible(False)
         self._cursor_item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         self.scene().addItem(self._cursor_item)
+        # rectangle / polygon in progress: vertices (image coordinates), add or remove, preview
+        self._shape_points: list[QPointF] = []
+        self._shape_value = True
+        self._shape_button: Optional[Qt.MouseButton] = None
+        self._shape_item = QGraphicsPathItem()
+        self._shape_item.setZValue(999)
+        self._shape_item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        self.scene().addItem(self._shape_item)
 
     # ------------------------------------------------------------------------------ content
     def set_image(self, rgb: Optional[np.ndarray], fit: bool = True) -> None:
@@ -309,21 +338,22 @@ class ImageCanvas(QGraphicsView):
         return self._tool
 
     def set_tool(self, tool: str) -> None:
-        if tool not in (TOOL_PAN, TOOL_BRUSH, TOOL_ERASER):
+        if tool not in TOOLS:
             raise ValueError(tool)
         if not self.editable:
             tool = TOOL_PAN
+        self.cancel_shape()
         self._tool = tool
         self.setDragMode(QGraphicsView.DragMode.NoDrag)
         self._update_cursor_item()
         self.toolChanged.emit(tool)
 
     def brush_size(self, tool: Optional[str] = None) -> int:
-        tool = tool or (self._tool if self._tool != TOOL_PAN else TOOL_BRUSH)
+        tool = tool or (self._tool if self._tool in (TOOL_BRUSH, TOOL_ERASER) else TOOL_BRUSH)
         return self._sizes[tool]
 
     def set_brush_size(self, size: int, tool: Optional[str] = None) -> None:
-        tool = tool or (self._tool if self._tool != TOOL_PAN else TOOL_BRUSH)
+        tool = tool or (self._tool if self._tool in (TOOL_BRUSH, TOOL_ERASER) else TOOL_BRUSH)
         size = int(max(MIN_BRUSH, min(MAX_BRUSH, size)))
         if self._sizes[tool] != size:
             self._sizes[tool] = size
@@ -335,6 +365,79 @@ class ImageCanvas(QGraphicsView):
         size = self.brush_size()
         step = max(1, round(size * 0.15))
         self.set_brush_size(size + step if direction > 0 else size - step)
+
+    # ------------------------------------------------------------------------------ shapes
+    @property
+    def shape_in_progress(self) -> bool:
+        return bool(self._shape_points)
+
+    def shape_points(self) -> list[tuple[float, float]]:
+        return [(p.x(), p.y()) for p in self._shape_points]
+
+    def cancel_shape(self) -> None:
+        self._shape_points = []
+        self._shape_button = None
+        self._shape_item.setPath(QPainterPath())
+
+    def add_polygon_vertex(self, point: QPointF, value: bool = True) -> None:
+        """Polygon tool: one more vertex (the first one decides add / remove)."""
+        if not self._shape_points:
+            self._shape_value = value
+        self._shape_points.append(QPointF(point))
+        self._update_shape_preview(point)
+
+    def close_polygon(self) -> bool:
+        """Fill (or remove) the polygon drawn so far; False when it has fewer than 3 vertices."""
+        points = self.shape_points()
+        value = self._shape_value
+        self.cancel_shape()
+        if self._mask is None or len(points) < 3:
+            return False
+        # vertices are continuous image coordinates; pixel (i, j) covers [i, i+1): shift by -0.5
+        # so that a polygon drawn around pixels fills exactly the pixels inside it
+        shifted = [(x - 0.5, y - 0.5) for x, y in points]
+        if self._mask.fill_polygon(shifted, value, "polygon" if value else "erase polygon") is not None:
+            self.strokeFinished.emit("polygon" if value else "erase")
+        return True
+
+    def _finish_rectangle(self, end: QPointF) -> None:
+        start = self._shape_points[0] if self._shape_points else end
+        value = self._shape_value
+        self.cancel_shape()
+        if self._mask is None:
+            return
+        x0, x1 = sorted((start.x(), end.x()))
+        y0, y1 = sorted((start.y(), end.y()))
+        # the pixels whose centres lie inside the dragged rectangle
+        left, top = int(np.ceil(x0 - 0.5)), int(np.ceil(y0 - 0.5))
+        right, bottom = int(np.floor(x1 - 0.5)), int(np.floor(y1 - 0.5))
+        if right < left or bottom < top:
+            return
+        if self._mask.fill_rectangle(left, top, right, bottom, value) is not None:
+            self.strokeFinished.emit("rectangle" if value else "erase")
+
+    def _update_shape_preview(self, cursor: Optional[QPointF] = None) -> None:
+        path = QPainterPath()
+        points = list(self._shape_points)
+        if self._tool == TOOL_RECTANGLE and points and cursor is not None:
+            path.addRect(QRectF(points[0], cursor).normalized())
+        elif points:
+            polygon = QPolygonF(points + ([cursor] if cursor is not None else []))
+            path.addPolygon(polygon)
+            for p in points:
+                path.addEllipse(p, 2.0 / max(self.zoom(), 1e-6), 2.0 / max(self.zoom(), 1e-6))
+        pen = QPen(QColor(255, 255, 255) if self._shape_value else QColor(255, 220, 0), 1.5)
+        pen.setCosmetic(True)
+        if not self._shape_value:
+            pen.setStyle(Qt.PenStyle.DashLine)
+        self._shape_item.setPen(pen)
+        self._shape_item.setPath(path)
+
+    def _near_first_vertex(self, view_pos: QPointF) -> bool:
+        if len(self._shape_points) < 3:
+            return False
+        first = self.mapFromScene(self._shape_points[0])
+        return (abs(first.x() - view_pos.x()) + abs(first.y() - view_pos.y())) <= CLOSE_POLYGON_PX
 
     # ------------------------------------------------------------------------------ view
     def zoom(self) -> float:
@@ -417,6 +520,20 @@ class ImageCanvas(QGraphicsView):
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
         button = event.button()
         tool = self._painting_tool(button)
+        if tool is not None and self._tool in SHAPE_TOOLS:
+            point = self.image_point(event.position())
+            adding = button == Qt.MouseButton.LeftButton
+            if self._tool == TOOL_RECTANGLE:
+                self._shape_points = [point]
+                self._shape_value = adding
+                self._shape_button = button
+                self._update_shape_preview(point)
+            elif self._near_first_vertex(event.position()):
+                self.close_polygon()
+            else:
+                self.add_polygon_vertex(point, adding)
+            event.accept()
+            return
         if tool is not None:
             point = self.image_point(event.position())
             self._stroke_button = button
@@ -437,6 +554,8 @@ class ImageCanvas(QGraphicsView):
         point = self.image_point(event.position())
         if self._stroke_button is not None and self._mask is not None:
             self._mask.add_point(point.x(), point.y())
+        elif self._shape_points:
+            self._update_shape_preview(point)
         elif self._pan_anchor is not None:
             delta = event.position() - self._pan_anchor
             self._pan_anchor = event.position()
@@ -454,6 +573,10 @@ class ImageCanvas(QGraphicsView):
         super().mouseMoveEvent(event)
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if self._tool == TOOL_RECTANGLE and self._shape_button is not None and event.button() == self._shape_button:
+            self._finish_rectangle(self.image_point(event.position()))
+            event.accept()
+            return
         if self._stroke_button is not None and event.button() == self._stroke_button:
             erase = not self._mask._stroke_value
             self._stroke_button = None
@@ -470,6 +593,11 @@ class ImageCanvas(QGraphicsView):
         super().mouseReleaseEvent(event)
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if self._tool == TOOL_POLYGON and self.editable:
+            # the double click's first press added a vertex; the double click closes the polygon
+            self.close_polygon()
+            event.accept()
+            return
         if self._tool == TOOL_PAN or not self.editable:
             self._auto_fit = True
             self.fit()
@@ -477,7 +605,28 @@ class ImageCanvas(QGraphicsView):
             return
         self.mousePressEvent(event)
 
+    _SHAPE_KEYS = (Qt.Key.Key_Escape, Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Backspace)
+
+    def event(self, event) -> bool:  # noqa: A003 - Qt override
+        # While a polygon is drawn, Esc / Enter / Backspace edit it rather than trigger the
+        # window's shortcuts (Esc = cancel the running job).
+        if (event.type() == QEvent.Type.ShortcutOverride and self._shape_points
+                and event.key() in self._SHAPE_KEYS and event.modifiers() == Qt.KeyboardModifier.NoModifier):
+            event.accept()
+            return True
+        return super().event(event)
+
     def keyPressEvent(self, event) -> None:  # noqa: N802
+        if self._shape_points and event.key() in self._SHAPE_KEYS:
+            if event.key() == Qt.Key.Key_Escape:
+                self.cancel_shape()
+            elif event.key() == Qt.Key.Key_Backspace:
+                self._shape_points.pop()
+                self._update_shape_preview()
+            else:
+                self.close_polygon()
+            event.accept()
+            return
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
             self._space_down = True
             self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
@@ -506,18 +655,20 @@ class ImageCanvas(QGraphicsView):
 
     # ------------------------------------------------------------------------- brush cursor
     def _cursor_shown(self) -> bool:
-        return self.editable and self._mask is not None and self._tool != TOOL_PAN and not self._space_down
+        """The brush ring (not for pan and the shape tools, which use a cross)."""
+        return (self.editable and self._mask is not None and self._tool in (TOOL_BRUSH, TOOL_ERASER)
+                and not self._space_down)
 
     def _update_cursor_item(self) -> None:
         shown = self._cursor_shown() and self.underMouse()
         self._cursor_item.setVisible(shown)
-        if self._cursor_shown():
+        if self._cursor_shown() or (self._tool in SHAPE_TOOLS and self.editable and not self._space_down):
             self.viewport().setCursor(Qt.CursorShape.CrossCursor)
         elif self._tool == TOOL_PAN:
             self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
         else:
             self.viewport().unsetCursor()
-        tool = self._tool if self._tool != TOOL_PAN else TOOL_BRUSH
+        tool = self._tool if self._tool in (TOOL_BRUSH, TOOL_ERASER) else TOOL_BRUSH
         # Brush: white ring; eraser: dashed yellow ring. Neither is a mask colour.
         pen = QPen(QColor(255, 255, 255) if tool == TOOL_BRUSH else QColor(255, 220, 0), 1.5)
         pen.setCosmetic(True)

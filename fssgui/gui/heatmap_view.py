@@ -424,8 +424,8 @@ class HeatmapViewer(QWidget):
         if result.signed:
             center = signed_center(result)
             zero = "0" if center == 0 else f"{_fmt(center)}"
-            text += (f"<br><span style='color:#c0392b'>red</span> = matched foreground, "
-                     f"<span style='color:#2e6fb7'>blue</span> = matched background; "
+            text += (f"<br><span style='color:#e0503c'>red</span> = matched foreground, "
+                     f"<span style='color:#4a90e2'>blue</span> = matched background; "
                      f"no affinity = {zero} (transparent over the image)")
         text += "<br>“% in mask”: share of the positive attribution inside the support mask"
         if self._stale_reason:

@@ -57,7 +57,7 @@ from ..episode import Episode, load_episode, save_episode
 from ..errors import FssguiError
 from ..imaging import ImageError, load_mask, load_rgb
 from . import jobs
-from .canvas import TOOL_BRUSH, TOOL_ERASER, TOOL_PAN, ImageCanvas
+from .canvas import TOOL_BRUSH, TOOL_ERASER, TOOL_PAN, TOOL_POLYGON, TOOL_RECTANGLE, ImageCanvas
 from .drops import classify_drop
 from .heatmap_view import CompareView, DisplayControls, DisplaySettings, HeatmapViewer, LevelView, outline_rgba
 from .jobs import (
@@ -74,6 +74,7 @@ from .proto_panel import PrototypePanel
 from .settings import Autosave, Settings
 from .shortcuts import SHORTCUTS, cheat_sheet_html
 from .support_panel import SupportPanel
+from .theme import THEME_DARK, THEME_LIGHT, THEME_SYSTEM, THEMES, apply_theme
 from .worker import GpuWorker
 
 REGION_COLOUR = (0, 200, 255)
@@ -81,6 +82,9 @@ PREDICTION_COLOUR = (255, 214, 0)
 TRUTH_COLOUR = (60, 220, 90)
 CACHE_SIZE = 8
 DEFAULT_EXPLAINER = "affex-signed"
+#: canvas tool -> its action in MainWindow.actions
+TOOL_ACTIONS = {TOOL_BRUSH: "tool_brush", TOOL_ERASER: "tool_eraser", TOOL_RECTANGLE: "tool_rectangle",
+                TOOL_POLYGON: "tool_polygon", TOOL_PAN: "tool_pan"}
 
 
 def available_explainers() -> list[str]:
@@ -239,6 +243,8 @@ class MainWindow(QMainWindow):
         self._proto_job: Optional[int] = None
         self._availability_cache: dict[tuple[str, str], str] = {}  # (model, explainer) -> reason
         self._specific_cache: Optional[dict[str, tuple[str, ...]]] = None
+        self._applying_scheme = False  # setColorScheme() re-emits colorSchemeChanged
+        self.effective_theme = THEME_LIGHT
         self._applying_result = False
         self.device_info: Optional[DeviceInfo] = None
         self.errors: list[str] = []
@@ -264,10 +270,10 @@ class MainWindow(QMainWindow):
             self.actions[shortcut.action] = action
             self.addAction(action)
         a = self.actions
-        for tool in ("tool_brush", "tool_eraser", "tool_pan"):
+        for tool in TOOL_ACTIONS.values():
             a[tool].setCheckable(True)
         self._tool_group = QActionGroup(self)
-        for tool in ("tool_brush", "tool_eraser", "tool_pan"):
+        for tool in TOOL_ACTIONS.values():
             self._tool_group.addAction(a[tool])
         for name in ("toggle_overlays", "toggle_prediction", "toggle_ground_truth"):
             a[name].setCheckable(True)
@@ -344,6 +350,8 @@ class MainWindow(QMainWindow):
         a["tool_brush"].triggered.connect(lambda: self.set_tool(TOOL_BRUSH))
         a["tool_eraser"].triggered.connect(lambda: self.set_tool(TOOL_ERASER))
         a["tool_pan"].triggered.connect(lambda: self.set_tool(TOOL_PAN))
+        a["tool_rectangle"].triggered.connect(lambda: self.set_tool(TOOL_RECTANGLE))
+        a["tool_polygon"].triggered.connect(lambda: self.set_tool(TOOL_POLYGON))
         a["smaller_brush"].triggered.connect(lambda: self._active_canvas().step_brush_size(-1))
         a["larger_brush"].triggered.connect(lambda: self._active_canvas().step_brush_size(+1))
         a["clear_mask"].triggered.connect(self.clear_active_mask)
@@ -479,7 +487,9 @@ class MainWindow(QMainWindow):
         a["tool_brush"].setText("Brush")
         a["tool_eraser"].setText("Eraser")
         a["tool_pan"].setText("Pan")
-        for name in ("tool_brush", "tool_eraser", "tool_pan"):
+        a["tool_rectangle"].setText("Rectangle")
+        a["tool_polygon"].setText("Polygon")
+        for name in ("tool_brush", "tool_eraser", "tool_rectangle", "tool_polygon", "tool_pan"):
             bar.addAction(a[name])
         bar.addWidget(QLabel("  brush "))
         self.brush_spin = QSpinBox(self)
@@ -529,7 +539,8 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(a["quit"])
         edit_menu = menu.addMenu("&Edit")
-        for name in ("undo", "redo", None, "tool_brush", "tool_eraser", "tool_pan", "smaller_brush",
+        for name in ("undo", "redo", None, "tool_brush", "tool_eraser", "tool_rectangle", "tool_polygon", "tool_pan",
+                     "smaller_brush",
                      "larger_brush", None, "clear_mask"):
             edit_menu.addSeparator() if name is None else edit_menu.addAction(a[name])
         region_menu = menu.addMenu("&Region")
@@ -541,6 +552,18 @@ class MainWindow(QMainWindow):
             view_menu.addSeparator() if name is None else view_menu.addAction(a[name])
         view_menu.addSeparator()
         view_menu.addAction(self.log_dock.toggleViewAction())
+        theme_menu = view_menu.addMenu("&Theme")
+        self.theme_actions: dict[str, QAction] = {}
+        theme_group = QActionGroup(self)
+        for name, text in ((THEME_SYSTEM, "Follow the &system"), (THEME_LIGHT, "&Light"), (THEME_DARK, "&Dark")):
+            action = theme_menu.addAction(text)
+            action.setCheckable(True)
+            action.triggered.connect(lambda _=False, n=name: self.set_theme(n))
+            theme_group.addAction(action)
+            self.theme_actions[name] = action
+        hints = QApplication.instance().styleHints()
+        if hasattr(hints, "colorSchemeChanged"):
+            hints.colorSchemeChanged.connect(self._on_system_scheme_changed)
         run_menu = menu.addMenu("R&un")
         for name in ("predict", "explain", "cancel", None, "clear_gpu_cache"):
             run_menu.addSeparator() if name is None else run_menu.addAction(a[name])
@@ -806,8 +829,28 @@ class MainWindow(QMainWindow):
         return ModelSpec(self.model_combo.currentData() or "", checkpoint, self.device_combo.currentData() or "auto")
 
     # ======================================================================== settings
+    def set_theme(self, theme: str) -> str:
+        """Light, dark, or follow the OS ("system"); returns the theme in effect."""
+        if theme not in THEMES:
+            theme = THEME_SYSTEM
+        self.settings.theme = theme
+        if self._applying_scheme:
+            return self.effective_theme
+        self._applying_scheme = True
+        try:
+            self.effective_theme = apply_theme(theme)
+        finally:
+            self._applying_scheme = False
+        self.theme_actions[theme].setChecked(True)
+        return self.effective_theme
+
+    def _on_system_scheme_changed(self, *_args) -> None:
+        if self.settings.theme == THEME_SYSTEM and not self._applying_scheme:
+            self.set_theme(THEME_SYSTEM)
+
     def _apply_settings(self) -> None:
         s = self.settings
+        self.set_theme(s.theme)
         self.display.update(colormap=s.colormap, signed_colormap=s.signed_colormap, opacity=s.heat_opacity,
                             clip_percent=s.clip_percent)
         dc = self.display_controls
@@ -1200,10 +1243,11 @@ class MainWindow(QMainWindow):
     # ========================================================================= editing
     def set_tool(self, tool: str) -> None:
         self._tool = tool
-        {TOOL_BRUSH: self.actions["tool_brush"], TOOL_ERASER: self.actions["tool_eraser"],
-         TOOL_PAN: self.actions["tool_pan"]}[tool].setChecked(True)
+        self.actions[TOOL_ACTIONS[tool]].setChecked(True)
         self._apply_tool_to_canvases()
         hint = {TOOL_BRUSH: "left drag paints, right drag erases", TOOL_ERASER: "left drag erases",
+                TOOL_RECTANGLE: "left drag adds a rectangle, right drag removes one",
+                TOOL_POLYGON: "click the vertices (right clicks remove); double click or Enter closes, Esc cancels",
                 TOOL_PAN: "drag to pan; wheel zooms"}[tool]
         self.edit_hint.setText(f"   {hint} · wheel zooms · Space+drag pans")
 

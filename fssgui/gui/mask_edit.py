@@ -203,6 +203,36 @@ class EditableMask:
         self._notify(rect)
         return rect
 
+    def fill_polygon(self, points: Sequence[tuple[float, float]], value: bool = True,
+                     label: str = "polygon") -> Optional[Rect]:
+        """Fill (``value`` True) or erase the polygon through ``points`` ``[(x, y), ...]`` (image
+        pixel coordinates, at least 3) as one undoable edit; returns the changed rectangle."""
+        if len(points) < 3:
+            return None
+        if self.in_stroke:
+            self.end_stroke()
+        h, w = self.data.shape
+        pts = np.round(np.asarray(points, dtype=np.float64)).astype(np.int32)
+        x0, y0 = max(0, int(pts[:, 0].min())), max(0, int(pts[:, 1].min()))
+        x1, y1 = min(w, int(pts[:, 0].max()) + 1), min(h, int(pts[:, 1].max()) + 1)
+        if x0 >= x1 or y0 >= y1:
+            return None
+        rect = (x0, y0, x1, y1)
+        window = self.data[y0:y1, x0:x1]
+        before = window.copy()
+        cv2.fillPoly(window, [pts - np.array([x0, y0], dtype=np.int32)], 1 if value else 0, lineType=cv2.LINE_8)
+        if np.array_equal(before, window):
+            return None
+        self._push(_EditRecord(rect, np.packbits(before), np.packbits(window), label))
+        self._notify(rect)
+        return rect
+
+    def fill_rectangle(self, x0: float, y0: float, x1: float, y1: float, value: bool = True) -> Optional[Rect]:
+        """Fill or erase the axis-aligned rectangle with corners (x0, y0) and (x1, y1), inclusive."""
+        left, right = sorted((x0, x1))
+        top, bottom = sorted((y0, y1))
+        return self.fill_polygon([(left, top), (right, top), (right, bottom), (left, bottom)], value, "rectangle")
+
     def clear(self) -> Optional[Rect]:
         return self.replace(np.zeros(self.data.shape, dtype=bool), "clear")
 

@@ -146,7 +146,7 @@ class ProtoGraphView(QtWidgets.QWidget):
         splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         splitter.addWidget(left_widget)
         splitter.addWidget(right_widget)
-        splitter.setSizes([380, 420])
+        splitter.setSizes([470, 410])
         splitter.setChildrenCollapsible(False)
         self.splitter = splitter
         layout.addWidget(splitter)
@@ -240,7 +240,9 @@ class ProtoGraphView(QtWidgets.QWidget):
         for g in result.groups:
             self._add_label(self._node_text(f"group {g.index + 1} (head {g.head_weight:.2f})", g.node_id, (0.5, -0.4)))
         self._add_label(self._node_text(result.class_name, "class", (0.5, -0.5)))
-        self.graph_box.autoRange(padding=0.08)
+        # explicit range: autoRange ignores the text items, and would clip the scale headers
+        self.graph_box.setRange(xRange=(-0.4, GRAPH_WIDTH + 0.4),
+                                yRange=(0.1 * GRAPH_HEIGHT - 1.3, 0.9 * GRAPH_HEIGHT + 0.8), padding=0.0)
         sparsity = result.sparsity()
         self.summary_label.setText(
             f"<b>{result.class_name}</b> (class {result.class_index}), {result.class_mask.mean():.1%} of pixels; "
@@ -327,12 +329,12 @@ class ProtoGraphView(QtWidgets.QWidget):
             path = projection.patch_path or projection.original_with_box_path
         if path is None:
             item.clear()
-            title.setText("prototype source: " + ("none stored" if projection is None else "no image file"))
+            title.setText("source: " + ("none stored" if projection is None else "no image file"))
             return
         from ..imaging import load_rgb
 
         item.setImage(load_rgb(path), autoLevels=False, levels=(0, 255))
-        title.setText(f"prototype source ({path.name})")
+        title.setText(f"source: {path.name}")
 
     def _on_points_clicked(self, _scatter, points, _event=None) -> None:
         if len(points):

@@ -112,7 +112,7 @@ class PrototypePanel(QWidget):
         root.addWidget(self.info_label)
 
         self.view = ProtoGraphView(self)
-        self.view.setMinimumHeight(640)
+        self.view.setMinimumHeight(880)  # graph and maps; the tab scrolls
         root.addWidget(self.view, 1)
 
         self.run_button.clicked.connect(self._on_run_clicked)
@@ -120,6 +120,12 @@ class PrototypePanel(QWidget):
         self.class_combo.currentIndexChanged.connect(self._on_class_picked)
         self.model_combo.currentIndexChanged.connect(lambda _i: self._update_run_button())
         self._update_run_button()
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt override
+        # The word-wrapped labels make the layout height-for-width, and the tab's scroll area
+        # would then size the panel from the plots' preferred heights (far taller than the
+        # window). -1: no preference, so the panel fills the viewport (down to its minimum).
+        return -1
 
     # ------------------------------------------------------------------------- state
     @property

@@ -26,6 +26,8 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("tool_brush", "B", "&Brush", "Edit"),
     Shortcut("tool_eraser", "E", "&Eraser", "Edit"),
     Shortcut("tool_pan", "P", "&Pan (or hold Space)", "Edit"),
+    Shortcut("tool_rectangle", "R", "Rec&tangle (drag)", "Edit"),
+    Shortcut("tool_polygon", "L", "Po&lygon (click vertices)", "Edit"),
     Shortcut("smaller_brush", "[", "Smaller brush / eraser", "Edit"),
     Shortcut("larger_brush", "]", "Larger brush / eraser", "Edit"),
     Shortcut("clear_mask", "Ctrl+Backspace", "Clear the mask being edited", "Edit"),
@@ -60,6 +62,9 @@ MOUSE_GESTURES: tuple[tuple[str, str], ...] = (
     ("Left drag (brush tool)", "paint the mask being edited"),
     ("Right drag (brush tool)", "erase"),
     ("Double click", "fit the image to the view"),
+    ("Left / right drag (rectangle tool)", "add / remove a rectangle"),
+    ("Clicks (polygon tool)", "vertices; double click, Enter or the first vertex closes; right clicks remove"),
+    ("Backspace / Esc (polygon tool)", "drop the last vertex / cancel the polygon"),
 )
 
 
