@@ -20,7 +20,13 @@ Peak memory
 Timing
 ------
 :func:`interleaved_medians` runs the functions round-robin (forward, affex, forward, affex, ...),
-so that all of them see the same machine load on average, and returns each one's median.
+so that all of them see the same machine load on average, and returns each one's median of both
+the wall time and the process CPU time (``time.process_time``, all threads). On a CPU shared with
+other jobs the wall time of one call varies by 3-5x from run to run (the process waits for a core,
+and with several threads every parallel region waits for its slowest thread), while the CPU time
+counts only the work done. With one thread (``--threads 1``, the benchmarks' CPU default) the CPU
+time is the work of the call and hardly depends on the load, so the CPU ratios are the robust
+figures there; the wall ratios are printed too.
 """
 from __future__ import annotations
 
@@ -93,28 +99,54 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], object], device: str) -> float:
-    """Seconds of one call (after a garbage collection; CUDA synchronised)."""
+def set_cpu_threads(threads: int) -> None:
+    """``threads`` > 0: use that many intra-op threads (0 keeps torch's default)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def timed(fn: Callable[[], object], device: str) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call (after a garbage collection; CUDA
+    synchronised)."""
     gc.collect()
     _sync(device)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     result = fn()
     _sync(device)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     del result
-    return seconds
+    return seconds, cpu_seconds
+
+
+class Timing:
+    """Samples of one function: wall and CPU seconds per call, and their medians."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    @property
+    def wall_median(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu)
 
 
 def interleaved_medians(
     fns: Mapping[str, Callable[[], object]], device: str, rounds: int, log: Callable[[str], None] = print
-) -> dict[str, tuple[float, list[float]]]:
-    """``{name: (median seconds, all samples)}``, the functions run round-robin ``rounds`` times."""
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+) -> dict[str, Timing]:
+    """``{name: Timing}``, the functions run round-robin ``rounds`` times."""
+    timings = {name: Timing() for name in fns}
     for r in range(rounds):
         for name, fn in fns.items():
-            samples[name].append(timed(fn, device))
-        log(f"#   round {r + 1}/{rounds}: " + ", ".join(f"{n} {s[-1]:.2f}s" for n, s in samples.items()))
-    return {name: (statistics.median(s), s) for name, s in samples.items()}
+            wall, cpu = timed(fn, device)
+            timings[name].wall.append(wall)
+            timings[name].cpu.append(cpu)
+        log(f"#   round {r + 1}/{rounds} (wall/cpu s): "
+            + ", ".join(f"{n} {t.wall[-1]:.2f}/{t.cpu[-1]:.2f}" for n, t in timings.items()))
+    return timings
 
 
 # ------------------------------------------------------------------------------------- memory

@@ -2,7 +2,7 @@
 same model and episode.
 
     python bench/affex.py [--model matcher-effnet] [--random-weights] [--shots 1 5] [--size E]
-                          [--variant signed] [--device cpu] [--rounds 3] [--rss]
+                          [--variant signed] [--device cpu] [--rounds 3] [--threads 1] [--rss]
 
 Rows per K:
 * ``forward``: ``model.predict(batch)`` (what a plain prediction costs; the ratios' reference);
@@ -14,7 +14,8 @@ Rows per K:
   prediction; its memory is on top of the held prediction).
 
 Time: one warm-up call of each, then ``--rounds`` interleaved rounds (forward, forward+scores,
-affex, affex|pred, forward, ...); medians. Memory (CPU): the PyTorch allocator peak of one call
+affex, affex|pred, forward, ...); medians of the wall time and of the process CPU time (on a
+loaded CPU, the CPU-time ratios at one thread are the robust ones, see ``_common.py``). Memory (CPU): the PyTorch allocator peak of one call
 above what was held before it (see ``_common.py``), i.e. working memory without the weights;
 ``mem x +w`` adds the weights to both sides, as a CUDA ``max_memory_allocated`` would.
 ``--rss`` adds the resident-set growth of each call measured in a fresh process.
@@ -33,6 +34,7 @@ from _common import (  # noqa: E402
     build,
     centre_region,
     interleaved_medians,
+    set_cpu_threads,
     load_average,
     machine,
     parameter_mib,
@@ -89,9 +91,12 @@ def main() -> None:
     parser.add_argument("--variant", default="signed")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0 = torch's default)")
     parser.add_argument("--rss", action="store_true", help="also measure RSS growth in fresh processes (CPU)")
     parser.add_argument("--rss-child", nargs=2, metavar=("ROW", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.device == "cpu":
+        set_cpu_threads(args.threads)
     if args.rss_child:
         _rss_child(args)
         return
@@ -122,7 +127,8 @@ def main() -> None:
         rss = {}
         if args.rss and args.device == "cpu":
             script = Path(__file__).resolve()
-            common = ["--model", args.model, "--variant", args.variant, "--device", "cpu"]
+            common = ["--model", args.model, "--variant", args.variant, "--device", "cpu",
+                      "--threads", str(args.threads)]
             common += ["--random-weights"] if args.random_weights else []
             common += ["--size", str(args.size)] if args.size else []
             for name in fns:
@@ -130,20 +136,24 @@ def main() -> None:
         results.append((shots, times, memory, rss))
         print(f"# load average after K={shots}: {load_average()}", flush=True)
 
-    header = f"{'K':>2} {'what':<15} {'time s':>8} {'peak MiB':>9} {'time x':>7} {'mem x':>6} {'mem x +w':>8}"
+    header = (f"{'K':>2} {'what':<15} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9} {'wall x':>7} {'cpu x':>6} "
+              f"{'mem x':>6} {'mem x +w':>8}")
     if any(r[3] for r in results):
         header += f" {'RSS MiB':>8} {'RSS x':>6}"
     print(header)
     for shots, times, memory, rss in results:
-        base_t, base_m = times["forward"][0], memory["forward"]
+        base, base_m = times["forward"], memory["forward"]
         for name in ROWS:
-            t, m = times[name][0], memory[name]
-            line = (f"{shots:>2} {name:<15} {t:>8.2f} {m:>9.1f} {t / base_t:>7.2f} {m / max(base_m, 1e-9):>6.2f} "
-                    f"{(m + weights) / (base_m + weights):>8.2f}")
+            t, m = times[name], memory[name]
+            line = (f"{shots:>2} {name:<15} {t.wall_median:>8.2f} {t.cpu_median:>8.2f} {m:>9.1f} "
+                    f"{t.wall_median / base.wall_median:>7.2f} {t.cpu_median / base.cpu_median:>6.2f} "
+                    f"{m / max(base_m, 1e-9):>6.2f} {(m + weights) / (base_m + weights):>8.2f}")
             if rss:
                 line += f" {rss[name]:>8.1f} {rss[name] / max(rss['forward'], 1e-9):>6.2f}"
             print(line)
-        print(f"   samples (s): " + "; ".join(f"{n} " + " ".join(f"{v:.2f}" for v in times[n][1]) for n in ROWS))
+        for name in ROWS:
+            print(f"#   {shots} {name} samples wall " + " ".join(f"{v:.2f}" for v in times[name].wall)
+                  + " | cpu " + " ".join(f"{v:.2f}" for v in times[name].cpu))
 
 
 if __name__ == "__main__":

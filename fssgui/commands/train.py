@@ -27,7 +27,12 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--backbone-weights", default=None, metavar="FILE",
-                   help="torchvision ResNet-50 state dict (.pth) to initialise the frozen backbone")
+                   help="torchvision ResNet-50 state dict (.pth) to initialise the frozen backbone; without it "
+                        "the backbone is random-init and its BatchNorm statistics are re-estimated on training "
+                        "images before training (a deviation from the papers, said in the log)")
+    p.add_argument("--train-backbone", action="store_true",
+                   help="also fine-tune the backbone at 0.1 x the learning rate (SimPropNet only; BatchNorm "
+                        "statistics stay frozen). Meant for GPUs: on a CPU it makes steps many times slower")
     p.add_argument("--workers", type=int, default=0, help="data loading worker processes (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
@@ -46,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, size=args.size,
         device=args.device, backbone_weights=args.backbone_weights, resume=args.resume, seed=args.seed,
         num_workers=args.workers, amp=not args.no_amp, progress_bar=not args.no_progress,
+        model_options={"train_backbone": True} if args.train_backbone else {},
     )
     result = train(config)
     if result.history:

@@ -35,6 +35,10 @@ where D^T (the adjoint of the resize) is applied with autograd. The maps returne
 per-pixel shares ``[K, S, S]``; they sum to the region's mean cosine similarity (reported in
 ``params['total']``). Pixels outside the support mask get exactly 0. Shares are non-negative
 when the features are (SimPropNet's adapter ends with a ReLU), but no sign is forced.
+
+``Attribution.params`` holds ``total`` (the region's mean cosine, = the maps' sum) and
+``cell_shares`` (the ``[K, h, w]`` feature-cell shares as nested lists of floats, so that the
+parameters stay JSON-serialisable for ``fssgui explain``'s ``explanation.json``).
 """
 from __future__ import annotations
 
@@ -117,7 +121,7 @@ class PrototypeShareExplainer(Explainer):
         return Attribution(
             maps=maps.cpu(),
             method=self.name,
-            params={"total": float(total), "cell_shares": cells.cpu(),
+            params={"total": float(total), "cell_shares": cells.cpu().tolist(),
                     "meaning": "share of the region's mean foreground cosine similarity"},
             signed=False,
         )
