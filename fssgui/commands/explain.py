@@ -6,8 +6,8 @@ Writes to DIR:
 * ``attribution.npy``: float32 ``[K, H, W]`` at the support images' size (the model-size map
   resized bilinearly). When the supports differ in size, one ``attribution_<k>.npy`` ``[H_k, W_k]``
   per support instead.
-* ``overlay_<k>.png``: the map over support k (inferno; the signed AffEx map with a diverging map
-  centred at its zero level).
+* ``overlay_<k>.png``: the map over support k (inferno from 0 to the largest value over all
+  supports; the signed AffEx map with a diverging map centred at its zero level).
 * ``explanation.json``: method, parameters, region, model and, for AffEx, the level names and
   weights.
 """
@@ -100,12 +100,16 @@ def write_attribution(out: Path, episode, attribution) -> list[Path]:
             save_npy_atomic(path, values.astype(np.float32))
             written.append(path)
     zero = attribution.params.get("zero_level") if attribution.signed else None
+    # one colour scale for all supports: 0 .. the largest value (1 for the min-max-scaled maps;
+    # exact attributions such as prototype-share are shares of a total and much smaller)
+    top = max(float(np.max(values)) for values in resized)
+    top = top if top > 0 else 1.0
     for k, (support, values) in enumerate(zip(episode.supports, resized)):
         if zero is not None:
             half = max(zero, 1.0 - zero)
             overlay = heatmap_overlay(support.image, values, "diverging", vmin=zero - half, vmax=zero + half)
         else:
-            overlay = heatmap_overlay(support.image, values, "inferno", vmin=0.0, vmax=1.0)
+            overlay = heatmap_overlay(support.image, values, "inferno", vmin=0.0, vmax=top)
         path = out / f"overlay_{k}.png"
         save_png_atomic(path, overlay)
         written.append(path)
