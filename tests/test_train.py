@@ -148,21 +148,6 @@ def test_untrainable_model_is_refused(synthetic_root, tmp_path):
 
 
 # ------------------------------------------------------------------ explaining trained checkpoints via the CLI
-def _small_entry(monkeypatch, name: str, builder, **options) -> None:
-    """Swap the registry entry for the same model at the test's size/widths, so that `fssgui
-    explain` (build_model -> strict checkpoint load -> predict -> explainer -> files) runs its
-    own code path on the small checkpoint trained here."""
-    import dataclasses
-    import functools
-
-    from fssgui.models import registry
-
-    entry = get_entry(name)
-    small = dataclasses.replace(entry, input_size=SMALL_SIZE,
-                                builder=functools.partial(builder, SMALL_SIZE, None, **options))
-    monkeypatch.setitem(registry._REGISTRY, name, small)
-
-
 def _val_episode_dir(root: Path, tmp_path: Path) -> Path:
     """A saved 1-shot episode from the validation images (query and support of class 0)."""
     from fssgui.data.datasets import open_dataset
@@ -188,12 +173,21 @@ def _check_explanation(out: Path, episode_dir: Path, method: str) -> np.ndarray:
     return maps
 
 
-def test_explain_cli_prototype_share_on_trained_simpropnet(trained_simpropnet, same_class_root, tmp_path,
-                                                           monkeypatch):
-    from fssgui.models.simpropnet import build_simpropnet
+def test_trained_checkpoint_is_rebuilt_as_trained(trained_simpropnet):
+    """`fssgui train` writes config.json beside its checkpoints; loading a checkpoint builds the
+    model at the trained input size with the trained builder options (else the weights of a
+    narrowed model would not fit and the model would run at the registry's 321 px)."""
+    from fssgui.models import build_model
 
     config, _ = trained_simpropnet
-    _small_entry(monkeypatch, "simpropnet-resnet50", build_simpropnet, **SMALL_SIMPROPNET)
+    messages = []
+    model = build_model("simpropnet-resnet50", Path(config.out_dir) / "model_best.pt", log=messages.append)
+    assert model.entry.input_size == SMALL_SIZE != get_entry("simpropnet-resnet50").input_size
+    assert any("as it was trained" in m and f"input size {SMALL_SIZE}" in m for m in messages)
+
+
+def test_explain_cli_prototype_share_on_trained_simpropnet(trained_simpropnet, same_class_root, tmp_path):
+    config, _ = trained_simpropnet
     episode_dir = _val_episode_dir(same_class_root, tmp_path)
     out = tmp_path / "explained"
     code = main(["explain", str(episode_dir), "--model", "simpropnet-resnet50", "--checkpoint",
@@ -215,11 +209,10 @@ def test_explain_cli_prototype_share_on_trained_simpropnet(trained_simpropnet, s
     assert maps.min() >= 0 and maps[0][near_mask].sum() >= 0.999 * maps.sum() > 0
 
 
-def test_explain_cli_affex_on_trained_i2r_checkpoint(same_class_root, tmp_path, monkeypatch):
+def test_explain_cli_affex_on_trained_i2r_checkpoint(same_class_root, tmp_path):
     """Save -> load -> predict -> AffEx through `fssgui explain` on a checkpoint written by the
     trainer. Only 2 steps: I²R does not learn in a CPU-test budget (see the report / i2r.py), so
     this checks the checkpoint and explanation path, not learning."""
-    from fssgui.models.i2r import build_i2r
 
     config = TrainConfig(
         model="i2r-resnet50", data_root=str(same_class_root), layout="folders", fold=-1, shots=1,
@@ -229,7 +222,6 @@ def test_explain_cli_affex_on_trained_i2r_checkpoint(same_class_root, tmp_path, 
     )
     result = train(config, log=print)
     assert [h["epoch"] for h in result.history] == [1]
-    _small_entry(monkeypatch, "i2r-resnet50", build_i2r)
     episode_dir = _val_episode_dir(same_class_root, tmp_path)
     out = tmp_path / "explained"
     code = main(["explain", str(episode_dir), "--model", "i2r-resnet50", "--checkpoint",

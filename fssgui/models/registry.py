@@ -5,7 +5,9 @@ so ``import fssgui.models`` stays cheap.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -91,13 +93,51 @@ def build_model(
     entry = get_entry(name)
     if entry.needs_checkpoint and checkpoint is None:
         raise ModelError(f"model {name!r} needs a checkpoint file (--checkpoint PATH)")
-    model = entry.builder()
+    trained = _training_config(name, checkpoint, log)
+    if trained is None:
+        model = entry.builder()
+    else:
+        # a checkpoint written by `fssgui train`: rebuild the model as it was trained (its input
+        # size and builder options), or its weights would not fit / would run at another size
+        size, options = trained
+        model = entry.builder(size, None, **options)
+        entry = dataclasses.replace(entry, input_size=size)
     model.entry = entry
     if checkpoint is not None:
         from .checkpoints import load_checkpoint_into
 
         load_checkpoint_into(model, checkpoint, log=log)
     return model.to(device).eval()
+
+
+TRAINING_CONFIG = "config.json"
+TRAINING_FORMAT = "fssgui-train-1"
+
+
+def _training_config(name: str, checkpoint, log) -> Optional[tuple[int, dict]]:
+    """``(input_size, builder options)`` from the ``config.json`` that ``fssgui train`` writes
+    beside its checkpoints, when there is one for this model; otherwise None."""
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint).with_name(TRAINING_CONFIG)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        if log:
+            log(f"{path}: not readable as JSON; not using it as a training configuration")
+        return None
+    if not isinstance(data, dict) or data.get("format") != TRAINING_FORMAT or data.get("model") != name:
+        return None
+    size = data.get("input_size")
+    options = (data.get("config") or {}).get("model_options") or {}
+    if not isinstance(size, int) or size <= 0 or not isinstance(options, dict):
+        raise ModelError(f"{path}: training configuration without a valid input_size/model_options")
+    if log:
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(options.items()))
+        log(f"{path}: building {name} as it was trained: input size {size}" + (f", {shown}" if shown else ""))
+    return size, dict(options)
 
 
 def resolve_device(requested: str | None, log: Callable[[str], None] | None = None) -> torch.device:
