@@ -35,6 +35,7 @@ from .imaging import (
     resize_image,
     resize_mask,
     save_png_atomic,
+    write_bytes_atomic,
 )
 
 FORMAT = "fssgui-episode"
@@ -140,8 +141,11 @@ def _read_mask(path: Path, image_shape, what: str) -> np.ndarray:
     return mask
 
 
-def load_episode(path: str | Path) -> Episode:
-    """Load an episode folder (or its ``episode.json``), validating everything."""
+def load_episode(path: str | Path, *, allow_incomplete: bool = False) -> Episode:
+    """Load an episode folder (or its ``episode.json``), validating everything.
+
+    ``allow_incomplete`` accepts what an editing session may hold (no supports, empty support
+    masks), for the app's autosave snapshots; everything else is still checked."""
     path = Path(path)
     json_path = path / EPISODE_FILE if path.is_dir() else path
     if not json_path.is_file():
@@ -172,7 +176,7 @@ def load_episode(path: str | Path) -> Episode:
     supports_spec = spec.get("supports")
     if not isinstance(supports_spec, list):
         raise EpisodeError(f"{json_path}: \"supports\" must be a list")
-    if not supports_spec:
+    if not supports_spec and not allow_incomplete:
         raise EpisodeError(f"{json_path}: the episode has no supports (K = 0); add at least one")
     supports = []
     for i, item in enumerate(supports_spec):
@@ -181,7 +185,7 @@ def load_episode(path: str | Path) -> Episode:
         image = _read_image(_resolve(folder, item.get("image"), json_path, f"support {i} image"))
         mask_path = _resolve(folder, item.get("mask"), json_path, f"support {i} mask")
         mask = _read_mask(mask_path, image.shape, f"support {i} mask")
-        if not mask.any():
+        if not mask.any() and not allow_incomplete:
             raise EpisodeError(f"{mask_path}: support {i} mask is empty (no foreground pixel)")
         supports.append(Support(image, mask))
     region = None
@@ -200,26 +204,7 @@ def save_episode(episode: Episode, folder: str | Path) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=str(folder.parent)))
     try:
-        save_png_atomic(tmp / "query.png", episode.query_image)
-        spec = {
-            "format": FORMAT,
-            "version": VERSION,
-            "class_name": episode.class_name,
-            "query": {"image": "query.png", "mask": None},
-            "supports": [],
-            "region": None,
-        }
-        if episode.query_mask is not None:
-            save_png_atomic(tmp / "query_mask.png", episode.query_mask)
-            spec["query"]["mask"] = "query_mask.png"
-        for i, support in enumerate(episode.supports):
-            save_png_atomic(tmp / f"support_{i}.png", support.image)
-            save_png_atomic(tmp / f"support_{i}_mask.png", support.mask)
-            spec["supports"].append({"image": f"support_{i}.png", "mask": f"support_{i}_mask.png"})
-        if episode.region is not None:
-            save_png_atomic(tmp / "region.png", episode.region)
-            spec["region"] = "region.png"
-        (tmp / EPISODE_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+        write_episode_files(episode, tmp)
         publish_permissions(tmp, directory=True)
         old = None
         if folder.exists():
@@ -235,6 +220,31 @@ def save_episode(episode: Episode, folder: str | Path) -> Path:
         raise
     episode.folder = folder
     return folder / EPISODE_FILE
+
+
+def write_episode_files(episode: Episode, folder: Path) -> None:
+    """Write the PNGs and ``episode.json`` of ``episode`` into the existing ``folder`` (each file
+    atomically, no validation). :func:`save_episode` calls it on a temporary folder."""
+    spec = {
+        "format": FORMAT,
+        "version": VERSION,
+        "class_name": episode.class_name,
+        "query": {"image": "query.png", "mask": None},
+        "supports": [],
+        "region": None,
+    }
+    save_png_atomic(folder / "query.png", episode.query_image)
+    if episode.query_mask is not None:
+        save_png_atomic(folder / "query_mask.png", episode.query_mask.astype(bool))
+        spec["query"]["mask"] = "query_mask.png"
+    for i, support in enumerate(episode.supports):
+        save_png_atomic(folder / f"support_{i}.png", support.image)
+        save_png_atomic(folder / f"support_{i}_mask.png", support.mask.astype(bool))
+        spec["supports"].append({"image": f"support_{i}.png", "mask": f"support_{i}_mask.png"})
+    if episode.region is not None:
+        save_png_atomic(folder / "region.png", episode.region.astype(bool))
+        spec["region"] = "region.png"
+    write_bytes_atomic(folder / EPISODE_FILE, (json.dumps(spec, indent=2) + "\n").encode("utf-8"))
 
 
 # ------------------------------------------------------------------------------ to the model

@@ -134,3 +134,17 @@ def test_saved_files_have_the_usual_permissions(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "ep").st_mode) == 0o777 & ~umask
     for path in (tmp_path / "ep").iterdir():
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask, path.name
+
+
+def test_incomplete_episodes_load_only_when_allowed(tmp_path):
+    from fssgui.episode import write_episode_files
+
+    episode = make_episode(shots=1)
+    episode.supports[0].mask[:] = False  # what a half-edited episode in the app may hold
+    (tmp_path / "snap").mkdir()
+    write_episode_files(episode, tmp_path / "snap")
+    with pytest.raises(EpisodeError, match="support 0 mask is empty"):
+        load_episode(tmp_path / "snap")
+    loaded = load_episode(tmp_path / "snap", allow_incomplete=True)
+    assert not loaded.supports[0].mask.any()
+    np.testing.assert_array_equal(loaded.query_image, episode.query_image)

@@ -23,8 +23,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..episode import EPISODE_FILE, FORMAT, VERSION, Episode, Support
-from ..imaging import load_mask, load_rgb, save_png_atomic, write_bytes_atomic
+from ..episode import EPISODE_FILE, Episode, load_episode, write_episode_files
+from ..imaging import write_bytes_atomic
 
 APP_NAME = "fssgui"
 MAX_RECENT = 12
@@ -202,38 +202,14 @@ class Autosave:
 def write_episode_snapshot(episode: Episode, folder: Path) -> None:
     """The episode folder format, without validation (supports may have empty masks)."""
     folder.mkdir(parents=True, exist_ok=True)
-    spec: dict[str, Any] = {
-        "format": FORMAT,
-        "version": VERSION,
-        "class_name": episode.class_name,
-        "query": {"image": "query.png", "mask": None},
-        "supports": [],
-        "region": None,
-    }
-    save_png_atomic(folder / "query.png", episode.query_image)
-    if episode.query_mask is not None:
-        save_png_atomic(folder / "query_mask.png", episode.query_mask.astype(bool))
-        spec["query"]["mask"] = "query_mask.png"
-    for i, support in enumerate(episode.supports):
-        save_png_atomic(folder / f"support_{i}.png", support.image)
-        save_png_atomic(folder / f"support_{i}_mask.png", support.mask.astype(bool))
-        spec["supports"].append({"image": f"support_{i}.png", "mask": f"support_{i}_mask.png"})
-    if episode.region is not None:
-        save_png_atomic(folder / "region.png", episode.region.astype(bool))
-        spec["region"] = "region.png"
-    write_bytes_atomic(folder / EPISODE_FILE, (json.dumps(spec, indent=2) + "\n").encode("utf-8"))
+    write_episode_files(episode, folder)
 
 
 def read_episode_snapshot(folder: Path) -> Episode:
     """Read a snapshot written by :func:`write_episode_snapshot` (empty masks allowed)."""
-    spec = json.loads((folder / EPISODE_FILE).read_text(encoding="utf-8"))
-    query = load_rgb(folder / spec["query"]["image"])
-    query_mask = load_mask(folder / spec["query"]["mask"]) if spec["query"].get("mask") else None
-    supports = [
-        Support(load_rgb(folder / item["image"]), load_mask(folder / item["mask"])) for item in spec["supports"]
-    ]
-    region = load_mask(folder / spec["region"]) if spec.get("region") else None
-    return Episode(query, supports, str(spec.get("class_name", "")), query_mask, region, None)
+    episode = load_episode(folder, allow_incomplete=True)
+    episode.folder = None
+    return episode
 
 
 def empty_mask_like(image: np.ndarray) -> np.ndarray:
