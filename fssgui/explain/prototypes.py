@@ -54,6 +54,7 @@ class HeadData:
     group_weights: list[np.ndarray]  # per group class: [N, |P_c|] (as loaded, before α)
     head_weight: np.ndarray  # [C, N*C'] (stage 2) or [C, P] (stage 1)
     scale_dilations: tuple[int, ...] = (6, 12, 18, 24)
+    epsilon: float = 1e-4  # of the log activation log((d+1)/(d+eps)); recovers distances
 
     @classmethod
     def from_model(cls, model) -> "HeadData":
@@ -72,12 +73,32 @@ class HeadData:
             group_weights=[l.weight.detach().cpu().float().numpy().copy() for l in model.group_projection] if grouped else [],
             head_weight=(model.last_layer_group if grouped else model.last_layer).weight.detach().cpu().float().numpy().copy(),
             scale_dilations=tuple(SCALE_DILATIONS[: model.num_scales]),
+            epsilon=float(model.epsilon),
         )
 
     def class_weights(self, class_index: int) -> Optional[np.ndarray]:
         if class_index not in self.group_classes:
             return None
         return self.group_weights[self.group_classes.index(class_index)]
+
+    def prototype_class(self) -> np.ndarray:
+        """``[P]`` owning class of every prototype (-1 for none)."""
+        owner = np.full(len(self.prototype_scale), -1, dtype=np.int64)
+        for c, indices in enumerate(self.class_prototypes):
+            owner[indices] = c
+        return owner
+
+    def used_prototypes(self, threshold: Optional[float]) -> np.ndarray:
+        """Sorted global indices of the prototypes some group still uses after ``threshold`` (the
+        official ``non_zero_proto`` on the thresholded model); every prototype for stage 1."""
+        if not self.grouped:
+            return np.arange(len(self.prototype_scale))
+        used: set[int] = set()
+        for k, c in enumerate(self.group_classes):
+            weights = apply_threshold(self.group_weights[k], threshold)
+            columns = np.nonzero((weights > 0).any(axis=0))[0]
+            used.update(self.class_prototypes[c][j] for j in columns)
+        return np.array(sorted(used), dtype=np.int64)
 
     def group_columns(self, class_index: int) -> list[int]:
         if class_index not in self.group_classes:

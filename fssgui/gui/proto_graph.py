@@ -15,6 +15,12 @@ masked to the predicted class unless "mask" is unticked), its numbers, and for a
 push's training patch when projection metadata exists. Under it: the per-scale maps, the
 predicted class mask and (stage 2) the group-assignment map. The threshold slider re-thresholds
 the group weights without renormalising and recomputes everything from the stored activations.
+
+Pixel inspector: a click on the map image picks the feature cell under it
+(:class:`~fssgui.explain.proto_inspect.CellGrid`), outlines the cell in white and the boxes of
+the three nearest used prototypes in red / green / blue, and shows the numbers at the cell in the
+pane below the maps (:class:`~fssgui.gui.proto_inspector.CellInspectorWidget`).
+The cell stays selected across classes and thresholds (the numbers are recomputed).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 
+from ..explain.proto_inspect import CellGrid, CellInspection, inspect_cell
 from ..explain.prototypes import (
     PrototypeExplanation,
     assignment_overlay,
@@ -31,6 +38,7 @@ from ..explain.prototypes import (
     normalise_map,
 )
 from ..imaging import colormap_lut, mask_overlay
+from .proto_inspector import CELL_COLOUR, NEAREST_COLOURS, CellInspectorWidget
 
 SCALE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (148, 103, 189)]
 GROUP_COLOURS = [(230, 40, 40), (40, 200, 40), (40, 90, 230)]
@@ -53,6 +61,8 @@ class ProtoGraphView(QtWidgets.QWidget):
 
     nodeClicked = QtCore.Signal(str)
     thresholdChanged = QtCore.Signal(float)
+    cellInspected = QtCore.Signal(object)  # CellInspection
+    cellClicked = QtCore.Signal(int, int)  # (i, j) picked by a click on the map (not by code)
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None):
         super().__init__(parent)
@@ -61,6 +71,9 @@ class ProtoGraphView(QtWidgets.QWidget):
         self._node_ids: list[str] = []
         self._labels: list[pg.TextItem] = []
         self.current_node: Optional[str] = None
+        self.selected_cell: Optional[tuple[int, int]] = None
+        self.inspection: Optional[CellInspection] = None
+        self._box_items: list[QtWidgets.QGraphicsItem] = []
 
         # --- graph pane
         self.graph_widget = pg.GraphicsLayoutWidget()
@@ -103,6 +116,8 @@ class ProtoGraphView(QtWidgets.QWidget):
         self.heat_item.setOpacity(0.5)
         self.map_box.addItem(self.base_item)
         self.map_box.addItem(self.heat_item)
+        self.map_widget.setToolTip("Click the image to inspect the feature cell under the pointer")
+        self.map_widget.scene().sigMouseClicked.connect(self._on_map_clicked)
 
         self.scale_widget = pg.GraphicsLayoutWidget()
         self.scale_widget.setBackground("w")
@@ -125,8 +140,12 @@ class ProtoGraphView(QtWidgets.QWidget):
             box.addItem(item)
             self.extra_items[name] = item
 
-        # Graph on top over the full width (twelve prototype columns need it), the maps below:
-        # the clicked node's map on the left, per-scale maps and class / group / source on the right.
+        self.inspector = CellInspectorWidget()
+        self.inspector.nodeRequested.connect(self._on_inspector_node)
+
+        # Three panes over the full width (twelve prototype columns need it): the graph; the
+        # clicked node's map (click it to inspect a cell) beside the per-scale maps and class /
+        # group / source; the pixel inspector's numbers.
         right = QtWidgets.QVBoxLayout()
         right.setContentsMargins(0, 0, 0, 0)
         right.addWidget(self.node_label)
@@ -146,7 +165,8 @@ class ProtoGraphView(QtWidgets.QWidget):
         splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
         splitter.addWidget(left_widget)
         splitter.addWidget(right_widget)
-        splitter.setSizes([470, 410])
+        splitter.addWidget(self.inspector)
+        splitter.setSizes([430, 340, 500])
         splitter.setChildrenCollapsible(False)
         self.splitter = splitter
         layout.addWidget(splitter)
@@ -172,6 +192,7 @@ class ProtoGraphView(QtWidgets.QWidget):
         self.base_item.setImage(self._image, autoLevels=False, levels=(0, 255))
         self.current_node = self.current_node if self.current_node in self._node_ids else "class"
         self._refresh_maps()
+        self._reinspect()
 
     def select_node(self, node_id: str, emit: bool = True) -> None:
         """Show ``node_id``'s activation map (as a click on it does)."""
@@ -187,6 +208,35 @@ class ProtoGraphView(QtWidgets.QWidget):
     def shown_map(self) -> Optional[np.ndarray]:
         """The map currently shown over the image (image size, NaN outside the mask)."""
         return None if self.heat_item.image is None else np.asarray(self.heat_item.image)
+
+    def inspect_pixel(self, x: float, y: float) -> Optional[CellInspection]:
+        """Inspect the feature cell under image point ``(x, y)`` (column, row), as a click on the
+        map does; None outside the image or without a result."""
+        if self._result is None:
+            return None
+        cell = CellGrid.of(self._result.run).cell_at(x, y)
+        return None if cell is None else self.inspect_cell(*cell)
+
+    def inspect_cell(self, i: int, j: int) -> CellInspection:
+        """Show the numbers at feature cell ``(i, j)`` and outline it and its nearest prototypes."""
+        if self._result is None:
+            raise RuntimeError("no explanation is shown")
+        self.selected_cell = (int(i), int(j))
+        self.inspection = inspect_cell(self._result, self.selected_cell)
+        self.inspector.show_inspection(self.inspection)
+        self._draw_boxes()
+        self.cellInspected.emit(self.inspection)
+        return self.inspection
+
+    def clear_inspection(self) -> None:
+        self.selected_cell, self.inspection = None, None
+        self.inspector.clear()
+        self._draw_boxes()
+
+    def drawn_boxes(self) -> list[tuple[float, float, float, float]]:
+        """(x, y, w, h) of the boxes drawn on the map: the cell first, then the nearest prototypes'."""
+        return [tuple(item.rect().getRect()) for item in self._box_items
+                if isinstance(item, QtWidgets.QGraphicsRectItem)]
 
     def node_position(self, node_id: str) -> QtCore.QPointF:
         """A node's position in graph-view coordinates (for tests and overlays)."""
@@ -253,7 +303,8 @@ class ProtoGraphView(QtWidgets.QWidget):
         )
 
     def _node_text(self, text: str, node_id: str, anchor: tuple[float, float]) -> pg.TextItem:
-        item = pg.TextItem(text, color=(0, 0, 0), anchor=anchor)
+        # a light backing keeps the label readable where edges cross it
+        item = pg.TextItem(text, color=(0, 0, 0), anchor=anchor, fill=pg.mkBrush(255, 255, 255, 210))
         item.setPos(self.node_position(node_id))
         return item
 
@@ -336,6 +387,57 @@ class ProtoGraphView(QtWidgets.QWidget):
         item.setImage(load_rgb(path), autoLevels=False, levels=(0, 255))
         title.setText(f"source: {path.name}")
 
+    def _reinspect(self) -> None:
+        """Keep the selected cell across a class or threshold change (new numbers)."""
+        if self.selected_cell is None:
+            return
+        grid = self._result.run.grid_hw
+        if self.selected_cell[0] < grid[0] and self.selected_cell[1] < grid[1]:
+            self.inspection = inspect_cell(self._result, self.selected_cell)
+            self.inspector.show_inspection(self.inspection)
+            self._draw_boxes()
+            self.cellInspected.emit(self.inspection)
+        else:
+            self.clear_inspection()
+
+    def _draw_boxes(self) -> None:
+        for item in self._box_items:
+            self.map_box.removeItem(item)
+        self._box_items = []
+        if self.inspection is None:
+            return
+
+        def rect(box, colour, width: float, style=QtCore.Qt.PenStyle.SolidLine, z: float = 10):
+            y0, y1, x0, x1 = box
+            item = QtWidgets.QGraphicsRectItem(QtCore.QRectF(x0, y0, x1 - x0, y1 - y0))
+            pen = pg.mkPen(colour, width=width, style=style)
+            pen.setCosmetic(True)
+            item.setPen(pen)
+            item.setZValue(z)
+            self.map_box.addItem(item)
+            self._box_items.append(item)
+
+        rect(self.inspection.box, CELL_COLOUR, 3, z=12)
+        rect(self.inspection.box, (0, 0, 0), 1, QtCore.Qt.PenStyle.DotLine, z=13)
+        for n in self.inspection.nearest:
+            rect(n.box, NEAREST_COLOURS[(n.rank - 1) % 3], 2, QtCore.Qt.PenStyle.DashLine, z=11)
+
+    def _on_map_clicked(self, event) -> None:
+        if self._result is None or event.button() != QtCore.Qt.MouseButton.LeftButton:
+            return
+        scene_pos = event.scenePos()
+        if not self.map_box.sceneBoundingRect().contains(scene_pos):
+            return
+        point = self.map_box.mapSceneToView(scene_pos)
+        inspection = self.inspect_pixel(point.x(), point.y())
+        if inspection is not None:
+            event.accept()
+            self.cellClicked.emit(*inspection.cell)
+
+    def _on_inspector_node(self, node_id: str) -> None:
+        if node_id in self._node_ids:
+            self.select_node(node_id)
+
     def _on_points_clicked(self, _scatter, points, _event=None) -> None:
         if len(points):
             self.select_node(str(points[0].data()))
@@ -348,4 +450,5 @@ class ProtoGraphView(QtWidgets.QWidget):
         self._result = self._result.with_threshold(alpha if alpha > 0 else None)
         self._rebuild_graph()
         self._refresh_maps()
+        self._reinspect()
         self.thresholdChanged.emit(alpha)

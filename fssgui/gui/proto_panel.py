@@ -8,7 +8,13 @@ The panel only holds the controls and shows results; the window owns the job (ch
 * :meth:`show_result` gets the :class:`~fssgui.gui.jobs.PrototypeRunResult` (one forward + the
   graph of the class predicted on the largest area);
 * picking another class recomputes its graph from the stored activations (cheap numpy, no model),
-  keeping the threshold α chosen on the graph's slider.
+  keeping the threshold α chosen on the graph's slider;
+* two inner tabs: "Group graph" (the graph, the maps and the pixel inspector: click the map) and
+  "Compare classes" (:class:`~fssgui.gui.proto_compare.ClassCompareView`, shared normalisation);
+* "Export…" writes the shown class's overlays, group-assignment map and group weights / edges
+  JSON (plus the comparison and the inspected cell) with
+  :func:`fssgui.explain.proto_inspect.export_class`; failures are shown in the tab and sent to the
+  window's error log (``errorRaised``), never raised.
 """
 from __future__ import annotations
 
@@ -19,16 +25,20 @@ from typing import Optional
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from .jobs import PrototypeRunResult
+from .proto_compare import ClassCompareView
 from .proto_graph import ProtoGraphView
 
 STATE_IDLE, STATE_RUNNING = "idle", "running"
@@ -51,6 +61,8 @@ class PrototypePanel(QWidget):
     browseRequested = Signal()
     classShown = Signal(int)  # model class index now shown in the graph
     resultShown = Signal(object)  # PrototypeRunResult
+    errorRaised = Signal(str)  # a one-line message for the window's error log
+    exported = Signal(list)  # the files written by an export
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -105,20 +117,43 @@ class PrototypePanel(QWidget):
                                     "share of the image's pixels")
         self.class_combo.setEnabled(False)
         row.addWidget(self.class_combo, 1)
+        self.export_button = QPushButton("Export…", self)
+        self.export_button.setToolTip("Write the shown class's heatmap overlays, group-assignment map, graph and "
+                                      "group weights / edges (proto_info.json shape) into a folder")
+        self.export_button.setEnabled(False)
+        row.addWidget(self.export_button)
         root.addLayout(row)
+        self.export_dir = ""
         self.info_label = QLabel("Choose a ScaleProtoSeg checkpoint and press “Run on query”.")
         self.info_label.setWordWrap(True)
         self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         root.addWidget(self.info_label)
 
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label.setVisible(False)
+        root.addWidget(self.status_label)
+
         self.view = ProtoGraphView(self)
-        self.view.setMinimumHeight(880)  # graph and maps; the tab scrolls
-        root.addWidget(self.view, 1)
+        self.compare_view = ClassCompareView(self)
+        self.inner_tabs = QTabWidget(self)
+        self.inner_tabs.setDocumentMode(True)
+        self.inner_tabs.addTab(self.view, "Group graph")
+        self.inner_tabs.addTab(self.compare_view, "Compare classes")
+        self.inner_tabs.setTabToolTip(0, "The class's group graph, its maps, and the pixel inspector (click the map)")
+        self.inner_tabs.setTabToolTip(1, "Failure analysis: two classes side by side with shared colour ranges")
+        self.inner_tabs.setMinimumHeight(1310)  # graph and maps; the tab scrolls
+        root.addWidget(self.inner_tabs, 1)
 
         self.run_button.clicked.connect(self._on_run_clicked)
         self.browse_button.clicked.connect(self.browseRequested)
         self.class_combo.currentIndexChanged.connect(self._on_class_picked)
         self.model_combo.currentIndexChanged.connect(lambda _i: self._update_run_button())
+        self.export_button.clicked.connect(self.choose_export_folder)
+        self.view.thresholdChanged.connect(lambda alpha: self.compare_view.set_threshold(alpha if alpha > 0 else None))
+        self.compare_view.errorRaised.connect(self._report_error)
+        self.view.cellClicked.connect(lambda _i, _j: self.reveal_inspector())
         self._update_run_button()
 
     def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt override
@@ -211,7 +246,15 @@ class PrototypePanel(QWidget):
         self.class_combo.setCurrentIndex(max(0, self.class_combo.findData(result.explanation.class_index)))
         self.class_combo.setEnabled(True)
         self.class_combo.blockSignals(False)
+        self.view.clear_inspection()  # a new image: the old cell means nothing on it
         self.view.set_result(result.explanation)
+        self.export_button.setEnabled(True)
+        self._set_status("")
+        shown = result.explanation.class_index
+        items = [(f"{names[c]} · {share:.1%}", c) for c, share in result.class_shares if prototypes[c]]
+        items += [(f"{names[c]} (not predicted)", c) for c in others if prototypes[c]]
+        second = next((c for c, _ in result.class_shares if c != shown and prototypes[c]), None)
+        self.compare_view.set_run(result.run, result.explanation.threshold, items, shown, second)
         self._show_info()
         self.classShown.emit(result.explanation.class_index)
         self.resultShown.emit(result)
@@ -234,8 +277,58 @@ class PrototypePanel(QWidget):
         from ..explain.prototypes import explain_class
 
         self.view.set_result(explain_class(self.result.run, int(class_index), threshold))
+        if self.compare_view.second_combo.currentData() != class_index:
+            self.compare_view.set_classes(int(class_index), self.compare_view.second_combo.currentData())
         self._show_info()
         self.classShown.emit(int(class_index))
+
+    def reveal_inspector(self) -> None:
+        """After a click on the map, scroll the enclosing scroll area (the window's tab scrolls)
+        just enough to show the inspector's first rows, keeping most of the map in view."""
+        scroll = self.parentWidget()
+        while scroll is not None and not isinstance(scroll, QScrollArea):
+            scroll = scroll.parentWidget()
+        if scroll is None or scroll.widget() is None:
+            return
+        inspector = self.view.inspector
+        top = inspector.mapTo(scroll.widget(), inspector.rect().topLeft())
+        scroll.ensureVisible(top.x(), top.y() + min(inspector.height(), 230), 0, 8)
+
+    # ------------------------------------------------------------------------- export
+    def choose_export_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export the prototype maps and weights to", self.export_dir
+                                                  or str(Path.home()))
+        if folder:
+            self.export_to(folder)
+
+    def export_to(self, folder: str | Path) -> Optional[list[Path]]:
+        """Export the shown class (see the module docstring); returns the files, None on failure
+        (the message is shown in the tab and emitted as ``errorRaised``)."""
+        explanation = self.view.result
+        if explanation is None:
+            self._report_error("nothing to export: run the model first")
+            return None
+        from ..explain.proto_inspect import export_class
+
+        try:
+            files = export_class(explanation, folder, masked=self.view.mask_check.isChecked(),
+                                 comparison=self.compare_view.current_comparison(),
+                                 inspection=self.view.inspection)
+        except Exception as exc:  # a failed export is reported in the window, never a crash
+            self._report_error(f"export to {folder} failed: {exc}")
+            return None
+        self.export_dir = str(folder)
+        self._set_status(f"exported {len(files)} files to {html.escape(str(folder))}")
+        self.exported.emit(files)
+        return files
+
+    def _report_error(self, message: str) -> None:
+        self._set_status(f"<span style='color:#e0464e'>{html.escape(message)}</span>")
+        self.errorRaised.emit(message)
+
+    def _set_status(self, text: str) -> None:
+        self.status_label.setText(text)
+        self.status_label.setVisible(bool(text))
 
     def _set_info(self, text: str) -> None:
         self.info_label.setText(text)
