@@ -447,7 +447,7 @@ def test_checkpoint_mismatch_is_reported_by_name(grouped_model, tmp_path):
         load_scaleprotoseg(tmp_path / "bad.pth")
     message = str(info.value)
     assert "features.base.aspp.c1.bias" in message and "extra.weight" in message
-    assert "features.base.layer3.block1.reduce.conv.weight (128, 256, 3, 3) != (128, 256, 1, 1)" in message
+    assert "features.base.layer3.block1.reduce.conv.weight (file [128, 256, 3, 3], model [128, 256, 1, 1])" in message
     torch.save({"a": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="prototype_vectors"):
         load_scaleprotoseg(tmp_path / "other.pth")

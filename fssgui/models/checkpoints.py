@@ -43,6 +43,14 @@ DEFAULT_COMPUTED_BUFFERS = (r"(^|\.)num_batches_tracked$",)
 _SHOW = 5  # how many names an error message lists
 
 
+class PickledCodeError(CheckpointError):
+    """The file needs more than plain tensors to unpickle (it would run code from the file).
+
+    Every loader refuses it; ScaleProtoSeg catches it to hand the file to its restricted
+    unpickler (:mod:`fssgui.models.safe_pickle`), which reads official whole-model pickles
+    without executing them."""
+
+
 @dataclass
 class LoadReport:
     """What :func:`load_checkpoint_into` did."""
@@ -68,7 +76,7 @@ def _torch_load(path: Path) -> object:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
+        raise PickledCodeError(
             f"{path}: refused to load: the file needs more than plain tensors to unpickle "
             f"(it would run code from the file; only weights-only checkpoints are accepted). "
             f"Re-save it as a plain state dict (torch.save(model.state_dict(), ...)) or as "
@@ -121,14 +129,12 @@ def _strip_prefix(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str]:
     return state, ""
 
 
-def read_state_dict(path: str | Path, log: LogFn = None) -> dict[str, Tensor]:
-    """The tensors of a checkpoint file, keys without a ``module.`` prefix.
+def read_checkpoint_file(path: str | Path) -> object:
+    """What a checkpoint file holds, read safely: ``torch.load(weights_only=True)`` for
+    ``torch.save`` files, safetensors for ``.safetensors`` (a dict of tensors).
 
-    Accepts ``.pt``/``.pth``/``.bin``/``.ckpt`` files saved with ``torch.save`` (a state dict, or a
-    dict wrapping one under ``state_dict``/``model``/...) and ``.safetensors`` files. Never
-    unpickles code. Non-tensor entries next to the tensors (an epoch number...) are dropped.
-    Raises :class:`CheckpointError` (naming the file) for a missing, truncated, unsafe or
-    unrecognised file.
+    Raises :class:`CheckpointError` (naming the file) for a missing, empty, truncated or foreign
+    file, and its subclass :class:`PickledCodeError` for a file that would run code to unpickle.
     """
     path = Path(path)
     if not path.exists():
@@ -140,15 +146,19 @@ def read_state_dict(path: str | Path, log: LogFn = None) -> dict[str, Tensor]:
     with path.open("rb") as fh:
         head = fh.read(16)
     # safetensors: 8-byte little-endian header length, then a JSON header
-    is_safetensors = path.suffix.lower() == ".safetensors" or head[8:9] == b"{"
-    if is_safetensors:
-        obj: object = _safetensors_load(path)
-    else:
-        if not (head.startswith(b"PK") or head[:1] == b"\x80"):
-            raise CheckpointError(
-                f"{path}: not a PyTorch checkpoint (expected a torch.save zip archive or a .safetensors file)"
-            )
-        obj = _torch_load(path)
+    if path.suffix.lower() == ".safetensors" or head[8:9] == b"{":
+        return _safetensors_load(path)
+    if not (head.startswith(b"PK") or head[:1] == b"\x80"):
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (expected a torch.save zip archive or a .safetensors file)"
+        )
+    return _torch_load(path)
+
+
+def state_dict_from(obj: object, path: str | Path, log: LogFn = None) -> dict[str, Tensor]:
+    """The state dict inside ``obj`` (what :func:`read_checkpoint_file` returned): unwrapped from
+    ``{"state_dict": ...}``-style wrappers, non-tensor entries dropped, a ``module.`` prefix removed."""
+    path = Path(path)
     raw = _unwrap(obj, path)
     state = {str(k): v for k, v in raw.items() if isinstance(v, Tensor)}
     dropped = [str(k) for k, v in raw.items() if not isinstance(v, Tensor)]
@@ -158,6 +168,18 @@ def read_state_dict(path: str | Path, log: LogFn = None) -> dict[str, Tensor]:
     if prefix:
         _log(log, f"{path.name}: removed the '{prefix}' prefix from {len(state)} keys")
     return state
+
+
+def read_state_dict(path: str | Path, log: LogFn = None) -> dict[str, Tensor]:
+    """The tensors of a checkpoint file, keys without a ``module.`` prefix.
+
+    Accepts ``.pt``/``.pth``/``.bin``/``.ckpt`` files saved with ``torch.save`` (a state dict, or a
+    dict wrapping one under ``state_dict``/``model``/...) and ``.safetensors`` files. Never
+    unpickles code. Non-tensor entries next to the tensors (an epoch number...) are dropped.
+    Raises :class:`CheckpointError` (naming the file) for a missing, truncated, unsafe or
+    unrecognised file.
+    """
+    return state_dict_from(read_checkpoint_file(path), path, log)
 
 
 def _computed_patterns(model: nn.Module) -> list[re.Pattern[str]]:
@@ -237,9 +259,11 @@ def _map_by_position(
     return None
 
 
-def _mismatch_message(
-    path: Path, state: Mapping[str, Tensor], expected: Mapping[str, Tensor], computed: Callable[[str], bool]
-) -> str:
+def mismatch_summary(state: Mapping[str, Tensor], expected: Mapping[str, Tensor],
+                     computed: Callable[[str], bool] = lambda key: False) -> str:
+    """``"2 shape mismatches: k (file [..], model [..]); 1 missing keys: ...; ..."``: what keeps
+    ``state`` (a file's tensors) from loading strictly into a model whose state dict is
+    ``expected`` (keys for which ``computed`` is true may be missing). Empty when nothing does."""
     missing = [k for k in expected if k not in state and not computed(k)]
     unexpected = [k for k in state if k not in expected]
     bad = [
@@ -254,7 +278,13 @@ def _mismatch_message(
         parts.append(f"{len(missing)} missing keys: {_first(missing)}")
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected keys: {_first(unexpected)}")
+    return "; ".join(parts)
+
+
+def _mismatch_message(
+    path: Path, state: Mapping[str, Tensor], expected: Mapping[str, Tensor], computed: Callable[[str], bool]
+) -> str:
     return (
         f"{path}: checkpoint does not match the model ({len(state)} entries in the file, "
-        f"{len(expected)} in the model; positional mapping impossible): " + "; ".join(parts)
+        f"{len(expected)} in the model; positional mapping impossible): " + mismatch_summary(state, expected, computed)
     )

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -523,32 +522,21 @@ class ScaleProtoSegCheckpoint:
     attributes: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_plain_state_dict(path: Path) -> tuple[dict, str]:
-    """safetensors, or ``torch.load(weights_only=True)``; ``None`` when the file is a whole pickle.
+def _read_plain_state_dict(path: Path) -> tuple[Optional[dict], str]:
+    """The file through the shared safe reader (:mod:`fssgui.models.checkpoints`): ``(obj, kind)``
+    with kind ``"converted"`` (our own file, returned whole), ``"safetensors"`` or ``"state-dict"``
+    (the state dict), or ``(None, "pickled-module")`` for a whole pickled model (the official
+    format), which only the restricted unpickler may read."""
+    from .checkpoints import PickledCodeError, read_checkpoint_file, state_dict_from
 
-    A local reader: the shared ``fssgui.models.checkpoints`` did not exist when this was written.
-    """
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return dict(load_file(str(path), device="cpu")), "safetensors"
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        return None, "pickled-module"  # needs the restricted unpickler (a whole pickled module)
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
-    if obj.get("format") == CONVERTED_FORMAT:
+        obj = read_checkpoint_file(path)
+    except PickledCodeError:
+        return None, "pickled-module"
+    if isinstance(obj, dict) and obj.get("format") == CONVERTED_FORMAT:
         return obj, "converted"
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj.get(key), dict):
-            return obj[key], "state-dict"
-    return obj, "state-dict"
+    kind = "safetensors" if path.suffix.lower() == ".safetensors" else "state-dict"
+    return state_dict_from(obj, path), kind
 
 
 def read_checkpoint(path: str | Path) -> ScaleProtoSegCheckpoint:
@@ -600,10 +588,7 @@ def read_checkpoint(path: str | Path) -> ScaleProtoSegCheckpoint:
         ckpt.epsilon = config.get("epsilon")
         ckpt.dataset = config.get("dataset")
         return ckpt
-    state = OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in obj.items() if isinstance(v, Tensor))
-    if not state:
-        raise CheckpointError(f"{path}: holds no tensors")
-    return ScaleProtoSegCheckpoint(path, state, kind)
+    return ScaleProtoSegCheckpoint(path, OrderedDict(obj), kind)
 
 
 def config_from_state_dict(state: dict[str, Tensor], path: Path, dataset: Optional[str] = None,
@@ -648,27 +633,12 @@ def config_from_state_dict(state: dict[str, Tensor], path: Path, dataset: Option
 
 def check_and_load_state_dict(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
     """Strict load that reports missing / unexpected / shape-mismatched keys by name."""
+    from .checkpoints import mismatch_summary
+
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    problems = []
-
-    def show(names: list[str]) -> str:
-        return ", ".join(names[:6]) + (f" (+{len(names) - 6} more)" if len(names) > 6 else "")
-
-    if missing:
-        problems.append(f"missing {len(missing)} keys: {show(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} keys: {show(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatch: {show(mismatched)}")
+    problems = mismatch_summary(state, expected)
     if problems:
-        raise CheckpointError(f"{path}: does not match the ScaleProtoSeg model: " + "; ".join(problems))
+        raise CheckpointError(f"{path}: does not match the ScaleProtoSeg model: {problems}")
     with torch.no_grad():
         model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
 
