@@ -5,12 +5,24 @@ On disk an episode is a folder with ``episode.json`` and PNGs (format version 1)
     {"format": "fssgui-episode", "version": 1, "class_name": "person",
      "query": {"image": "query.png", "mask": "query_mask.png" | null},
      "supports": [{"image": "support_0.png", "mask": "support_0_mask.png"}, ...],
-     "region": "region.png" | null}
+     "region": "region.png" | null,
+     "notes": "NOTES.md" | null}
 
 Paths are relative to the folder and may not leave it. Masks are single-channel PNGs,
 0 = background, 255 (or 1) = foreground. ``query.mask`` is the optional ground truth; ``region``
 is the optional query region R to explain. :func:`load_episode` validates everything and raises
 one :class:`EpisodeError` naming the file and the problem; :func:`save_episode` is atomic.
+
+Notes: ``notes`` names a UTF-8 text file (Markdown) saying what the episode is about; it is
+optional, so version 1 readers that predate it ignore it. A folder whose ``episode.json`` has no
+``notes`` key (older folders, the demo episodes) gets its notes from ``NOTES.md`` when that file
+is there. :func:`save_episode` writes the episode's notes to ``NOTES.md`` (or none when empty).
+
+Saving over an existing episode folder replaces what the episode owns (``episode.json``,
+``NOTES.md`` and every file the old ``episode.json`` names) and keeps every other file and
+folder the user put there (hard-linked into the new folder, copied where links are not
+possible), so re-saving never deletes the user's own files. Saving over a folder that holds
+files but is not an episode folder is refused.
 """
 from __future__ import annotations
 
@@ -41,6 +53,8 @@ from .imaging import (
 FORMAT = "fssgui-episode"
 VERSION = 1
 EPISODE_FILE = "episode.json"
+NOTES_FILE = "NOTES.md"
+MAX_NOTES_BYTES = 1024 * 1024  # notes are a page of text, not a data store
 
 
 @dataclass
@@ -60,6 +74,7 @@ class Episode:
     query_mask: Optional[np.ndarray] = None  # [H, W] bool ground truth
     region: Optional[np.ndarray] = None  # [H, W] bool region R to explain
     folder: Optional[Path] = field(default=None, compare=False)
+    notes: str = ""  # free text (Markdown) about the episode, saved as NOTES.md
 
     @property
     def shots(self) -> int:
@@ -77,6 +92,7 @@ class Episode:
             None if self.query_mask is None else self.query_mask.copy(),
             None if self.region is None else self.region.copy(),
             self.folder,
+            self.notes,
         )
 
     def validate(self, where: str = "episode") -> None:
@@ -191,7 +207,34 @@ def load_episode(path: str | Path, *, allow_incomplete: bool = False) -> Episode
     region = None
     if spec.get("region") is not None:
         region = _read_mask(_resolve(folder, spec["region"], json_path, "region"), query_image.shape, "region")
-    return Episode(query_image, supports, class_name, query_mask, region, folder)
+    return Episode(query_image, supports, class_name, query_mask, region, folder, _read_notes(folder, spec, json_path))
+
+
+def _read_notes(folder: Path, spec: dict, json_path: Path) -> str:
+    """The episode's notes: the file ``spec["notes"]`` names (strict UTF-8), none when it is
+    null, or ``NOTES.md`` when the key is absent (folders written before notes were saved; read
+    leniently, undecodable bytes replaced, so such a folder always loads)."""
+    if "notes" in spec:
+        if spec["notes"] is None:
+            return ""
+        path, strict = _resolve(folder, spec["notes"], json_path, "notes"), True
+    else:
+        path, strict = folder / NOTES_FILE, False
+        if not path.is_file():
+            return ""
+    try:
+        size = path.stat().st_size
+        if size > MAX_NOTES_BYTES:
+            raise EpisodeError(f"{path}: notes file is {size} bytes (at most {MAX_NOTES_BYTES} are read)")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise EpisodeError(f"{path}: cannot read the notes ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8-sig" if strict else "utf-8")
+    except UnicodeDecodeError as exc:
+        if strict:
+            raise EpisodeError(f"{path}: notes are not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        return data.decode("utf-8", errors="replace")
 
 
 # -------------------------------------------------------------------------------------- saving
@@ -200,11 +243,16 @@ def save_episode(episode: Episode, folder: str | Path) -> Path:
     folder beside ``folder`` and swapped in with renames, so a crash leaves either the old or the
     new episode, never a mix. Returns the path of ``episode.json``."""
     episode.validate(str(folder))
-    folder = Path(folder)
+    given = folder = Path(folder)
+    if folder.is_symlink():  # replace the folder the link points to and keep the link
+        folder = folder.resolve()
+    _check_save_target(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=str(folder.parent)))
     try:
         write_episode_files(episode, tmp)
+        if folder.is_dir():
+            _carry_over(folder, tmp, "", _owned_paths(folder))
         publish_permissions(tmp, directory=True)
         old = None
         if folder.exists():
@@ -218,8 +266,74 @@ def save_episode(episode: Episode, folder: str | Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    episode.folder = folder
-    return folder / EPISODE_FILE
+    episode.folder = given
+    return given / EPISODE_FILE
+
+
+def _check_save_target(folder: Path) -> None:
+    """Refuse to replace a file, or a folder with files that is not an episode folder."""
+    if folder.exists() and not folder.is_dir():
+        raise EpisodeError(f"{folder}: exists and is not a folder; choose a new or empty folder for the episode")
+    if folder.is_dir() and not (folder / EPISODE_FILE).is_file():
+        try:
+            has_files = next(os.scandir(folder), None) is not None
+        except OSError as exc:
+            raise EpisodeError(f"{folder}: cannot read the folder ({exc.strerror or exc})") from None
+        if has_files:
+            raise EpisodeError(f"{folder}: the folder holds files but no {EPISODE_FILE}; saving an episode there "
+                               "would mix it with them: choose a new or empty folder")
+
+
+def _owned_paths(folder: Path) -> set[str]:
+    """Relative paths (POSIX) an existing episode folder's episode owns: replaced, not kept, on save."""
+    owned = {EPISODE_FILE, NOTES_FILE}
+    try:
+        spec = json.loads((folder / EPISODE_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return owned
+    if not isinstance(spec, dict):
+        return owned
+    named: list = [spec.get("region"), spec.get("notes")]
+    query = spec.get("query")
+    if isinstance(query, dict):
+        named += [query.get("image"), query.get("mask")]
+    supports = spec.get("supports")
+    if isinstance(supports, list):
+        for item in supports:
+            if isinstance(item, dict):
+                named += [item.get("image"), item.get("mask")]
+    for relative in named:
+        if isinstance(relative, str) and relative and not os.path.isabs(relative):
+            normal = os.path.normpath(relative)
+            if not normal.startswith(".."):
+                owned.add(Path(normal).as_posix())
+    return owned
+
+
+def _link_or_copy(source: str, target: Path) -> None:
+    try:
+        os.link(source, target)  # same file system (the new folder is created beside the old): no copy
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _carry_over(source: Path, target: Path, prefix: str, owned: set[str]) -> None:
+    """Bring every entry of ``source`` that the episode does not own into ``target`` (recursively;
+    what the new episode wrote wins; symbolic links are kept as links, not followed)."""
+    with os.scandir(source) as entries:
+        for entry in entries:
+            relative = prefix + entry.name
+            destination = target / entry.name
+            if relative in owned or os.path.lexists(destination):
+                continue
+            if entry.is_symlink():
+                os.symlink(os.readlink(entry.path), destination)
+            elif entry.is_dir():
+                destination.mkdir()
+                _carry_over(Path(entry.path), destination, relative + "/", owned)
+                shutil.copystat(entry.path, destination)
+            else:
+                _link_or_copy(entry.path, destination)
 
 
 def write_episode_files(episode: Episode, folder: Path) -> None:
@@ -232,6 +346,7 @@ def write_episode_files(episode: Episode, folder: Path) -> None:
         "query": {"image": "query.png", "mask": None},
         "supports": [],
         "region": None,
+        "notes": None,
     }
     save_png_atomic(folder / "query.png", episode.query_image)
     if episode.query_mask is not None:
@@ -244,6 +359,9 @@ def write_episode_files(episode: Episode, folder: Path) -> None:
     if episode.region is not None:
         save_png_atomic(folder / "region.png", episode.region.astype(bool))
         spec["region"] = "region.png"
+    if episode.notes:
+        write_bytes_atomic(folder / NOTES_FILE, episode.notes.encode("utf-8"))
+        spec["notes"] = NOTES_FILE
     write_bytes_atomic(folder / EPISODE_FILE, (json.dumps(spec, indent=2) + "\n").encode("utf-8"))
 
 

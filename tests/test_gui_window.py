@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence
 
 from fssgui.episode import load_episode
 from fssgui.gui.jobs import REGION_BRUSHED, REGION_GROUND_TRUTH, REGION_PREDICTION
@@ -216,6 +218,95 @@ def test_autosave_after_edits_and_restore_on_next_start(qtbot, home):
     assert second.autosave.restorable() is not None
 
 
+def _crash(window) -> None:
+    """Write the pending autosave, then stop like a crash would (no clean exit)."""
+    window.flush_autosave()
+    window._shut_down = True
+    window.worker.shutdown()
+
+
+def test_undo_history_is_autosaved_and_ctrl_z_works_after_a_crash_restore(qtbot, home):
+    first = _window(qtbot, home)
+    first.set_episode(make_gui_episode(shots=2))
+    drag(first.query_canvas, [(30, 30), (36, 31)])
+    region_states = [np.zeros_like(first.region.data), first.region.data.copy()]
+    first.support_panel.select(1)
+    support = first.support_panel.items[1].mask
+    states = [support.data.copy()]
+    for points, button in (([(2, 2), (20, 4)], Qt.MouseButton.LeftButton),
+                           ([(5, 30), (40, 34)], Qt.MouseButton.LeftButton),
+                           ([(14, 14), (26, 20)], Qt.MouseButton.RightButton),  # right drag erases
+                           ([(50, 5), (60, 40)], Qt.MouseButton.LeftButton)):
+        drag(first.support_panel.canvas, points, button)
+        states.append(support.data.copy())
+    assert len({s.tobytes() for s in states}) == len(states)
+    first.actions["undo"].trigger()  # one redo step pending at the crash
+    assert support.data.tobytes() == states[-2].tobytes()
+    qtbot.waitUntil(lambda: first.autosave.restorable() is not None, timeout=5000)
+    _crash(first)
+    assert (first.autosave.folder / Autosave.HISTORY_FILE).is_file()
+
+    second = _window(qtbot, home)
+    try:
+        assert second.restore_autosave_if_any()
+        restored = second.support_panel.items[1].mask
+        assert restored.data.tobytes() == states[-2].tobytes()
+        # Ctrl+Z acts on the mask edited last before the crash, and walks back stroke by stroke
+        assert second.actions["undo"].shortcut() == QKeySequence(QKeySequence.StandardKey.Undo)
+        assert second.support_panel.current_index() == 1 and second._active_canvas() is second.support_panel.canvas
+        for state in reversed(states[:-2]):
+            second.actions["undo"].trigger()
+            assert restored.data.tobytes() == state.tobytes()
+        assert not restored.can_undo
+        for state in states[1:]:  # redo goes forward again, including the step undone before the crash
+            second.actions["redo"].trigger()
+            assert restored.data.tobytes() == state.tobytes()
+        assert not restored.can_redo
+        # the region's own history came back too
+        second._last_canvas = second.query_canvas
+        second.actions["undo"].trigger()
+        assert second.region.data.tobytes() == region_states[0].tobytes()
+        second.actions["redo"].trigger()
+        assert second.region.data.tobytes() == region_states[1].tobytes()
+        # the untouched support has nothing to undo
+        assert not second.support_panel.items[0].mask.can_undo
+        # undo steps taken after the restore are autosaved in their turn
+        second.actions["undo"].trigger()
+        qtbot.waitUntil(lambda: not second._autosave_timer.isActive(), timeout=5000)
+        _crash(second)
+        third = _window(qtbot, home)
+        try:
+            assert third.restore_autosave_if_any()
+            assert third.region.count() == 0 and third.region.can_redo
+            third._last_canvas = third.query_canvas
+            third.actions["redo"].trigger()
+            assert third.region.data.tobytes() == region_states[1].tobytes()
+        finally:
+            third.shutdown()
+    finally:
+        second.shutdown()
+
+
+def test_a_damaged_undo_history_does_not_block_the_restore(qtbot, home):
+    first = _window(qtbot, home)
+    first.set_episode(make_gui_episode(shots=1))
+    drag(first.support_panel.canvas, [(2, 2), (20, 4)])
+    edited = first.support_panel.items[0].mask.data.copy()
+    qtbot.waitUntil(lambda: first.autosave.restorable() is not None, timeout=5000)
+    _crash(first)
+    (first.autosave.folder / Autosave.HISTORY_FILE).write_bytes(b"PK\x03\x04 truncated")
+    second = _window(qtbot, home)
+    try:
+        assert second.restore_autosave_if_any()
+        mask = second.support_panel.items[0].mask
+        assert mask.data.tobytes() == edited.tobytes()
+        assert not mask.can_undo
+        assert "undo history not restored" in second.log_view.toPlainText()
+        assert not second.errors  # a lost history is worth a log line, not an error
+    finally:
+        second.shutdown()
+
+
 def test_save_episode_roundtrip_clears_dirty(qtbot, window, tmp_path):
     window.set_episode(make_gui_episode(shots=2))
     window.support_panel.items[0].mask.stroke([(1, 1)], size=3)
@@ -227,6 +318,44 @@ def test_save_episode_roundtrip_clears_dirty(qtbot, window, tmp_path):
     assert np.array_equal(loaded.supports[0].mask, window.support_panel.items[0].mask.as_bool())
     assert not window.dirty and not window.windowTitle().endswith("*")
     assert str((tmp_path / "saved").resolve()) in window.settings.recent_episodes[0]
+
+
+def test_episode_notes_are_shown_edited_autosaved_and_saved(qtbot, window, tmp_path, home):
+    import shutil
+
+    from fssgui.resources import demo_dir
+
+    folder = tmp_path / "person"
+    shutil.copytree(demo_dir() / "person", folder)
+    (folder / "my_results.csv").write_text("kept\n")
+    original = (folder / "NOTES.md").read_text(encoding="utf-8")
+    assert window.open_episode(folder, wait=True)
+    assert window.episode_notes == original
+    assert "episode notes: person (1-shot)" in window.log_view.toPlainText()
+    window.edit_notes()
+    assert window.notes_editor.toPlainText() == original
+    window.notes_dialog.accept()  # OK without a change is not an edit
+    assert not window.dirty
+    window.edit_notes()
+    window.notes_editor.setPlainText(original + "\nChecked the helmet again.\n")
+    window.notes_dialog.accept()
+    assert window.dirty and window.windowTitle().endswith("*")
+    # the autosave snapshot carries the notes, so a crash restore keeps them
+    qtbot.waitUntil(lambda: window.autosave.restorable() is not None, timeout=5000)
+    window.flush_autosave()
+    assert window.autosave.read().notes.endswith("Checked the helmet again.\n")
+    with qtbot.waitSignal(window.episodeSaved, timeout=10000):
+        assert window.save_episode()
+    assert not window.dirty
+    assert (folder / "NOTES.md").read_text(encoding="utf-8") == original + "\nChecked the helmet again.\n"
+    assert load_episode(folder).notes == window.episode_notes
+    assert (folder / "my_results.csv").read_text() == "kept\n"  # the user's own file survives the save
+    window.edit_notes()
+    window.notes_editor.setPlainText("")
+    window.notes_dialog.accept()
+    with qtbot.waitSignal(window.episodeSaved, timeout=10000):
+        assert window.save_episode()
+    assert not (folder / "NOTES.md").exists() and load_episode(folder).notes == ""
 
 
 def test_dropped_files_become_supports_masks_checkpoints_and_episodes(qtbot, window, tmp_path):
@@ -496,7 +625,17 @@ def test_theme_toggle_dark_light_and_system(qtbot, window):
             assert contrast_ratio(dark.color(text), dark.color(ground)) >= 7.0  # WCAG AAA
         disabled = dark.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
         assert 3.0 <= contrast_ratio(disabled, dark.color(QPalette.ColorRole.Base)) < 7.0  # dimmer, still legible
+        # the window's pyqtgraph plots switched with it (queried from the plot widgets themselves)
+        plots = list(window.playback_widget.plots.values()) + [window.level_view.plot]
+        for plot in plots:
+            background = plot.backgroundBrush().color()
+            assert background.lightness() < 60
+            axis = plot.getPlotItem().getAxis("left")
+            assert axis.textPen().color().lightness() > 180 and contrast_ratio(axis.pen().color(), background) >= 4.5
         window.theme_actions["light"].trigger()
+        for plot in plots:
+            assert plot.backgroundBrush().color().lightness() == 255
+            assert plot.getPlotItem().getAxis("bottom").textPen().color().lightness() < 60
         light = palette()
         assert light.color(QPalette.ColorRole.Window).lightness() > 170
         assert contrast_ratio(light.color(QPalette.ColorRole.WindowText), light.color(QPalette.ColorRole.Window)) >= 7.0

@@ -360,6 +360,82 @@ def test_report_without_ground_truth_or_curves(report_inputs, tmp_path):
     assert files.pdf is None and not (tmp_path / "report.pdf").exists() and files.curves_csv is None
 
 
+# ------------------------------------------------------------------------------ PDF pages
+def test_figure_pieces_cut_only_in_wide_background_bands():
+    image = np.full((100, 20, 3), 255, np.uint8)
+    image[5:30] = 0  # row 1
+    image[32:50, 3] = 7  # row 2, 2 white rows above it: too thin a gap to break at
+    image[60:90] = 128  # row 3, 10 white rows above it
+    pieces = R.figure_pieces(image, min_gap=5)
+    assert pieces == [(0, 55), (55, 100)]  # the middle of rows 50..59; top/bottom margins are no cuts
+    assert R.figure_pieces(image, min_gap=2) == [(0, 31), (31, 55), (55, 100)]
+    # a piece lower than min_piece joins the next one (a row title never ends a page alone)
+    assert R.figure_pieces(image, min_gap=2, min_piece=40) == [(0, 55), (55, 100)]
+    assert R.figure_pieces(image, min_gap=2, min_piece=60) == [(0, 100)]
+    dark_top = image.copy()
+    dark_top[0, 10] = 0  # no uniform first row: no known background, no cut
+    assert R.figure_pieces(dark_top, min_gap=2) == [(0, 100)]
+
+
+def _image_lines(document):
+    """(image name, top, height) of every image in the laid-out document, in layout px."""
+    layout = document.documentLayout()
+    out = []
+    block = document.begin()
+    while block.isValid():
+        top = layout.blockBoundingRect(block).top()
+        it = block.begin()
+        while not it.atEnd():
+            fragment = it.fragment()
+            if fragment.isValid() and fragment.charFormat().isImageFormat():
+                image_format = fragment.charFormat().toImageFormat()
+                line = block.layout().lineForTextPosition(fragment.position() - block.position())
+                out.append((image_format.name(), top + line.y(), line.height()))
+            it += 1
+        block = block.next()
+    return out
+
+
+def test_pdf_first_figure_starts_on_page_one_and_flows_between_its_rows(report_inputs):
+    """Qt's layout moves an image higher than the rest of the page to the next page whole: the
+    tall episode figure (one row per method) used to leave most of page 1 empty."""
+    import dataclasses
+
+    rng = np.random.default_rng(5)
+    extra = [R.MethodResult(f"extra{i}", [rng.random((24, 32)).astype(np.float32) for _ in range(2)])
+             for i in range(4)]
+    inputs = dataclasses.replace(report_inputs, methods=list(report_inputs.methods) + extra)
+    summary = R.build_summary(inputs)
+    figures = R.report_figures(inputs, summary, 2.0)
+    encoded = {name: R.encode_png(image) for name, image in figures.items()}
+    named = {name: (name, int(min(R.PDF_TEXT_WIDTH_PX, figures[name].shape[1] / 2))) for name in encoded}
+    html_text = R._pdf_html(R.render_html(summary, named, for_pdf=True))
+    document = R.pdf_document(html_text, encoded)
+    page = document.pageSize().height()
+    lines = _image_lines(document)
+    episode = [(name, top, height) for name, top, height in lines if name.startswith("figure_episode.png")]
+    display_height = figures["figure_episode.png"].shape[0] * named["figure_episode.png"][1] / \
+        figures["figure_episode.png"].shape[1]
+    assert display_height > 0.6 * page  # taller than what is left of page 1 after the setup tables
+    assert len(episode) > 2
+    # the figure starts on page 1, right under the "3. Attribution maps" heading
+    first_top = episode[0][1]
+    assert first_top < page
+    heading = document.find("3. Attribution maps")
+    heading_bottom = document.documentLayout().blockBoundingRect(heading.block()).bottom()
+    assert first_top - heading_bottom < 30
+    # its pieces follow each other (a page break only between two pieces), and none is cut by a page end
+    assert sum(h for _, _, h in episode) == pytest.approx(display_height, abs=6 * len(episode))
+    def page_of(y: float) -> int:
+        return int((y + 0.5) // page)  # Qt places a moved line at the page top up to float rounding
+
+    for name, top, height in lines:
+        assert page_of(top) == page_of(top + height - 1), name
+    assert [page_of(top) for _, top, _ in episode] == sorted(page_of(top) for _, top, _ in episode)
+    assert {page_of(top) for _, top, _ in episode} == {0, 1}
+    assert R.pdf_bytes(html_text, encoded).startswith(b"%PDF")
+
+
 # --------------------------------------------------------------------------------------- CLI
 @pytest.fixture(scope="module")
 def tiny_registered():

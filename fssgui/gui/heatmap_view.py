@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
 from ..imaging import COLORMAPS, apply_colormap, colormap_lut, percentile_limits, resize_map
 from .canvas import ImageCanvas, link_views, rgb_to_qimage
 from .jobs import ExplanationResult
+from .theme import PlotColours, follow_theme
 
 MODE_OVERLAY = "overlay"
 MODE_ATTRIBUTION = "attribution"
@@ -447,7 +448,6 @@ class LevelView(QWidget):
         layout.addWidget(self.info)
         splitter = QSplitter(Qt.Orientation.Vertical)
         self.plot = pg.PlotWidget()
-        self.plot.setBackground(None)
         self.plot.setMenuEnabled(False)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.setLabel("left", "level weight")
@@ -455,6 +455,7 @@ class LevelView(QWidget):
         self.plot.setLabel("bottom", "matching level")
         self.plot.setMinimumHeight(150)
         self.bars: Optional[pg.BarGraphItem] = None
+        self.plot_colours: PlotColours = follow_theme(self.plot, self._apply_plot_colours)
         splitter.addWidget(self.plot)
         lower = QWidget()
         lower_layout = QVBoxLayout(lower)
@@ -492,7 +493,8 @@ class LevelView(QWidget):
         names = result.level_names or [f"level {i}" for i in range(levels)]
         if result.level_weights is not None:
             weights = np.asarray(result.level_weights, dtype=float)
-            self.bars = pg.BarGraphItem(x=np.arange(levels), height=weights, width=0.7, brush=pg.mkBrush(70, 130, 200))
+            self.bars = pg.BarGraphItem(x=np.arange(levels), height=weights, width=0.7,
+                                        brush=pg.mkBrush(self.plot_colours.series_colour(0)), pen=None)
             self.plot.addItem(self.bars)
             axis = self.plot.getAxis("bottom")
             axis.setTicks([[(i, str(i)) for i in range(levels)]])
@@ -508,6 +510,11 @@ class LevelView(QWidget):
         self.shot.addItems([f"Support {i + 1}" for i in range(len(result.maps))])
         self.shot.blockSignals(False)
         self._show_maps()
+
+    def _apply_plot_colours(self, colours: PlotColours) -> None:
+        self.plot_colours = colours
+        if self.bars is not None:
+            self.bars.setOpts(brush=pg.mkBrush(colours.series_colour(0)), pen=None)
 
     def _clear_maps(self) -> None:
         for label in self._labels:

@@ -69,7 +69,7 @@ from .jobs import (
     ModelSpec,
     PredictionResult,
 )
-from .mask_edit import EditableMask
+from .mask_edit import EditableMask, restore_histories
 from .proto_panel import PrototypePanel
 from .settings import Autosave, Settings
 from .shortcuts import SHORTCUTS, cheat_sheet_html
@@ -229,6 +229,7 @@ class MainWindow(QMainWindow):
         self.region_source = REGION_PREDICTION
         self.region_note = ""
         self.class_name = ""
+        self.episode_notes = ""
         self.source_folder: Optional[Path] = None
         self.dirty = False
         self.edit_revision = 0  # any edit of supports or R
@@ -395,6 +396,9 @@ class MainWindow(QMainWindow):
         pp.runRequested.connect(self.run_prototypes)
         pp.cancelRequested.connect(self.cancel_prototypes)
         pp.browseRequested.connect(self.choose_prototype_checkpoint)
+        pp.errorRaised.connect(self.log_error)
+        pp.exported.connect(lambda files: self.log(f"prototypes: exported {len(files)} files"
+                                                   + (f" to {Path(files[0]).parent}" if files else "")))
         self.heatmap_view.hovered.connect(self._show_hover)
         self.compare_view.hovered.connect(self._show_hover)
         self._autosaveDone.connect(self._on_autosave_done)
@@ -528,6 +532,9 @@ class MainWindow(QMainWindow):
         self.demo_menu = file_menu.addMenu("Open de&mo episode")
         file_menu.addAction(a["save_episode"])
         file_menu.addAction(a["save_episode_as"])
+        notes = QAction("Episode &notes…", self)
+        notes.triggered.connect(self.edit_notes)
+        file_menu.addAction(notes)
         file_menu.addSeparator()
         replace_query = QAction("Replace query &image…", self)
         replace_query.triggered.connect(self.replace_query_dialog)
@@ -924,6 +931,7 @@ class MainWindow(QMainWindow):
         # never edited in place: jobs and results share this array instead of copying it
         self.query_mask = None if episode.query_mask is None else episode.query_mask.copy()
         self.class_name = episode.class_name
+        self.episode_notes = episode.notes  # saved back as NOTES.md (File ▸ Episode notes)
         self.source_folder = Path(source) if source is not None else None
         has_region = episode.region is not None and bool(np.any(episode.region))
         region = episode.region if has_region else np.zeros(self.query_image.shape[:2], dtype=bool)
@@ -953,6 +961,9 @@ class MainWindow(QMainWindow):
         self.log(f"episode {name}: query {self.query_image.shape[1]}x{self.query_image.shape[0]}, "
                  f"K = {self.support_panel.count()}" + (f", class {self.class_name}" if self.class_name else "")
                  + ("" if self.query_mask is not None else ", no ground truth"))
+        if self.episode_notes.strip():
+            first = self.episode_notes.strip().splitlines()[0].lstrip("# ").strip()
+            self.log(f"episode notes: {first} … (File ▸ Episode notes)")
 
     def has_episode(self) -> bool:
         return self.query_image is not None
@@ -969,6 +980,7 @@ class MainWindow(QMainWindow):
             None if self.query_mask is None else self.query_mask.copy(),
             region,
             self.source_folder,
+            self.episode_notes,
         )
 
     # ------------------------------------------------------------------ episode I/O thread
@@ -1114,7 +1126,7 @@ class MainWindow(QMainWindow):
             self._fill_recent_menu()
             if serial == self._episode_serial:
                 self.source_folder = folder
-                if revision == self.edit_revision:
+                if revision == self.edit_revision and episode.notes == self.episode_notes:
                     self.dirty = False
                     self._autosave_pool.submit(self.autosave.discard)
                 else:
@@ -1169,7 +1181,7 @@ class MainWindow(QMainWindow):
             self.log_error(str(exc))
             return
         supports = self.support_panel.supports() if self.support_panel.count() else []
-        episode = Episode(image, supports, self.class_name, None, None, None)
+        episode = Episode(image, supports, self.class_name, None, None, None, self.episode_notes)
         self.set_episode(episode, None, dirty=True)
         self._schedule_autosave()
 
@@ -1733,12 +1745,13 @@ class MainWindow(QMainWindow):
         if not self.has_episode() or not self.dirty:
             return
         episode = self._snapshot()
+        history, active = self.autosave.capture_history(self._editable_masks()), self._active_mask_name()
         source = str(self.source_folder) if self.source_folder else ""
         autosave = self.autosave
 
         def write() -> None:
             try:
-                autosave.write(episode, source, dirty=True)
+                autosave.write(episode, source, dirty=True, history=history, active=active)
             except Exception as exc:  # noqa: BLE001 - reported in the window
                 self._autosaveDone.emit(f"autosave failed ({autosave.root}): {exc}")
             else:
@@ -1776,20 +1789,85 @@ class MainWindow(QMainWindow):
                 return False
         outcome: dict[str, bool] = {}
 
-        def done(episode: Optional[Episode], error: Optional[BaseException], trace: str) -> None:
+        def done(result, error: Optional[BaseException], trace: str) -> None:
             if error is not None:
                 outcome["ok"] = False
                 self.log_error(f"the autosave in {info.folder} could not be read: {error}",
                                "" if isinstance(error, (FssguiError, OSError, KeyError, ValueError)) else trace)
                 return
+            episode, history = result
             self.set_episode(episode, Path(info.source) if info.source else None, dirty=True)
+            self._restore_undo_history(history)
             self.log(f"restored {info.describe()}")
             outcome["ok"] = True
 
         # read on the episode I/O thread; the window keeps painting while it waits
-        self._in_background(self.autosave.read, done)
+        self._in_background(lambda: (self.autosave.read(), self.autosave.read_history()), done)
         self._wait_until(lambda: "ok" in outcome)
         return outcome["ok"]
+
+    def _editable_masks(self) -> dict[str, Optional[EditableMask]]:
+        """The masks under edit by their names in the autosave ("region", "support_0", ...)."""
+        masks: dict[str, Optional[EditableMask]] = {"region": self.region}
+        masks.update({f"support_{i}": item.mask for i, item in enumerate(self.support_panel.items)})
+        return masks
+
+    def _active_mask_name(self) -> str:
+        """The mask that Ctrl+Z acts on now (the last edited canvas)."""
+        if self._last_canvas is self.query_canvas:
+            return "region"
+        index = self.support_panel.current_index()
+        return f"support_{index}" if index >= 0 else ""
+
+    def _restore_undo_history(self, history) -> None:
+        """Give the restored masks their saved undo/redo history (each only if its pixels match)
+        and make the mask edited last the one Ctrl+Z acts on."""
+        if history.error:
+            self.log(f"undo history not restored: {history.error}")
+        restored = restore_histories(self._editable_masks(), history.states)
+        if history.active in restored:
+            if history.active == "region":
+                self._last_canvas = self.query_canvas
+            else:
+                self.support_panel.select(int(history.active.split("_")[1]))
+                self._last_canvas = self.support_panel.canvas
+        skipped = sorted(set(history.states) - set(restored))
+        if restored:
+            self.log(f"undo history restored ({', '.join(restored)})"
+                     + (f"; not for {', '.join(skipped)} (pixels differ)" if skipped else ""))
+
+    # ====================================================================== notes
+    def edit_notes(self) -> None:
+        """File ▸ Episode notes: read and edit the episode's notes (saved with it as NOTES.md)."""
+        if not self.has_episode():
+            return
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Episode notes")
+        layout = QVBoxLayout(dialog)
+        editor = QPlainTextEdit(dialog)
+        editor.setPlainText(self.episode_notes)
+        editor.setPlaceholderText("What this episode shows, where its images come from… (saved as NOTES.md)")
+        shown = editor.toPlainText()  # line endings as the editor keeps them: unchanged text stays clean
+        layout.addWidget(editor)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel,
+                                   parent=dialog)
+        buttons.accepted.connect(dialog.accept)
+        buttons.rejected.connect(dialog.reject)
+        layout.addWidget(buttons)
+        dialog.accepted.connect(lambda: editor.toPlainText() != shown and self.set_notes(editor.toPlainText()))
+        dialog.resize(620, 420)
+        self.notes_dialog, self.notes_editor = dialog, editor
+        if not self.unattended:
+            dialog.exec()
+
+    def set_notes(self, text: str) -> None:
+        """New notes for the episode: an edit (autosaved, written with the episode on save)."""
+        if not self.has_episode() or text == self.episode_notes:
+            return
+        self.episode_notes = text  # not an input of any result: edit_revision stays
+        self.dirty = True
+        self._schedule_autosave()
+        self._update_title()
 
     # ====================================================================== misc UI
     def _update_title(self) -> None:
@@ -1864,7 +1942,9 @@ class MainWindow(QMainWindow):
         if self.dirty and self.has_episode():
             self._autosave_timer.stop()
             try:
-                self.autosave.write(self._snapshot(), str(self.source_folder or ""), dirty=True)
+                self.autosave.write(self._snapshot(), str(self.source_folder or ""), dirty=True,
+                                    history=self.autosave.capture_history(self._editable_masks()),
+                                    active=self._active_mask_name())
             except Exception as exc:  # noqa: BLE001
                 print(f"fssgui: autosave at exit failed: {exc}")
         self._autosave_pool.shutdown(wait=True)

@@ -7,15 +7,28 @@ exclusive) of every change, so they can repaint only that area.
 Undo memory is bounded: a stroke stores only the bytes of its dirty rectangle, before and after,
 bit-packed (``np.packbits``: 1 bit per pixel), and the history keeps at most ``max_steps``
 records and ``max_bytes`` bytes (the oldest records are dropped first).
+
+The history can be persisted (the app's autosave does, so Ctrl+Z still works after a crash
+restore): :meth:`EditableMask.history_state` takes a bounded copy of the newest records,
+:func:`save_histories` writes the states of several masks to one versioned ``.npz`` file (plain
+arrays only), :func:`load_histories` reads it back with ``allow_pickle=False`` and validates every
+array, and :meth:`EditableMask.restore_history` applies a state only to the exact mask it was taken
+from (same shape, same SHA-256 of the pixels).
 """
 from __future__ import annotations
 
+import hashlib
+import io
+import zipfile
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
+
+from ..imaging import write_bytes_atomic
 
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 Listener = Callable[[Rect], None]
@@ -262,6 +275,48 @@ class EditableMask:
         self.data[y0:y1, x0:x1] = np.unpackbits(packed, count=count).reshape(y1 - y0, x1 - x0)
         self._notify(rect)
 
+    # -------------------------------------------------------------------------- persistence
+    def digest(self) -> str:
+        """SHA-256 of the pixels (shape included): which mask a saved history belongs to."""
+        return mask_digest(self.data)
+
+    def history_state(self, max_steps: Optional[int] = None, max_bytes: Optional[int] = None) -> "HistoryState":
+        """The undo/redo history as plain data, bounded: the newest undo records first, then the
+        nearest redo records, while at most ``max_steps`` records and ``max_bytes`` bytes fit.
+
+        A stroke still in progress is not in the history (its pixels are in the mask: undo then
+        starts from the strokes before it). The records are immutable, so the state can be
+        written on another thread while editing goes on."""
+        steps_left = self.max_steps if max_steps is None else max(0, int(max_steps))
+        bytes_left = self.max_bytes if max_bytes is None else max(0, int(max_bytes))
+        undo: list[_EditRecord] = []
+        for record in reversed(self._undo):  # newest first
+            if steps_left <= 0 or record.nbytes > bytes_left:
+                break
+            undo.append(record)
+            steps_left -= 1
+            bytes_left -= record.nbytes
+        redo: list[_EditRecord] = []
+        for record in reversed(self._redo):  # the next redo first
+            if steps_left <= 0 or record.nbytes > bytes_left:
+                break
+            redo.append(record)
+            steps_left -= 1
+            bytes_left -= record.nbytes
+        return HistoryState(self.shape, self.digest(), tuple(reversed(undo)), tuple(reversed(redo)))
+
+    def restore_history(self, state: "HistoryState") -> bool:
+        """Replace the history with ``state`` when it was taken from this very mask (same shape
+        and pixels); returns False (history unchanged) otherwise. The in-memory bounds apply."""
+        if state.shape != self.shape or state.digest != self.digest():
+            return False
+        if self.in_stroke:
+            self.end_stroke()
+        self._undo = deque(state.undo)
+        self._redo = list(state.redo)
+        self._trim()
+        return True
+
     def undo(self) -> Optional[Rect]:
         if self.in_stroke:
             self.end_stroke()
@@ -280,3 +335,186 @@ class EditableMask:
         self._apply(record.rect, record.after)
         return record.rect
 
+
+
+# ==================================================================================== persistence
+HISTORY_FORMAT = "fssgui-undo-history"
+HISTORY_VERSION = 1
+#: refuse history files whose arrays would unpack to more than this (a corrupt or hostile file)
+HISTORY_MAX_FILE_BYTES = 512 * 1024 * 1024
+_STACK_UNDO, _STACK_REDO = 0, 1
+
+
+class HistoryFileError(ValueError):
+    """A history file that cannot be used (unreadable, wrong format or version, inconsistent)."""
+
+
+def mask_digest(mask: np.ndarray) -> str:
+    """SHA-256 of a mask's foreground bits and its shape (bool or 0/1 arrays give the same digest)."""
+    bits = np.ascontiguousarray(np.asarray(mask) > 0)
+    h = hashlib.sha256(f"{bits.shape[0]}x{bits.shape[1]}:".encode("ascii"))
+    h.update(np.packbits(bits).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class HistoryState:
+    """A mask's history as plain data: its shape, the digest of the pixels it ends at, the undo
+    records (oldest first) and the redo records (in redo-list order: the next redo last)."""
+
+    shape: tuple[int, int]
+    digest: str
+    undo: tuple[_EditRecord, ...]
+    redo: tuple[_EditRecord, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.nbytes for r in self.undo) + sum(r.nbytes for r in self.redo)
+
+
+def capture_histories(masks: Mapping[str, "EditableMask"], *, max_steps: int = 100,
+                      max_bytes: int = 16 * 1024 * 1024) -> dict[str, HistoryState]:
+    """Bounded history states of several masks, at most ``max_steps`` records per mask and
+    ``max_bytes`` bytes in all (each mask gets an equal share of the bytes)."""
+    masks = {name: mask for name, mask in masks.items() if mask is not None}
+    if not masks:
+        return {}
+    share = int(max_bytes) // len(masks)
+    return {name: mask.history_state(max_steps, share) for name, mask in masks.items()}
+
+
+def restore_histories(masks: Mapping[str, "EditableMask"], states: Mapping[str, HistoryState]) -> list[str]:
+    """Give each mask its saved history when it matches; returns the names restored."""
+    restored = []
+    for name, mask in masks.items():
+        state = states.get(name)
+        if mask is not None and state is not None and mask.restore_history(state):
+            restored.append(name)
+    return restored
+
+
+def _packed_size(rect: Rect) -> int:
+    x0, y0, x1, y1 = rect
+    return ((x1 - x0) * (y1 - y0) + 7) // 8
+
+
+def history_bytes(states: Mapping[str, HistoryState], active: str = "") -> bytes:
+    """The ``.npz`` bytes of ``states`` (format :data:`HISTORY_FORMAT`, version :data:`HISTORY_VERSION`).
+
+    Plain arrays only (strings as fixed-width unicode, never objects): per mask ``i``,
+    ``m{i}_shape`` [2], ``m{i}_digest``, ``m{i}_rects`` [n, 4] (x0, y0, x1, y1),
+    ``m{i}_stack`` [n] (0 = undo, oldest first; 1 = redo, in list order), ``m{i}_labels`` [n] and
+    ``m{i}_before`` / ``m{i}_after``: the packed bits of all records concatenated (a record's
+    length follows from its rectangle). ``active`` names the mask edited last."""
+    names = list(states)
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(HISTORY_FORMAT),
+        "version": np.array(HISTORY_VERSION, dtype=np.int64),
+        "names": np.array(names, dtype=str) if names else np.zeros(0, dtype="<U1"),
+        "active": np.array(str(active)),
+    }
+    for i, name in enumerate(names):
+        state = states[name]
+        records = list(state.undo) + list(state.redo)
+        arrays[f"m{i}_shape"] = np.array(state.shape, dtype=np.int64)
+        arrays[f"m{i}_digest"] = np.array(state.digest)
+        arrays[f"m{i}_rects"] = np.array([r.rect for r in records], dtype=np.int64).reshape(-1, 4)
+        arrays[f"m{i}_stack"] = np.array([_STACK_UNDO] * len(state.undo) + [_STACK_REDO] * len(state.redo),
+                                         dtype=np.int8)
+        arrays[f"m{i}_labels"] = (np.array([r.label for r in records], dtype=str) if records
+                                  else np.zeros(0, dtype="<U1"))
+        for side in ("before", "after"):
+            parts = [np.asarray(getattr(r, side), dtype=np.uint8).ravel() for r in records]
+            arrays[f"m{i}_{side}"] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def save_histories(path: str | Path, states: Mapping[str, HistoryState], active: str = "") -> Path:
+    """Write :func:`history_bytes` to ``path`` atomically."""
+    path = Path(path)
+    write_bytes_atomic(path, history_bytes(states, active))
+    return path
+
+
+def load_histories(path: str | Path) -> tuple[dict[str, HistoryState], str]:
+    """Read a file written by :func:`save_histories`: ``(states by mask name, active name)``.
+
+    Safe on untrusted files: ``allow_pickle=False``, the unpacked size is checked before reading,
+    and every array's dtype, shape and value range is validated; any problem raises
+    :class:`HistoryFileError` (naming the file) and nothing is applied."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+        if unpacked > HISTORY_MAX_FILE_BYTES:
+            raise HistoryFileError(f"{path}: undo history unpacks to {unpacked} bytes (limit {HISTORY_MAX_FILE_BYTES})")
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except HistoryFileError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise HistoryFileError(f"{path}: not a readable undo history ({type(exc).__name__}: {exc})") from None
+    try:
+        return _parse_histories(arrays)
+    except HistoryFileError as exc:
+        raise HistoryFileError(f"{path}: {exc}") from None
+
+
+def _parse_histories(arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, HistoryState], str]:
+    def get(key: str, kind: str, ndim: int) -> np.ndarray:
+        if key not in arrays:
+            raise HistoryFileError(f"missing array {key!r}")
+        value = arrays[key]
+        if value.dtype.kind != kind or value.ndim != ndim:
+            raise HistoryFileError(f"array {key!r} is {value.dtype} with {value.ndim} dimensions")
+        return value
+
+    if str(get("format", "U", 0)) != HISTORY_FORMAT:
+        raise HistoryFileError(f"not an fssgui undo history (format must be {HISTORY_FORMAT!r})")
+    version = int(get("version", "i", 0))
+    if version != HISTORY_VERSION:
+        raise HistoryFileError(f"unknown undo history version {version} (this fssgui reads {HISTORY_VERSION})")
+    names = [str(n) for n in get("names", "U", 1)]
+    if len(set(names)) != len(names):
+        raise HistoryFileError("duplicate mask names")
+    active = str(get("active", "U", 0))
+    states: dict[str, HistoryState] = {}
+    for i, name in enumerate(names):
+        shape_array = get(f"m{i}_shape", "i", 1)
+        if shape_array.shape != (2,) or (shape_array <= 0).any():
+            raise HistoryFileError(f"mask {name!r}: bad shape {shape_array.tolist()}")
+        shape = (int(shape_array[0]), int(shape_array[1]))
+        digest = str(get(f"m{i}_digest", "U", 0))
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise HistoryFileError(f"mask {name!r}: bad digest")
+        rects = get(f"m{i}_rects", "i", 2)
+        stack = get(f"m{i}_stack", "i", 1)
+        labels = get(f"m{i}_labels", "U", 1)
+        n = rects.shape[0]
+        if rects.shape[1:] != (4,) or stack.shape != (n,) or labels.shape != (n,):
+            raise HistoryFileError(f"mask {name!r}: record arrays disagree in length")
+        if not np.isin(stack, (_STACK_UNDO, _STACK_REDO)).all() or (np.diff(stack.astype(np.int64)) < 0).any():
+            raise HistoryFileError(f"mask {name!r}: bad undo/redo stack marks")
+        h, w = shape
+        x0, y0, x1, y1 = (rects[:, j] for j in range(4))
+        if n and ((x0 < 0) | (y0 < 0) | (x1 > w) | (y1 > h) | (x0 >= x1) | (y0 >= y1)).any():
+            raise HistoryFileError(f"mask {name!r}: a record's rectangle is outside the {w}x{h} mask")
+        sizes = [_packed_size(tuple(int(v) for v in r)) for r in rects]
+        packed = {}
+        for side in ("before", "after"):
+            values = get(f"m{i}_{side}", "u", 1)
+            if values.dtype != np.uint8 or values.size != sum(sizes):
+                raise HistoryFileError(f"mask {name!r}: {side} bits have {values.size} bytes, expected {sum(sizes)}")
+            packed[side] = values
+        undo, redo, offset = [], [], 0
+        for j in range(n):
+            rect = tuple(int(v) for v in rects[j])
+            size = sizes[j]
+            record = _EditRecord(rect, packed["before"][offset:offset + size].copy(),
+                                 packed["after"][offset:offset + size].copy(), str(labels[j]))
+            offset += size
+            (undo if int(stack[j]) == _STACK_UNDO else redo).append(record)
+        states[name] = HistoryState(shape, digest, tuple(undo), tuple(redo))
+    return states, active

@@ -69,7 +69,9 @@ from .. import figures as F
 from .. import report as R
 from ..imaging import resize_map, resize_mask
 from .canvas import rgb_to_pixmap
+from .heatmap_view import Colorbar, Scale
 from .jobs import JobContext, ModelCache, ModelSpec
+from .theme import PlotColours, follow_theme, plot_colours
 
 CHANNEL = "playback"
 METRICS = ("iauc", "dauc")
@@ -286,6 +288,7 @@ class PlaybackWidget(QWidget):
         self._run_params: dict[str, Any] = {}
         self._inbox: "queue.Queue" = queue.Queue()
         self._colour_index: dict[str, int] = {}
+        self.plot_colours: PlotColours = plot_colours()  # set again by each plot when the theme changes
         self._current: Optional[int] = None
         self._follow = True
         self._context_key: Any = None
@@ -400,6 +403,8 @@ class PlaybackWidget(QWidget):
             grid.addWidget(label, 1, column)
             self.plots[metric], self.value_labels[metric] = plot, label
             self.markers[metric], self.marker_lines[metric] = marker, line
+            # background, axes, text and curve colours follow the app's theme, also when it changes
+            follow_theme(plot, lambda colours, m=metric: self._apply_plot_colours(m, colours))
         splitter.addWidget(plots)
 
         lower = QWidget(splitter)
@@ -442,7 +447,9 @@ class PlaybackWidget(QWidget):
         self.panel_layout = QHBoxLayout(self.panel_area)
         self.panel_layout.setContentsMargins(0, 0, 0, 0)
         self.panels: dict[str, ImagePanel] = {}
-        self.colorbar_label = QLabel(self)
+        # the probability colour bar, painted from the palette (follows the theme)
+        self.colorbar_label = Colorbar(self)
+        self.colorbar_label.set_scale(Scale("inferno", 0.0, 1.0, False), "p(foreground)")
         lower_layout.addWidget(self.panel_area, 1)
         splitter.addWidget(lower)
         splitter.setStretchFactor(0, 2)
@@ -477,8 +484,6 @@ class PlaybackWidget(QWidget):
             panel.exportRequested.connect(self._export_panel_dialog)
             self.panels[name] = panel
             self.panel_layout.addWidget(panel, 1)
-        bar = F.colorbar("inferno", 0.0, 1.0, 180, "p(foreground)", 0.4)
-        self.colorbar_label.setPixmap(rgb_to_pixmap(bar))
         self.panel_layout.addWidget(self.colorbar_label, 0)
 
     # -------------------------------------------------------------------------------- context
@@ -777,8 +782,26 @@ class PlaybackWidget(QWidget):
 
     # ---------------------------------------------------------------------------------- curves
     def _colour(self, method: str) -> tuple[int, int, int]:
+        """The method's colour in exported figures (white background)."""
         index = self._colour_index.setdefault(method, len(self._colour_index))
         return F.palette_colour(index)
+
+    def _display_colour(self, method: str) -> QColor:
+        """The method's colour on screen: the same hue, with enough contrast on the plot background."""
+        index = self._colour_index.setdefault(method, len(self._colour_index))
+        return self.plot_colours.series_colour(index)
+
+    def _apply_plot_colours(self, metric: str, colours: PlotColours) -> None:
+        """Recolour what this widget drew on ``metric``'s plot (curves, marker, step line)."""
+        self.plot_colours = colours
+        self.markers[metric].setPen(pg.mkPen(colours.marker, width=2))
+        self.marker_lines[metric].setPen(pg.mkPen(colours.guide, width=1))
+        for (method, line_metric), line in self.lines.items():
+            if line_metric == metric:
+                colour = self._display_colour(method)
+                line.setPen(pg.mkPen(colour, width=2))
+                line.setSymbolBrush(pg.mkBrush(colour))
+        self._update_values()
 
     def _update_line(self, key: tuple[str, str]) -> None:
         method, metric = key
@@ -790,7 +813,7 @@ class PlaybackWidget(QWidget):
         line = self.lines.get(key)
         item = self.plots[metric].getPlotItem()
         if line is None:
-            colour = QColor(*self._colour(method))
+            colour = self._display_colour(method)
             line = pg.PlotDataItem(pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=5,
                                    symbolBrush=pg.mkBrush(colour), symbolPen=None, name=method)
             item.addItem(line)
@@ -824,7 +847,7 @@ class PlaybackWidget(QWidget):
             for method in params.get("methods", []):
                 curve = self.curves.get((method, metric))
                 frames = self.frames.get((method, metric), [])
-                colour = "#%02x%02x%02x" % self._colour(method)
+                colour = self._display_colour(method).name()
                 if curve is not None and curve.value is not None:
                     value = f"{curve.value_name()} <b>{curve.value:.4f}</b>"
                 elif self.state in (STATE_RUNNING, STATE_CANCELLING):

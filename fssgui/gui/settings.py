@@ -9,6 +9,12 @@ atomically a moment after each edit. Unlike :func:`fssgui.episode.save_episode` 
 progress (a support whose mask is still empty), so nothing brushed is lost in a crash; a
 ``session.json`` beside it says where the episode came from and whether the window was closed
 cleanly, so the next start can offer to restore it.
+
+The snapshot folder also holds ``undo_history.npz``: the per-stroke undo/redo history of every mask
+under edit (region R and the support masks), bounded to :attr:`Autosave.history_max_steps` records
+per mask and :attr:`Autosave.history_max_bytes` bytes in all, in the versioned plain-array format of
+:func:`fssgui.gui.mask_edit.history_bytes` (read back with ``allow_pickle=False``). It is swapped in
+together with the masks, so a restored history always belongs to the restored pixels.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import numpy as np
 
 from ..episode import EPISODE_FILE, Episode, load_episode, write_episode_files
 from ..imaging import write_bytes_atomic
+from .mask_edit import EditableMask, HistoryFileError, HistoryState, capture_histories, load_histories, save_histories
 
 APP_NAME = "fssgui"
 MAX_RECENT = 12
@@ -130,19 +137,42 @@ class AutosaveInfo:
         return f"unsaved edits of {origin} from {when}"
 
 
+@dataclass
+class AutosaveHistory:
+    """The undo histories read back from a snapshot (empty when there is none or it is unusable)."""
+
+    states: dict[str, HistoryState] = field(default_factory=dict)
+    active: str = ""  # the mask edited last ("region", "support_0", ...)
+    error: str = ""  # why a history file present could not be used
+
+
 class Autosave:
     """Snapshot of the episode under edit in ``data_dir()/autosave`` (atomic folder swap)."""
 
-    def __init__(self, root: Optional[Path] = None) -> None:
+    HISTORY_FILE = "undo_history.npz"
+
+    def __init__(self, root: Optional[Path] = None, *, history_max_steps: int = 100,
+                 history_max_bytes: int = 16 * 1024 * 1024) -> None:
         self.root = Path(root) if root is not None else data_dir() / "autosave"
         self.folder = self.root / "episode"
         self.session_file = self.root / "session.json"
+        self.history_max_steps = int(history_max_steps)
+        self.history_max_bytes = int(history_max_bytes)
 
-    def write(self, episode: Episode, source: str, dirty: bool) -> None:
+    def capture_history(self, masks: dict[str, Optional[EditableMask]]) -> dict[str, HistoryState]:
+        """Bounded undo histories of ``masks`` (call it on the GUI thread, with the snapshot)."""
+        return capture_histories({k: m for k, m in masks.items() if m is not None},
+                                 max_steps=self.history_max_steps, max_bytes=self.history_max_bytes)
+
+    def write(self, episode: Episode, source: str, dirty: bool,
+              history: Optional[dict[str, HistoryState]] = None, active: str = "") -> None:
+        """Swap in a new snapshot of ``episode`` (and the undo ``history`` of its masks, when given)."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".episode.", suffix=".tmp", dir=str(self.root)))
         try:
             write_episode_snapshot(episode, tmp)
+            if history:
+                save_histories(tmp / self.HISTORY_FILE, history, active)
             old = self.root / ".episode.old"
             if old.exists():
                 shutil.rmtree(old)
@@ -197,6 +227,18 @@ class Autosave:
 
     def read(self) -> Episode:
         return read_episode_snapshot(self.folder)
+
+    def read_history(self) -> AutosaveHistory:
+        """The undo histories saved with the snapshot; never raises (a bad file is reported in
+        ``error`` and the episode restores without history)."""
+        path = self.folder / self.HISTORY_FILE
+        if not path.is_file():
+            return AutosaveHistory()
+        try:
+            states, active = load_histories(path)
+        except HistoryFileError as exc:
+            return AutosaveHistory(error=str(exc))
+        return AutosaveHistory(states, active)
 
 
 def write_episode_snapshot(episode: Episode, folder: Path) -> None:
