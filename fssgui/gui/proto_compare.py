@@ -4,6 +4,10 @@ A thin view of :func:`fssgui.explain.proto_inspect.compare_classes`: pick the tw
 default the shown class and the other class predicted on the largest area), and the sheet shows
 for each its logit map, its group maps and its prototype maps in scale columns, every map kind
 coloured with ONE min/max shared by both classes, so that "hotter" means the same on both sides.
+
+Theme: the sheet is the same white figure as the exported one (maps, captions and all); the area
+around it takes the palette's base colour, and messages their theme's colour
+(:func:`~fssgui.gui.proto_inspector.message_html`), also after a theme switch at run time.
 """
 from __future__ import annotations
 
@@ -11,8 +15,8 @@ import html
 from typing import Optional
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtGui import QImage, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -26,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..explain.proto_inspect import ClassComparison, compare_classes
+from .proto_inspector import message_html
 
 
 class ClassCompareView(QWidget):
@@ -71,7 +76,8 @@ class ClassCompareView(QWidget):
         # the sheet is drawn 1:1 (crisp captions), its tile size chosen from the width available
         self.sheet_label = QLabel()
         self.sheet_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-        self.sheet_label.setStyleSheet("background: white;")
+        self.sheet_label.setBackgroundRole(QPalette.ColorRole.Base)  # the theme's, around the white sheet
+        self.sheet_label.setAutoFillBackground(True)
         self.sheet_scroll = QScrollArea(self)
         self.sheet_scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.sheet_scroll.setWidgetResizable(True)
@@ -79,6 +85,7 @@ class ClassCompareView(QWidget):
         root.addWidget(self.sheet_scroll, 1)
         self._sheet: Optional[np.ndarray] = None
         self._tile = 0
+        self._error = ""  # the message shown in the summary when the last comparison failed
 
         self.first_combo.currentIndexChanged.connect(lambda _i: self._request_refresh())
         self.second_combo.currentIndexChanged.connect(lambda _i: self._request_refresh())
@@ -139,6 +146,7 @@ class ClassCompareView(QWidget):
 
     def refresh(self) -> None:
         self._dirty = False
+        self._error = ""
         first, second = self.first_combo.currentData(), self.second_combo.currentData()
         if self.run is None or first is None or second is None:
             return
@@ -153,9 +161,9 @@ class ClassCompareView(QWidget):
         except Exception as exc:  # shown, never raised into Qt's event loop
             self.comparison = None
             self._show_sheet(None)
-            message = f"compare failed: {exc}"
-            self.summary_label.setText(f"<span style='color:#e0464e'>{html.escape(message)}</span>")
-            self.errorRaised.emit(message)
+            self._error = f"compare failed: {exc}"
+            self.summary_label.setText(message_html(self._error, "error", self.palette()))
+            self.errorRaised.emit(self._error)
             return
         self.comparison = comparison
         self._render()
@@ -193,6 +201,11 @@ class ClassCompareView(QWidget):
         h, w = sheet.shape[:2]
         image = QImage(sheet.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
         self.sheet_label.setPixmap(QPixmap.fromImage(image))
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and self._error:
+            self.summary_label.setText(message_html(self._error, "error", self.palette()))
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)

@@ -9,7 +9,7 @@ API for the main window::
 
 The left pane is a ``pg.GraphItem``: prototype nodes in four scale columns (colour = scale,
 grey when no group uses them at the current threshold), the class's groups (red/green/blue)
-and the class node; edge widths follow the weights, edges below the threshold are light grey.
+and the class node; edge widths follow the weights, edges below the threshold are grey.
 Clicking a node shows its activation map over the image (``ImageItem`` with a JET lookup table,
 masked to the predicted class unless "mask" is unticked), its numbers, and for a prototype the
 push's training patch when projection metadata exists. Under it: the per-scale maps, the
@@ -21,14 +21,26 @@ Pixel inspector: a click on the map image picks the feature cell under it
 the three nearest used prototypes in red / green / blue, and shows the numbers at the cell in the
 pane below the maps (:class:`~fssgui.gui.proto_inspector.CellInspectorWidget`).
 The cell stays selected across classes and thresholds (the numbers are recomputed).
+
+Theme: the four pyqtgraph views (graph, map, per-scale maps, class / group / source) are
+registered with :func:`~fssgui.gui.theme.follow_theme`, so their backgrounds and titles follow
+the app's theme, also when it is switched at run time; the graph's own colours come from
+:func:`graph_colours` of the plot colours and are set again on a switch (no rebuild: the view's
+zoom stays). Node fills keep their hue (scale / group colours) made dark or light enough for 3:1
+on the background, outlines, labels and above-threshold edges have text-level contrast, unused
+nodes and below-threshold edges are a grey of exactly :data:`INACTIVE_CONTRAST` (visible, but
+fainter than anything active). The map images (JET overlays, masks) and the boxes drawn on them
+are the same in both themes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
+from PySide6.QtGui import QColor
 
 from ..explain.proto_inspect import CellGrid, CellInspection, inspect_cell
 from ..explain.prototypes import (
@@ -39,19 +51,59 @@ from ..explain.prototypes import (
 )
 from ..imaging import colormap_lut, mask_overlay
 from .proto_inspector import CELL_COLOUR, NEAREST_COLOURS, CellInspectorWidget
+from .theme import CURVE_CONTRAST, GRAPHICS_CONTRAST, PlotColours, follow_theme, plot_colours, readable_colour
 
 SCALE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (148, 103, 189)]
 GROUP_COLOURS = [(230, 40, 40), (40, 200, 40), (40, 90, 230)]
-UNUSED_COLOUR = (190, 190, 190)
+NEGATIVE_EDGE_COLOUR = (200, 40, 40)
 GRAPH_WIDTH = 10.0  # view units across the graph (layout x in [0, 1] is scaled by this)
 GRAPH_HEIGHT = 6.0
+INACTIVE_CONTRAST = 2.0  # unused nodes, edges below α: below the 3:1 of everything active
+LABEL_FILL_ALPHA = 210  # node labels sit on a translucent patch of the background (edges cross them)
+
+
+@dataclass(frozen=True)
+class GraphColours:
+    """The group graph's colours in one theme (see the module docstring)."""
+
+    background: QColor
+    label_text: QColor  # node labels
+    label_fill: QColor  # the translucent patch behind a node label
+    header_text: QColor  # the "Scale s / dilation d" headers
+    node_outline: QColor  # used nodes
+    inactive: QColor  # unused nodes' fill and outline, edges below α
+    class_fill: QColor
+    scale_fills: tuple[QColor, ...]
+    group_fills: tuple[QColor, ...]
+    edge: QColor  # positive weights above α
+    negative_edge: QColor  # negative weights above α
+
+
+def graph_colours(colours: PlotColours) -> GraphColours:
+    """Graph colours on the plot background of ``colours``."""
+    background = colours.background
+    fill = QColor(background)
+    fill.setAlpha(LABEL_FILL_ALPHA)
+    edge = QColor(200, 202, 208) if colours.dark else QColor(40, 40, 40)
+    return GraphColours(
+        background=QColor(background),
+        label_text=QColor(colours.text),
+        label_fill=fill,
+        header_text=QColor(colours.axis),
+        node_outline=QColor(colours.text),
+        inactive=readable_colour(background, background, INACTIVE_CONTRAST),
+        class_fill=QColor(colours.text),
+        scale_fills=tuple(readable_colour(QColor(*rgb), background, GRAPHICS_CONTRAST) for rgb in SCALE_COLOURS),
+        group_fills=tuple(readable_colour(QColor(*rgb), background, GRAPHICS_CONTRAST) for rgb in GROUP_COLOURS),
+        edge=readable_colour(edge, background, CURVE_CONTRAST),
+        negative_edge=readable_colour(QColor(*NEGATIVE_EDGE_COLOUR), background, CURVE_CONTRAST),
+    )
 
 
 def _image_view(title: str = "") -> tuple[pg.GraphicsLayoutWidget, pg.ViewBox]:
     widget = pg.GraphicsLayoutWidget()
-    widget.setBackground("w")
     if title:
-        widget.addLabel(title, row=0, col=0, color="k", size="8pt")
+        widget.addLabel(title, row=0, col=0, size="8pt")
     box = widget.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMouse=False)
     return widget, box
 
@@ -70,6 +122,9 @@ class ProtoGraphView(QtWidgets.QWidget):
         self._image: Optional[np.ndarray] = None
         self._node_ids: list[str] = []
         self._labels: list[pg.TextItem] = []
+        self._header_labels: list[pg.TextItem] = []  # the scale headers among _labels
+        self._adjacency = np.zeros((0, 2), dtype=int)
+        self.graph_colours: GraphColours = graph_colours(plot_colours())
         self.current_node: Optional[str] = None
         self.selected_cell: Optional[tuple[int, int]] = None
         self.inspection: Optional[CellInspection] = None
@@ -77,7 +132,6 @@ class ProtoGraphView(QtWidgets.QWidget):
 
         # --- graph pane
         self.graph_widget = pg.GraphicsLayoutWidget()
-        self.graph_widget.setBackground("w")
         self.graph_box = self.graph_widget.addViewBox(invertY=True)
         self.graph_box.setMouseEnabled(x=True, y=True)
         self.graph_item = pg.GraphItem()
@@ -120,21 +174,19 @@ class ProtoGraphView(QtWidgets.QWidget):
         self.map_widget.scene().sigMouseClicked.connect(self._on_map_clicked)
 
         self.scale_widget = pg.GraphicsLayoutWidget()
-        self.scale_widget.setBackground("w")
         self.scale_items: list[pg.ImageItem] = []
         for s in range(4):
-            self.scale_widget.addLabel(f"Scale {s + 1}", row=0, col=s, color="k", size="8pt")
+            self.scale_widget.addLabel(f"Scale {s + 1}", row=0, col=s, size="8pt")
             box = self.scale_widget.addViewBox(row=1, col=s, lockAspect=True, invertY=True, enableMouse=False)
             item = pg.ImageItem(axisOrder="row-major")
             box.addItem(item)
             self.scale_items.append(item)
 
         self.extra_widget = pg.GraphicsLayoutWidget()
-        self.extra_widget.setBackground("w")
         self.extra_items: dict[str, pg.ImageItem] = {}
         self.extra_titles: dict[str, pg.LabelItem] = {}
         for col, name in enumerate(("class mask", "group assignment", "prototype source")):
-            self.extra_titles[name] = self.extra_widget.addLabel(name, row=0, col=col, color="k", size="8pt")
+            self.extra_titles[name] = self.extra_widget.addLabel(name, row=0, col=col, size="8pt")
             box = self.extra_widget.addViewBox(row=1, col=col, lockAspect=True, invertY=True, enableMouse=False)
             item = pg.ImageItem(axisOrder="row-major")
             box.addItem(item)
@@ -142,6 +194,11 @@ class ProtoGraphView(QtWidgets.QWidget):
 
         self.inspector = CellInspectorWidget()
         self.inspector.nodeRequested.connect(self._on_inspector_node)
+
+        # backgrounds and titles follow the app's theme; the graph recolours its nodes and edges
+        follow_theme(self.graph_widget, self._apply_plot_colours)
+        for widget in (self.map_widget, self.scale_widget, self.extra_widget):
+            follow_theme(widget)
 
         # Three panes over the full width (twelve prototype columns need it): the graph; the
         # clicked node's map (click it to inspect a cell) beside the per-scale maps and class /
@@ -251,45 +308,25 @@ class ProtoGraphView(QtWidgets.QWidget):
         self._positions = np.array(
             [(layout[n][0] * GRAPH_WIDTH, layout[n][1] * GRAPH_HEIGHT) for n in self._node_ids], dtype=float
         )
-        brushes, sizes = [], []
-        for node in result.prototypes:
-            colour = SCALE_COLOURS[node.scale % 4] if node.used else UNUSED_COLOUR
-            brushes.append(pg.mkBrush(*colour))
-            sizes.append(16)
-        for g in result.groups:
-            brushes.append(pg.mkBrush(*GROUP_COLOURS[g.index % 3]))
-            sizes.append(22)
-        brushes.append(pg.mkBrush(30, 30, 30))
-        sizes.append(26)
-
+        self._sizes = [16] * len(result.prototypes) + [22] * len(result.groups) + [26]
         index = {n: i for i, n in enumerate(self._node_ids)}
-        adjacency = np.array([(index[e.source], index[e.target]) for e in result.edges], dtype=int).reshape(-1, 2)
-        pens = np.empty(len(result.edges), dtype=[("red", np.ubyte), ("green", np.ubyte), ("blue", np.ubyte),
-                                                   ("alpha", np.ubyte), ("width", float)])
-        max_weight = max([abs(e.weight) for e in result.edges] + [1e-6])
-        for i, e in enumerate(result.edges):
-            if e.active:
-                colour = (200, 40, 40) if e.weight < 0 else (40, 40, 40)
-                pens[i] = (*colour, 255, 1.0 + 6.0 * abs(e.weight) / max_weight)
-            else:
-                pens[i] = (*UNUSED_COLOUR, 160, 1.0)
-        self.graph_item.setData(pos=self._positions, adj=adjacency, pen=pens, size=sizes, symbol="o",
-                                symbolBrush=brushes, symbolPen=pg.mkPen(0, 0, 0), data=np.array(self._node_ids, dtype=object),
-                                pxMode=True)
+        self._adjacency = np.array([(index[e.source], index[e.target]) for e in result.edges],
+                                   dtype=int).reshape(-1, 2)
         for label in self._labels:
             self.graph_box.removeItem(label)
-        self._labels = []
+        self._labels, self._header_labels = [], []
         head = result.run.head
         for s in range(head.num_scales):
-            text = pg.TextItem(f"Scale {s + 1}\ndilation {head.scale_dilations[s]}", color=(60, 60, 60),
-                               anchor=(0.5, 1))
+            text = pg.TextItem(f"Scale {s + 1}\ndilation {head.scale_dilations[s]}", anchor=(0.5, 1))
             text.setPos((s + 0.5) / head.num_scales * GRAPH_WIDTH, 0.1 * GRAPH_HEIGHT - 0.35)
             self._add_label(text)
+            self._header_labels.append(text)
         for node in result.prototypes:
             self._add_label(self._node_text(f"p{node.index}", node.node_id, (0.5, -0.2)))
         for g in result.groups:
             self._add_label(self._node_text(f"group {g.index + 1} (head {g.head_weight:.2f})", g.node_id, (0.5, -0.4)))
         self._add_label(self._node_text(result.class_name, "class", (0.5, -0.5)))
+        self._style_graph()
         # explicit range: autoRange ignores the text items, and would clip the scale headers
         self.graph_box.setRange(xRange=(-0.4, GRAPH_WIDTH + 0.4),
                                 yRange=(0.1 * GRAPH_HEIGHT - 1.3, 0.9 * GRAPH_HEIGHT + 0.8), padding=0.0)
@@ -303,10 +340,52 @@ class ProtoGraphView(QtWidgets.QWidget):
         )
 
     def _node_text(self, text: str, node_id: str, anchor: tuple[float, float]) -> pg.TextItem:
-        # a light backing keeps the label readable where edges cross it
-        item = pg.TextItem(text, color=(0, 0, 0), anchor=anchor, fill=pg.mkBrush(255, 255, 255, 210))
+        # a patch of the background behind the label keeps it readable where edges cross it
+        item = pg.TextItem(text, anchor=anchor)
         item.setPos(self.node_position(node_id))
         return item
+
+    def _apply_plot_colours(self, colours: PlotColours) -> None:
+        """The theme changed (or the view was built): recolour the graph in place."""
+        self.graph_colours = graph_colours(colours)
+        if self._result is not None:
+            self._style_graph()
+
+    def _style_graph(self) -> None:
+        """Set the nodes', edges' and labels' colours (:attr:`graph_colours`) on the built graph."""
+        result, colours = self._result, self.graph_colours
+        brushes, outlines = [], []
+        for node in result.prototypes:
+            fill = colours.scale_fills[node.scale % len(colours.scale_fills)] if node.used else colours.inactive
+            brushes.append(pg.mkBrush(fill))
+            outlines.append(pg.mkPen(colours.node_outline if node.used else colours.inactive))
+        for g in result.groups:
+            brushes.append(pg.mkBrush(colours.group_fills[g.index % len(colours.group_fills)]))
+            outlines.append(pg.mkPen(colours.node_outline))
+        brushes.append(pg.mkBrush(colours.class_fill))
+        outlines.append(pg.mkPen(colours.node_outline))
+
+        pens = np.empty(len(result.edges), dtype=[("red", np.ubyte), ("green", np.ubyte), ("blue", np.ubyte),
+                                                   ("alpha", np.ubyte), ("width", float)])
+        max_weight = max([abs(e.weight) for e in result.edges] + [1e-6])
+        for i, e in enumerate(result.edges):
+            if e.active:
+                colour = colours.negative_edge if e.weight < 0 else colours.edge
+                pens[i] = (*colour.getRgb()[:3], 255, 1.0 + 6.0 * abs(e.weight) / max_weight)
+            else:
+                pens[i] = (*colours.inactive.getRgb()[:3], 255, 1.0)
+        self.graph_item.setData(pos=self._positions, adj=self._adjacency, pen=pens, size=self._sizes, symbol="o",
+                                symbolBrush=brushes, symbolPen=outlines,
+                                data=np.array(self._node_ids, dtype=object), pxMode=True)
+        headers = {id(header) for header in self._header_labels}
+        for label in self._labels:
+            if id(label) in headers:
+                label.setColor(colours.header_text)
+                label.fill = pg.mkBrush(None)
+            else:
+                label.setColor(colours.label_text)
+                label.fill = pg.mkBrush(colours.label_fill)
+            label.update()
 
     def _add_label(self, item: pg.TextItem) -> None:
         self.graph_box.addItem(item)

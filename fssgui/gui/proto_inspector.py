@@ -5,14 +5,22 @@ there, without Qt): the selected class's prototype activations with their scales
 activations, every class's logit and softmax at the cell, and the three nearest used prototypes
 of all classes with their grown boxes and, when the checkpoint has push metadata, their training
 patches. Each numeric cell keeps its exact value under ``Qt.UserRole`` (tests and copy/paste).
+
+Theme: the rows' colours come from the widget's palette (:func:`table_colours`): tinted cells
+(group labels, the shown class's row) are a tint of the group / highlight colour over the table's
+base with the palette's text on top (at least 4.5:1), greyed rows stay at least 3:1; on a palette
+change (a theme switch at run time) the tables are filled again with the new colours. The
+nearest-prototype ranks keep the colours of their boxes on the map, with black or white text,
+whichever reads better.
 """
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPixmap
+from PySide6.QtCore import QEvent, QSize, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPalette, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QGridLayout,
@@ -26,12 +34,83 @@ from PySide6.QtWidgets import (
 
 from ..explain.proto_inspect import CellInspection
 from ..explain.prototypes import GROUP_COLOURS
+from .theme import contrast_ratio, readable_colour
 
 #: colours of the nearest-prototype boxes drawn on the map (rank 1, 2, 3), as in the official plots
 NEAREST_COLOURS = [(230, 40, 40), (40, 170, 40), (40, 90, 230)]
 CELL_COLOUR = (255, 255, 255)
 USED_ROLE = Qt.ItemDataRole.UserRole + 1  # on a prototype row's first item: used after α
 PATCH_ICON = (54, 36)  # width, height of the training-patch thumbnails in the nearest table
+HIGHLIGHT_COLOUR = (255, 193, 7)  # amber: the shown class's row in the logit table (tinted)
+ERROR_COLOUR, WARNING_COLOUR = (224, 70, 78), (217, 130, 43)  # message text (made readable per theme)
+TINT = 0.3  # share of a highlight colour over the table's base in tinted cells
+TEXT_CONTRAST = 4.5  # text on tinted cells and secondary text (WCAG AA)
+DIM_CONTRAST = 3.0  # greyed rows (unused prototypes): dimmer than the text, still legible
+
+
+def _blend(a: QColor, b: QColor, t: float) -> QColor:
+    """``a`` moved towards ``b`` by ``t`` (0..1)."""
+    return QColor(round(a.red() + (b.red() - a.red()) * t), round(a.green() + (b.green() - a.green()) * t),
+                  round(a.blue() + (b.blue() - a.blue()) * t))
+
+
+def _readable_on(colour: QColor, backgrounds: Sequence[QColor], ratio: float) -> QColor:
+    """``colour`` made readable (at ``ratio``) on every one of ``backgrounds`` (all light or all dark)."""
+    for background in backgrounds:
+        colour = readable_colour(colour, background, ratio)
+    return colour
+
+
+def _tint(rgb: Sequence[int], base: QColor, text: QColor) -> QColor:
+    """A tint of ``rgb`` over ``base`` under which ``text`` keeps >= TEXT_CONTRAST."""
+    amount = TINT
+    tinted = _blend(base, QColor(*(int(v) for v in rgb)), amount)
+    while contrast_ratio(text, tinted) < TEXT_CONTRAST and amount > 0.0:
+        amount = max(0.0, amount - 0.05)
+        tinted = _blend(base, QColor(*(int(v) for v in rgb)), amount)
+    return tinted
+
+
+def text_on(background: QColor) -> QColor:
+    """Black or white, whichever contrasts more with ``background``."""
+    black, white = QColor(0, 0, 0), QColor(255, 255, 255)
+    return black if contrast_ratio(black, background) >= contrast_ratio(white, background) else white
+
+
+@dataclass(frozen=True)
+class TableColours:
+    """Colours of the inspector's tables in one palette (see the module docstring)."""
+
+    text: QColor
+    dim: QColor  # rows of prototypes unused at α
+    muted: QColor  # secondary rows ("others")
+    group_backgrounds: tuple[QColor, ...]  # group labels, in the groups' colours
+    highlight_background: QColor  # the shown class's row in the logit table
+
+
+def table_colours(palette: QPalette) -> TableColours:
+    text = QColor(palette.color(QPalette.ColorRole.Text))
+    base = QColor(palette.color(QPalette.ColorRole.Base))
+    rows = (base, QColor(palette.color(QPalette.ColorRole.AlternateBase)))
+    disabled = QColor(palette.color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text))
+    return TableColours(
+        text=text,
+        dim=_readable_on(disabled, rows, DIM_CONTRAST),
+        muted=_readable_on(disabled, rows, TEXT_CONTRAST),
+        group_backgrounds=tuple(_tint(rgb, base, text) for rgb in GROUP_COLOURS),
+        highlight_background=_tint(HIGHLIGHT_COLOUR, base, text),
+    )
+
+
+def message_colour(kind: str, palette: QPalette) -> QColor:
+    """Text colour of an "error" / "warning" message on the window background of ``palette``."""
+    rgb = ERROR_COLOUR if kind == "error" else WARNING_COLOUR
+    return readable_colour(QColor(*rgb), QColor(palette.color(QPalette.ColorRole.Window)), TEXT_CONTRAST)
+
+
+def message_html(text: str, kind: str, palette: QPalette) -> str:
+    """``text`` (escaped) in the message colour of ``kind``."""
+    return f"<span style='color:{message_colour(kind, palette).name()}'>{html.escape(text)}</span>"
 
 
 def _item(text: str, value: Any = None, align_right: bool = False) -> QTableWidgetItem:
@@ -158,6 +237,15 @@ class CellInspectorWidget(QWidget):
         self._fill_classes(inspection)
         self._fill_nearest(inspection)
 
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and self.inspection is not None:
+            self.show_inspection(self.inspection)  # the rows' colours follow the new theme
+
+    def colours(self) -> TableColours:
+        """The rows' colours in the palette in use now."""
+        return table_colours(self.palette())
+
     def values(self, table: QTableWidget, column: int) -> list[Any]:
         """The exact values stored in a column (``Qt.UserRole``)."""
         return [table.item(r, column).data(Qt.ItemDataRole.UserRole) for r in range(table.rowCount())]
@@ -166,7 +254,7 @@ class CellInspectorWidget(QWidget):
     def _fill_prototypes(self, inspection: CellInspection) -> None:
         table = self.prototype_table
         table.setRowCount(len(inspection.prototypes))
-        grey = QBrush(QColor(150, 150, 150))
+        grey = QBrush(self.colours().dim)
         for row, p in enumerate(inspection.prototypes):
             items = [
                 _item(f"p{p.index}", p.index),
@@ -191,10 +279,12 @@ class CellInspectorWidget(QWidget):
                 table.setItem(0, col, _item(""))
             return
         table.setRowCount(len(inspection.groups) + 1)
+        colours = self.colours()
         for row, g in enumerate(inspection.groups):
             label = _item(f"group {g.group + 1}", g.group)
             label.setToolTip(f"keeps {g.num_prototypes} prototypes at this threshold")
-            label.setBackground(QBrush(QColor(*(int(v) for v in GROUP_COLOURS[g.group % len(GROUP_COLOURS)])).lighter(170)))
+            label.setBackground(QBrush(colours.group_backgrounds[g.group % len(colours.group_backgrounds)]))
+            label.setForeground(QBrush(colours.text))
             for col, item in enumerate([label, _item(f"{g.activation:.4g}", g.activation, True),
                                         _item(f"{g.head_weight:.3f}", g.head_weight, True),
                                         _item(f"{g.contribution:.4g}", g.contribution, True)]):
@@ -206,7 +296,7 @@ class CellInspectorWidget(QWidget):
         label.setToolTip("The class logit also sums the other classes' groups times their (off-class) weights "
                          "to this class; their total is here")
         for col, item in enumerate([label, _item(""), _item(""), _item(f"{other:.4g}", other, True)]):
-            item.setForeground(QBrush(QColor(110, 110, 110)))
+            item.setForeground(QBrush(colours.muted))
             table.setItem(row, col, item)
 
     def _fill_classes(self, inspection: CellInspection) -> None:
@@ -215,13 +305,15 @@ class CellInspectorWidget(QWidget):
         table.setRowCount(len(ranked))
         bold = QFont(table.font())
         bold.setBold(True)
+        colours = self.colours()
         for row, c in enumerate(ranked):
             items = [_item(c.class_name, c.class_index), _item(f"{c.logit:.4f}", c.logit, True),
                      _item(f"{c.probability:.2%}", c.probability, True)]
             for col, item in enumerate(items):
                 if c.class_index == inspection.class_index:
                     item.setFont(bold)
-                    item.setBackground(QBrush(QColor(255, 236, 179)))
+                    item.setBackground(QBrush(colours.highlight_background))
+                    item.setForeground(QBrush(colours.text))
                 table.setItem(row, col, item)
 
     def _fill_nearest(self, inspection: CellInspection) -> None:
@@ -231,8 +323,9 @@ class CellInspectorWidget(QWidget):
             p = n.prototype
             y0, y1, x0, x1 = n.box
             rank = _item(str(n.rank), n.rank)
-            rank.setBackground(QBrush(QColor(*NEAREST_COLOURS[row % 3])))
-            rank.setForeground(QBrush(QColor(255, 255, 255)))
+            rank_colour = QColor(*NEAREST_COLOURS[row % 3])
+            rank.setBackground(QBrush(rank_colour))
+            rank.setForeground(QBrush(text_on(rank_colour)))
             if n.projection is not None:
                 pr = n.projection
                 patch = f"train image {pr.image_id or '#' + str(pr.image_index)}, box h{pr.box[:2]} w{pr.box[2:]}"

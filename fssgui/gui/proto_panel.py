@@ -15,6 +15,9 @@ The panel only holds the controls and shows results; the window owns the job (ch
   JSON (plus the comparison and the inspected cell) with
   :func:`fssgui.explain.proto_inspect.export_class`; failures are shown in the tab and sent to the
   window's error log (``errorRaised``), never raised.
+
+The tab's plots and tables follow the app's theme (see the two views); the panel's own messages
+(errors, the stale-result warning) are coloured for the theme in use and recoloured on a switch.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import html
 from pathlib import Path
 from typing import Optional
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -40,6 +43,7 @@ from PySide6.QtWidgets import (
 from .jobs import PrototypeRunResult
 from .proto_compare import ClassCompareView
 from .proto_graph import ProtoGraphView
+from .proto_inspector import message_html
 
 STATE_IDLE, STATE_RUNNING = "idle", "running"
 
@@ -69,6 +73,7 @@ class PrototypePanel(QWidget):
         self.result: Optional[PrototypeRunResult] = None
         self.state = STATE_IDLE
         self._stale = ""
+        self._status: tuple[str, bool] = ("", False)  # the status message (plain text) and whether it is an error
         root = QVBoxLayout(self)
         root.setContentsMargins(4, 4, 4, 4)
         root.setSpacing(4)
@@ -318,17 +323,27 @@ class PrototypePanel(QWidget):
             self._report_error(f"export to {folder} failed: {exc}")
             return None
         self.export_dir = str(folder)
-        self._set_status(f"exported {len(files)} files to {html.escape(str(folder))}")
+        self._set_status(f"exported {len(files)} files to {folder}")
         self.exported.emit(files)
         return files
 
     def _report_error(self, message: str) -> None:
-        self._set_status(f"<span style='color:#e0464e'>{html.escape(message)}</span>")
+        self._set_status(message, error=True)
         self.errorRaised.emit(message)
 
-    def _set_status(self, text: str) -> None:
-        self.status_label.setText(text)
-        self.status_label.setVisible(bool(text))
+    def _set_status(self, message: str, error: bool = False) -> None:
+        """Show ``message`` (plain text) under the controls; an error in the theme's error colour."""
+        self._status = (message, error)
+        self.status_label.setText(message_html(message, "error", self.palette()) if error else html.escape(message))
+        self.status_label.setVisible(bool(message))
+
+    def changeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange:  # theme switch: recolour the messages
+            if self._status[1]:
+                self._set_status(*self._status)
+            if self._stale:
+                self._show_info()
 
     def _set_info(self, text: str) -> None:
         self.info_label.setText(text)
@@ -349,5 +364,5 @@ class PrototypePanel(QWidget):
         ih, iw = result.run.input_hw
         text += f"<br>query {w}×{h}, run at {iw}×{ih} on {result.device} in {result.seconds:.1f} s"
         if self._stale:
-            text += f"<br><span style='color:#d9822b'>⚠ {html.escape(self._stale)}</span>"
+            text += "<br>" + message_html(f"⚠ {self._stale}", "warning", self.palette())
         self._set_info(text)
