@@ -50,6 +50,45 @@ SMALL_SIMPROPNET = {"feature_channels": 64, "decoder_channels": 64, "adapter_dro
 SMALL_SIZE = 65
 
 
+# I²R CPU-test settings (see i2r.py): foreground weight 3 (leaves the all-background plateau),
+# no feature dropout and the merge input not detached (so down_query/down_supp train: with a
+# random-init backbone their random projection is all the decoder would get otherwise)
+SMALL_I2R = {"foreground_weight": 3.0, "feature_dropout": 0.0, "detach_merge_input": False}
+
+
+@pytest.fixture(scope="module")
+def trained_i2r(same_class_root, tmp_path_factory):
+    """300 AdamW steps (3 epochs x 100, batch 4, lr 3e-4) at 65 px on one CPU thread, the full
+    6-block / 5-cross-attention decoder; random-init backbone with re-estimated BatchNorm."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = TrainConfig(
+            model="i2r-resnet50", data_root=str(same_class_root), layout="folders", fold=-1, shots=1,
+            out_dir=str(tmp_path_factory.mktemp("i2r_run")), epochs=3, steps_per_epoch=100, val_episodes=32,
+            batch_size=4, val_batch_size=8, size=SMALL_SIZE, optimizer="adamw", lr=3e-4, progress_bar=False,
+            model_options=dict(SMALL_I2R),
+        )
+        result = train(config, log=print)
+    finally:
+        torch.set_num_threads(before)
+    return config, result
+
+
+def _all_foreground_miou(root: Path, config: TrainConfig) -> float:
+    """mIoU of the trivial "everything is foreground" prediction on the run's validation episodes
+    (at the images' own size)."""
+    from fssgui.data.datasets import open_dataset
+
+    val = open_dataset(root, "folders", -1, "val")
+    meter = SegmentationMeter(len(val.classes))
+    for spec in val.episodes(config.val_episodes, config.shots, seed=config.seed + 7919):
+        data = val.load_episode(spec)
+        target = torch.as_tensor(np.asarray(data.query_mask, dtype=np.int64))[None]
+        meter.update(torch.ones_like(target, dtype=torch.bool), target, [spec.class_index])
+    return meter.result(val.classes)["miou"]
+
+
 @pytest.fixture(scope="module")
 def trained_simpropnet(same_class_root, tmp_path_factory):
     """300 AdamW steps (3 epochs x 100, batch 4) at 65 px on one CPU thread; random-init backbone
@@ -92,6 +131,21 @@ def test_simpropnet_training_raises_validation_iou(trained_simpropnet):
     assert best["fbiou"] > untrained["fbiou"] + 0.15
     saved = json.loads((Path(config.out_dir) / "config.json").read_text())
     assert saved["epoch"] == config.epochs and saved["best_epoch"] == result.best_epoch
+
+
+def test_i2r_training_raises_validation_iou(trained_i2r, same_class_root):
+    config, result = trained_i2r
+    untrained = result.history[0]
+    best = result.history[result.best_epoch]
+    trivial = _all_foreground_miou(same_class_root, config)
+    assert untrained["epoch"] == 0 and result.best_epoch >= 1
+    print(f"\nI²R untrained val mIoU {untrained['miou']:.3f} FB-IoU {untrained['fbiou']:.3f}; all-foreground "
+          f"mIoU {trivial:.3f}; trained best mIoU {result.best_miou:.3f} (epoch {result.best_epoch}), "
+          f"FB-IoU {best['fbiou']:.3f}; per epoch {[round(h['miou'], 3) for h in result.history]}")
+    assert result.best_miou > max(untrained["miou"], trivial) + 0.12
+    assert best["fbiou"] > untrained["fbiou"] + 0.30
+    losses = [h["train_loss"] for h in result.history[1:]]
+    assert losses[-1] < losses[0]
 
 
 def _cli(root, out, *extra):
@@ -209,26 +263,66 @@ def test_explain_cli_prototype_share_on_trained_simpropnet(trained_simpropnet, s
     assert maps.min() >= 0 and maps[0][near_mask].sum() >= 0.999 * maps.sum() > 0
 
 
-def test_explain_cli_affex_on_trained_i2r_checkpoint(same_class_root, tmp_path):
-    """Save -> load -> predict -> AffEx through `fssgui explain` on a checkpoint written by the
-    trainer. Only 2 steps: I²R does not learn in a CPU-test budget (see the report / i2r.py), so
-    this checks the checkpoint and explanation path, not learning."""
-
-    config = TrainConfig(
-        model="i2r-resnet50", data_root=str(same_class_root), layout="folders", fold=-1, shots=1,
-        out_dir=str(tmp_path / "i2r_run"), epochs=1, steps_per_epoch=2, val_episodes=2, batch_size=2,
-        val_batch_size=2, size=SMALL_SIZE, optimizer="adamw", lr=1e-3, progress_bar=False,
-        validate_untrained=False, calibration_images=16,
-    )
-    result = train(config, log=print)
-    assert [h["epoch"] for h in result.history] == [1]
+def test_explain_cli_affex_on_trained_i2r_checkpoint(trained_i2r, same_class_root, tmp_path):
+    """Save -> load -> predict -> AffEx through `fssgui explain` on the checkpoint the trainer wrote."""
+    config, _ = trained_i2r
     episode_dir = _val_episode_dir(same_class_root, tmp_path)
     out = tmp_path / "explained"
     code = main(["explain", str(episode_dir), "--model", "i2r-resnet50", "--checkpoint",
-                 str(tmp_path / "i2r_run" / "model_last.pt"), "--device", "cpu", "--method", "affex",
+                 str(Path(config.out_dir) / "model_best.pt"), "--device", "cpu", "--method", "affex",
                  "--region", "ground-truth", "--out", str(out)])
     assert code == 0
     maps = _check_explanation(out, episode_dir, "affex")
     summary = json.loads((out / "explanation.json").read_text())
     assert len(summary["level_weights"]) == 5 and len(summary["level_names"]) == 5  # 5 cross-attention blocks
     assert float(np.abs(maps).sum()) > 0
+    # the trained model attends to the support's object: per pixel, the unmasked AffEx map of the
+    # query's object holds markedly more attribution on the support mask than off it
+    from fssgui.episode import load_episode
+
+    mask = load_episode(episode_dir).supports[0].mask
+    inside, outside = float(maps[0][mask].mean()), float(maps[0][~mask].mean())
+    print(f"\nI²R AffEx mean attribution on the support object {inside:.3f}, on its background {outside:.3f}")
+    assert inside > 1.5 * outside > 0
+
+
+# ------------------------------------------------------------------ explaining trained checkpoints in the app
+def test_app_explains_trained_simpropnet_and_i2r(qtbot, trained_simpropnet, trained_i2r, same_class_root,
+                                                 tmp_path, monkeypatch):
+    """The desktop app loads each trained checkpoint (rebuilt at the trained size and options),
+    predicts, and shows one attribution map per support: prototype-share for SimPropNet, signed
+    AffEx with per-block weights for I²R."""
+    import os
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from fssgui.episode import load_episode
+    from fssgui.gui.main_window import MainWindow
+    from fssgui.gui.settings import Autosave, Settings
+
+    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
+    episode = load_episode(_val_episode_dir(same_class_root, tmp_path))
+    window = MainWindow(Settings(device="cpu"), autosave=Autosave(tmp_path / "autosave"), unattended=True)
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        for (config, _), explainer, levels in ((trained_simpropnet, "prototype-share", None),
+                                               (trained_i2r, "affex-signed", 5)):
+            window.model_combo.setCurrentIndex(window.model_combo.findData(config.model))
+            window.set_checkpoint(Path(config.out_dir) / "model_best.pt")
+            window.set_episode(episode)
+            window.explainer_combo.setCurrentIndex(window.explainer_combo.findData(explainer))
+            assert window.explainer_combo.currentData() == explainer
+            with qtbot.waitSignal(window.resultShown, timeout=300000) as shown:
+                assert window.explain() is not None
+            result = shown.args[0]
+            assert len(result.maps) == 1 and np.isfinite(result.maps[0]).all() and np.abs(result.maps[0]).sum() > 0
+            assert window.prediction is not None and window.query_canvas.has_layer("prediction")
+            tiles = window.heatmap_view.grid.tiles
+            assert len(tiles) == 1 and tiles[0].canvas.has_layer("heat")
+            if levels is None:
+                assert result.level_weights is None
+            else:
+                assert len(result.level_weights) == levels
+            assert not window.errors, window.errors
+    finally:
+        window.shutdown()

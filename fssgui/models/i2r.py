@@ -60,13 +60,29 @@ heads, aux2 = (mean_i CE(query aux_i) + mean_{i,k} CE(support aux_i,k)) / 2, plu
 ensemble output when the ensemble is on. Optimiser: SGD lr 0.05, momentum 0.9, weight decay
 1e-4, poly decay 0.9 (code's PASCAL config).
 
+Training-only options (not in the paper or the code): ``foreground_weight`` weighs the
+foreground class in every cross-entropy term (default 1 = the code's losses), and
+``feature_dropout`` is the Dropout2d rate after ``down_query``/``down_supp`` (default 0.5 = the
+code's).
+
 Without ImageNet weights :mod:`fssgui.train` re-estimates the frozen backbone's BatchNorm
-statistics (:meth:`I2R.calibrate_backbone`, through layer4). Measured on the synthetic test data
-(65 px, batch 4, AdamW lr 1e-3, with and without ``detach_merge_input``): after 100 steps the
-model still predicts all background (val mIoU 0.00 against 0.16 untrained, FB-IoU 0.42); no
-CPU-sized setting that learns was found, so I²R's learning is not tested (its checkpoint and
-AffEx path are). The CAM comes from the backbone's ``fc`` head, which is random without ImageNet
-weights, so the PMGM prior is meaningless in that case.
+statistics (:meth:`I2R.calibrate_backbone`, through layer4); the CAM then comes from the
+backbone's random ``fc`` head, so the PMGM prior carries no class knowledge in that case.
+Measured on the synthetic test data (4 classes, validation on held-out images of the same
+classes, 65 px, 300 AdamW steps of batch 4, one CPU thread; untrained val mIoU 0.16, FB-IoU 0.09,
+the model predicting nearly everything foreground):
+
+* the code's settings (``detach_merge_input``, dropout 0.5, unweighted CE): on the
+  all-background plateau for 200 steps (mIoU 0.00-0.02), then 0.14 after 300 at lr 1e-3 and 0.20
+  at lr 3e-4: barely above the untrained model;
+* ``foreground_weight=3``: 0.30;
+* plus ``feature_dropout=0`` and ``detach_merge_input=False`` (``down_query``/``down_supp``
+  train; with a random backbone their fixed random projection is all the decoder gets
+  otherwise): 0.33 (FB-IoU 0.54) at lr 3e-4, 0.32 at lr 1e-3; at 97 px 0.36; a 4-block or
+  3-block decoder does no better (0.36 at 97 px, 0.33 at 65 px).
+
+The test suite trains with the last setting (tests/test_train.py). With an ImageNet backbone
+(``--backbone-weights``) the code's settings are the ones to start from.
 
 Matching scores for AffEx: the pre-softmax cross-attention scores of the ``cross_num`` blocks,
 ``[B, Hq*Wq, K*Hs*Ws]`` (shots concatenated on the support axis; in the model each shot has its
@@ -253,7 +269,8 @@ class I2R(FSSModel):
 
     def __init__(self, input_size: int = 473, *, backbone_weights: Optional[str | Path] = None,
                  block_num: int = 6, cross_num: int = 5, cam_threshold: float = 0.7,
-                 detach_merge_input: bool = True, use_base_learner: bool = False, base_classes: int = 15):
+                 detach_merge_input: bool = True, use_base_learner: bool = False, base_classes: int = 15,
+                 feature_dropout: float = 0.5, foreground_weight: float = 1.0):
         super().__init__()
         if not 1 <= cross_num <= block_num:
             raise ValueError("need 1 <= cross_num <= block_num")
@@ -262,13 +279,16 @@ class I2R(FSSModel):
         self.cam_threshold = float(cam_threshold)
         self.detach_merge_input = detach_merge_input
         self.use_base_learner = use_base_learner
+        self.foreground_weight = float(foreground_weight)
         self.backbone = build_resnet50()
         if backbone_weights is not None:
             load_backbone_weights(self.backbone, backbone_weights)
         freeze(self.backbone)
         c = self.channels
-        self.down_query = nn.Sequential(nn.Conv2d(1536, c, 1, bias=False), nn.ReLU(inplace=True), nn.Dropout2d(0.5))
-        self.down_supp = nn.Sequential(nn.Conv2d(1536, c, 1, bias=False), nn.ReLU(inplace=True), nn.Dropout2d(0.5))
+        self.down_query = nn.Sequential(nn.Conv2d(1536, c, 1, bias=False), nn.ReLU(inplace=True),
+                                        nn.Dropout2d(float(feature_dropout)))
+        self.down_supp = nn.Sequential(nn.Conv2d(1536, c, 1, bias=False), nn.ReLU(inplace=True),
+                                       nn.Dropout2d(float(feature_dropout)))
         self.init_merge = nn.Sequential(nn.Conv2d(3 * c + 1, c, 1, bias=False), nn.ReLU(inplace=True))
         self.query_sa = nn.ModuleList([SelfAttention(c) for _ in range(block_num)])
         self.support_sa = nn.ModuleList([SelfAttention(c) for _ in range(block_num)])
@@ -492,8 +512,11 @@ class I2R(FSSModel):
         support_states, support_logits = self.support_decoder(inputs.supports)
         out = self.query_decoder(inputs.query, support_states, k, query_labels=q_lab, support_labels=s_lab)
 
+        weight = (batch.query.new_tensor([1.0, self.foreground_weight]).float()
+                  if self.foreground_weight != 1.0 else None)
+
         def ce(logits: Tensor, target: Tensor) -> Tensor:
-            return F.cross_entropy(resize_bilinear(logits.float(), size), target, ignore_index=255)
+            return F.cross_entropy(resize_bilinear(logits.float(), size), target, weight=weight, ignore_index=255)
 
         s_target = s_masks.long()
         aux1 = (ce(out["logits"], query_mask) + ce(support_logits, s_target)) / 2
