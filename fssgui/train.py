@@ -260,6 +260,10 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     except TypeError as exc:  # an option this model's builder does not take
         raise TrainingError(f"model {config.model!r} does not accept the option(s) "
                             f"{', '.join(sorted(config.model_options))} ({exc})") from None
+    except ValueError as exc:  # an option value of the wrong kind ("abc" for a weight...)
+        raise TrainingError(f"model {config.model!r}: bad option value in "
+                            f"{', '.join(f'{k}={v!r}' for k, v in sorted(config.model_options.items()))} "
+                            f"({exc})") from None
     model.entry = entry
     model.to(device)
     calibrate = config.calibrate_backbone

@@ -187,6 +187,29 @@ def test_cli_checkpoints_and_resume(synthetic_root, tmp_path):
     assert _cli(synthetic_root, tmp_path / "fresh", "--epochs", "1", "--resume") == 2
 
 
+def test_cli_model_options(synthetic_root, tmp_path, capsys):
+    """--option NAME=VALUE reaches the model's builder (JSON values), is saved in config.json,
+    and the checkpoint is rebuilt with it; bad names or values are one-line errors (exit 2)."""
+    from fssgui.models import build_model
+
+    out = tmp_path / "narrow"
+    assert _cli(synthetic_root, out, "--epochs", "1", "--option", "feature_channels=32",
+                "--option", "adapter-dropout=0", "--option", "foreground_weight=2.5") == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["model_options"] == {"feature_channels": 32, "adapter_dropout": 0,
+                                                "foreground_weight": 2.5}
+    model = build_model("simpropnet-resnet50", out / "model_last.pt")
+    assert model.foreground_weight == 2.5
+    capsys.readouterr()
+    assert _cli(synthetic_root, tmp_path / "a", "--epochs", "1", "--option", "no_such_option=1") == 2
+    assert "does not accept the option(s) no_such_option" in capsys.readouterr().err
+    assert _cli(synthetic_root, tmp_path / "b", "--epochs", "1", "--option", "foreground_weight=heavy") == 2
+    err = capsys.readouterr().err
+    assert "bad option value" in err and "'heavy'" in err
+    assert _cli(synthetic_root, tmp_path / "c", "--epochs", "1", "--option", "foreground_weight") == 2
+    assert "expected NAME=VALUE" in capsys.readouterr().err
+
+
 def test_cli_wrong_layout_names_the_path(synthetic_root, tmp_path, capsys):
     code = main(["train", "simpropnet-resnet50", "--data", str(synthetic_root), "--layout", "pascal5i",
                  "--out", str(tmp_path / "o"), "--device", "cpu"])

@@ -33,6 +33,11 @@ def register(subparsers) -> None:
     p.add_argument("--train-backbone", action="store_true",
                    help="also fine-tune the backbone at 0.1 x the learning rate (SimPropNet only; BatchNorm "
                         "statistics stay frozen). Meant for GPUs: on a CPU it makes steps many times slower")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a keyword argument of the model's builder, repeatable (values are read as JSON: 3.0, "
+                        "false, 64; names as in the model's docstring, e.g. for i2r-resnet50 "
+                        "foreground_weight=3 feature_dropout=0 detach_merge_input=false, the settings that "
+                        "learn without ImageNet weights; for simpropnet-resnet50 feature_channels=64)")
     p.add_argument("--workers", type=int, default=0, help="data loading worker processes (default 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
@@ -41,8 +46,32 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def parse_options(items: list[str]) -> dict:
+    """``["foreground_weight=3", "detach-merge-input=false"]`` -> ``{"foreground_weight": 3,
+    "detach_merge_input": False}`` (JSON values; anything that is not JSON stays a string)."""
+    import json
+
+    from ..train import TrainingError
+
+    options: dict = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name.isidentifier():
+            raise TrainingError(f"--option {item!r}: expected NAME=VALUE, e.g. foreground_weight=3")
+        try:
+            options[name] = json.loads(text)
+        except json.JSONDecodeError:
+            options[name] = text
+    return options
+
+
 def run(args: argparse.Namespace) -> int:
     from ..train import TrainConfig, train
+
+    options = parse_options(args.option)
+    if args.train_backbone:
+        options["train_backbone"] = True
 
     config = TrainConfig(
         model=args.model, data_root=args.data, layout=args.layout, fold=args.fold, shots=args.shots,
@@ -51,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, size=args.size,
         device=args.device, backbone_weights=args.backbone_weights, resume=args.resume, seed=args.seed,
         num_workers=args.workers, amp=not args.no_amp, progress_bar=not args.no_progress,
-        model_options={"train_backbone": True} if args.train_backbone else {},
+        model_options=options,
     )
     result = train(config)
     if result.history:
