@@ -242,6 +242,7 @@ class MainWindow(QMainWindow):
         self._job_meta: dict[int, dict[str, Any]] = {}
         self._pipeline_job: Optional[int] = None
         self._proto_job: Optional[int] = None
+        self._proto_spec: Optional[ModelSpec] = None  # the spec of the shown Prototypes result (detail jobs)
         self._availability_cache: dict[tuple[str, str], str] = {}  # (model, explainer) -> reason
         self._specific_cache: Optional[dict[str, tuple[str, ...]]] = None
         self._applying_scheme = False  # setColorScheme() re-emits colorSchemeChanged
@@ -397,6 +398,7 @@ class MainWindow(QMainWindow):
         pp.cancelRequested.connect(self.cancel_prototypes)
         pp.browseRequested.connect(self.choose_prototype_checkpoint)
         pp.errorRaised.connect(self.log_error)
+        pp.detail_pane.attach_worker(self.worker, self.run_prototype_detail)
         pp.exported.connect(lambda files: self.log(f"prototypes: exported {len(files)} files"
                                                    + (f" to {Path(files[0]).parent}" if files else "")))
         self.heatmap_view.hovered.connect(self._show_hover)
@@ -875,6 +877,8 @@ class MainWindow(QMainWindow):
         if s.proto_checkpoint and Path(s.proto_checkpoint).is_file():
             self.proto_panel.set_checkpoint(s.proto_checkpoint)
         self.proto_panel.size_spin.setValue(max(0, int(s.proto_size)))
+        if s.proto_dataset_dir and Path(s.proto_dataset_dir).is_dir():
+            self.proto_panel.detail_pane.set_dataset_folder(s.proto_dataset_dir, announce=False)
         if s.window_geometry:
             self.restoreGeometry(QByteArray.fromBase64(s.window_geometry.encode()))
         if s.window_state:
@@ -896,6 +900,7 @@ class MainWindow(QMainWindow):
         s.proto_model = self.proto_panel.model_name or s.proto_model
         s.proto_checkpoint = self.proto_panel.checkpoint
         s.proto_size = int(self.proto_panel.size_spin.value())
+        s.proto_dataset_dir = self.proto_panel.detail_pane.dataset_folder or s.proto_dataset_dir
         s.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
         s.window_state = bytes(self.saveState().toBase64()).decode()
         try:
@@ -1572,6 +1577,24 @@ class MainWindow(QMainWindow):
         panel.set_running(True, f"running {spec.name} on the query…")
         return job_id
 
+    def run_prototype_detail(self, request) -> Optional[int]:
+        """Run a prototype-detail request (``fssgui.explain.proto_detail.SourceRequest`` or
+        ``NearestRequest``) with the shown result's ScaleProtoSeg model on the worker thread;
+        one channel per kind, so a newer request replaces an older one. Returns the job id."""
+        spec = self._proto_spec
+        if spec is None:
+            self.log_error("prototype detail: run the ScaleProtoSeg model on the query first")
+            return None
+
+        def run(ctx, cache):
+            model, _device = cache.get_semseg(spec, ctx)
+            ctx.check()
+            return request.run(model, ctx.progress, ctx.cancelled)
+
+        job_id = self.worker.submit(f"prototype-{request.kind}", run, request.description)
+        self._job_meta[job_id] = {"kind": f"prototype {request.kind}"}
+        return job_id
+
     def cancel_prototypes(self) -> None:
         job = self._proto_job
         if job is not None:
@@ -1639,6 +1662,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"{result.method} done in {result.seconds:.1f} s", 5000)
         elif kind == "prototypes":
             self._prototype_job_ended(job_id)
+            self._proto_spec = meta.get("spec")
             self._show_prototypes(result)
         elif kind == "release":
             self.device_info = None

@@ -115,6 +115,9 @@ class ProtoGraphView(QtWidgets.QWidget):
     thresholdChanged = QtCore.Signal(float)
     cellInspected = QtCore.Signal(object)  # CellInspection
     cellClicked = QtCore.Signal(int, int)  # (i, j) picked by a click on the map (not by code)
+    #: a prototype picked by the user: its graph node (click or ``select_node``), a row of the
+    #: inspector's prototype table, or a nearest-prototype row (any class): global index
+    prototypeSelected = QtCore.Signal(int)
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None):
         super().__init__(parent)
@@ -194,6 +197,7 @@ class ProtoGraphView(QtWidgets.QWidget):
 
         self.inspector = CellInspectorWidget()
         self.inspector.nodeRequested.connect(self._on_inspector_node)
+        self.inspector.prototypeRequested.connect(self._on_inspector_prototype)
 
         # backgrounds and titles follow the app's theme; the graph recolours its nodes and edges
         follow_theme(self.graph_widget, self._apply_plot_colours)
@@ -261,6 +265,8 @@ class ProtoGraphView(QtWidgets.QWidget):
         self._show_node_map()
         if emit:
             self.nodeClicked.emit(node_id)
+            if node_id.startswith("p"):
+                self.prototypeSelected.emit(int(node_id[1:]))
 
     def shown_map(self) -> Optional[np.ndarray]:
         """The map currently shown over the image (image size, NaN outside the mask)."""
@@ -516,6 +522,13 @@ class ProtoGraphView(QtWidgets.QWidget):
     def _on_inspector_node(self, node_id: str) -> None:
         if node_id in self._node_ids:
             self.select_node(node_id)
+
+    def _on_inspector_prototype(self, index: int) -> None:
+        """A nearest-prototype row: the node when it is the shown class's, else only the detail."""
+        if f"p{index}" in self._node_ids:
+            self.select_node(f"p{index}")
+        else:
+            self.prototypeSelected.emit(int(index))
 
     def _on_points_clicked(self, _scatter, points, _event=None) -> None:
         if len(points):

@@ -151,6 +151,7 @@ class CellInspectorWidget(QWidget):
     """Tables of one :class:`CellInspection` (see the module docstring)."""
 
     nodeRequested = Signal(str)  # "p<index>" / "g<n>" of the shown class, when its row is clicked
+    prototypeRequested = Signal(int)  # global prototype index of a clicked nearest-prototype row (any class)
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -206,6 +207,7 @@ class CellInspectorWidget(QWidget):
         root.addWidget(self.projection_label)
         self.prototype_table.cellClicked.connect(lambda row, _col: self._request_row(self.prototype_table, row))
         self.group_table.cellClicked.connect(lambda row, _col: self._request_row(self.group_table, row))
+        self.nearest_table.cellClicked.connect(lambda row, _col: self._request_nearest(row))
         self.group_table.setFixedHeight(self.group_table.horizontalHeader().sizeHint().height() + 4 * 20 + 6)
         self.nearest_table.setFixedHeight(self.nearest_table.horizontalHeader().sizeHint().height() + 3 * 20 + 6)
         self.nearest_table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -375,3 +377,7 @@ class CellInspectorWidget(QWidget):
             self.nodeRequested.emit(f"p{self.inspection.prototypes[row].index}")
         elif table is self.group_table and row < len(self.inspection.groups):
             self.nodeRequested.emit(f"g{self.inspection.groups[row].group}")
+
+    def _request_nearest(self, row: int) -> None:
+        if self.inspection is not None and 0 <= row < len(self.inspection.nearest):
+            self.prototypeRequested.emit(int(self.inspection.nearest[row].prototype.index))

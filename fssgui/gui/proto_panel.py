@@ -11,6 +11,11 @@ The panel only holds the controls and shows results; the window owns the job (ch
   keeping the threshold α chosen on the graph's slider;
 * two inner tabs: "Group graph" (the graph, the maps and the pixel inspector: click the map) and
   "Compare classes" (:class:`~fssgui.gui.proto_compare.ClassCompareView`, shared normalisation);
+* selecting a prototype (its graph node, a row of the inspector's prototype or nearest table)
+  opens the detail pane beside the tabs (:class:`~fssgui.gui.proto_detail.PrototypeDetailPane`):
+  its push source image with boxes, its self-activation and its nearest patches in a dataset
+  folder; the window runs the pane's model jobs on its worker thread
+  (``detail_pane.attach_worker``);
 * "Export…" writes the shown class's overlays, group-assignment map and group weights / edges
   JSON (plus the comparison and the inspected cell) with
   :func:`fssgui.explain.proto_inspect.export_class`; failures are shown in the tab and sent to the
@@ -35,6 +40,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSpinBox,
+    QSplitter,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -42,6 +48,7 @@ from PySide6.QtWidgets import (
 
 from .jobs import PrototypeRunResult
 from .proto_compare import ClassCompareView
+from .proto_detail import PrototypeDetailPane
 from .proto_graph import ProtoGraphView
 from .proto_inspector import message_html
 
@@ -149,7 +156,17 @@ class PrototypePanel(QWidget):
         self.inner_tabs.setTabToolTip(0, "The class's group graph, its maps, and the pixel inspector (click the map)")
         self.inner_tabs.setTabToolTip(1, "Failure analysis: two classes side by side with shared colour ranges")
         self.inner_tabs.setMinimumHeight(1310)  # graph and maps; the tab scrolls
-        root.addWidget(self.inner_tabs, 1)
+        # the prototype detail pane opens beside the tabs when a prototype is selected
+        self.detail_pane = PrototypeDetailPane(self)
+        self.detail_pane.size_provider = lambda: self.input_size
+        self.detail_pane.setVisible(False)
+        self.detail_splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        self.detail_splitter.addWidget(self.inner_tabs)
+        self.detail_splitter.addWidget(self.detail_pane)
+        self.detail_splitter.setStretchFactor(0, 3)
+        self.detail_splitter.setStretchFactor(1, 1)
+        self.detail_splitter.setChildrenCollapsible(False)
+        root.addWidget(self.detail_splitter, 1)
 
         self.run_button.clicked.connect(self._on_run_clicked)
         self.browse_button.clicked.connect(self.browseRequested)
@@ -159,6 +176,9 @@ class PrototypePanel(QWidget):
         self.view.thresholdChanged.connect(lambda alpha: self.compare_view.set_threshold(alpha if alpha > 0 else None))
         self.compare_view.errorRaised.connect(self._report_error)
         self.view.cellClicked.connect(lambda _i, _j: self.reveal_inspector())
+        self.view.prototypeSelected.connect(self.show_prototype_detail)
+        self.view.thresholdChanged.connect(lambda alpha: self.detail_pane.set_threshold(alpha if alpha > 0 else None))
+        self.detail_pane.errorRaised.connect(self.errorRaised)
         self._update_run_button()
 
     def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt override
@@ -252,6 +272,7 @@ class PrototypePanel(QWidget):
         self.class_combo.setEnabled(True)
         self.class_combo.blockSignals(False)
         self.view.clear_inspection()  # a new image: the old cell means nothing on it
+        self.detail_pane.set_run(result.run, result.explanation.threshold)  # closes the old run's detail
         self.view.set_result(result.explanation)
         self.export_button.setEnabled(True)
         self._set_status("")
@@ -286,6 +307,19 @@ class PrototypePanel(QWidget):
             self.compare_view.set_classes(int(class_index), self.compare_view.second_combo.currentData())
         self._show_info()
         self.classShown.emit(int(class_index))
+
+    def show_prototype_detail(self, index: int):
+        """Open the detail pane on prototype ``index`` (any class) of the shown run, at the
+        graph's threshold; returns its :class:`~fssgui.explain.proto_detail.PrototypeDetail`."""
+        if self.result is None:
+            return None
+        shown = self.view.result
+        threshold = shown.threshold if shown is not None else self.result.explanation.threshold
+        try:
+            return self.detail_pane.show_prototype(self.result.run, int(index), threshold)
+        except Exception as exc:  # a bad index or metadata: reported, never a crash
+            self._report_error(f"prototype detail of p{index} failed: {exc}")
+            return None
 
     def reveal_inspector(self) -> None:
         """After a click on the map, scroll the enclosing scroll area (the window's tab scrolls)

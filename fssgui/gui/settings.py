@@ -80,6 +80,7 @@ class Settings:
     proto_model: str = ""  # Prototypes tab: ScaleProtoSeg entry name
     proto_checkpoint: str = ""  # Prototypes tab: its checkpoint file
     proto_size: int = 0  # Prototypes tab: input size (0 = the dataset's default policy)
+    proto_dataset_dir: str = ""  # Prototypes tab: dataset folder (img_with_margin_0/, all_images.json)
     theme: str = "system"  # "system" (follow the OS), "light" or "dark"
     window_geometry: str = ""  # base64 of QMainWindow.saveGeometry()
     window_state: str = ""  # base64 of QMainWindow.saveState()
