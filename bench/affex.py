@@ -3,6 +3,10 @@ same model and episode.
 
     python bench/affex.py [--model matcher-effnet] [--random-weights] [--shots 1 5] [--size E]
                           [--variant signed] [--device cpu] [--rounds 3] [--threads 1] [--rss]
+                          [--region-side N] [--ablation-rows]
+
+R is the centred square of side S/2 (a quarter of the query), or of side N pixels at S with
+``--region-side N`` (a small R shows the region-aware feature ablation of DCAMA at its best).
 
 Rows per K:
 * ``forward``: ``model.predict(batch)`` (what a plain prediction costs; the ratios' reference);
@@ -11,7 +15,10 @@ Rows per K:
   scores, the level maps, the feature-ablation head passes, the aggregation (the reference's
   "AffEx" figure, which also includes its forward);
 * ``affex|pred``: ``explain`` given an existing prediction with scores (what the GUI pays after a
-  prediction; its memory is on top of the held prediction).
+  prediction; its memory is on top of the held prediction);
+* with ``--ablation-rows``: ``ablation`` = ``model.feature_ablation_weights`` alone (the part of
+  ``affex|pred`` that reruns the head) and ``ablation(base)`` = the base class's
+  ``FSSModel.feature_ablation_weights`` (L full head reruns) on the same prediction and R.
 
 Time: one warm-up call of each, then ``--rounds`` interleaved rounds (forward, forward+scores,
 affex, affex|pred, forward, ...); medians of the wall time and of the process CPU time (on a
@@ -45,6 +52,22 @@ from _common import (  # noqa: E402
 )
 
 ROWS = ("forward", "forward+scores", "affex", "affex|pred")
+ABLATION_ROWS = ("ablation", "ablation(base)")  # with --ablation-rows
+
+
+def _ablation_functions(model, region, size, prediction):
+    """``--ablation-rows``: the feature-ablation weights alone, as the model computes them and as
+    the base class's L full head reruns do (``FSSModel.feature_ablation_weights``)."""
+    from fssgui.explain.affex import region_at_size
+    from fssgui.models.base import FSSModel
+
+    region_e = region_at_size(region, size)
+    functions = {
+        "ablation": lambda: model.feature_ablation_weights(prediction, region_e, size),
+        "ablation(base)": lambda: FSSModel.feature_ablation_weights(model, prediction, region_e, size),
+    }
+    assert tuple(functions) == ABLATION_ROWS
+    return functions
 
 
 def _functions(model, batch, region, explainer, prediction):
@@ -64,6 +87,23 @@ def _functions(model, batch, region, explainer, prediction):
     }
 
 
+def _region(args, size: int) -> torch.Tensor:
+    """R at the input size S: the centred S/2 square, or the centred ``--region-side`` square."""
+    if args.region_side is None:
+        return centre_region(size, args.device)
+    side = max(1, min(size, int(args.region_side)))
+    start = (size - side) // 2
+    region = torch.zeros(size, size, dtype=torch.bool, device=args.device)
+    region[start : start + side, start : start + side] = True
+    return region
+
+
+def _bbox(region: torch.Tensor) -> str:
+    rows = torch.nonzero(region.any(1)).flatten()
+    cols = torch.nonzero(region.any(0)).flatten()
+    return f"rows {int(rows[0])}-{int(rows[-1])}, cols {int(cols[0])}-{int(cols[-1])}"
+
+
 def _rss_child(args) -> None:
     """``--rss-child ROW K``: build, one warm-up call, then print the RSS growth of a second call."""
     from fssgui.explain.affex import AffinityExplainer
@@ -73,11 +113,15 @@ def _rss_child(args) -> None:
     size = int(model.entry.input_size)
     batch = synthetic_batch(size, shots, args.device)
     prediction = None
-    if row == "affex|pred":
+    if row in ("affex|pred", *ABLATION_ROWS):
         with torch.no_grad():
             prediction = model.predict(batch, with_scores=True)
     explainer = AffinityExplainer(variant=args.variant, size=args.size)
-    fn = _functions(model, batch, centre_region(size, args.device), explainer, prediction)[row]
+    region = _region(args, size)
+    fns = _functions(model, batch, region, explainer, prediction)
+    if row in ABLATION_ROWS:
+        fns = _ablation_functions(model, region, args.size or size, prediction)
+    fn = fns[row]
     fn()  # warm-up: one-time caches (oneDNN primitives, reordered weights) are not the call's cost
     print(rss_peak_mib(fn))
 
@@ -93,6 +137,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median)")
     parser.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0 = torch's default)")
     parser.add_argument("--rss", action="store_true", help="also measure RSS growth in fresh processes (CPU)")
+    parser.add_argument("--region-side", type=int, default=None,
+                        help="R = the centred square of this side in pixels at S (default: S/2)")
+    parser.add_argument("--ablation-rows", action="store_true",
+                        help="also time the feature-ablation weights alone (the model's and the base class's)")
     parser.add_argument("--rss-child", nargs=2, metavar=("ROW", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.device == "cpu":
@@ -106,10 +154,11 @@ def main() -> None:
     model = build(args.model, args.device, args.random_weights)
     size = int(model.entry.input_size)
     weights = parameter_mib(model)
-    region = centre_region(size, args.device)
+    region = _region(args, size)
     explainer = AffinityExplainer(variant=args.variant, size=args.size)
     print(f"# bench/affex.py: model {args.model}{' (random weights)' if args.random_weights else ''}, S={size}, "
-          f"E={args.size or size}, variant {args.variant}, device {args.device}, "
+          f"E={args.size or size}, R {int(region.sum())} px (bbox {_bbox(region)}), variant {args.variant}, "
+          f"device {args.device}, "
           f"median of {args.rounds} interleaved rounds; weights+buffers {weights:.1f} MiB")
     print(f"# machine: {machine()}", flush=True)
     results = []
@@ -118,6 +167,8 @@ def main() -> None:
         with torch.no_grad():
             prediction = model.predict(batch, with_scores=True)
         fns = _functions(model, batch, region, explainer, prediction)
+        if args.ablation_rows:
+            fns.update(_ablation_functions(model, region, args.size or size, prediction))
         for fn in fns.values():  # warm-up (oneDNN primitives, caches)
             fn()
         memory = {name: tensor_peak_mib(fn, args.device) for name, fn in fns.items()}
@@ -131,9 +182,11 @@ def main() -> None:
                       "--threads", str(args.threads)]
             common += ["--random-weights"] if args.random_weights else []
             common += ["--size", str(args.size)] if args.size else []
+            common += ["--region-side", str(args.region_side)] if args.region_side is not None else []
             for name in fns:
                 rss[name] = rss_peak_in_subprocess(script, common + ["--rss-child", name, str(shots)])
         results.append((shots, times, memory, rss))
+        rows = list(fns)
         print(f"# load average after K={shots}: {load_average()}", flush=True)
 
     header = (f"{'K':>2} {'what':<15} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9} {'wall x':>7} {'cpu x':>6} "
@@ -143,7 +196,7 @@ def main() -> None:
     print(header)
     for shots, times, memory, rss in results:
         base, base_m = times["forward"], memory["forward"]
-        for name in ROWS:
+        for name in rows:
             t, m = times[name], memory[name]
             line = (f"{shots:>2} {name:<15} {t.wall_median:>8.2f} {t.cpu_median:>8.2f} {m:>9.1f} "
                     f"{t.wall_median / base.wall_median:>7.2f} {t.cpu_median / base.cpu_median:>6.2f} "
@@ -151,7 +204,7 @@ def main() -> None:
             if rss:
                 line += f" {rss[name]:>8.1f} {rss[name] / max(rss['forward'], 1e-9):>6.2f}"
             print(line)
-        for name in ROWS:
+        for name in rows:
             print(f"#   {shots} {name} samples wall " + " ".join(f"{v:.2f}" for v in times[name].wall)
                   + " | cpu " + " ".join(f"{v:.2f}" for v in times[name].cpu))
 
