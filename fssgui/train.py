@@ -37,6 +37,25 @@ Metrics (the PASCAL-5i protocol of HSNet/DCAMA, computed at the model's input si
 class, IoU = sum of foreground intersections / sum of unions over that class's episodes; mIoU is
 the mean over classes; FB-IoU is the mean of the foreground and background IoUs accumulated over
 all episodes. Pixels marked 255 (ignore) in the query mask are excluded.
+
+Progress events: ``train(config, log, on_event=callback)`` also calls ``callback(event)`` with
+plain JSON-able dicts (``fssgui train --events`` prints them one per line; the app's training
+dialog reads them from its child process). Every dict has ``"event"``, one of:
+
+* ``start``: ``model, size, device, cuda_available, epochs, steps_per_epoch, total_steps,
+  batch_size, out_dir, resume`` (once the device and the data are known);
+* ``resumed``: ``epoch, global_step, history, best_miou, best_epoch`` (the saved run continued);
+* ``phase``: ``phase`` (``calibrate`` / ``validate`` / ``train``) and ``epoch``;
+* ``step``: ``epoch, step, steps, global_step, total_steps, loss`` (mean of the epoch so far),
+  ``lr``; at most every ``event_interval`` seconds, and always for an epoch's last step;
+* ``epoch``: the validation metrics (``epoch, miou, fbiou, per_class_iou, seconds``, and
+  ``train_loss, train_seconds`` after a training epoch, ``None`` for the untrained epoch 0),
+  ``best_miou, best_epoch`` and ``saved`` (whether checkpoints of that epoch were written);
+* ``log``: ``text``, every line also given to ``log``;
+* ``done``: ``best_miou, best_epoch, epochs_done, out_dir`` (the last event of a run that ended);
+* ``error``: ``message, kind`` (the exception's class), just before the exception propagates.
+
+Non-finite numbers are sent as ``None``.
 """
 from __future__ import annotations
 
@@ -232,8 +251,49 @@ def _check_resume_compatible(saved: dict, current: dict, path: Path) -> None:
                                 f"cannot resume it with {key}={current.get(key)!r}")
 
 
-def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
-    """Run (or resume) a training run; see the module docstring."""
+EventCallback = Callable[[dict], None]
+
+
+def _jsonable(value):
+    """``value`` with non-finite floats as None and numpy scalars as Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print,
+          on_event: Optional[EventCallback] = None, *, event_interval: float = 0.25) -> TrainResult:
+    """Run (or resume) a training run; see the module docstring (``on_event``: the progress
+    events listed there; ``step`` events at most every ``event_interval`` seconds)."""
+
+    def emit(event_name: str, /, **fields) -> None:
+        if on_event is not None:
+            on_event(_jsonable({"event": event_name, **fields}))
+
+    def say(text: str) -> None:
+        log(text)
+        emit("log", text=text)
+
+    try:
+        result = _train(config, say, emit, event_interval)
+    except BaseException as exc:
+        message = str(exc) or ("interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__)
+        emit("error", message=message, kind=type(exc).__name__)
+        raise
+    epochs_done = max((int(h.get("epoch", 0)) for h in result.history), default=0)
+    emit("done", best_miou=result.best_miou, best_epoch=result.best_epoch, epochs_done=epochs_done,
+         out_dir=result.out_dir)
+    return result
+
+
+def _train(config: TrainConfig, log: Callable[[str], None], emit: Callable[..., None],
+           event_interval: float) -> TrainResult:
     entry = get_entry(config.model)
     trainer = entry.extra.get("trainer")
     if trainer is None:
@@ -253,6 +313,10 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     val_episodes = val_set.episodes(config.val_episodes, config.shots, seed=config.seed + 7919)
     log(f"training {config.model} at {size}px on {device}: {len(train_set.classes)} training classes, "
         f"{len(val_set.classes)} validation classes, {len(val_episodes)} validation episodes")
+    emit("start", model=config.model, size=size, device=str(device), cuda_available=torch.cuda.is_available(),
+         epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+         total_steps=config.epochs * config.steps_per_epoch, batch_size=config.batch_size, out_dir=str(out),
+         resume=bool(config.resume))
 
     torch.manual_seed(config.seed)  # the same seed gives the same initial weights
     try:
@@ -273,6 +337,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         if config.backbone_weights is None:
             log("no --backbone-weights: the backbone is random-init, not ImageNet (the papers freeze an "
                 "ImageNet ResNet-50); its BatchNorm statistics are re-estimated on training images")
+        emit("phase", phase="calibrate", epoch=0)
         seen = calibrate_on_training_images(model, train_set, size, entry.mean, entry.std, device,
                                             config.calibration_images, seed=config.seed)
         log(f"backbone BatchNorm statistics re-estimated on {seen} training images")
@@ -316,6 +381,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         result.best_miou = float(saved.get("best_miou", float("nan")))
         result.best_epoch = int(saved.get("best_epoch", 0))
         log(f"resumed from {out} at epoch {start_epoch} (step {global_step})")
+        emit("resumed", epoch=start_epoch, global_step=global_step, history=result.history,
+             best_miou=result.best_miou, best_epoch=result.best_epoch)
         if start_epoch >= config.epochs:
             log(f"the run already reached epoch {start_epoch} >= --epochs {config.epochs}: nothing to do")
             return result
@@ -335,6 +402,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         }, indent=2), out / CONFIG_JSON)
 
     def validate(epoch: int) -> dict:
+        emit("phase", phase="validate", epoch=epoch)
         t0 = time.time()
         metrics = evaluate_episodes(model, val_set, val_episodes, size, device, batch_size=config.val_batch_size,
                                     num_workers=config.num_workers, amp=use_amp,
@@ -347,6 +415,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     if start_epoch == 0 and config.validate_untrained and not any(h.get("epoch") == 0 for h in result.history):
         metrics = validate(0)
         result.history.append(metrics)
+        emit("epoch", **metrics, train_loss=None, train_seconds=None, best_miou=result.best_miou,
+             best_epoch=result.best_epoch, saved=False)
 
     for epoch in range(start_epoch + 1, config.epochs + 1):
         episodes = train_set.episodes(config.steps_per_epoch * config.batch_size, config.shots,
@@ -366,6 +436,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             iterator = bar
         running = 0.0
         t0 = time.time()
+        emit("phase", phase="train", epoch=epoch)
+        steps = len(loader)
+        last_event = time.monotonic()
         for i, batch in enumerate(iterator):
             episode, target = _episode_batch(batch, device)
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + global_step)
@@ -382,6 +455,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             running += float(loss.detach())
             if bar is not None:
                 bar.set_postfix(loss=f"{running / (i + 1):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            now = time.monotonic()
+            if i + 1 == steps or now - last_event >= event_interval:
+                last_event = now
+                emit("step", epoch=epoch, step=i + 1, steps=steps, global_step=global_step, total_steps=total_steps,
+                     loss=running / (i + 1), lr=scheduler.get_last_lr()[0])
         train_loss = running / max(len(loader), 1)
         metrics = validate(epoch)
         metrics["train_loss"] = train_loss
@@ -391,4 +469,5 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         if is_best:
             result.best_miou, result.best_epoch = metrics["miou"], epoch
         save(epoch, metrics, is_best)
+        emit("epoch", **metrics, best_miou=result.best_miou, best_epoch=result.best_epoch, saved=True)
     return result

@@ -43,6 +43,10 @@ def register(subparsers) -> None:
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--events", action="store_true",
+                   help="machine-readable progress: print one JSON object per line on stdout (events start, "
+                        "resumed, phase, step, epoch, log, done, error; see fssgui.train) instead of the log "
+                        "and the progress bar. The desktop app's training dialog reads these")
     p.set_defaults(func=run)
 
 
@@ -66,10 +70,36 @@ def parse_options(items: list[str]) -> dict:
     return options
 
 
+class EventWriter:
+    """Writes each training event as one JSON line on ``stream`` (flushed at once: a reader
+    sees an event as soon as it happens)."""
+
+    def __init__(self, stream=None) -> None:
+        import sys
+
+        self.stream = stream if stream is not None else sys.stdout
+        self.error_sent = False
+
+    def __call__(self, event: dict) -> None:
+        import json
+
+        if event.get("event") == "error":
+            self.error_sent = True
+        self.stream.write(json.dumps(event, allow_nan=False) + "\n")
+        self.stream.flush()
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..errors import FssguiError
     from ..train import TrainConfig, train
 
-    options = parse_options(args.option)
+    events = EventWriter() if args.events else None
+    try:
+        options = parse_options(args.option)
+    except FssguiError as exc:
+        if events is not None:
+            events({"event": "error", "message": str(exc), "kind": type(exc).__name__})
+        raise
     if args.train_backbone:
         options["train_backbone"] = True
 
@@ -79,9 +109,12 @@ def run(args: argparse.Namespace) -> int:
         val_episodes=args.val_episodes, batch_size=args.batch_size, val_batch_size=args.batch_size,
         lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, size=args.size,
         device=args.device, backbone_weights=args.backbone_weights, resume=args.resume, seed=args.seed,
-        num_workers=args.workers, amp=not args.no_amp, progress_bar=not args.no_progress,
+        num_workers=args.workers, amp=not args.no_amp, progress_bar=not (args.no_progress or args.events),
         model_options=options,
     )
+    if events is not None:  # stdout carries only the JSON lines; the log text is in the "log" events
+        train(config, log=lambda _text: None, on_event=events)
+        return 0
     result = train(config)
     if result.history:
         print(f"best val mIoU {100 * result.best_miou:.2f} at epoch {result.best_epoch}; checkpoints in {result.out_dir}")

@@ -450,6 +450,10 @@ class MainWindow(QMainWindow):
         self.checkpoint_combo.setMinimumContentsLength(18)
         self.checkpoint_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         bar.addWidget(self.checkpoint_combo)
+        self.train_button = QToolButton(self)  # trains the current model (greyed when it cannot be trained)
+        self.train_button.setText("Train…")
+        self.train_button.clicked.connect(lambda: self.open_training_dialog(self.model_combo.currentData() or ""))
+        bar.addWidget(self.train_button)
         bar.addWidget(QLabel("  Device "))
         self.device_combo = QComboBox(self)
         self.device_combo.setMinimumContentsLength(14)
@@ -482,6 +486,7 @@ class MainWindow(QMainWindow):
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
         self.checkpoint_combo.activated.connect(self._on_checkpoint_activated)
         self.device_combo.currentIndexChanged.connect(lambda _: self._update_device_label())
+        self._update_train_button()
 
     def _build_edit_toolbar(self) -> None:
         self.addToolBarBreak(Qt.ToolBarArea.TopToolBarArea)
@@ -576,6 +581,11 @@ class MainWindow(QMainWindow):
         run_menu = menu.addMenu("R&un")
         for name in ("predict", "explain", "cancel", None, "clear_gpu_cache"):
             run_menu.addSeparator() if name is None else run_menu.addAction(a[name])
+        run_menu.addSeparator()
+        self.train_action = QAction("&Train a model…", self)
+        self.train_action.setToolTip("Train a model without published weights (SimPropNet, I²R) on a dataset folder")
+        self.train_action.triggered.connect(lambda: self.open_training_dialog(self.model_combo.currentData() or ""))
+        run_menu.addAction(self.train_action)
         help_menu = menu.addMenu("&Help")
         help_menu.addAction(a["shortcuts"])
         help_menu.addAction(a["about"])
@@ -777,6 +787,7 @@ class MainWindow(QMainWindow):
 
     def _on_model_changed(self, _index: int) -> None:
         self._update_checkpoint_hint()
+        self._update_train_button()
         self._update_explainer_availability()
         self._mark_inputs_changed(supports=False, note="the model changed since this explanation")
 
@@ -830,6 +841,47 @@ class MainWindow(QMainWindow):
             self.settings.checkpoint_dir = folder
             self._fill_checkpoint_combo()
             self.log(f"checkpoint folder: {folder}")
+
+    # ======================================================================== training
+    def _update_train_button(self) -> None:
+        """Enabled for the models ``fssgui train`` can train; otherwise greyed, saying why."""
+        entry = self._current_entry()
+        trainable = entry is not None and entry.extra.get("trainer") is not None
+        self.train_button.setEnabled(trainable)
+        if trainable:
+            self.train_button.setToolTip(f"Train {entry.name} on your dataset (Run > Train a model…)")
+        else:
+            from .train_dialog import trainable_entries
+
+            names = ", ".join(e.name for e in trainable_entries()) or "none installed"
+            self.train_button.setToolTip(f"{entry.name if entry else 'This model'} cannot be trained here (it uses "
+                                         f"published weights or needs none). Trainable: {names}")
+
+    def open_training_dialog(self, model: str = ""):
+        """Show the training dialog (one per window; a running training survives closing it)."""
+        from .train_dialog import TrainingDialog, is_trainable
+
+        dialog = getattr(self, "_train_dialog", None)
+        if dialog is None:
+            dialog = TrainingDialog(self.settings, self, model=model if is_trainable(model) else "")
+            dialog.checkpointChosen.connect(self.use_trained_checkpoint)
+            dialog.runFinished.connect(lambda state: self.log(f"training {state}: {dialog.status_label.text()}"))
+            self._train_dialog = dialog
+        elif model and not dialog.is_running() and is_trainable(model):
+            dialog.set_model(model)
+        dialog.show()
+        dialog.raise_()
+        dialog.activateWindow()
+        return dialog
+
+    def use_trained_checkpoint(self, model: str, path: str) -> None:
+        """Select ``model`` and the trained checkpoint ``path`` (rebuilt from its config.json)."""
+        index = self.model_combo.findData(model)
+        if index < 0:
+            self.log_error(f"model {model} is not in the model list")
+            return
+        self.model_combo.setCurrentIndex(index)
+        self.set_checkpoint(path)
 
     def model_spec(self) -> ModelSpec:
         checkpoint = self.checkpoint_combo.currentData()
@@ -1950,18 +2002,30 @@ class MainWindow(QMainWindow):
         return False
 
     def closeEvent(self, event) -> None:  # noqa: N802
-        if not self._confirm_discard():
+        if not self._confirm_discard() or not self._confirm_stop_training():
             event.ignore()
             return
         self._store_settings()
         self.shutdown()
         super().closeEvent(event)
 
+    def _confirm_stop_training(self) -> bool:
+        dialog = getattr(self, "_train_dialog", None)
+        if dialog is None or not dialog.is_running() or self.unattended:
+            return True
+        answer = QMessageBox.question(
+            self, "Training in progress", "A training run is in progress. Stop it and quit? The epoch in progress "
+            "is lost; Resume continues from the last saved epoch.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def shutdown(self) -> None:
         """Stop the worker and write the last autosave. Safe to call twice."""
         if getattr(self, "_shut_down", False):
             return
         self._shut_down = True
+        if getattr(self, "_train_dialog", None) is not None:
+            self._train_dialog.shutdown()  # a training child process does not outlive the app
         self.worker.shutdown()
         if self.dirty and self.has_episode():
             self._autosave_timer.stop()

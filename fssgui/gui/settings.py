@@ -82,6 +82,7 @@ class Settings:
     proto_size: int = 0  # Prototypes tab: input size (0 = the dataset's default policy)
     proto_dataset_dir: str = ""  # Prototypes tab: dataset folder (img_with_margin_0/, all_images.json)
     theme: str = "system"  # "system" (follow the OS), "light" or "dark"
+    training: dict = field(default_factory=dict)  # Train a model dialog: the last run's settings
     window_geometry: str = ""  # base64 of QMainWindow.saveGeometry()
     window_state: str = ""  # base64 of QMainWindow.saveState()
 

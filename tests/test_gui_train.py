@@ -1,0 +1,279 @@
+"""Training from the app: the trainer's event hook, ``fssgui train --events``, and the training
+dialog running a real child process (finish, use the checkpoint, stop, refuse a bad dataset)."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fssgui.data.datasets import DatasetError
+from fssgui.gui import train_dialog as td
+from fssgui.gui.main_window import MainWindow
+from fssgui.gui.settings import Autosave, Settings
+from fssgui.train import TrainConfig, train
+
+from synthetic_fss import make_synthetic_fss
+
+MODEL = "simpropnet-resnet50"
+TINY_OPTIONS = {"feature_channels": 32}  # like tests/test_train.py's CLI runs: a narrow, fast head
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_synthetic_fss(tmp_path_factory.mktemp("train_gui_data"), n_classes=4, images_per_class=8, size=64,
+                              seed=0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """One thread here and in the child processes (2 shared cores: OpenMP spinning is slow)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
+    w = MainWindow(Settings(device="cpu"), autosave=Autosave(tmp_path / "autosave"), unattended=True)
+    qtbot.addWidget(w)
+    w.resize(1400, 900)
+    w.show()
+    yield w
+    w.shutdown()
+
+
+def _tiny_cli_args(data_root: Path, out: Path, epochs: int = 2, steps: int = 3) -> list[str]:
+    return ["train", MODEL, "--data", str(data_root), "--layout", "folders", "--fold", "-1", "--shots", "1",
+            "--out", str(out), "--epochs", str(epochs), "--steps-per-epoch", str(steps), "--val-episodes", "4",
+            "--batch-size", "2", "--size", "49", "--device", "cpu", "--option", "feature_channels=32"]
+
+
+def _fill_dialog(dialog, data_root: Path, out: Path, epochs: int = 2, steps: int = 2) -> None:
+    assert dialog.set_model(MODEL)
+    dialog.data_edit.setText(str(data_root))
+    dialog.layout_combo.setCurrentIndex(dialog.layout_combo.findData("folders"))
+    dialog.fold_spin.setValue(-1)
+    dialog.shots_spin.setValue(1)
+    dialog.out_edit.setText(str(out))
+    dialog.epochs_spin.setValue(epochs)
+    dialog.steps_spin.setValue(steps)
+    dialog.batch_spin.setValue(2)
+    dialog.val_spin.setValue(4)
+    dialog.size_spin.setValue(49)
+    dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cpu"))
+    dialog.set_model_options(dict(TINY_OPTIONS))
+
+
+# ------------------------------------------------------------------------------ the trainer's hook
+def test_trainer_on_event_hook(data_root, tmp_path):
+    """Every event is JSON-able; the log lines come as log events; step events are throttled (an
+    epoch's last step always comes); one epoch event per validation; done ends the run."""
+    events, lines = [], []
+    config = TrainConfig(model=MODEL, data_root=str(data_root), layout="folders", fold=-1, shots=1,
+                         out_dir=str(tmp_path / "run"), epochs=2, steps_per_epoch=3, val_episodes=4, batch_size=2,
+                         val_batch_size=2, size=49, device="cpu", progress_bar=False, model_options=dict(TINY_OPTIONS))
+    result = train(config, log=lines.append, on_event=events.append, event_interval=3600.0)
+    for event in events:
+        json.dumps(event, allow_nan=False)  # plain JSON, no NaN
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "done" and kinds.count("done") == 1 and "error" not in kinds
+    assert kinds.index("start") < kinds.index("phase")
+    start = events[kinds.index("start")]
+    assert start["device"] == "cpu" and start["total_steps"] == 6 and start["size"] == 49
+    assert start["cuda_available"] == torch.cuda.is_available()
+    assert [e["text"] for e in events if e["event"] == "log"] == lines
+    # a throttle longer than the run: only each epoch's last step is reported
+    steps = [e for e in events if e["event"] == "step"]
+    assert [(e["epoch"], e["step"], e["steps"], e["global_step"]) for e in steps] == [(1, 3, 3, 3), (2, 3, 3, 6)]
+    assert all(e["loss"] > 0 and e["lr"] >= 0 for e in steps)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]
+    assert epochs[0]["train_loss"] is None and epochs[0]["saved"] is False
+    assert all(e["saved"] and e["train_loss"] > 0 and 0 <= e["miou"] <= 1 and 0 <= e["fbiou"] <= 1 for e in epochs[1:])
+    phases = [(e["phase"], e["epoch"]) for e in events if e["event"] == "phase"]
+    assert phases == [("calibrate", 0), ("validate", 0), ("train", 1), ("validate", 1), ("train", 2), ("validate", 2)]
+    done = events[-1]
+    assert done["best_epoch"] == result.best_epoch and done["epochs_done"] == 2
+    assert done["out_dir"] == str(tmp_path / "run")
+
+    # a failure: an error event naming the path, then the exception
+    events.clear()
+    bad = TrainConfig(model=MODEL, data_root=str(tmp_path / "missing"), layout="folders", fold=-1, shots=1,
+                      out_dir=str(tmp_path / "bad"), device="cpu", progress_bar=False)
+    with pytest.raises(DatasetError):
+        train(bad, log=lambda _t: None, on_event=events.append)
+    assert events[-1]["event"] == "error" and str(tmp_path / "missing") in events[-1]["message"]
+    assert events[-1]["kind"] == "DatasetError"
+
+
+# ------------------------------------------------------------------------------ the CLI stream
+def test_cli_event_stream(data_root, tmp_path):
+    """``python -m fssgui train ... --events``: stdout is JSON lines only and ends with done; a
+    user error ends with an error event and exit status 2."""
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = tmp_path / "cli"
+    proc = subprocess.run([sys.executable, "-m", "fssgui", *_tiny_cli_args(data_root, out), "--events"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]  # every line parses
+    kinds = [e["event"] for e in events]
+    assert kinds[0] in ("log", "start") and kinds[-1] == "done"
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [0, 1, 2]
+    assert any(e["event"] == "step" and e["global_step"] == 6 for e in events)
+    assert "training simpropnet-resnet50 at 49px on cpu" in " ".join(e.get("text", "") for e in events)
+    assert (out / "model_best.pt").is_file() and (out / "config.json").is_file()
+
+    proc = subprocess.run([sys.executable, "-m", "fssgui", *_tiny_cli_args(data_root, tmp_path / "x"), "--events",
+                           "--option", "foreground_weight"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 2
+    last = json.loads(proc.stdout.splitlines()[-1])
+    assert last["event"] == "error" and "expected NAME=VALUE" in last["message"]
+
+
+def test_child_command_runs_this_installation(monkeypatch):
+    assert td.training_command(["train", "x"]) == (sys.executable, ["-m", "fssgui", "train", "x"])
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert td.training_command(["train", "x"]) == (sys.executable, ["train", "x"])
+
+
+def test_model_options_and_presets():
+    from fssgui.models.registry import get_entry
+
+    i2r = td.model_option_defaults(get_entry("i2r-resnet50"))
+    assert i2r["foreground_weight"] == 1.0 and i2r["feature_dropout"] == 0.5 and i2r["detach_merge_input"] is True
+    spn = td.model_option_defaults(get_entry(MODEL))
+    assert spn["feature_channels"] == 256 and "backbone_weights" not in spn and "input_size" not in spn
+    preset = dict(td.OPTION_PRESETS["i2r-resnet50"])["CPU-learnable (no ImageNet backbone)"]
+    assert preset == {"foreground_weight": 3, "feature_dropout": 0, "detach_merge_input": False}
+    assert set(preset) <= set(i2r)
+    request = td.TrainRequest(model="i2r-resnet50", data_root="/d", layout="folders", fold=0, shots=1, out_dir="/o",
+                              model_options=preset, resume=True)
+    args = request.arguments()
+    assert args[:2] == ["train", "i2r-resnet50"] and args[-2:] == ["--events", "--no-progress"]
+    assert "--resume" in args and "detach_merge_input=false" in args and "foreground_weight=3" in args
+    assert {e.name for e in td.trainable_entries()} >= {"i2r-resnet50", MODEL}
+
+
+# ------------------------------------------------------------------------------ the dialog
+def test_dialog_trains_shows_epochs_and_uses_checkpoint(qtbot, window, data_root, tmp_path):
+    # the toolbar button is greyed, with the reason, for a model that cannot be trained
+    window.model_combo.setCurrentIndex(window.model_combo.findData("dcama-swin"))
+    assert not window.train_button.isEnabled() and "cannot be trained" in window.train_button.toolTip()
+    window.model_combo.setCurrentIndex(window.model_combo.findData(MODEL))
+    assert window.train_button.isEnabled()
+    dialog = window.open_training_dialog(MODEL)
+    qtbot.addWidget(dialog)
+    names = [dialog.model_combo.itemData(i) for i in range(dialog.model_combo.count())]
+    assert MODEL in names and "i2r-resnet50" in names and "dcama-swin" not in names
+    out = tmp_path / "run"
+    _fill_dialog(dialog, data_root, out)
+    assert not dialog.use_button.isEnabled() and not dialog.resume_check.isEnabled()
+
+    with qtbot.waitSignal(dialog.runFinished, timeout=300000) as finished:
+        assert dialog.start()
+        qtbot.waitUntil(lambda: any(h.get("epoch") == 1 for h in dialog.history)
+                        or dialog.state not in ("checking", "running"), timeout=300000)
+        dialog.grab().save(str(tmp_path / "dialog_running.png"))
+    assert finished.args == ["done"], dialog.status_label.text() + "\n" + dialog.log_view.toPlainText()
+    dialog.grab().save(str(tmp_path / "dialog_done.png"))
+    assert (tmp_path / "dialog_done.png").stat().st_size > 0
+    assert not dialog.is_running()
+    assert "Finished" in dialog.status_label.text() and "Best val mIoU" in dialog.status_label.text()
+    assert str(out) in dialog.detail_label.text()
+    # the epochs: table rows and plot points (0 = the untrained model), the loss per trained epoch
+    assert dialog.epoch_table.rowCount() == 3
+    assert [dialog.epoch_table.item(r, 0).text() for r in range(3)] == ["0", "1", "2"]
+    x, y = dialog.miou_curve.getData()
+    assert list(x) == [0, 1, 2] and all(0 <= v <= 100 for v in y)
+    assert list(dialog.loss_curve.getData()[0]) == [1, 2]
+    assert dialog.progress.value() == dialog.progress.maximum() == 4
+    if not torch.cuda.is_available():
+        assert dialog.device_note.isVisible() and "CUDA is not available" in dialog.device_note.text()
+    assert "epoch 2: val mIoU" in dialog.log_view.toPlainText()
+    # the settings are remembered for the next time
+    assert window.settings.training["out_dir"] == str(out)
+    assert window.settings.training["model_options_by_model"][MODEL] == TINY_OPTIONS
+    again = td.TrainingDialog(window.settings)  # a later session's dialog starts from them
+    qtbot.addWidget(again)
+    assert again.model_name == MODEL and again.data_edit.text() == str(data_root)
+    assert again.out_edit.text() == str(out) and again.size_spin.value() == 49 and again.epochs_spin.value() == 2
+    assert again.model_options() == TINY_OPTIONS and again.device_combo.currentData() == "cpu"
+
+    # Use this checkpoint: the main window selects the model and model_best.pt
+    assert dialog.use_button.isEnabled()
+    window.model_combo.setCurrentIndex(window.model_combo.findData("matcher-effnet"))
+    dialog.use_button.click()
+    assert window.model_combo.currentData() == MODEL
+    assert window.checkpoint_combo.currentData() == str((out / "model_best.pt").resolve())
+    assert window.model_spec().checkpoint == str((out / "model_best.pt").resolve())
+
+    # Resume: offered for the folder, takes the saved settings and locks those a resume keeps
+    assert dialog.resume_check.isEnabled()
+    dialog.size_spin.setValue(0)
+    dialog.set_model_options({})
+    dialog.resume_check.setChecked(True)
+    assert dialog.size_spin.value() == 49 and dialog.model_options() == TINY_OPTIONS
+    assert not dialog.size_spin.isEnabled() and not dialog.options_table.isEnabled()
+    assert not dialog.model_combo.isEnabled()
+    assert "--resume" in dialog.current_request().arguments()
+    dialog.resume_check.setChecked(False)
+    assert dialog.size_spin.isEnabled()
+
+
+def test_stop_ends_the_child_and_says_what_is_kept(qtbot, window, data_root, tmp_path):
+    dialog = window.open_training_dialog(MODEL)
+    qtbot.addWidget(dialog)
+    out = tmp_path / "long"
+    _fill_dialog(dialog, data_root, out, epochs=500, steps=2)
+    assert dialog.start()
+    # wait for a saved epoch, then stop in the middle of the run
+    qtbot.waitUntil(lambda: any((h.get("epoch") or 0) >= 1 for h in dialog.history)
+                    or dialog.state not in ("checking", "running"), timeout=300000)
+    assert dialog.state == "running", dialog.status_label.text() + "\n" + dialog.log_view.toPlainText()
+    pid = dialog.process.pid
+    assert pid > 0
+    with qtbot.waitSignal(dialog.runFinished, timeout=30000) as finished:
+        dialog.stop_button.click()
+    assert finished.args == ["stopped"]
+    dialog.grab().save(str(tmp_path / "dialog_stopped.png"))
+    assert not dialog.is_running()
+    with pytest.raises(ProcessLookupError):  # the child is gone (and reaped)
+        os.kill(pid, 0)
+    saved = json.loads((out / "config.json").read_text())
+    text = dialog.status_label.text()
+    assert text.startswith("Stopped.") and "lost" in text and "Resume" in text
+    assert f"Epoch {saved['epoch']} is saved" in text
+    assert not list(out.glob(".*tmp*"))  # no partial files left
+    assert dialog.resume_check.isEnabled() and dialog.use_button.isEnabled() and dialog.start_button.isEnabled()
+
+
+def test_bad_dataset_folder_is_refused_before_any_process(qtbot, window, tmp_path):
+    dialog = window.open_training_dialog(MODEL)
+    qtbot.addWidget(dialog)
+    not_a_dataset = tmp_path / "holiday photos"
+    not_a_dataset.mkdir()
+    (not_a_dataset / "beach.jpg").write_bytes(b"not an image")
+    out = tmp_path / "never"
+    for folder in (not_a_dataset, tmp_path / "missing"):
+        _fill_dialog(dialog, folder, out)
+        assert dialog.start()
+        qtbot.waitUntil(lambda: dialog.state != "checking", timeout=30000)
+        assert dialog.state == "idle" and dialog.process is None
+        text = dialog.status_label.text()
+        assert text.startswith("Cannot start") and str(folder) in text
+        assert dialog.start_button.isEnabled() and not dialog.stop_button.isEnabled()
+    assert not out.exists()
+    dialog.grab().save(str(tmp_path / "dialog_refused.png"))
