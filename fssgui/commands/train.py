@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--backbone-weights", default=None, metavar="FILE",
-                   help="torchvision ResNet-50 state dict (.pth) to initialise the frozen backbone; without it "
+                   help="ImageNet ResNet-50 weights (torchvision .pth or timm .safetensors) to initialise the frozen backbone; without it "
                         "the backbone is random-init and its BatchNorm statistics are re-estimated on training "
                         "images before training (a deviation from the papers, said in the log)")
     p.add_argument("--train-backbone", action="store_true",

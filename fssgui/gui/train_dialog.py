@@ -757,7 +757,7 @@ class TrainingDialog(QDialog):
 
     def _browse_backbone(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "ResNet-50 weights", self.backbone_edit.text() or str(Path.home()),
-                                              "PyTorch weights (*.pth *.pt);;All files (*)")
+                                              "ResNet-50 weights (*.pth *.pt *.safetensors);;All files (*)")
         if path:
             self.backbone_edit.setText(path)
 

@@ -1,8 +1,9 @@
 """A torchvision ResNet-50 with the layer taps used by the SimPropNet and I²R adapters.
 
 No weights are downloaded: the network is built with ``weights=None``. A user may point at a
-torchvision ResNet-50 state dict (for example the ImageNet ``resnet50-0676ba61.pth``) to start
-training from ImageNet features; it is loaded with ``torch.load(..., weights_only=True)``.
+torchvision ResNet-50 state dict (for example the ImageNet ``resnet50-0676ba61.pth``) or timm's
+``resnet50`` ``.safetensors`` to start training from ImageNet features; it is read without
+unpickling code (``torch.load(..., weights_only=True)`` or safetensors).
 The key names are torchvision's, so a full-model checkpoint (``backbone.layer3.5.bn3.weight``)
 and a bare torchvision file (``layer3.5.bn3.weight``) both map onto the same module.
 """
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet50
 
 from ..errors import CheckpointError
+from .checkpoints import read_state_dict
 
 
 def build_resnet50(
@@ -38,24 +40,20 @@ def build_resnet50(
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
-    """Load a torchvision ResNet-50 state dict from ``path`` into ``backbone`` (safe loading).
+    """Load a ResNet-50 state dict from ``path`` into ``backbone`` (safe loading).
 
-    A ``module.`` or ``backbone.`` prefix is stripped; keys of stages the backbone does not keep
-    (``layer4``/``fc`` when removed) are ignored. Every parameter/buffer the backbone has must be
-    in the file with the right shape, otherwise a :class:`CheckpointError` names the file and the
-    first missing/mismatched key. Returns the list of ignored keys.
+    The file is read by :func:`fssgui.models.checkpoints.read_state_dict`: a ``torch.save`` file
+    (weights only, never code) or a ``.safetensors`` file such as timm's ``resnet50`` weights,
+    whose key names are torchvision's. A ``module.`` or ``backbone.`` prefix is stripped; keys of
+    stages the backbone does not keep (``layer4``/``fc`` when removed) are ignored; BatchNorm's
+    ``num_batches_tracked`` counters may be absent. Every other parameter/buffer the backbone has
+    must be in the file with the right shape, otherwise a :class:`CheckpointError` names the file
+    and the first missing/mismatched key. Returns the list of ignored keys.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: backbone weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a user error
-        raise CheckpointError(f"{path}: cannot be loaded safely as a state dict ({exc})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a ResNet-50 state dict, got {type(state).__name__}")
+    state = read_state_dict(path)
     cleaned: dict[str, Tensor] = {}
     for key, value in state.items():
         for prefix in ("module.", "backbone."):
@@ -65,12 +63,14 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
     own = backbone.state_dict()
     for key, value in own.items():
         if key not in cleaned:
+            if key.endswith("num_batches_tracked"):
+                continue
             raise CheckpointError(f"{path}: not a torchvision ResNet-50 state dict (missing key {key!r})")
         if tuple(cleaned[key].shape) != tuple(value.shape):
             raise CheckpointError(
                 f"{path}: key {key!r} has shape {tuple(cleaned[key].shape)}, expected {tuple(value.shape)}"
             )
-    backbone.load_state_dict({k: cleaned[k] for k in own}, strict=True)
+    backbone.load_state_dict({k: cleaned[k] for k in own if k in cleaned}, strict=False)
     return sorted(set(cleaned) - set(own))
 
 
