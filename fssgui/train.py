@@ -47,7 +47,8 @@ dialog reads them from its child process). Every dict has ``"event"``, one of:
 * ``resumed``: ``epoch, global_step, history, best_miou, best_epoch`` (the saved run continued);
 * ``phase``: ``phase`` (``calibrate`` / ``validate`` / ``train``) and ``epoch``;
 * ``step``: ``epoch, step, steps, global_step, total_steps, loss`` (mean of the epoch so far),
-  ``lr``; at most every ``event_interval`` seconds, and always for an epoch's last step;
+  ``recent_loss`` (mean of the ``recent_steps`` steps since the previous step event), ``lr``; at
+  most every ``event_interval`` seconds, and always for an epoch's last step;
 * ``epoch``: the validation metrics (``epoch, miou, fbiou, per_class_iou, seconds``, and
   ``train_loss, train_seconds`` after a training epoch, ``None`` for the untrained epoch 0),
   ``best_miou, best_epoch`` and ``saved`` (whether checkpoints of that epoch were written);
@@ -435,6 +436,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], emit: Callable[..., 
             bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="step", leave=False)
             iterator = bar
         running = 0.0
+        recent, recent_steps = 0.0, 0  # the steps since the last step event
         t0 = time.time()
         emit("phase", phase="train", epoch=epoch)
         steps = len(loader)
@@ -452,14 +454,19 @@ def _train(config: TrainConfig, log: Callable[[str], None], emit: Callable[..., 
             scaler.update()
             scheduler.step()
             global_step += 1
-            running += float(loss.detach())
+            step_loss = float(loss.detach())
+            running += step_loss
+            recent += step_loss
+            recent_steps += 1
             if bar is not None:
                 bar.set_postfix(loss=f"{running / (i + 1):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             now = time.monotonic()
             if i + 1 == steps or now - last_event >= event_interval:
                 last_event = now
                 emit("step", epoch=epoch, step=i + 1, steps=steps, global_step=global_step, total_steps=total_steps,
-                     loss=running / (i + 1), lr=scheduler.get_last_lr()[0])
+                     loss=running / (i + 1), recent_loss=recent / recent_steps, recent_steps=recent_steps,
+                     lr=scheduler.get_last_lr()[0])
+                recent, recent_steps = 0.0, 0
         train_loss = running / max(len(loader), 1)
         metrics = validate(epoch)
         metrics["train_loss"] = train_loss

@@ -99,6 +99,9 @@ def test_trainer_on_event_hook(data_root, tmp_path):
     steps = [e for e in events if e["event"] == "step"]
     assert [(e["epoch"], e["step"], e["steps"], e["global_step"]) for e in steps] == [(1, 3, 3, 3), (2, 3, 3, 6)]
     assert all(e["loss"] > 0 and e["lr"] >= 0 for e in steps)
+    # nothing was reported in between: the recent mean covers the whole epoch, like the running mean
+    assert [e["recent_steps"] for e in steps] == [3, 3]
+    assert all(e["recent_loss"] == pytest.approx(e["loss"], rel=1e-9) for e in steps)
     epochs = [e for e in events if e["event"] == "epoch"]
     assert [e["epoch"] for e in epochs] == [0, 1, 2]
     assert epochs[0]["train_loss"] is None and epochs[0]["saved"] is False
@@ -108,6 +111,15 @@ def test_trainer_on_event_hook(data_root, tmp_path):
     done = events[-1]
     assert done["best_epoch"] == result.best_epoch and done["epochs_done"] == 2
     assert done["out_dir"] == str(tmp_path / "run")
+
+    # every step reported: each recent mean is that step's loss, and they average to the running mean
+    events.clear()
+    config.out_dir, config.epochs = str(tmp_path / "every-step"), 1
+    train(config, log=lambda _t: None, on_event=events.append, event_interval=0.0)
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3] and all(e["recent_steps"] == 1 for e in steps)
+    for n, event in enumerate(steps, start=1):
+        assert event["loss"] == pytest.approx(sum(e["recent_loss"] for e in steps[:n]) / n, rel=1e-9)
 
     # a failure: an error event naming the path, then the exception
     events.clear()
@@ -182,16 +194,30 @@ def test_dialog_trains_shows_epochs_and_uses_checkpoint(qtbot, window, data_root
     _fill_dialog(dialog, data_root, out)
     assert not dialog.use_button.isEnabled() and not dialog.resume_check.isEnabled()
 
+    summaries: list[str] = []
+    dialog.summaryChanged.connect(summaries.append)
     with qtbot.waitSignal(dialog.runFinished, timeout=300000) as finished:
         assert dialog.start()
+        qtbot.waitUntil(lambda: dialog.state != "checking", timeout=60000)
+        # closing the dialog does not stop the run: the main window's status bar follows it
+        dialog.close()
+        assert dialog.is_running() and window.training_status_button.isVisible()
+        assert window.training_status_button.text().startswith(f"Training {MODEL}")
         qtbot.waitUntil(lambda: any(h.get("epoch") == 1 for h in dialog.history)
                         or dialog.state not in ("checking", "running"), timeout=300000)
+        window.training_status_button.click()  # shows the dialog again, the run still going
+        assert dialog.isVisible()
         dialog.grab().save(str(tmp_path / "dialog_running.png"))
     assert finished.args == ["done"], dialog.status_label.text() + "\n" + dialog.log_view.toPlainText()
     dialog.grab().save(str(tmp_path / "dialog_done.png"))
     assert (tmp_path / "dialog_done.png").stat().st_size > 0
     assert not dialog.is_running()
     assert "Finished" in dialog.status_label.text() and "Best val mIoU" in dialog.status_label.text()
+    assert summaries[0] == f"Training {MODEL}: checking the dataset…"
+    assert any(f"Training {MODEL}: epoch 1/2 · " in text for text in summaries)
+    assert any(text.startswith(f"Training {MODEL}: validating epoch") for text in summaries)
+    assert summaries[-1].startswith(f"Training {MODEL} finished (best val mIoU")
+    assert window.training_status_button.text() == summaries[-1]
     assert str(out) in dialog.detail_label.text()
     # the epochs: table rows and plot points (0 = the untrained model), the loss per trained epoch
     assert dialog.epoch_table.rowCount() == 3

@@ -604,6 +604,13 @@ class MainWindow(QMainWindow):
         self.progress_bar.setVisible(False)
         self.device_label = QLabel("")
         self.device_label.setToolTip("The device the model actually runs on")
+        # a training run outlives its (non-modal) dialog: this says how it goes and reopens it
+        self.training_status_button = QToolButton(self)
+        self.training_status_button.setAutoRaise(True)
+        self.training_status_button.setToolTip("Show the training window")
+        self.training_status_button.setVisible(False)
+        self.training_status_button.clicked.connect(lambda: self.open_training_dialog())
+        bar.addPermanentWidget(self.training_status_button)
         bar.addPermanentWidget(self.hover_label)
         bar.addPermanentWidget(self.job_label)
         bar.addPermanentWidget(self.progress_bar)
@@ -857,6 +864,10 @@ class MainWindow(QMainWindow):
             self.train_button.setToolTip(f"{entry.name if entry else 'This model'} cannot be trained here (it uses "
                                          f"published weights or needs none). Trainable: {names}")
 
+    def _show_training_summary(self, text: str) -> None:
+        self.training_status_button.setText(text)
+        self.training_status_button.setVisible(bool(text))
+
     def open_training_dialog(self, model: str = ""):
         """Show the training dialog (one per window; a running training survives closing it)."""
         from .train_dialog import TrainingDialog, is_trainable
@@ -866,6 +877,7 @@ class MainWindow(QMainWindow):
             dialog = TrainingDialog(self.settings, self, model=model if is_trainable(model) else "")
             dialog.checkpointChosen.connect(self.use_trained_checkpoint)
             dialog.runFinished.connect(lambda state: self.log(f"training {state}: {dialog.status_label.text()}"))
+            dialog.summaryChanged.connect(self._show_training_summary)
             self._train_dialog = dialog
         elif model and not dialog.is_running() and is_trainable(model):
             dialog.set_model(model)

@@ -352,6 +352,7 @@ class TrainingDialog(QDialog):
 
     checkpointChosen = Signal(str, str)  # model name, checkpoint path
     runFinished = Signal(str)  # "done", "stopped" or "failed"
+    summaryChanged = Signal(str)  # one line for the main window's status bar ("" = nothing to show)
     _checked = Signal(object, str, str)  # request, summary, error (from the dataset check thread)
 
     def __init__(self, settings=None, parent: Optional[QWidget] = None, *, model: str = "") -> None:
@@ -364,7 +365,7 @@ class TrainingDialog(QDialog):
         self.request: Optional[TrainRequest] = None
         self.state = "idle"  # idle, checking, running, done, stopped, failed
         self.history: list[dict] = []  # epoch events of the run shown
-        self.step_losses: list[tuple[float, float]] = []  # (fractional epoch, running loss)
+        self.step_losses: list[tuple[float, float]] = []  # (fractional epoch, mean loss of the steps since the last point)
         self.last_step: Optional[dict] = None
         self.start_info: Optional[dict] = None
         self.done_event: Optional[dict] = None
@@ -557,7 +558,7 @@ class TrainingDialog(QDialog):
         self.loss_plot.setLabel("bottom", "epoch")
         self.loss_plot.showGrid(x=True, y=True, alpha=0.25)
         self.loss_plot.addLegend(offset=(-10, 10))
-        self.step_curve = self.loss_plot.plot([], [], name="running")
+        self.step_curve = self.loss_plot.plot([], [], name="recent steps")
         self.loss_curve = self.loss_plot.plot([], [], name="epoch mean", symbol="o", symbolSize=6)
         for item in (self.val_plot, self.loss_plot):
             item.getAxis("left").enableAutoSIPrefix(False)
@@ -999,16 +1000,18 @@ class TrainingDialog(QDialog):
             self.phase = str(event.get("phase", ""))
             self.current_epoch = int(event.get("epoch") or 0)
             self._show_phase()
+            self._publish_summary()
         elif kind == "step":
             self.last_step = event
             self.progress.setValue(int(event.get("global_step") or 0))
             steps = max(1, int(event.get("steps") or 1))
             epoch = int(event.get("epoch") or 0)
-            loss = event.get("loss")
+            loss = event.get("recent_loss", event.get("loss"))  # older trainers sent only the epoch's running mean
             if loss is not None:
                 self.step_losses.append((epoch - 1 + int(event.get("step") or 0) / steps, float(loss)))
                 self._update_step_curve()
             self._show_phase()
+            self._publish_summary()
         elif kind == "epoch":
             self.history = [h for h in self.history if h.get("epoch") != event.get("epoch")] + [event]
             self._refresh_epochs()
@@ -1088,6 +1091,7 @@ class TrainingDialog(QDialog):
             self.use_button.setDefault(True)
         self.status_label.setStyleSheet("QLabel { color: #c0392b; }" if state == "failed" else "")
         self._log(text)
+        self._publish_summary()
         self.runFinished.emit(state)
 
     def _remove_partial_files(self, out: Optional[Path]) -> None:
@@ -1138,6 +1142,43 @@ class TrainingDialog(QDialog):
                 self.status_label.setText("Set up a run and press Start training." if self.entries
                                           else "No trainable model is installed.")
         self._update_resume_box()
+        self._publish_summary()
+
+    def summary_text(self) -> str:
+        """One line on the run for the main window (the dialog may be closed while it trains)."""
+        model = self.request.model if self.request is not None else self.model_name
+        if self.state == "checking":
+            return f"Training {model}: checking the dataset…"
+        if self.state == "running":
+            step = self.last_step or {}
+            total = int((self.start_info or {}).get("total_steps") or 0)
+            done = int(step.get("global_step") or 0)
+            epochs = (self.start_info or {}).get("epochs") or (self.request.epochs if self.request else "?")
+            if self.phase == "calibrate":
+                where = "re-estimating BatchNorm statistics"
+            elif self.phase == "validate":
+                where = f"validating epoch {self.current_epoch}/{epochs}"
+            elif self.current_epoch:
+                where = f"epoch {self.current_epoch}/{epochs}"
+            else:
+                where = "starting"
+            percent = f" · {100 * done / total:.0f} %" if total else ""
+            return f"Training {model}: {where}{percent}"
+        if self.state == "done":
+            best = (self.done_event or {}).get("best_miou")
+            return f"Training {model} finished" + (f" (best val mIoU {100 * float(best):.1f} %)" if best is not None
+                                                   else "")
+        if self.state == "stopped":
+            return f"Training {model} stopped"
+        if self.state == "failed":
+            return f"Training {model} failed"
+        return ""
+
+    def _publish_summary(self) -> None:
+        text = self.summary_text()
+        if text != getattr(self, "_last_summary", None):
+            self._last_summary = text
+            self.summaryChanged.emit(text)
 
     def _reset_run_view(self, keep_history: bool) -> None:
         self.use_button.setDefault(False)
@@ -1203,7 +1244,8 @@ class TrainingDialog(QDialog):
 
     def closeEvent(self, event) -> None:  # noqa: N802 - closing hides; the training goes on
         if self.is_running():
-            self._log("window closed: the training goes on (Train a model… shows it again)")
+            self._log("window closed: the training goes on (the main window's status bar shows it; click there "
+                      "or use Train a model… to see it again)")
         super().closeEvent(event)
 
 
