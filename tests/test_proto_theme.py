@@ -307,14 +307,31 @@ def test_compare_sheet_and_messages_follow_the_theme(qtbot, panel, themes, tmp_p
     comparison = compare.current_comparison()
     assert comparison is not None
     light_sheet = compare.sheet().copy()
+    assert (light_sheet[0, 0] == 255).all()  # the light theme shows the white figure
     themes(THEME_DARK)
-    # the sheet is the exported white figure; the area around it is the theme's base
-    assert np.array_equal(compare.sheet(), light_sheet)
+    # the sheet is redrawn dark: same layout, the same map pixels, a dark background and light captions
+    dark_sheet = compare.sheet()
+    assert dark_sheet.shape == light_sheet.shape
+    paper, light_paper = dark_sheet[0, 0], light_sheet[0, 0]
+    assert _is_dark(QColor(*[int(v) for v in paper]))
+    on_paper = (light_sheet == light_paper).all(axis=2)
+    assert (dark_sheet[on_paper] == paper).all()
+    text_like = ~on_paper & (np.abs(light_sheet.astype(int) - light_sheet.mean(axis=2, keepdims=True)).max(axis=2) < 3)
+    colourful = ~on_paper & ~text_like  # the heat-map tiles
+    assert colourful.sum() > 0.2 * on_paper.size and np.array_equal(dark_sheet[colourful], light_sheet[colourful])
+    brightest_caption = QColor(*[int(v) for v in dark_sheet[text_like].max(axis=0)])
+    assert contrast_ratio(brightest_caption, QColor(*[int(v) for v in paper])) >= 7
     grab = _grab(compare.sheet_scroll.viewport(), "proto-compare-dark.png")
-    h, w = compare.sheet().shape[:2]
+    h, w = dark_sheet.shape[:2]
     assert grab.width() > w + 4 and grab.height() > h + 4, "the viewport should be larger than the sheet"
     assert _is_dark(QColor(grab.pixel(w + 2, 2))) and _is_dark(QColor(grab.pixel(2, h + 2)))
-    assert QColor(grab.pixel(w // 2, h // 2)).rgb() == QColor(*[int(v) for v in light_sheet[h // 2, w // 2]]).rgb()
+    assert QColor(grab.pixel(w // 2, h // 2)).rgb() == QColor(*[int(v) for v in dark_sheet[h // 2, w // 2]]).rgb()
+    # the exported figure stays white whatever the theme
+    exported = comparison.render_sheet()
+    assert (exported[0, 0] == 255).all()
+    themes(THEME_LIGHT)
+    assert np.array_equal(compare.sheet(), light_sheet)
+    themes(THEME_DARK)
 
     # messages: the export error and the stale warning in the panel, a failed comparison
     window = lambda: panel.palette().color(QPalette.ColorRole.Window)  # noqa: E731

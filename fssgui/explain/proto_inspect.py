@@ -412,9 +412,15 @@ class ClassComparison:
                 for p in explanation.prototypes]
         return out
 
-    def render_sheet(self, tile: int = 128) -> np.ndarray:
+    def render_sheet(self, tile: int = 128, *, dark: bool = False) -> np.ndarray:
         """Both classes side by side as one RGB image: per class a block with the logit and group
-        maps on the first row and the prototypes below in scale columns; shared ranges printed."""
+        maps on the first row and the prototypes below in scale columns; shared ranges printed.
+
+        ``dark`` draws the same layout and maps on a dark background with light text (the app's
+        dark theme); exports use the default white sheet."""
+        paper, ink, quiet, faint, divider_grey = (
+            ((34, 36, 40), (232, 232, 232), (185, 185, 185), (125, 125, 125), (95, 95, 95)) if dark
+            else ((255, 255, 255), (0, 0, 0), (70, 70, 70), (150, 150, 150), (160, 160, 160)))
         h, w = self.explanations[0].run.image_hw
         scale = tile / max(h, w)
         th, tw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
@@ -426,12 +432,13 @@ class ClassComparison:
             columns = max(num_scales, 1 + len(explanation.groups))
             rows = 1 + max((len(b) for b in by_scale), default=0)
             cell_h, cell_w = th + caption_h + gap, tw + gap
-            block = np.full((head_h + rows * cell_h, columns * cell_w + gap, 3), 255, np.uint8)
+            block = np.empty((head_h + rows * cell_h, columns * cell_w + gap, 3), np.uint8)
+            block[:] = paper
             score = explanation.class_score
             cv2.putText(block, f"{explanation.class_name} (class {explanation.class_index})", (gap, 18), font,
-                        0.5, (0, 0, 0), 1, cv2.LINE_AA)
+                        0.5, ink, 1, cv2.LINE_AA)
             cv2.putText(block, f"{explanation.class_mask.mean():.1%} of pixels, mean p {score['mean_probability_in_mask']:.2f}",
-                        (gap, 36), font, 0.38, (70, 70, 70), 1, cv2.LINE_AA)
+                        (gap, 36), font, 0.38, quiet, 1, cv2.LINE_AA)
             placed = [(0, 0, "class")] + [(0, 1 + g.index, g.node_id) for g in explanation.groups]
             for s, nodes in enumerate(by_scale):
                 placed += [(1 + r, s, p.node_id) for r, p in enumerate(nodes)]
@@ -441,17 +448,24 @@ class ClassComparison:
                 y, x = head_h + row * cell_h, gap + col * cell_w
                 block[y:y + th, x:x + tw] = self.overlay(side, node_id, (th, tw))
                 cv2.rectangle(block, (x, y), (x + tw - 1, y + th - 1), (120, 120, 120), 1)
-                colour = (150, 150, 150) if node_id in unused else (0, 0, 0)
+                colour = faint if node_id in unused else ink
                 cv2.putText(block, captions[node_id][: max(6, tw // 6)], (x, y + th + 12), font, 0.36,
                             colour, 1, cv2.LINE_AA)
             blocks.append(block)
         height = max(b.shape[0] for b in blocks)
-        blocks = [np.pad(b, ((0, height - b.shape[0]), (0, 0), (0, 0)), constant_values=255) for b in blocks]
-        divider = np.full((height, 3, 3), 160, np.uint8)
-        body = np.concatenate([blocks[0], divider, blocks[1]], axis=1)
-        footer = np.full((22, body.shape[1], 3), 255, np.uint8)
+        padded = []
+        for block in blocks:
+            grown = np.empty((height, *block.shape[1:]), np.uint8)
+            grown[:] = paper
+            grown[:block.shape[0]] = block
+            padded.append(grown)
+        divider = np.empty((height, 3, 3), np.uint8)
+        divider[:] = divider_grey
+        body = np.concatenate([padded[0], divider, padded[1]], axis=1)
+        footer = np.empty((22, body.shape[1], 3), np.uint8)
+        footer[:] = paper
         ranges = "; ".join(f"{kind} {lo:.3g}..{hi:.3g}" for kind, (lo, hi) in self.limits.items())
-        cv2.putText(footer, f"shared colour ranges: {ranges}", (gap, 15), font, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(footer, f"shared colour ranges: {ranges}", (gap, 15), font, 0.38, ink, 1, cv2.LINE_AA)
         return np.concatenate([body, footer], axis=0)
 
     def to_json(self) -> dict[str, Any]:

@@ -5,8 +5,9 @@ default the shown class and the other class predicted on the largest area), and 
 for each its logit map, its group maps and its prototype maps in scale columns, every map kind
 coloured with ONE min/max shared by both classes, so that "hotter" means the same on both sides.
 
-Theme: the sheet is the same white figure as the exported one (maps, captions and all); the area
-around it takes the palette's base colour, and messages their theme's colour
+Theme: the sheet is drawn on the theme's side (dark background and light captions in the dark
+theme; the maps are the same pixels), the exported PNG is always the white figure; the area around
+it takes the palette's base colour, and messages their theme's colour
 (:func:`~fssgui.gui.proto_inspector.message_html`), also after a theme switch at run time.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from ..explain.proto_inspect import ClassComparison, compare_classes
 from .proto_inspector import message_html
+from .theme import palette_is_dark
 
 
 class ClassCompareView(QWidget):
@@ -76,7 +78,7 @@ class ClassCompareView(QWidget):
         # the sheet is drawn 1:1 (crisp captions), its tile size chosen from the width available
         self.sheet_label = QLabel()
         self.sheet_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
-        self.sheet_label.setBackgroundRole(QPalette.ColorRole.Base)  # the theme's, around the white sheet
+        self.sheet_label.setBackgroundRole(QPalette.ColorRole.Base)  # the theme's, around the sheet
         self.sheet_label.setAutoFillBackground(True)
         self.sheet_scroll = QScrollArea(self)
         self.sheet_scroll.setFrameShape(QFrame.Shape.NoFrame)
@@ -190,7 +192,7 @@ class ClassCompareView(QWidget):
         if self.comparison is None:
             return
         self._tile = self._fitting_tile()
-        self._show_sheet(self.comparison.render_sheet(tile=self._tile))
+        self._show_sheet(self.comparison.render_sheet(tile=self._tile, dark=palette_is_dark(self.palette())))
 
     def _show_sheet(self, sheet: Optional[np.ndarray]) -> None:
         self._sheet = sheet
@@ -204,8 +206,11 @@ class ClassCompareView(QWidget):
 
     def changeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().changeEvent(event)
-        if event.type() == QEvent.Type.PaletteChange and self._error:
-            self.summary_label.setText(message_html(self._error, "error", self.palette()))
+        if event.type() == QEvent.Type.PaletteChange:
+            if self._error:
+                self.summary_label.setText(message_html(self._error, "error", self.palette()))
+            elif self.comparison is not None and self._sheet is not None:
+                self._render()
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
