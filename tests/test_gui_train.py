@@ -193,6 +193,14 @@ def test_dialog_trains_shows_epochs_and_uses_checkpoint(qtbot, window, data_root
     out = tmp_path / "run"
     _fill_dialog(dialog, data_root, out)
     assert not dialog.use_button.isEnabled() and not dialog.resume_check.isEnabled()
+    assert dialog.wd_edit.placeholderText() == "0.0005" and "(0.0005)" in dialog.wd_edit.toolTip()  # SimPropNet's
+    for bad in ("-1", "lots"):
+        dialog.wd_edit.setText(bad)
+        with pytest.raises(td.FssguiError, match="weight decay"):
+            dialog.current_request()
+    dialog.wd_edit.setText("2e-4")
+    arguments = dialog.current_request().arguments()
+    assert arguments[arguments.index("--weight-decay") + 1] == "0.0002"
 
     summaries: list[str] = []
     dialog.summaryChanged.connect(summaries.append)
@@ -237,6 +245,8 @@ def test_dialog_trains_shows_epochs_and_uses_checkpoint(qtbot, window, data_root
     assert again.model_name == MODEL and again.data_edit.text() == str(data_root)
     assert again.out_edit.text() == str(out) and again.size_spin.value() == 49 and again.epochs_spin.value() == 2
     assert again.model_options() == TINY_OPTIONS and again.device_combo.currentData() == "cpu"
+    assert again.wd_edit.text() == "0.0002"
+    assert json.loads((out / "config.json").read_text())["config"]["weight_decay"] == pytest.approx(2e-4)
 
     # Use this checkpoint: the main window selects the model and model_best.pt
     assert dialog.use_button.isEnabled()

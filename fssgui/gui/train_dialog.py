@@ -19,6 +19,7 @@ folder or layout is refused with the reader's message, which names the path.
 from __future__ import annotations
 
 import inspect
+import math
 import json
 import os
 import sys
@@ -175,6 +176,7 @@ class TrainRequest:
     batch_size: int = 8
     lr: Optional[float] = None
     optimizer: Optional[str] = None
+    weight_decay: Optional[float] = None
     size: Optional[int] = None
     device: Optional[str] = None  # None = auto
     backbone_weights: Optional[str] = None
@@ -191,6 +193,8 @@ class TrainRequest:
             args += ["--lr", repr(float(self.lr))]
         if self.optimizer:
             args += ["--optimizer", self.optimizer]
+        if self.weight_decay is not None:
+            args += ["--weight-decay", repr(float(self.weight_decay))]
         if self.size:
             args += ["--size", str(self.size)]
         if self.device and self.device != "auto":
@@ -467,9 +471,15 @@ class TrainingDialog(QDialog):
         validator.setNotation(QDoubleValidator.Notation.ScientificNotation)
         self.lr_edit.setValidator(validator)
         self.lr_edit.setToolTip("Base learning rate (poly schedule); empty = the model's default")
+        self.wd_edit = QLineEdit(sched_group)
+        validator = QDoubleValidator(0.0, 1.0, 12, self.wd_edit)
+        validator.setNotation(QDoubleValidator.Notation.ScientificNotation)
+        self.wd_edit.setValidator(validator)
         row.addWidget(self.optimizer_combo)
         row.addWidget(QLabel("LR"))
         row.addWidget(self.lr_edit, 1)
+        row.addWidget(QLabel("WD"))
+        row.addWidget(self.wd_edit, 1)
         sched_form.addRow("Optimizer", row)
         row = QHBoxLayout()
         self.size_spin = self._spin(0, 2048, "Input size in pixels (0 = the model's)")
@@ -481,7 +491,8 @@ class TrainingDialog(QDialog):
         sched_form.addRow("Size", row)
         self.backbone_edit = QLineEdit(sched_group)
         self.backbone_edit.setPlaceholderText("none: random-init, BatchNorm re-estimated")
-        self.backbone_edit.setToolTip("A torchvision ResNet-50 state dict (.pth) for the frozen backbone. Without "
+        self.backbone_edit.setToolTip("ImageNet ResNet-50 weights (torchvision .pth or timm .safetensors) for the "
+                                      "frozen backbone. Without "
                                       "it the backbone is random-init (the papers use ImageNet weights) and its "
                                       "BatchNorm statistics are re-estimated on training images.")
         sched_form.addRow("Backbone", self._with_browse(self.backbone_edit, self._browse_backbone))
@@ -662,6 +673,10 @@ class TrainingDialog(QDialog):
         self.optimizer_combo.addItem("AdamW", "adamw")
         self.lr_edit.clear()  # a learning rate typed for another model is no default for this one
         self.lr_edit.setPlaceholderText(f"default {defaults.get('lr', 1e-3):g}")
+        self.wd_edit.clear()
+        default_wd = f"{float(defaults.get('weight_decay', 0.0)):g}"
+        self.wd_edit.setPlaceholderText(default_wd)  # narrow field: the value alone, greyed
+        self.wd_edit.setToolTip(f"Weight decay; empty = the model's default ({default_wd})")
         self.size_spin.setSpecialValueText(f"default ({entry.input_size} px)" if entry is not None else "default")
         self._fill_options_table(model_option_defaults(entry) if entry is not None else {})
         self.preset_combo.clear()
@@ -805,6 +820,8 @@ class TrainingDialog(QDialog):
         self.batch_spin.setValue(int(config.get("batch_size", self.batch_spin.value())))
         if config.get("lr") is not None:
             self.lr_edit.setText(f"{float(config['lr']):g}")
+        if config.get("weight_decay") is not None:
+            self.wd_edit.setText(f"{float(config['weight_decay']):g}")
         self._set_combo(self.optimizer_combo, config.get("optimizer") or "")
         self.size_spin.setValue(int(config.get("size") or 0))
         device = str(config.get("device") or "auto")
@@ -834,17 +851,15 @@ class TrainingDialog(QDialog):
 
     # ------------------------------------------------------------------ settings
     def current_request(self) -> TrainRequest:
-        lr_text = self.lr_edit.text().strip().replace(",", ".")
-        try:
-            lr = float(lr_text) if lr_text else None
-        except ValueError:
-            raise FssguiError(f"learning rate {lr_text!r} is not a number") from None
+        lr = _optional_number(self.lr_edit.text(), "learning rate")
+        weight_decay = _optional_number(self.wd_edit.text(), "weight decay")
         return TrainRequest(
             model=self.model_name, data_root=self.data_edit.text().strip(),
             layout=self.layout_combo.currentData() or "folders", fold=self.fold_spin.value(),
             shots=self.shots_spin.value(), out_dir=self.out_edit.text().strip(), epochs=self.epochs_spin.value(),
             steps_per_epoch=self.steps_spin.value(), val_episodes=self.val_spin.value(),
             batch_size=self.batch_spin.value(), lr=lr, optimizer=self.optimizer_combo.currentData() or None,
+            weight_decay=weight_decay,
             size=self.size_spin.value() or None, device=self.device_combo.currentData() or "auto",
             backbone_weights=self.backbone_edit.text().strip() or None, model_options=self.model_options(),
             resume=self.resume_check.isChecked() and self.resume_check.isEnabled(),
@@ -867,6 +882,8 @@ class TrainingDialog(QDialog):
         self.batch_spin.setValue(int(saved.get("batch_size", 8)))
         if saved.get("lr") is not None:
             self.lr_edit.setText(f"{float(saved['lr']):g}")
+        if saved.get("weight_decay") is not None:
+            self.wd_edit.setText(f"{float(saved['weight_decay']):g}")
         self._set_combo(self.optimizer_combo, saved.get("optimizer") or "")
         self.size_spin.setValue(int(saved.get("size") or 0))
         device = str(saved.get("device") or "auto")
@@ -1126,7 +1143,8 @@ class TrainingDialog(QDialog):
         self.state = state
         busy = state in ("checking", "running")
         for widget in (self.data_edit, self.out_edit, self.epochs_spin, self.steps_spin, self.batch_spin,
-                       self.val_spin, self.optimizer_combo, self.lr_edit, self.device_combo, self.backbone_edit):
+                       self.val_spin, self.optimizer_combo, self.lr_edit, self.wd_edit, self.device_combo,
+                       self.backbone_edit):
             widget.setEnabled(not busy)
         for holder in (self.data_edit.parentWidget(), self.out_edit.parentWidget(), self.backbone_edit.parentWidget()):
             button = holder.property("browse_button")
@@ -1247,6 +1265,20 @@ class TrainingDialog(QDialog):
             self._log("window closed: the training goes on (the main window's status bar shows it; click there "
                       "or use Train a model… to see it again)")
         super().closeEvent(event)
+
+
+def _optional_number(text: str, what: str) -> Optional[float]:
+    """A non-negative number typed in a field (``,`` as the decimal mark too); empty = None."""
+    text = text.strip().replace(",", ".")
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise FssguiError(f"{what} {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise FssguiError(f"{what} must be a non-negative number, got {text!r}")
+    return value
 
 
 def _percent(value) -> float:
