@@ -4,6 +4,7 @@ dataset folder are missing, and the pane opening from a node click. A tiny rando
 a synthetic push folder and a synthetic dataset folder (official layout) written in tmp."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import html
 import json
@@ -278,6 +279,44 @@ def test_nearest_patches_rank_images_by_their_minimum_distance(setup):
         pd.find_nearest_patches(model, p, dataset, "test")
 
 
+def test_nearest_search_cache_needs_only_the_winners_forwards(setup, monkeypatch):
+    """A cache keeps every prototype's minimum per image: a search for another prototype runs only
+    the k winners' forwards and returns what an uncached search returns; changed files and another
+    model are searched again."""
+    model, p = setup["model"], setup["prototype"]
+    other = (p + 7) % int(model.prototype_vectors.shape[0])
+    dataset = pd.DatasetFolder.open(setup["data"])
+    plain = {q: pd.find_nearest_patches(model, q, dataset, "val") for q in (p, other)}
+    forwards: list[int] = []
+    real_forward = pd._forward_image
+    monkeypatch.setattr(pd, "_forward_image", lambda *args: forwards.append(1) or real_forward(*args))
+    cache = pd.NearestDistanceCache()
+
+    first = pd.NearestRequest(p, dataset, "val", cache=cache).run(model)
+    assert len(forwards) == 5 and first.cached == 0 and len(cache) == 5
+    forwards.clear()
+    second = pd.find_nearest_patches(model, other, dataset, "val", cache=cache)
+    assert len(forwards) == 3 and second.cached == 5
+    assert second.summary() == "top 3 of 5 images searched in 'val' (all 5); 5 from earlier searches"
+    for result, expected in ((first, plain[p]), (second, plain[other])):
+        assert [q.image_id for q in result.patches] == [q.image_id for q in expected.patches]
+        for got, want in zip(result.patches, expected.patches):
+            assert (got.distance, got.cell, got.cell_box, got.activation) == (want.distance, want.cell,
+                                                                              want.cell_box, want.activation)
+            assert np.array_equal(got.activation_grid, want.activation_grid) and np.array_equal(got.image, want.image)
+
+    # a rewritten file is searched again; the others still come from the cache
+    changed = dataset.image_path("val", VAL_IDS[1])
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    forwards.clear()
+    third = pd.find_nearest_patches(model, other, dataset, "val", cache=cache)
+    assert third.cached == 4 and len(forwards) == 1 + sum(q.image_id != VAL_IDS[1] for q in third.patches)
+    # another model object starts afresh
+    twin = copy.deepcopy(model)
+    assert pd.find_nearest_patches(twin, other, dataset, "val", cache=cache).cached == 0 and len(cache) == 5
+
+
 # ------------------------------------------------------------------------------------ GUI
 
 
@@ -352,6 +391,14 @@ def test_a_node_click_opens_the_detail_pane_with_the_source(qtbot, panel, setup,
     assert pane.nearest_status.startswith("top 3 of 4 images searched in 'val' (capped at 4 of 5)") and pane.nearest_button.text() == "Find top-3"
     assert pane.nearest_titles[0].text.startswith(f"#1 {WINNER}")
     assert np.array_equal(pane.nearest_items[0].image, result.patches[0].overlay_with_box())
+    # the same search again: the pane's cache answers for every image, the result is the same
+    with qtbot.waitSignal(pane.nearestShown, timeout=30000) as found:
+        pane.nearest_button.click()
+    again = found.args[0]
+    assert again.cached == 4 and pane.nearest_status.startswith(
+        "top 3 of 4 images searched in 'val' (capped at 4 of 5); 4 from earlier searches")
+    assert [(q.image_id, q.distance, q.cell) for q in again.patches] == [
+        (q.image_id, q.distance, q.cell) for q in result.patches]
 
     # a search runs until the pane cancels it: nothing shown, the button back to "Find"
     def until_cancelled(*_args):

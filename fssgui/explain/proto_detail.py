@@ -20,6 +20,10 @@ For one prototype (global index p):
   analysis: the top-k images of a split by per-image minimum distance to p over all feature
   cells, no class mask, with the cell where the minimum is reached; the number of images searched
   is capped by the caller, checked for cancellation between images and reports its progress.
+  With a :class:`NearestDistanceCache` (the app keeps one per pane) each image's forward records
+  the minimum distance and its cell for *every* prototype, so a later search for another
+  prototype of the same model runs only the k forwards of its winners; an entry is used only while
+  the file's size and modification time are unchanged and the model is the same object.
 
 :class:`SourceRequest` and :class:`NearestRequest` bundle these computations for a worker
 thread: ``request.run(model, progress, cancelled)``; ``cancelled()`` turning true between two
@@ -32,7 +36,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -455,6 +461,7 @@ class NearestPatches:
     unreadable: list[str]  # ids whose file could not be read
     patches: list[NearestPatch]
     seconds: float = 0.0
+    cached: int = 0  # images whose minima came from a NearestDistanceCache (no forward)
 
     @property
     def considered(self) -> int:
@@ -471,6 +478,8 @@ class NearestPatches:
             text += f"; {len(self.missing)} listed files missing"
         if self.unreadable:
             text += f"; {len(self.unreadable)} unreadable"
+        if self.cached:
+            text += f"; {self.cached} from earlier searches"
         return text
 
     def to_json(self) -> dict[str, Any]:
@@ -482,14 +491,39 @@ class NearestPatches:
         }
 
 
-def min_distance_per_image(model, prototype_index: int, image: np.ndarray, size: Optional[int] = None
-                           ) -> tuple[float, tuple[int, int], np.ndarray, tuple[int, int], tuple[int, int]]:
-    """(minimum squared distance, its cell, the activation grid, input size, grid size) of one
-    prototype on one RGB image: one forward of ``model``."""
+@dataclass(frozen=True)
+class ImageMinima:
+    """One forward's result for every prototype on one image: the minimum squared distance over
+    the feature cells and the cell (i, j) where it is reached (first in row-major order)."""
+
+    distances: np.ndarray  # [P] float32
+    cells: np.ndarray  # [P, 2] int32
+    input_hw: tuple[int, int]
+    grid_hw: tuple[int, int]
+
+
+def _forward_image(model, image: np.ndarray, size: Optional[int]) -> tuple[Any, tuple[int, int]]:
     model.eval()
     input_hw = model.input_size(image.shape[:2], size)
     with torch.no_grad():
         out = model(model.preprocess(image, input_hw))
+    return out, tuple(input_hw)
+
+
+def _minima_of(out, input_hw: tuple[int, int]) -> ImageMinima:
+    distances = out.distances[0].float()  # [P, h, w]
+    grid_hw = (int(distances.shape[-2]), int(distances.shape[-1]))
+    values, flat = distances.flatten(1).min(dim=1)
+    flat = flat.cpu().numpy()
+    cells = np.stack([flat // grid_hw[1], flat % grid_hw[1]], axis=1).astype(np.int32)
+    return ImageMinima(values.cpu().numpy().astype(np.float32), cells, input_hw, grid_hw)
+
+
+def min_distance_per_image(model, prototype_index: int, image: np.ndarray, size: Optional[int] = None
+                           ) -> tuple[float, tuple[int, int], np.ndarray, tuple[int, int], tuple[int, int]]:
+    """(minimum squared distance, its cell, the activation grid, input size, grid size) of one
+    prototype on one RGB image: one forward of ``model``."""
+    out, input_hw = _forward_image(model, image, size)
     distances = out.distances[0, prototype_index].float().cpu().numpy()
     activations = out.prototype_activations[0, prototype_index].float().cpu().numpy()
     flat = int(np.argmin(distances))
@@ -498,14 +532,69 @@ def min_distance_per_image(model, prototype_index: int, image: np.ndarray, size:
             tuple(distances.shape))
 
 
+class NearestDistanceCache:
+    """Per-image :class:`ImageMinima` of one model, kept between nearest-patch searches.
+
+    Keyed by the image file (resolved path, size, modification time) and the input size asked
+    for; bound to one model object (a different model empties it). Bounded to ``max_entries``
+    images (the oldest go first). Safe to share between the GUI thread and a worker thread.
+    """
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self.max_entries = int(max_entries)
+        self._lock = threading.Lock()
+        self._model: Optional[weakref.ref] = None
+        self._entries: dict[tuple, ImageMinima] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    @staticmethod
+    def _key(path: Path, size: Optional[int]) -> Optional[tuple]:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, size)
+
+    def _bind(self, model) -> None:
+        if self._model is None or self._model() is not model:
+            self._entries.clear()
+            self._model = weakref.ref(model)
+
+    def get(self, model, path: Path, size: Optional[int]) -> Optional[ImageMinima]:
+        key = self._key(path, size)
+        with self._lock:
+            self._bind(model)
+            return None if key is None else self._entries.get(key)
+
+    def put(self, model, path: Path, size: Optional[int], minima: ImageMinima) -> None:
+        key = self._key(path, size)
+        if key is None:
+            return
+        with self._lock:
+            self._bind(model)
+            self._entries.pop(key, None)
+            self._entries[key] = minima
+            while len(self._entries) > self.max_entries:
+                del self._entries[next(iter(self._entries))]
+
+
 def find_nearest_patches(model, prototype_index: int, dataset: DatasetFolder, split: str,
                          max_images: int = DEFAULT_MAX_IMAGES, k: int = DEFAULT_NEAREST_K,
                          size: Optional[int] = None, progress: Optional[ProgressFn] = None,
-                         cancelled: Optional[CancelledFn] = None) -> NearestPatches:
+                         cancelled: Optional[CancelledFn] = None,
+                         cache: Optional[NearestDistanceCache] = None) -> NearestPatches:
     """The ``k`` images of ``split`` (the first ``max_images`` of its list) whose minimum distance
     to prototype ``prototype_index`` over all feature cells is smallest, ties broken by list
     order (official ``nearest_img``: no class mask). Raises :class:`Cancelled` when
-    ``cancelled()`` turns true between two images."""
+    ``cancelled()`` turns true between two images. With ``cache``, images searched before (for
+    any prototype of this model) need no forward; the k winners are then recomputed for their
+    activation maps."""
     from ..imaging import ImageError, load_rgb
     from .proto_inspect import CellGrid
 
@@ -518,10 +607,10 @@ def find_nearest_patches(model, prototype_index: int, dataset: DatasetFolder, sp
     started = time.perf_counter()
     chosen = ids[:max_images]
     epsilon = float(getattr(model, "epsilon", 1e-4))
-    # (distance, list position, id, path, cell, activation grid, image, input size, grid size)
+    # (distance, list position, id, path, cell, input size, grid size, (image, activation grid) or None)
     best: list[tuple] = []
     missing, unreadable = [], []
-    searched = 0
+    searched = cached = 0
     for position, image_id in enumerate(chosen):
         if cancelled and cancelled():
             raise Cancelled()
@@ -531,14 +620,27 @@ def find_nearest_patches(model, prototype_index: int, dataset: DatasetFolder, sp
         if not path.is_file():
             missing.append(image_id)
             continue
-        try:
-            image = load_rgb(path)
-        except ImageError:
-            unreadable.append(image_id)
-            continue
-        distance, cell, grid, input_hw, grid_hw = min_distance_per_image(model, prototype_index, image, size)
+        minima = cache.get(model, path, size) if cache is not None else None
+        payload = None
+        if minima is not None:
+            cached += 1
+        else:
+            try:
+                image = load_rgb(path)
+            except ImageError:
+                unreadable.append(image_id)
+                continue
+            out, input_hw = _forward_image(model, image, size)
+            minima = _minima_of(out, input_hw)
+            if cache is not None:
+                cache.put(model, path, size, minima)
+            grid = out.prototype_activations[0, prototype_index].float().cpu().numpy()
+            payload = (image, grid)
+            del out
         searched += 1
-        candidate = (distance, position, image_id, path, cell, grid, image, input_hw, grid_hw)
+        distance = float(minima.distances[prototype_index])
+        cell = (int(minima.cells[prototype_index, 0]), int(minima.cells[prototype_index, 1]))
+        candidate = (distance, position, image_id, path, cell, minima.input_hw, minima.grid_hw, payload)
         if len(best) < k or (distance, position) < best[-1][:2]:
             best.append(candidate)
             best.sort(key=lambda c: (c[0], c[1]))
@@ -546,14 +648,22 @@ def find_nearest_patches(model, prototype_index: int, dataset: DatasetFolder, sp
     if cancelled and cancelled():
         raise Cancelled()
     patches = []
-    for rank, (distance, _pos, image_id, path, cell, grid, image, input_hw, grid_hw) in enumerate(best, start=1):
+    for rank, (distance, _pos, image_id, path, cell, input_hw, grid_hw, payload) in enumerate(best, start=1):
+        if payload is None:  # from the cache: one forward for the activation map shown
+            try:
+                image = load_rgb(path)
+            except ImageError:
+                raise ExplainError(f"{path}: could not be read again for its activation map") from None
+            _d, _c, grid, input_hw, grid_hw = min_distance_per_image(model, prototype_index, image, size)
+            payload = (image, grid)
+        image, grid = payload
         cell_box = CellGrid(tuple(image.shape[:2]), input_hw, grid_hw).cell_box(*cell)
         activation = math.log((distance + 1.0) / (distance + epsilon))
         patches.append(NearestPatch(rank, image_id, path, distance, activation, cell, cell_box, image, grid))
     if progress:
         progress(1.0, f"p{prototype_index}: nearest patches done")
     return NearestPatches(prototype_index, split, k, max_images, len(ids), searched, missing, unreadable, patches,
-                          time.perf_counter() - started)
+                          time.perf_counter() - started, cached)
 
 
 # -------------------------------------------------------------------------------- requests
@@ -591,6 +701,7 @@ class NearestRequest:
     max_images: int = DEFAULT_MAX_IMAGES
     k: int = DEFAULT_NEAREST_K
     size: Optional[int] = None
+    cache: Optional[NearestDistanceCache] = field(default=None, repr=False)
     kind: str = "nearest"
 
     @property
@@ -600,4 +711,4 @@ class NearestRequest:
     def run(self, model, progress: Optional[ProgressFn] = None, cancelled: Optional[CancelledFn] = None
             ) -> NearestPatches:
         return find_nearest_patches(model, self.prototype_index, self.dataset, self.split, self.max_images, self.k,
-                                    self.size, progress, cancelled)
+                                    self.size, progress, cancelled, self.cache)

@@ -54,6 +54,7 @@ from ..explain.proto_detail import (
     DEFAULT_NEAREST_K,
     NO_DATASET_TEXT,
     DatasetFolder,
+    NearestDistanceCache,
     NearestPatches,
     NearestRequest,
     PrototypeDetail,
@@ -97,6 +98,8 @@ class PrototypeDetailPane(QWidget):
         self.detail: Optional[PrototypeDetail] = None
         self.location: Optional[SourceLocation] = None
         self.dataset: Optional[DatasetFolder] = None
+        # every image's per-prototype minima, kept between searches (same model, unchanged files)
+        self.distance_cache = NearestDistanceCache()
         self.source: Optional[SourceView] = None
         self.nearest: Optional[NearestPatches] = None
         self.size_provider: Callable[[], Optional[int]] = lambda: None  # the tab's model input size
@@ -294,7 +297,7 @@ class PrototypeDetailPane(QWidget):
             self._set_nearest_status(f"no split folder in {self.dataset.split_folder('')}", "warning")
             return None
         request = NearestRequest(self.detail.index, self.dataset, str(split), int(self.max_spin.value()),
-                                 DEFAULT_NEAREST_K, self.size_provider())
+                                 DEFAULT_NEAREST_K, self.size_provider(), cache=self.distance_cache)
         self._clear_nearest()
         self.nearest = None
         total = len(self.dataset.image_ids(str(split)))
