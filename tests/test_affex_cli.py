@@ -125,3 +125,62 @@ def test_regions():
     assert gt.dtype == torch.bool and gt.shape == (32, 32) and gt.any()
     with pytest.raises(ExplainError, match="stores no region"):
         resolve_region("episode", episode, 32)
+
+
+def test_explain_several_episodes_and_methods_with_one_model_load(tmp_path, capsys, monkeypatch):
+    """Episodes × methods in one command: one model build, a folder per explanation (the same maps
+    as separate runs), an index of the runs, and a bad episode reported without losing the rest."""
+    from fssgui.commands import common
+
+    builds = []
+    real_build = common.build_model
+    monkeypatch.setattr(common, "build_model", lambda *a, **k: builds.append(a[0]) or real_build(*a, **k))
+    first, second = tmp_path / "a" / "episode", tmp_path / "b" / "episode"
+    save_episode(make_episode(shots=2, size=(48, 64)), first)
+    save_episode(make_episode(shots=1, size=(40, 40), seed=5), second)
+    missing = tmp_path / "not-an-episode"
+    out = tmp_path / "out"
+    code = _cli("explain", first, missing, second / "episode.json", "--model", TOY_NAME, "--device", "cpu",
+                "--method", "affex,random", "--method", "affex", "--seed", 3, "--size", 16,
+                "--region", "ground-truth", "--out", out)
+    assert code == 2 and builds == [TOY_NAME]
+    err = capsys.readouterr().err
+    assert str(missing) in err and "2 of 6 explanations failed" in err
+    index = json.loads((out / "explanations.json").read_text())
+    assert index["methods"] == ["affex", "random"]
+    assert [(r["method"], r.get("folder")) for r in index["runs"]] == [
+        ("affex", "episode/affex"), ("random", "episode/random"), ("affex", None), ("random", None),
+        ("affex", "episode_2/affex"), ("random", "episode_2/random")]
+    assert all(str(missing) in r["error"] for r in index["runs"][2:4])
+    assert np.load(out / "episode" / "affex" / "attribution.npy").shape == (2, 48, 64)
+    assert np.load(out / "episode_2" / "random" / "attribution.npy").shape == (1, 40, 40)
+    summary = json.loads((out / "episode_2" / "affex" / "explanation.json").read_text())
+    assert summary["params"]["size"] == 16 and summary["episode"] == str(second / "episode.json")
+
+    # the same maps as one-episode, one-method runs (where --size/--seed must fit the method)
+    for episode, label in ((first, "episode"), (second, "episode_2")):
+        for method, extra in (("affex", ["--size", 16]), ("random", ["--seed", 3])):
+            alone = tmp_path / f"alone-{label}-{method}"
+            assert _cli("explain", episode, "--model", TOY_NAME, "--device", "cpu", "--method", method, *extra,
+                        "--region", "ground-truth", "--out", alone) == 0
+            assert not (alone / "explanations.json").exists()  # one explanation: written straight into DIR
+            assert np.array_equal(np.load(alone / "attribution.npy"),
+                                  np.load(out / label / method / "attribution.npy")), (label, method)
+
+    # one episode, two methods: a folder per method; options that concern none of the methods are errors
+    two = tmp_path / "two"
+    assert _cli("explain", first, "--model", TOY_NAME, "--device", "cpu", "--method", "affex",
+                "--method", "affex-signed", "--out", two) == 0
+    assert (two / "affex" / "overlay_1.png").is_file() and (two / "affex-signed" / "attribution.npy").is_file()
+    assert [r["folder"] for r in json.loads((two / "explanations.json").read_text())["runs"]] == [
+        "affex", "affex-signed"]
+    capsys.readouterr()
+    assert _cli("explain", first, "--model", TOY_NAME, "--method", "random,saliency", "--size", 8,
+                "--out", tmp_path / "x") == 2
+    assert "none of random, saliency" in capsys.readouterr().err
+    assert _cli("explain", first, "--model", TOY_NAME, "--method", "affex,affex-masked", "--seed", 1,
+                "--out", tmp_path / "x") == 2
+    assert "--seed does not apply" in capsys.readouterr().err
+    assert _cli("explain", first, "--model", TOY_NAME, "--method", "affex,magic", "--out", tmp_path / "x") == 2
+    assert "unknown method 'magic'" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

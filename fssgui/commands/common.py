@@ -8,8 +8,12 @@ from pathlib import Path
 from ..models.registry import DEFAULT_MODEL, build_model, resolve_device
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("episode", metavar="EPISODE", help="episode folder (or its episode.json)")
+def add_model_arguments(parser: argparse.ArgumentParser, several_episodes: bool = False) -> None:
+    if several_episodes:
+        parser.add_argument("episode", metavar="EPISODE", nargs="+",
+                            help="episode folder(s) (or their episode.json); the model is loaded once")
+    else:
+        parser.add_argument("episode", metavar="EPISODE", help="episode folder (or its episode.json)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL})")
     parser.add_argument("--checkpoint", metavar="PATH", help="checkpoint file for models that need one")
     parser.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available)")

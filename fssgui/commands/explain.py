@@ -1,7 +1,17 @@
-"""`fssgui explain EPISODE --model NAME [--checkpoint PATH] [--device cpu|cuda] --method NAME
---region prediction|ground-truth|episode|PNG [--size E] [--mode paper|reference] --out DIR`.
+"""`fssgui explain EPISODE [EPISODE ...] --model NAME [--checkpoint PATH] [--device cpu|cuda]
+--method NAME[,NAME...] --region prediction|ground-truth|episode|PNG [--size E]
+[--mode paper|reference] --out DIR`.
 
-Writes to DIR:
+The model is loaded once; each episode is predicted once (with its matching scores) and explained
+with every method asked for (``--method`` may be repeated or comma-separated). One episode with
+one method writes straight into DIR; otherwise each explanation gets its own folder,
+``DIR/<episode>/<method>/`` (``<episode>`` only with several episodes, ``<method>`` only with
+several methods; episode folders of the same name are numbered), and ``DIR/explanations.json``
+lists every run with its folder or its error. An episode that fails (unreadable, no region) is
+reported there and the others go on; the command then exits 2 naming the failures.
+``--size``/``--mode`` apply to the AffEx methods and ``--seed`` to the methods that take one.
+
+Each explanation folder holds:
 
 * ``attribution.npy``: float32 ``[K, H, W]`` at the support images' size (the model-size map
   resized bilinearly). When the supports differ in size, one ``attribution_<k>.npy`` ``[H_k, W_k]``
@@ -20,17 +30,22 @@ import numpy as np
 import torch
 
 from ..episode import episode_to_tensors, load_episode
-from ..errors import ExplainError
+from ..errors import ExplainError, FssguiError
 from ..imaging import heatmap_overlay, resize_map, save_npy_atomic, save_png_atomic, write_bytes_atomic
-from .common import add_model_arguments, load_model_from_args, output_dir
+from .common import add_model_arguments, load_model_from_args, log_stderr, output_dir
 
 _AFFEX_ONLY = ("size", "mode")
 
 
-def add_explainer_arguments(parser) -> None:
+def add_explainer_arguments(parser, several_methods: bool = False) -> None:
     from ..explain.registry import EXPLAINER_NAMES
 
-    parser.add_argument("--method", default="affex", choices=EXPLAINER_NAMES, help="explainer (default affex)")
+    if several_methods:
+        parser.add_argument("--method", action="append", metavar="NAME[,NAME...]",
+                            help="explainer(s), repeated or comma-separated (default affex); one of: "
+                                 + ", ".join(EXPLAINER_NAMES))
+    else:
+        parser.add_argument("--method", default="affex", choices=EXPLAINER_NAMES, help="explainer (default affex)")
     parser.add_argument(
         "--region", default="prediction", metavar="prediction|ground-truth|episode|PNG",
         help="query region R to explain: the prediction (default), the ground truth, the episode's "
@@ -41,46 +56,97 @@ def add_explainer_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the random/sampling explainers")
 
 
-def build_explainer(args):
+def requested_methods(args) -> list[str]:
+    """The methods of ``--method`` (a name, or repeated / comma-separated names), in order, once each."""
+    from ..explain.registry import EXPLAINER_NAMES
+
+    given = args.method if isinstance(args.method, list) else [args.method or "affex"]
+    methods: list[str] = []
+    for part in ",".join(given).split(","):
+        name = part.strip()
+        if not name:
+            continue
+        if name not in EXPLAINER_NAMES:
+            raise ExplainError(f"unknown method {name!r} (known: {', '.join(EXPLAINER_NAMES)})")
+        if name not in methods:
+            methods.append(name)
+    return methods or ["affex"]
+
+
+def build_explainer(args, method: str | None = None, *, strict: bool = True):
+    """The explainer ``method`` (default ``args.method``) with the options that apply to it.
+    ``strict``: an option that does not apply is an error (with several methods it is simply not
+    passed to the ones it does not concern)."""
     from ..explain.registry import AFFEX_NAMES, explainer_parameters, get_explainer
 
+    method = method or args.method
     params = {}
-    if args.method in AFFEX_NAMES:
+    if method in AFFEX_NAMES:
         if args.size is not None:
             params["size"] = args.size
         if args.mode is not None:
             params["mode"] = args.mode
-    else:
+    elif strict:
         given = [f"--{name}" for name in _AFFEX_ONLY if getattr(args, name) is not None]
         if given:
-            raise ExplainError(f"{', '.join(given)}: valid only with the AffEx methods, not {args.method!r}")
+            raise ExplainError(f"{', '.join(given)}: valid only with the AffEx methods, not {method!r}")
     if args.seed is not None:
-        if "seed" not in explainer_parameters(args.method):
-            raise ExplainError(f"--seed does not apply to {args.method!r}")
-        params["seed"] = args.seed
-    return get_explainer(args.method, **params)
+        if "seed" in explainer_parameters(method):
+            params["seed"] = args.seed
+        elif strict:
+            raise ExplainError(f"--seed does not apply to {method!r}")
+    return get_explainer(method, **params)
 
 
-def prepare(args):
-    """Episode, model, device, batch, prediction (with scores when the model matches) and R."""
+def build_explainers(args, methods: list[str]) -> list:
+    """One explainer per method; ``--size``/``--mode``/``--seed`` must concern at least one."""
+    if len(methods) == 1:
+        return [build_explainer(args, methods[0])]
+    from ..explain.registry import AFFEX_NAMES, explainer_parameters
+
+    if not any(m in AFFEX_NAMES for m in methods):
+        given = [f"--{name}" for name in _AFFEX_ONLY if getattr(args, name) is not None]
+        if given:
+            raise ExplainError(f"{', '.join(given)}: valid only with the AffEx methods, none of {', '.join(methods)}")
+    if args.seed is not None and not any("seed" in explainer_parameters(m) for m in methods):
+        raise ExplainError(f"--seed does not apply to any of {', '.join(methods)}")
+    return [build_explainer(args, m, strict=False) for m in methods]
+
+
+def check_region_source(region_source: str) -> None:
+    if region_source not in ("prediction", "ground-truth", "gt", "episode") and not Path(region_source).is_file():
+        raise ExplainError(f"{region_source}: region file not found (or use prediction, ground-truth, episode)")
+
+
+def prepare_episode(episode_path, region_source: str, model, device):
+    """Episode, batch, prediction (with scores when the model matches) and R of one episode."""
     from ..explain.regions import resolve_region
 
-    episode = load_episode(args.episode)
-    model, device = load_model_from_args(args)
+    episode = load_episode(episode_path)
     batch = episode_to_tensors(episode, model.entry).to(device)
     with torch.no_grad():
         prediction = model.predict(batch, with_scores=bool(getattr(model, "is_matching", False)))
     size = int(model.entry.input_size)
-    region_source = args.region
-    if region_source not in ("prediction", "ground-truth", "gt", "episode") and not Path(region_source).is_file():
-        raise ExplainError(f"{region_source}: region file not found (or use prediction, ground-truth, episode)")
     region = resolve_region(region_source, episode, size, prediction).to(device)
+    return episode, batch, prediction, region
+
+
+def prepare(args):
+    """Episode, model, device, batch, prediction (with scores when the model matches) and R."""
+    check_region_source(args.region)
+    load_episode(args.episode)  # a bad episode is reported before the (slow) model build
+    model, device = load_model_from_args(args)
+    episode, batch, prediction, region = prepare_episode(args.episode, args.region, model, device)
     return episode, model, device, batch, prediction, region
 
 
-def explain_episode(args, explainer, model, batch, prediction, region):
+def check_matching(explainer, model, model_name: str) -> None:
     if explainer.needs_matching and not getattr(model, "is_matching", False):
-        raise ExplainError(f"{args.method} needs a matching model; {args.model!r} exposes no matching scores")
+        raise ExplainError(f"{explainer.name} needs a matching model; {model_name!r} exposes no matching scores")
+
+
+def explain_episode(args, explainer, model, batch, prediction, region):
+    check_matching(explainer, model, args.model)
     return explainer.explain(model, batch, region, prediction=prediction)
 
 
@@ -116,14 +182,14 @@ def write_attribution(out: Path, episode, attribution) -> list[Path]:
     return written
 
 
-def attribution_summary(args, attribution) -> dict:
+def attribution_summary(args, attribution, episode_path=None) -> dict:
     summary = {
         "method": attribution.method,
         "params": attribution.params,
         "signed": attribution.signed,
         "model": args.model,
         "checkpoint": args.checkpoint,
-        "episode": str(args.episode),
+        "episode": str(args.episode if episode_path is None else episode_path),
         "region": args.region,
     }
     if attribution.level_weights is not None:
@@ -133,21 +199,76 @@ def attribution_summary(args, attribution) -> dict:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("explain", help="explain a prediction: which support pixels mattered")
-    add_model_arguments(parser)
-    add_explainer_arguments(parser)
+    parser = subparsers.add_parser("explain", help="explain predictions: which support pixels mattered")
+    add_model_arguments(parser, several_episodes=True)
+    add_explainer_arguments(parser, several_methods=True)
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.set_defaults(func=run)
 
 
+def episode_labels(paths: list[str]) -> list[str]:
+    """Folder names for the episodes (the episode folder's name; repeated names numbered)."""
+    labels, seen = [], {}
+    for path in paths:
+        p = Path(path)
+        name = (p.parent.name if p.name == "episode.json" else p.name) or "episode"
+        count = seen.get(name, 0) + 1
+        seen[name] = count
+        labels.append(name if count == 1 else f"{name}_{count}")
+    return labels
+
+
 def run(args) -> int:
-    explainer = build_explainer(args)  # parameter errors before the (slow) model build
-    episode, model, _device, batch, prediction, region = prepare(args)
-    attribution = explain_episode(args, explainer, model, batch, prediction, region)
+    methods = requested_methods(args)
+    explainers = build_explainers(args, methods)  # parameter errors before the (slow) model build
+    check_region_source(args.region)
+    episodes = list(args.episode) if isinstance(args.episode, list) else [args.episode]
+    if len(episodes) == 1:
+        load_episode(episodes[0])  # a single bad episode is an error before the model build
+    model, device = load_model_from_args(args)
+    for explainer in explainers:
+        check_matching(explainer, model, args.model)
     out = output_dir(args.out)
-    written = write_attribution(out, episode, attribution)
-    summary = attribution_summary(args, attribution)
-    summary["files"] = [p.name for p in written]
-    write_bytes_atomic(out / "explanation.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
-    print(f"{written[0]}: {attribution.method} over {episode.shots} support(s), R = {args.region}")
+    labels = episode_labels(episodes)
+    several = len(episodes) > 1 or len(explainers) > 1
+    runs: list[dict] = []
+    failures: list[str] = []
+    for episode_path, label in zip(episodes, labels):
+        try:
+            episode, batch, prediction, region = prepare_episode(episode_path, args.region, model, device)
+        except FssguiError as exc:
+            if not several:
+                raise
+            failures.append(str(exc))
+            runs += [{"episode": str(episode_path), "method": m, "error": str(exc)} for m in methods]
+            log_stderr(f"{episode_path}: skipped: {exc}")
+            continue
+        for method, explainer in zip(methods, explainers):
+            folder = out.joinpath(*([label] if len(episodes) > 1 else []), *([method] if len(methods) > 1 else []))
+            try:
+                attribution = explainer.explain(model, batch, region, prediction=prediction)
+            except FssguiError as exc:
+                if not several:
+                    raise
+                failures.append(f"{episode_path} ({method}): {exc}")
+                runs.append({"episode": str(episode_path), "method": method, "error": str(exc)})
+                log_stderr(f"{episode_path}: {method} failed: {exc}")
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            written = write_attribution(folder, episode, attribution)
+            summary = attribution_summary(args, attribution, episode_path)
+            summary["files"] = [p.name for p in written]
+            write_bytes_atomic(folder / "explanation.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+            runs.append({"episode": str(episode_path), "method": method,
+                         "folder": str(folder.relative_to(out)) if folder != out else "."})
+            print(f"{written[0]}: {attribution.method} over {episode.shots} support(s), R = {args.region}")
+        del batch, prediction, region
+    if several:
+        index = {"model": args.model, "checkpoint": args.checkpoint, "region": args.region, "methods": methods,
+                 "episodes": [str(e) for e in episodes], "runs": runs}
+        write_bytes_atomic(out / "explanations.json", (json.dumps(index, indent=2) + "\n").encode("utf-8"))
+    if failures:
+        done = sum("folder" in r for r in runs)
+        raise ExplainError(f"{len(runs) - done} of {len(runs)} explanations failed (listed in "
+                           f"{out / 'explanations.json'}); first: {failures[0]}")
     return 0
