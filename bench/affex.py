@@ -10,9 +10,13 @@ R is the centred square of side S/2 (a quarter of the query), or of side N pixel
 
 Rows per K:
 * ``forward``: ``model.predict(batch)`` (what a plain prediction costs; the ratios' reference);
-* ``forward+scores``: ``predict(with_scores=True)`` (the forward AffEx needs);
+* ``forward+scores``: ``predict(with_scores=True)`` (the forward AffEx needs when the model does
+  not stream its scores; all L levels' score matrices are returned and held);
+* ``forward+stream`` (models with ``streams_scores``, e.g. DCAMA): ``predict`` handing each level's
+  scores to a sink that drops them (the forward AffEx runs on such a model: it builds each level
+  map inside the sink, so no level's scores outlive the level);
 * ``affex``: ``AffinityExplainer().explain(model, batch, R)`` end to end: its own forward with
-  scores, the level maps, the feature-ablation head passes, the aggregation (the reference's
+  scores (streamed on a model with ``streams_scores``), the level maps, the feature-ablation head passes, the aggregation (the reference's
   "AffEx" figure, which also includes its forward);
 * ``affex|pred``: ``explain`` given an existing prediction with scores (what the GUI pays after a
   prediction; its memory is on top of the held prediction);
@@ -51,7 +55,7 @@ from _common import (  # noqa: E402
     tensor_peak_mib,
 )
 
-ROWS = ("forward", "forward+scores", "affex", "affex|pred")
+ROWS = ("forward", "forward+scores", "forward+stream", "affex", "affex|pred")  # +stream: streaming models
 ABLATION_ROWS = ("ablation", "ablation(base)")  # with --ablation-rows
 
 
@@ -79,12 +83,24 @@ def _functions(model, batch, region, explainer, prediction):
         with torch.no_grad():
             return model.predict(batch, with_scores=True)
 
-    return {
+    def forward_stream():
+        def drop(level, shape, scores):  # the sink: receives each level's scores, keeps nothing
+            pass
+
+        with torch.no_grad():
+            return model.predict(batch, with_scores=True, score_sink=drop)
+
+    functions = {
         "forward": forward,
         "forward+scores": forward_scores,
+        "forward+stream": forward_stream,
         "affex": lambda: explainer.explain(model, batch, region),
         "affex|pred": lambda: explainer.explain(model, batch, region, prediction=prediction),
     }
+    if not getattr(model, "streams_scores", False):
+        del functions["forward+stream"]
+    assert all(name in ROWS for name in functions)
+    return functions
 
 
 def _region(args, size: int) -> torch.Tensor:

@@ -21,6 +21,13 @@ upsampled query map: its sum over R and its total sum. With the (linear) upsampl
 for up- and antialiased down-sampling alike) and step 2 becomes two matrix-vector products over
 the (softmaxed) scores, chunked over query rows so the extra memory stays bounded.
 
+**Streaming.** When ``explain`` runs its own forward on a model with ``streams_scores`` (DCAMA),
+it passes a ``score_sink`` to ``predict`` and reduces each level's scores to step 2's
+``[K, h, w]`` inside the sink, so the model never holds more than one level's score matrix and
+AffEx's peak memory is the plain forward's (the level maps are built after the forward). The
+result is the same as with all the scores returned (tests/test_affex_streaming.py). A caller's
+prediction that already holds scores is used as it is.
+
 Modes: ``"paper"`` (default) asks the adapter for weights paired with their own level;
 ``"reference"`` asks for the reference code's pairing (DCAMA: the 1/8 and 1/32 groups swapped;
 DMTNet K>1: every shot compared with the last shot's output). Everything else is the reference
@@ -227,6 +234,7 @@ class AffinityExplainer(Explainer):
     """AffEx Unmasked / Masked / Signed; see the module docstring for the pipeline."""
 
     needs_matching = True
+    streams = True
 
     def __init__(
         self,
@@ -283,44 +291,95 @@ class AffinityExplainer(Explainer):
             raise ExplainError(f"AffEx explains one episode at a time (got a batch of {batch.batch_size})")
         input_size = int(batch.query.shape[-1])
         size = self.size or input_size
-        own_prediction = prediction is None or prediction.matching_scores is None
-        if own_prediction:
-            with torch.no_grad():
-                prediction = model.predict(batch, with_scores=True)
-        if not prediction.matching_scores:
-            raise ExplainError(
-                f"model {_model_name(model)} exposes no matching scores: AffEx needs a matching model"
-            )
-        region_e = region_at_size(region.to(prediction.logits.device), size)
         shots = batch.shots
-        level_count = prediction.num_levels
-        scores_by_level = prediction.matching_scores
-        level_maps: Optional[Tensor] = None  # [L, K, E, E], filled level by level (no stacking copy)
+        own_prediction = prediction is None or prediction.matching_scores is None
+        # one (u_R, u_1) pair per distinct level shape, shared by all levels of that shape
         adjoints: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
-        for index, shape in enumerate(prediction.level_shapes):
-            check_cancelled(cancelled)
-            shape = (int(shape[0]), int(shape[1]))
-            scores = scores_by_level[index]
+
+        def contributions_of(shape: tuple[int, int], scores: Tensor, region_e: Tensor) -> Tensor:
+            """Steps 1-2 for one level: scores ``[B=1, h*w, K*h*w]`` -> ``[K, h, w]``."""
             with torch.no_grad():
                 if shape not in adjoints:
                     adjoints[shape] = region_adjoints(shape, region_e.to(scores.device))
-                contributions = level_contributions(
+                return level_contributions(
                     scores.detach()[0], shape, shots, region_e,
                     use_softmax=self.use_softmax, chunk_bytes=self.chunk_bytes, adjoints=adjoints[shape],
                 )
-                one_map = level_map(contributions, size)
+
+        level_maps: Optional[Tensor] = None  # [L, K, E, E], filled level by level (no stacking copy)
+        streamed_forward = own_prediction and bool(getattr(model, "streams_scores", False))
+        if streamed_forward:
+            # streamed: the model hands over each level's scores as it computes them and keeps
+            # none, so its forward never holds all the levels' score matrices at once. Each level
+            # is reduced inside the sink, before the next level is computed, to its small
+            # ``[K, h, w]`` contributions; the ``[K, E, E]`` level maps (step 3, cheap) are built
+            # after the forward, so they do not add to the forward's peak either
+            region_e = region_at_size(region.to(batch.query.device), size)
+            expected_levels = getattr(model, "num_levels", None)
+            expected_levels = expected_levels if isinstance(expected_levels, int) and expected_levels > 0 else None
+            streamed: list[Tensor] = []  # [K, h, w] per level
+
+            def sink(index: int, shape: tuple[int, int], scores: Tensor) -> None:
+                check_cancelled(cancelled)
+                if index != len(streamed):
+                    raise ExplainError(
+                        f"model {_model_name(model)} streamed matching level {index} out of order "
+                        f"(expected level {len(streamed)})"
+                    )
+                streamed.append(contributions_of((int(shape[0]), int(shape[1])), scores, region_e))
+                if progress is not None and expected_levels is not None:
+                    progress(min(index + 1, expected_levels) / (expected_levels + 1))
+
+            with torch.no_grad():
+                prediction = model.predict(batch, with_scores=True, score_sink=sink)
+            level_count = prediction.num_levels
+            if not streamed:
+                raise ExplainError(
+                    f"model {_model_name(model)} exposes no matching scores: AffEx needs a matching model"
+                )
+            if len(streamed) != level_count:
+                raise ExplainError(
+                    f"model {_model_name(model)} streamed {len(streamed)} matching levels but reports {level_count}"
+                )
+            with torch.no_grad():
+                for index, contributions in enumerate(streamed):
+                    one_map = level_map(contributions, size)
+                    if level_maps is None:
+                        level_maps = one_map.new_empty((level_count, *one_map.shape))
+                    level_maps[index] = one_map
+                    del one_map
+            streamed.clear()
+            if progress is not None and expected_levels is None:
+                progress(level_count / (level_count + 1))
+        else:
+            if own_prediction:
+                with torch.no_grad():
+                    prediction = model.predict(batch, with_scores=True)
+            if not prediction.matching_scores:
+                raise ExplainError(
+                    f"model {_model_name(model)} exposes no matching scores: AffEx needs a matching model"
+                )
+            region_e = region_at_size(region.to(prediction.logits.device), size)
+            level_count = prediction.num_levels
+            scores_by_level = prediction.matching_scores
+            for index, shape in enumerate(prediction.level_shapes):
+                check_cancelled(cancelled)
+                shape = (int(shape[0]), int(shape[1]))
+                scores = scores_by_level[index]
+                with torch.no_grad():
+                    one_map = level_map(contributions_of(shape, scores, region_e), size)
                 if level_maps is None:
                     level_maps = one_map.new_empty((level_count, *one_map.shape))
                 level_maps[index] = one_map
-                del one_map, contributions
-            if own_prediction:
-                # this prediction is AffEx's own (nobody else holds it): a level's scores, the
-                # largest tensors of a prediction, are dropped as soon as its map is built, so they
-                # are not held through the feature ablation (``num_levels`` keeps its value)
-                scores_by_level[index] = scores.new_empty((0,))
-            del scores
-            if progress is not None:
-                progress((index + 1) / (level_count + 1))
+                del one_map
+                if own_prediction:
+                    # this prediction is AffEx's own (nobody else holds it): a level's scores, the
+                    # largest tensors of a prediction, are dropped as soon as its map is built, so
+                    # they are not held through the feature ablation (``num_levels`` keeps its value)
+                    scores_by_level[index] = scores.new_empty((0,))
+                del scores
+                if progress is not None:
+                    progress((index + 1) / (level_count + 1))
         assert level_maps is not None
         check_cancelled(cancelled)
         weights = self._level_weights(model, prediction, region_e, size, level_count)
@@ -344,6 +403,7 @@ class AffinityExplainer(Explainer):
             level_maps=level_maps.float(),
             level_weights=weights.float(),
             level_names=list(names),
+            prediction=prediction if streamed_forward else None,
         )
 
     def _level_weights(self, model, prediction, region_e: Tensor, size: int, level_count: int) -> Tensor:

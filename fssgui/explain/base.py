@@ -30,6 +30,9 @@ class Attribution:
     level_maps: Optional[Tensor] = None  # [L, K, E, E] per-level maps (AffEx)
     level_weights: Optional[Tensor] = None  # [L] level weights as applied to level_maps (AffEx)
     level_names: Optional[list[str]] = None
+    #: the forward the explainer ran itself when the caller passed no prediction (AffEx on a model
+    #: that streams its scores: it holds no scores), for callers that also need its logits
+    prediction: Optional[Any] = None
 
 
 class Explainer:
@@ -38,6 +41,9 @@ class Explainer:
     name: str = ""
     signed: bool = False
     needs_matching: bool = False  # True when the model must expose matching scores
+    #: True when, given no prediction, it runs the forward itself streaming the scores (on models
+    #: with ``streams_scores``) and returns that forward in ``Attribution.prediction``
+    streams: bool = False
 
     def explain(
         self,

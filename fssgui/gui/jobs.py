@@ -290,10 +290,18 @@ def explain(
     ctx.progress(0.02, "predicting")
     batch = episode_to_tensors(episode, entry).to(device)
     with_scores = bool(getattr(explainer, "needs_matching", False))
-    with torch.no_grad():
-        prediction = model.predict(batch, with_scores=with_scores)
     pred_key = input_key(episode, None, spec)
-    pred_result = _prediction_result(prediction, episode, spec, device, time.perf_counter() - started, pred_key)
+    # R known before the forward (brushed, ground truth) and a model that streams its matching
+    # scores (DCAMA): AffEx runs the forward itself and reduces each level's scores as they come,
+    # so the scores are never all held (peak memory of a plain forward); its prediction comes back
+    # with the attribution
+    streamed = (region_source != REGION_PREDICTION and with_scores
+                and bool(getattr(model, "streams_scores", False)) and bool(getattr(explainer, "streams", False)))
+    prediction = pred_result = None
+    if not streamed:
+        with torch.no_grad():
+            prediction = model.predict(batch, with_scores=with_scores)
+        pred_result = _prediction_result(prediction, episode, spec, device, time.perf_counter() - started, pred_key)
     if region_source == REGION_PREDICTION:
         region = pred_result.mask
     elif region_source == REGION_GROUND_TRUTH:
@@ -322,6 +330,11 @@ def explain(
     )
     if ctx.cancelled():
         raise Cancelled()
+    if streamed:
+        prediction, attribution.prediction = attribution.prediction, None
+        if prediction is None:
+            raise ExplainError(f"{explainer_name} returned no prediction for its own forward")
+        pred_result = _prediction_result(prediction, episode, spec, device, time.perf_counter() - started, pred_key)
     maps = attribution.maps.detach().float().cpu().numpy()
     support_maps = [resize_map(maps[i], s.image.shape[:2]) for i, s in enumerate(episode.supports)]
 

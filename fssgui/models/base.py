@@ -15,6 +15,15 @@ Conventions
 * ``Prediction.head(keep)`` reruns only the part of the model after the matching: ``keep`` is a
   float tensor ``[N, L]`` (1 keeps a level, 0 ablates it) and the result is ``[N, B, 2, S, S]``
   logits. ``head(torch.ones(1, L))[0]`` equals ``logits``.
+* **Streaming the scores** (optional, for memory): a model whose class sets
+  ``streams_scores = True`` accepts ``predict(..., score_sink=sink)``. It then calls
+  ``sink(level, (h, w), scores)`` once per matching level, in level order, with that level's
+  pre-softmax scores ``[B, Hq*Wq, K*Hs*Ws]`` (layout as above) as soon as they are computed, and
+  keeps no reference to them afterwards: the returned ``matching_scores`` is ``None``, while
+  ``level_shapes`` and ``head`` are filled as with ``with_scores=True``. The sink must not keep
+  the tensor if the memory is to be saved (AffEx reduces each level to a small map inside the
+  sink). Callers check ``getattr(model, "streams_scores", False)`` first; other models take no
+  ``score_sink``. ``Prediction.num_levels`` is ``len(level_shapes)`` when no scores are held.
 """
 from __future__ import annotations
 
@@ -24,6 +33,10 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+#: ``sink(level, (h, w), scores)``: receives one matching level's pre-softmax scores
+#: ``[B, Hq*Wq, K*Hs*Ws]`` from a streaming ``predict`` (see the module docstring)
+ScoreSink = Callable[[int, tuple[int, int], Tensor], None]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,7 +74,11 @@ class Prediction:
 
     @property
     def num_levels(self) -> int:
-        return 0 if self.matching_scores is None else len(self.matching_scores)
+        """L: the number of matching levels; from ``level_shapes`` when the scores are not held
+        (streamed to a ``score_sink``, or not asked for), 0 for a model without matching levels."""
+        if self.matching_scores is not None:
+            return len(self.matching_scores)
+        return 0 if self.level_shapes is None else len(self.level_shapes)
 
     def foreground_probability(self) -> Tensor:
         """[B, S, S] softmax probability of the foreground channel."""
@@ -85,6 +102,9 @@ class FSSModel(nn.Module):
     entry: "Any" = None
     #: whether ``predict(..., with_scores=True)`` returns matching scores and a head
     is_matching: bool = False
+    #: whether ``predict`` accepts ``score_sink=`` (each level's scores handed over as computed
+    #: and not kept; see the module docstring)
+    streams_scores: bool = False
     #: ablations evaluated per ``head`` call in :meth:`feature_ablation_weights` on an accelerator
     ablation_chunk: int = 4
     #: the same on the CPU: one at a time, as batching the head's convolutions does not make them
@@ -98,7 +118,10 @@ class FSSModel(nn.Module):
         *,
         with_scores: bool = False,
         query_features: Any = None,
+        score_sink: Optional[ScoreSink] = None,
     ) -> Prediction:  # pragma: no cover - interface
+        """The forward pass. ``score_sink`` is accepted only by models with
+        ``streams_scores = True`` (it implies ``with_scores``; see the module docstring)."""
         raise NotImplementedError
 
     def encode_query(self, query: Tensor) -> Any:

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from ..errors import ModelError
 from .backbones import SwinTransformer, build_resnet, resnet_bottleneck_features
-from .base import EpisodeTensors, FSSModel, Prediction, resize_masks
+from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks
 from .registry import ModelEntry, register
 
 HEADS = 8
@@ -350,6 +350,9 @@ class DCAMA(FSSModel):
     """DCAMA adapter; its state dict is the official ``DCAMA`` module's."""
 
     is_matching = True
+    #: ``predict(..., score_sink=...)`` hands each level's scores over as soon as they are computed
+    #: and keeps none (AffEx's own forward then never holds the 13 score matrices at once)
+    streams_scores = True
     #: buffers computed at construction that a checkpoint may omit (see checkpoints.py)
     computed_buffer_patterns = (
         r"^model\.pe\.\d+\.pe$",
@@ -431,9 +434,15 @@ class DCAMA(FSSModel):
         *,
         with_scores: bool = False,
         query_features: Any = None,
+        score_sink: Optional[ScoreSink] = None,
     ) -> Prediction:
         """Logits ``[B, 2, S, S]``; with ``with_scores`` the head-averaged pre-softmax scores of
         every matching level ``[B, h·w, K·h·w]`` (levels ordered like the backbone features).
+
+        ``score_sink`` (implies ``with_scores``): each level's scores are passed to
+        ``score_sink(level, (h, w), scores)`` right after its attention and dropped before the
+        next level runs; ``matching_scores`` is then ``None`` (``level_shapes`` and ``head`` are
+        filled). The logits and everything else are the same either way.
 
         ``extras``: ``coarse_masks`` (official order: 1/32, 1/16, 1/8 stacks), ``level_coarse``
         (``[B, 1, h, w]`` per level, level order), ``reference_level_order``.
@@ -451,10 +460,11 @@ class DCAMA(FSSModel):
         qfeats = [None if f is None else (f.expand(b, *f.shape[1:]) if f.shape[0] != b else f) for f in qf.features]
         sfeats = self.extract_features(supports.flatten(0, 1))
 
+        want_scores = with_scores or score_sink is not None
         level_coarse: list[Tensor] = []
         scores: list[Tensor] = []
         shapes: list[tuple[int, int]] = []
-        for idx in self.level_feature_ids:
+        for level, idx in enumerate(self.level_feature_ids):
             q_feat = qfeats[idx]
             s_feat = sfeats[idx]
             assert q_feat is not None and s_feat is not None
@@ -465,11 +475,16 @@ class DCAMA(FSSModel):
             s_tokens = pe(s_feat.view(b, k, c, h * w).transpose(2, 3))  # [B, K, N, C], PE per shot
             q, kk = self.model.DCAMA_blocks[blk].project(q_tokens, s_tokens.reshape(b, k * h * w, c))
             values = resize_masks(masks, (h, w)).reshape(b, k * h * w)
-            coarse, mean_scores = self.model.DCAMA_blocks[blk].attend(q, kk, values, with_scores)
+            coarse, mean_scores = self.model.DCAMA_blocks[blk].attend(q, kk, values, want_scores)
             level_coarse.append(coarse.view(b, 1, h, w))
             shapes.append((h, w))
             if mean_scores is not None:
-                scores.append(mean_scores)
+                if score_sink is not None:
+                    score_sink(level, (h, w), mean_scores)
+                else:
+                    scores.append(mean_scores)
+            # the only reference left to a streamed level's scores: drop it before the next level
+            mean_scores = None
 
         s0, s1 = self.stack_ids[0], self.stack_ids[1]
         q8, q4 = qfeats[s1 - 1], qfeats[s0 - 1]
@@ -489,7 +504,7 @@ class DCAMA(FSSModel):
         }
         return Prediction(
             logits=logits,
-            matching_scores=scores if with_scores else None,
+            matching_scores=scores if with_scores and score_sink is None else None,
             level_shapes=shapes,
             head=head,
             extras=extras,

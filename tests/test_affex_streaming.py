@@ -1,0 +1,307 @@
+"""AffEx with streamed matching scores (``FSSModel.streams_scores`` / ``predict(score_sink=...)``).
+
+DCAMA hands each level's head-mean scores to a sink as soon as they are computed and keeps none;
+AffEx, when it runs its own forward on such a model, builds each level map inside the sink. The
+results must equal the non-streamed path (the model's scores all returned, then the level maps):
+every variant, both modes, K = 1 and K = 2, and an explanation size E != S.
+
+A random-weight DCAMA-R50 at S = 96 (the ResNet variants take any square size; the 1/32 levels
+are 3 x 3), one module-scoped model. The decoder weights are He-normal (as in
+test_dcama_ablation.py), so every level's ablation moves the region-mean logit and the
+feature-ablation weights are non-trivial.
+"""
+from __future__ import annotations
+
+import weakref
+
+import pytest
+import torch
+
+from fssgui.explain.affex import AffinityExplainer, region_at_size
+from fssgui.explain.base import Cancelled
+from fssgui.models.base import EpisodeTensors, Prediction
+from fssgui.models.dcama import DCAMA
+
+SIZE = 96  # S
+LEVELS = 13
+
+
+def _random_dcama() -> DCAMA:
+    torch.manual_seed(0)
+    model = DCAMA("resnet50")
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, param in model.model.named_parameters():
+            if not name.startswith(("conv", "mixer")):
+                continue  # attention projections keep their default init
+            if param.dim() > 1:  # He-normal: keeps the activations O(1) through the ReLUs
+                param.copy_(torch.randn(param.shape, generator=generator) * (2.0 / param[0].numel()) ** 0.5)
+            elif name.endswith("weight"):  # GroupNorm scale
+                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
+            else:
+                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
+    return model.eval()
+
+
+def _episode(shots: int, seed: int, size: int = SIZE) -> EpisodeTensors:
+    generator = torch.Generator().manual_seed(seed)
+    return EpisodeTensors(
+        torch.randn(1, 3, size, size, generator=generator),
+        torch.randn(1, shots, 3, size, size, generator=generator),
+        (torch.rand(1, shots, size, size, generator=generator) > 0.5).float(),
+    )
+
+
+def _region(size: int = SIZE) -> torch.Tensor:
+    region = torch.zeros(size, size, dtype=torch.bool)
+    region[20:50, 30:70] = True
+    return region
+
+
+class PredictRecorder:
+    """Wraps a model's ``predict``: records whether a ``score_sink`` was passed and the returned
+    prediction."""
+
+    def __init__(self, model) -> None:
+        self.inner = model.predict
+        self.calls: list[tuple[bool, Prediction]] = []
+
+    def __call__(self, batch, **kwargs):
+        prediction = self.inner(batch, **kwargs)
+        self.calls.append((kwargs.get("score_sink") is not None, prediction))
+        return prediction
+
+
+@pytest.fixture(scope="module")
+def model() -> DCAMA:
+    return _random_dcama()
+
+
+@pytest.fixture(scope="module")
+def episodes() -> dict[int, EpisodeTensors]:
+    return {1: _episode(1, seed=1), 2: _episode(2, seed=2)}
+
+
+def _explain_both_ways(model, batch, explainer, monkeypatch):
+    """(streamed, non-streamed) attributions of AffEx's own forward, plus the predictions used."""
+    region = _region()
+    recorder = PredictRecorder(model)
+    monkeypatch.setattr(model, "predict", recorder)
+    streamed = explainer.explain(model, batch, region)
+    monkeypatch.setattr(model, "streams_scores", False)  # the old path: all scores returned
+    plain = explainer.explain(model, batch, region)
+    monkeypatch.setattr(model, "streams_scores", True)
+    assert [used_sink for used_sink, _ in recorder.calls] == [True, False]
+    return streamed, plain, [prediction for _, prediction in recorder.calls]
+
+
+def _assert_same(streamed, plain):
+    assert streamed.method == plain.method
+    assert streamed.params == plain.params
+    assert streamed.level_names == plain.level_names
+    for got, want in ((streamed.maps, plain.maps), (streamed.level_maps, plain.level_maps),
+                      (streamed.level_weights, plain.level_weights)):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shots", [1, 2])
+@pytest.mark.parametrize("mode", ["paper", "reference"])
+@pytest.mark.parametrize("variant", ["unmasked", "masked", "signed"])
+def test_streamed_equals_non_streamed(model, episodes, variant, mode, shots, monkeypatch):
+    batch = episodes[shots]
+    streamed, plain, (streamed_prediction, plain_prediction) = _explain_both_ways(
+        model, batch, AffinityExplainer(variant=variant, mode=mode), monkeypatch
+    )
+    _assert_same(streamed, plain)
+    assert streamed.maps.shape == (shots, SIZE, SIZE)
+    assert streamed.level_maps.shape == (LEVELS, shots, SIZE, SIZE)
+    # the weights are not degenerate (not the uniform fallback), so they were really compared
+    assert float(streamed.level_weights.max() - streamed.level_weights.min()) > 1e-3
+    # the prediction AffEx got from the streamed forward holds no scores, yet knows its levels
+    assert streamed_prediction.matching_scores is None
+    assert streamed_prediction.num_levels == LEVELS
+    assert streamed_prediction.level_shapes == plain_prediction.level_shapes
+    torch.testing.assert_close(streamed_prediction.logits, plain_prediction.logits, rtol=0, atol=0)
+
+
+def test_streamed_equals_given_prediction_at_other_size(model, episodes, monkeypatch):
+    """E != S, and the path a caller with its own scored prediction takes (GUI, CLI, evaluate,
+    report) gives the same result as the streamed one."""
+    batch = episodes[2]
+    explainer = AffinityExplainer(variant="signed", size=40)
+    streamed, plain, _ = _explain_both_ways(model, batch, explainer, monkeypatch)
+    _assert_same(streamed, plain)
+    with torch.no_grad():
+        prediction = model.predict(batch, with_scores=True)
+    given = explainer.explain(model, batch, _region(), prediction=prediction)
+    _assert_same(streamed, given)
+    assert streamed.level_maps.shape == (LEVELS, 2, 40, 40)
+    # a caller's prediction keeps its scores (only AffEx's own prediction is released)
+    assert len(prediction.matching_scores) == LEVELS
+    assert all(s.numel() > 0 for s in prediction.matching_scores)
+
+
+def test_streaming_forward_keeps_no_scores(model, episodes, monkeypatch):
+    """The sink gets every level once, in order, with the scores ``with_scores`` returns; the
+    model keeps no reference to a level's scores once the sink has returned: each is gone when
+    the next level's attention starts and when the decoder part starts."""
+    batch = episodes[2]
+    with torch.no_grad():
+        scored = model.predict(batch, with_scores=True)
+    received: list[tuple[int, tuple[int, int]]] = []
+    previous: list[weakref.ref] = []
+    alive: list[tuple[str, bool]] = []  # (where, whether any streamed level's scores still lived)
+
+    def any_alive() -> bool:
+        return any(ref() is not None for ref in previous)
+
+    def watch(name: str, function):
+        def watched(*args, **kwargs):
+            alive.append((name, any_alive()))
+            return function(*args, **kwargs)
+        return watched
+
+    for block in model.model.DCAMA_blocks:
+        monkeypatch.setattr(block, "attend", watch("attend", block.attend))
+    monkeypatch.setattr(model.model, "skip_term", watch("decoder", model.model.skip_term))
+
+    def sink(level: int, shape: tuple[int, int], scores: torch.Tensor) -> None:
+        received.append((level, shape))
+        torch.testing.assert_close(scores, scored.matching_scores[level], rtol=0, atol=0)
+        previous.append(weakref.ref(scores))
+
+    with torch.no_grad():
+        streamed = model.predict(batch, with_scores=True, score_sink=sink)
+    assert received == list(enumerate(scored.level_shapes))
+    assert len(received) == LEVELS
+    assert alive == [("attend", False)] * LEVELS + [("decoder", False)]
+    assert not any_alive()  # nothing the prediction holds keeps them
+    assert streamed.matching_scores is None
+    assert streamed.num_levels == LEVELS and streamed.level_shapes == scored.level_shapes
+    torch.testing.assert_close(streamed.logits, scored.logits, rtol=0, atol=0)
+    torch.testing.assert_close(streamed.head(torch.ones(1, LEVELS))[0], scored.logits, rtol=0, atol=0)
+    # the feature-ablation weights work from the streamed prediction (head/extras only)
+    region_e = region_at_size(_region(), SIZE)
+    for mode in ("paper", "reference"):
+        torch.testing.assert_close(
+            model.feature_ablation_weights(streamed, region_e, SIZE, mode=mode),
+            model.feature_ablation_weights(scored, region_e, SIZE, mode=mode),
+            rtol=0, atol=0,
+        )
+    # without a sink nothing changes: with_scores=False holds no scores either
+    with torch.no_grad():
+        plain = model.predict(batch)
+    assert plain.matching_scores is None
+    torch.testing.assert_close(plain.logits, scored.logits, rtol=0, atol=0)
+
+
+def test_streamed_progress_and_cancellation(model, episodes, monkeypatch):
+    batch = episodes[1]
+    explainer = AffinityExplainer(variant="signed")
+    streamed_progress: list[float] = []
+    explainer.explain(model, batch, _region(), progress=streamed_progress.append)
+    monkeypatch.setattr(model, "streams_scores", False)
+    plain_progress: list[float] = []
+    explainer.explain(model, batch, _region(), progress=plain_progress.append)
+    monkeypatch.setattr(model, "streams_scores", True)
+    assert streamed_progress == plain_progress
+    assert len(streamed_progress) == LEVELS + 1 and streamed_progress[-1] == 1.0
+    assert streamed_progress == sorted(streamed_progress)
+
+    # cancelled after two levels: the forward stops inside the sink, no further level is computed
+    levels_seen: list[float] = []
+    polls = {"n": 0}
+
+    def cancelled() -> bool:
+        polls["n"] += 1
+        return polls["n"] > 2
+
+    with pytest.raises(Cancelled):
+        explainer.explain(model, batch, _region(), progress=levels_seen.append, cancelled=cancelled)
+    assert len(levels_seen) == 2
+
+
+def test_non_streaming_model_still_explains(monkeypatch):
+    """matcher-effnet does not stream: AffEx takes the old path (no ``score_sink`` is passed) and
+    its own forward gives what a given prediction gives."""
+    from fssgui.models.matcher import EffNetMatcher
+
+    matcher = EffNetMatcher().eval()
+    assert not getattr(matcher, "streams_scores", False)
+    size = 64
+    batch = _episode(2, seed=4, size=size)
+    region = _region(size)
+    recorder = PredictRecorder(matcher)
+    monkeypatch.setattr(matcher, "predict", recorder)
+    explainer = AffinityExplainer(variant="masked")
+    own = explainer.explain(matcher, batch, region)
+    assert [used_sink for used_sink, _ in recorder.calls] == [False]
+    with torch.no_grad():
+        prediction = matcher.predict(batch, with_scores=True)
+    given = explainer.explain(matcher, batch, region, prediction=prediction)
+    _assert_same(own, given)
+    assert own.level_maps.shape[0] == prediction.num_levels == len(prediction.level_shapes) > 0
+
+
+def test_num_levels_without_scores():
+    logits = torch.zeros(1, 2, 4, 4)
+    assert Prediction(logits=logits).num_levels == 0
+    assert Prediction(logits=logits, level_shapes=[(2, 2), (1, 1)]).num_levels == 2
+    scores = [torch.zeros(1, 4, 4)]
+    assert Prediction(logits=logits, matching_scores=scores, level_shapes=[(2, 2)]).num_levels == 1
+
+
+# ------------------------------------------------------------------------ the app's explain job
+def test_app_job_streams_when_r_is_known_before_the_forward(model, monkeypatch):
+    """The GUI's explain job: with a brushed (or ground-truth) R, AffEx runs the forward itself and
+    streams (no scores held); with R = the prediction it must predict first. Both give the same
+    maps and the same prediction as the explicit predict-then-explain path."""
+    import types
+
+    import numpy as np
+
+    from fssgui.episode import Episode, Support
+    from fssgui.gui import jobs
+    from fssgui.models.registry import get_entry
+
+    dcama_entry = get_entry("dcama-resnet50")
+    monkeypatch.setattr(model, "entry", types.SimpleNamespace(name="dcama-test", input_size=SIZE,
+                                                              mean=dcama_entry.mean, std=dcama_entry.std))
+    rng = np.random.default_rng(4)
+    image = lambda: rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)  # noqa: E731
+    support_mask = np.zeros((SIZE, SIZE), bool)
+    support_mask[10:60, 20:80] = True
+    episode = Episode(query_image=image(), supports=[Support(image(), support_mask)],
+                      query_mask=_region().numpy())
+    cache = types.SimpleNamespace(get=lambda spec, ctx: (model, torch.device("cpu")))
+    spec = jobs.ModelSpec("dcama-test", None, "cpu")
+    recorder = PredictRecorder(model)
+    monkeypatch.setattr(model, "predict", recorder)
+
+    def run(region, source):
+        recorder.calls.clear()
+        result = jobs.explain(jobs.JobContext(), cache, spec, episode, region, source, "affex-signed", {})
+        return result, [sink for sink, _ in recorder.calls], [p.matching_scores for _, p in recorder.calls]
+
+    brushed, sinks, scores = run(_region().numpy(), jobs.REGION_BRUSHED)
+    assert sinks == [True] and scores == [None]  # one forward, streamed, nothing held
+    ground_truth, sinks, _ = run(None, jobs.REGION_GROUND_TRUTH)
+    assert sinks == [True]
+
+    # the explicit path: predict with scores, then explain that prediction
+    monkeypatch.setattr(model, "streams_scores", False)
+    plain, sinks, _ = run(_region().numpy(), jobs.REGION_BRUSHED)
+    assert sinks == [False]
+    by_prediction, sinks, _ = run(None, jobs.REGION_PREDICTION)
+    assert sinks == [False] and by_prediction.region is not None
+    monkeypatch.setattr(model, "streams_scores", True)
+    assert run(None, jobs.REGION_PREDICTION)[1] == [False]  # R needs the prediction first: not streamed
+
+    for result in (brushed, ground_truth):
+        assert np.array_equal(result.region, plain.region)
+        np.testing.assert_allclose(np.stack(result.maps), np.stack(plain.maps), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(result.level_weights, plain.level_weights, rtol=0, atol=1e-6)
+        assert np.array_equal(result.prediction.mask, plain.prediction.mask)
+        np.testing.assert_allclose(result.prediction.probability, plain.prediction.probability, rtol=0, atol=1e-6)
+        assert result.level_names == plain.level_names
