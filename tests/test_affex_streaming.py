@@ -21,26 +21,10 @@ from fssgui.explain.affex import AffinityExplainer, region_at_size
 from fssgui.explain.base import Cancelled
 from fssgui.models.base import EpisodeTensors, Prediction
 from fssgui.models.dcama import DCAMA
+from test_dcama_ablation import _random_dcama
 
 SIZE = 96  # S
 LEVELS = 13
-
-
-def _random_dcama() -> DCAMA:
-    torch.manual_seed(0)
-    model = DCAMA("resnet50")
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, param in model.model.named_parameters():
-            if not name.startswith(("conv", "mixer")):
-                continue  # attention projections keep their default init
-            if param.dim() > 1:  # He-normal: keeps the activations O(1) through the ReLUs
-                param.copy_(torch.randn(param.shape, generator=generator) * (2.0 / param[0].numel()) ** 0.5)
-            elif name.endswith("weight"):  # GroupNorm scale
-                param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=generator))
-            else:
-                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
-    return model.eval()
 
 
 def _episode(shots: int, seed: int, size: int = SIZE) -> EpisodeTensors:
@@ -74,7 +58,7 @@ class PredictRecorder:
 
 @pytest.fixture(scope="module")
 def model() -> DCAMA:
-    return _random_dcama()
+    return _random_dcama().eval()
 
 
 @pytest.fixture(scope="module")
