@@ -184,3 +184,10 @@ def test_explain_several_episodes_and_methods_with_one_model_load(tmp_path, caps
     assert _cli("explain", first, "--model", TOY_NAME, "--method", "affex,magic", "--out", tmp_path / "x") == 2
     assert "unknown method 'magic'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_episode_folder_labels_are_unique():
+    from fssgui.commands.explain import episode_labels
+
+    assert episode_labels(["a/episode", "b/episode_2", "c/episode", "d/episode.json", "e/d/"]) == [
+        "episode", "episode_2", "episode_3", "d", "d_2"]

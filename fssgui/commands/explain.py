@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..episode import episode_to_tensors, load_episode
+from ..episode import Episode, episode_to_tensors, load_episode
 from ..errors import ExplainError, FssguiError
 from ..imaging import heatmap_overlay, resize_map, save_npy_atomic, save_png_atomic, write_bytes_atomic
 from .common import add_model_arguments, load_model_from_args, log_stderr, output_dir
@@ -118,11 +118,12 @@ def check_region_source(region_source: str) -> None:
         raise ExplainError(f"{region_source}: region file not found (or use prediction, ground-truth, episode)")
 
 
-def prepare_episode(episode_path, region_source: str, model, device):
-    """Episode, batch, prediction (with scores when the model matches) and R of one episode."""
+def prepare_episode(source, region_source: str, model, device):
+    """Episode, batch, prediction (with scores when the model matches) and R of one episode
+    (``source``: an :class:`Episode` already loaded, or its folder / episode.json)."""
     from ..explain.regions import resolve_region
 
-    episode = load_episode(episode_path)
+    episode = source if isinstance(source, Episode) else load_episode(source)
     batch = episode_to_tensors(episode, model.entry).to(device)
     with torch.no_grad():
         prediction = model.predict(batch, with_scores=bool(getattr(model, "is_matching", False)))
@@ -134,9 +135,9 @@ def prepare_episode(episode_path, region_source: str, model, device):
 def prepare(args):
     """Episode, model, device, batch, prediction (with scores when the model matches) and R."""
     check_region_source(args.region)
-    load_episode(args.episode)  # a bad episode is reported before the (slow) model build
+    episode = load_episode(args.episode)  # a bad episode is reported before the (slow) model build
     model, device = load_model_from_args(args)
-    episode, batch, prediction, region = prepare_episode(args.episode, args.region, model, device)
+    episode, batch, prediction, region = prepare_episode(episode, args.region, model, device)
     return episode, model, device, batch, prediction, region
 
 
@@ -208,13 +209,15 @@ def register(subparsers) -> None:
 
 def episode_labels(paths: list[str]) -> list[str]:
     """Folder names for the episodes (the episode folder's name; repeated names numbered)."""
-    labels, seen = [], {}
+    labels: list[str] = []
     for path in paths:
         p = Path(path)
         name = (p.parent.name if p.name == "episode.json" else p.name) or "episode"
-        count = seen.get(name, 0) + 1
-        seen[name] = count
-        labels.append(name if count == 1 else f"{name}_{count}")
+        label, count = name, 1
+        while label in labels:
+            count += 1
+            label = f"{name}_{count}"
+        labels.append(label)
     return labels
 
 
@@ -223,8 +226,8 @@ def run(args) -> int:
     explainers = build_explainers(args, methods)  # parameter errors before the (slow) model build
     check_region_source(args.region)
     episodes = list(args.episode) if isinstance(args.episode, list) else [args.episode]
-    if len(episodes) == 1:
-        load_episode(episodes[0])  # a single bad episode is an error before the model build
+    # a single bad episode is an error before the (slow) model build; several are loaded in turn
+    sources: list = [load_episode(episodes[0])] if len(episodes) == 1 else list(episodes)
     model, device = load_model_from_args(args)
     for explainer in explainers:
         check_matching(explainer, model, args.model)
@@ -233,9 +236,9 @@ def run(args) -> int:
     several = len(episodes) > 1 or len(explainers) > 1
     runs: list[dict] = []
     failures: list[str] = []
-    for episode_path, label in zip(episodes, labels):
+    for episode_path, source, label in zip(episodes, sources, labels):
         try:
-            episode, batch, prediction, region = prepare_episode(episode_path, args.region, model, device)
+            episode, batch, prediction, region = prepare_episode(source, args.region, model, device)
         except FssguiError as exc:
             if not several:
                 raise
