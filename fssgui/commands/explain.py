@@ -234,15 +234,13 @@ def run(args) -> int:
     out = output_dir(args.out)
     labels = episode_labels(episodes)
     several = len(episodes) > 1 or len(explainers) > 1
-    runs: list[dict] = []
-    failures: list[str] = []
+    runs: list[dict] = []  # one per (episode, method): its folder, or its error
     for episode_path, source, label in zip(episodes, sources, labels):
         try:
             episode, batch, prediction, region = prepare_episode(source, args.region, model, device)
         except FssguiError as exc:
             if not several:
                 raise
-            failures.append(str(exc))
             runs += [{"episode": str(episode_path), "method": m, "error": str(exc)} for m in methods]
             log_stderr(f"{episode_path}: skipped: {exc}")
             continue
@@ -253,7 +251,6 @@ def run(args) -> int:
             except FssguiError as exc:
                 if not several:
                     raise
-                failures.append(f"{episode_path} ({method}): {exc}")
                 runs.append({"episode": str(episode_path), "method": method, "error": str(exc)})
                 log_stderr(f"{episode_path}: {method} failed: {exc}")
                 continue
@@ -270,8 +267,10 @@ def run(args) -> int:
         index = {"model": args.model, "checkpoint": args.checkpoint, "region": args.region, "methods": methods,
                  "episodes": [str(e) for e in episodes], "runs": runs}
         write_bytes_atomic(out / "explanations.json", (json.dumps(index, indent=2) + "\n").encode("utf-8"))
-    if failures:
-        done = sum("folder" in r for r in runs)
-        raise ExplainError(f"{len(runs) - done} of {len(runs)} explanations failed (listed in "
-                           f"{out / 'explanations.json'}); first: {failures[0]}")
+    failed = [r for r in runs if "error" in r]
+    if failed:
+        first = failed[0]
+        raise ExplainError(f"{len(failed)} of {len(runs)} explanations failed (listed in "
+                           f"{out / 'explanations.json'}); first: {first['episode']} ({first['method']}): "
+                           f"{first['error']}")
     return 0

@@ -306,7 +306,7 @@ class AffinityExplainer(Explainer):
                     use_softmax=self.use_softmax, chunk_bytes=self.chunk_bytes, adjoints=adjoints[shape],
                 )
 
-        level_maps: Optional[Tensor] = None  # [L, K, E, E], filled level by level (no stacking copy)
+        contributions: list[Tensor] = []  # [K, h, w] per level (steps 1-2), small
         streamed_forward = own_prediction and bool(getattr(model, "streams_scores", False))
         if streamed_forward:
             # streamed: the model hands over each level's scores as it computes them and keeps
@@ -317,38 +317,30 @@ class AffinityExplainer(Explainer):
             region_e = region_at_size(region.to(batch.query.device), size)
             expected_levels = getattr(model, "num_levels", None)
             expected_levels = expected_levels if isinstance(expected_levels, int) and expected_levels > 0 else None
-            streamed: list[Tensor] = []  # [K, h, w] per level
 
             def sink(index: int, shape: tuple[int, int], scores: Tensor) -> None:
                 check_cancelled(cancelled)
-                if index != len(streamed):
+                if index != len(contributions):
                     raise ExplainError(
                         f"model {_model_name(model)} streamed matching level {index} out of order "
-                        f"(expected level {len(streamed)})"
+                        f"(expected level {len(contributions)})"
                     )
-                streamed.append(contributions_of((int(shape[0]), int(shape[1])), scores, region_e))
+                contributions.append(contributions_of((int(shape[0]), int(shape[1])), scores, region_e))
                 if progress is not None and expected_levels is not None:
                     progress(min(index + 1, expected_levels) / (expected_levels + 1))
 
             with torch.no_grad():
                 prediction = model.predict(batch, with_scores=True, score_sink=sink)
             level_count = prediction.num_levels
-            if not streamed:
+            if not contributions:
                 raise ExplainError(
                     f"model {_model_name(model)} exposes no matching scores: AffEx needs a matching model"
                 )
-            if len(streamed) != level_count:
+            if len(contributions) != level_count:
                 raise ExplainError(
-                    f"model {_model_name(model)} streamed {len(streamed)} matching levels but reports {level_count}"
+                    f"model {_model_name(model)} streamed {len(contributions)} matching levels but reports "
+                    f"{level_count}"
                 )
-            with torch.no_grad():
-                for index, contributions in enumerate(streamed):
-                    one_map = level_map(contributions, size)
-                    if level_maps is None:
-                        level_maps = one_map.new_empty((level_count, *one_map.shape))
-                    level_maps[index] = one_map
-                    del one_map
-            streamed.clear()
             if progress is not None and expected_levels is None:
                 progress(level_count / (level_count + 1))
         else:
@@ -366,20 +358,25 @@ class AffinityExplainer(Explainer):
                 check_cancelled(cancelled)
                 shape = (int(shape[0]), int(shape[1]))
                 scores = scores_by_level[index]
-                with torch.no_grad():
-                    one_map = level_map(contributions_of(shape, scores, region_e), size)
-                if level_maps is None:
-                    level_maps = one_map.new_empty((level_count, *one_map.shape))
-                level_maps[index] = one_map
-                del one_map
+                contributions.append(contributions_of(shape, scores, region_e))
                 if own_prediction:
                     # this prediction is AffEx's own (nobody else holds it): a level's scores, the
-                    # largest tensors of a prediction, are dropped as soon as its map is built, so
+                    # largest tensors of a prediction, are dropped as soon as they are reduced, so
                     # they are not held through the feature ablation (``num_levels`` keeps its value)
                     scores_by_level[index] = scores.new_empty((0,))
                 del scores
                 if progress is not None:
                     progress((index + 1) / (level_count + 1))
+        # step 3, after the forward (a streamed forward's peak does not see these [K, E, E] maps)
+        level_maps: Optional[Tensor] = None  # [L, K, E, E], filled level by level (no stacking copy)
+        with torch.no_grad():
+            for index, contribution in enumerate(contributions):
+                one_map = level_map(contribution, size)
+                if level_maps is None:
+                    level_maps = one_map.new_empty((level_count, *one_map.shape))
+                level_maps[index] = one_map
+                del one_map
+        contributions.clear()
         assert level_maps is not None
         check_cancelled(cancelled)
         weights = self._level_weights(model, prediction, region_e, size, level_count)

@@ -549,10 +549,6 @@ class NearestDistanceCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
     @staticmethod
     def _key(path: Path, size: Optional[int]) -> Optional[tuple]:
         try:

@@ -378,6 +378,7 @@ class TrainingDialog(QDialog):
         self.phase = ""
         self._started_at = 0.0
         self._filling = False
+        self._last_summary: Optional[str] = None  # what summaryChanged said last
         self._build_ui()
         self._checked.connect(self._on_checked)
         self._restore(model)
@@ -1050,10 +1051,14 @@ class TrainingDialog(QDialog):
         else:
             self.device_note.setVisible(False)
 
+    def _epochs_total(self):
+        """The run's epoch count: the trainer's (start event), else the request's."""
+        return (self.start_info or {}).get("epochs") or (self.request.epochs if self.request else "?")
+
     def _show_phase(self) -> None:
         if self.state != "running":
             return
-        epochs = (self.start_info or {}).get("epochs") or (self.request.epochs if self.request else "?")
+        epochs = self._epochs_total()
         epoch = self.current_epoch
         if self.phase == "calibrate":
             text = "Re-estimating the backbone's BatchNorm statistics…"
@@ -1171,7 +1176,7 @@ class TrainingDialog(QDialog):
             step = self.last_step or {}
             total = int((self.start_info or {}).get("total_steps") or 0)
             done = int(step.get("global_step") or 0)
-            epochs = (self.start_info or {}).get("epochs") or (self.request.epochs if self.request else "?")
+            epochs = self._epochs_total()
             if self.phase == "calibrate":
                 where = "re-estimating BatchNorm statistics"
             elif self.phase == "validate":
@@ -1194,7 +1199,7 @@ class TrainingDialog(QDialog):
 
     def _publish_summary(self) -> None:
         text = self.summary_text()
-        if text != getattr(self, "_last_summary", None):
+        if text != self._last_summary:
             self._last_summary = text
             self.summaryChanged.emit(text)
 
