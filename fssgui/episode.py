@@ -381,7 +381,3 @@ def episode_to_tensors(episode: Episode, entry):
     masks = torch.stack([torch.from_numpy(resize_mask(s.mask, size)).float() for s in episode.supports])
     return EpisodeTensors(query[None], supports[None], masks[None])
 
-
-def region_to_model(region: np.ndarray, size: int) -> torch.Tensor:
-    """A query-resolution bool region -> ``[S, S]`` bool tensor at the model size (nearest)."""
-    return torch.from_numpy(resize_mask(region, (size, size)))

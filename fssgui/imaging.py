@@ -12,7 +12,6 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .errors import FssguiError
 
@@ -160,15 +159,6 @@ def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     x = torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0)
     x = (x - torch.tensor(mean)) / torch.tensor(std)
     return x.permute(2, 0, 1).contiguous()
-
-
-def logits_to_size(logits: torch.Tensor, size: Sequence[int]) -> np.ndarray:
-    """``[2, S, S]`` logits -> float32 ``[2, h, w]`` (bilinear, align_corners=True; no-op when equal)."""
-    h, w = int(size[0]), int(size[1])
-    logits = logits.detach().float()
-    if tuple(logits.shape[-2:]) != (h, w):
-        logits = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=True)[0]
-    return logits.cpu().numpy().astype(np.float32)
 
 
 # --------------------------------------------------------------------------- colours / overlays

@@ -142,6 +142,13 @@ class CausalFrame:
                    np.packbits(np.asarray(prediction, bool).ravel()),
                    np.clip(np.asarray(probability, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
+    @classmethod
+    def from_step(cls, method: str, metric: str, step) -> "CausalFrame":
+        """The frame of a :class:`fssgui.metrics.causal.CausalStep` (tensors brought to numpy)."""
+        return cls.pack(method, metric, step.index, step.state, step.pixels, step.fraction, step.score,
+                        step.kept.cpu().numpy(), step.prediction_mask.cpu().numpy(),
+                        step.foreground_probability.float().cpu().numpy())
+
     def kept(self) -> np.ndarray:
         n = int(np.prod(self.shape))
         return np.unpackbits(self.kept_bits, count=n).astype(bool).reshape(self.shape)
@@ -839,7 +846,8 @@ def render_html(summary: Mapping[str, Any], figures: Mapping[str, tuple[str, int
             h.add(f"<tr><td>{h.esc(method)}</td>{''.join(cells)}</tr>")
         h.add("</table>")
         h.add("<table><tr><th>Method</th><th>Metric</th><th>Value</th><th class=\"n\">Steps</th><th>Measure</th>"
-              "<th>Substrate</th><th class=\"n\">p</th><th>State 0 skipped</th></tr>")
+              "<th>Substrate</th><th class=\"n\">p</th><th>State 0 skipped</th><th class=\"n\">Class scored</th>"
+              "<th class=\"n\">States per pass</th></tr>")
         for method, per_method in curves.items():
             for metric, c in per_method.items():
                 p = c["params"].get("percentage")
@@ -849,7 +857,9 @@ def render_html(summary: Mapping[str, Any], figures: Mapping[str, tuple[str, int
                       f"<td class=\"n\">{h.num(s, 'causal', 'curves', method, metric, 'params', 'steps')}</td>"
                       f"<td>{h.esc(MEASURE_TITLES.get(c['measure'], c['measure']))}</td>"
                       f"<td>{h.esc(c['params'].get('substrate', SUBSTRATE))}</td><td class=\"n\">{pcell}</td>"
-                      f"<td>{h.num(s, 'causal', 'curves', method, metric, 'params', 'skip_empty')}</td></tr>")
+                      f"<td>{h.num(s, 'causal', 'curves', method, metric, 'params', 'skip_empty')}</td>"
+                      f"<td class=\"n\">{_optional_num(h, s, c, method, metric, 'target_class')}</td>"
+                      f"<td class=\"n\">{_optional_num(h, s, c, method, metric, 'batch_size')}</td></tr>")
         h.add("</table>")
         for metric in metrics:
             _figure(h, figures, f"figure_curves_{_safe_name(metric)}.png",
@@ -876,6 +886,14 @@ def render_html(summary: Mapping[str, Any], figures: Mapping[str, tuple[str, int
         h.add("<h2>Notes</h2><ul>" + "".join(f"<li>{h.esc(n)}</li>" for n in s["notes"]) + "</ul>")
     h.add("</body></html>\n")
     return h.text()
+
+
+def _optional_num(h: _Html, s: Mapping[str, Any], curve: Mapping[str, Any], method: str, metric: str,
+                  key: str) -> str:
+    """A curve parameter's number, or "-" when the curve has none (the mIoU measure scores no class)."""
+    if curve["params"].get(key) is None:
+        return "-"
+    return h.num(s, "causal", "curves", method, metric, "params", key)
 
 
 def _param_html(h: _Html, s: Mapping[str, Any], method: str, key: str, value: Any) -> str:

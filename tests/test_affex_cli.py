@@ -13,9 +13,7 @@ from conftest import make_episode
 from fssgui.cli import main
 from fssgui.episode import save_episode
 from fssgui.errors import ExplainError
-from fssgui.explain.regions import region_from_mask, region_from_prediction, resolve_region
 from fssgui.imaging import save_png_atomic
-from fssgui.models.base import Prediction
 from fssgui.models.registry import ModelEntry, get_entry, register
 from test_affex_toy import TOY_SIZE, ToyMatcher
 
@@ -112,6 +110,9 @@ def test_causal_writes_curve_and_summary(episode_dir, tmp_path, metric, measure,
 
 
 def test_regions():
+    from fssgui.pipeline import EpisodeRun, ModelSpec, load_model
+    from fssgui.pipeline.regions import region_from_mask, region_from_prediction
+
     mask = np.zeros((100, 150), dtype=bool)
     mask[50, 75] = True  # nearest sampling to 32 misses it; the covering cell is kept
     region = region_from_mask(mask, 32)
@@ -119,22 +120,25 @@ def test_regions():
     with pytest.raises(ExplainError, match="empty"):
         region_from_mask(np.zeros((4, 4), dtype=bool), 8)
     with pytest.raises(ExplainError, match="no foreground"):
-        region_from_prediction(Prediction(logits=torch.zeros(1, 2, 8, 8)))
+        region_from_prediction(np.zeros((8, 8), bool), np.zeros((20, 20), bool))
     episode = make_episode()
-    gt = resolve_region("ground-truth", episode, 32)
-    assert gt.dtype == torch.bool and gt.shape == (32, 32) and gt.any()
+    run = EpisodeRun(load_model(ModelSpec(TOY_NAME, None, "cpu")), episode)
+    for source in ("ground-truth", "gt", "ground truth"):  # one spelling; the others are aliases
+        gt = run.region(source)
+        assert gt.source == "ground-truth" and gt.model.dtype == bool and gt.model.shape == (32, 32)
+        assert gt.model.any() and np.array_equal(gt.image, episode.query_mask)
     with pytest.raises(ExplainError, match="stores no region"):
-        resolve_region("episode", episode, 32)
+        run.region("episode")
 
 
 def test_explain_several_episodes_and_methods_with_one_model_load(tmp_path, capsys, monkeypatch):
     """Episodes × methods in one command: one model build, a folder per explanation (the same maps
     as separate runs), an index of the runs, and a bad episode reported without losing the rest."""
-    from fssgui.commands import common
+    from fssgui.pipeline import models
 
     builds = []
-    real_build = common.build_model
-    monkeypatch.setattr(common, "build_model", lambda *a, **k: builds.append(a[0]) or real_build(*a, **k))
+    real_build = models.build_model
+    monkeypatch.setattr(models, "build_model", lambda *a, **k: builds.append(a[0]) or real_build(*a, **k))
     first, second = tmp_path / "a" / "episode", tmp_path / "b" / "episode"
     save_episode(make_episode(shots=2, size=(48, 64)), first)
     save_episode(make_episode(shots=1, size=(40, 40), seed=5), second)

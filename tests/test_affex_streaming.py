@@ -248,6 +248,7 @@ def test_app_job_streams_when_r_is_known_before_the_forward(model, monkeypatch):
     from fssgui.episode import Episode, Support
     from fssgui.gui import jobs
     from fssgui.models.registry import get_entry
+    from fssgui.pipeline import BRUSHED, GROUND_TRUTH, PREDICTION, LoadedModel, ModelSpec
 
     dcama_entry = get_entry("dcama-resnet50")
     monkeypatch.setattr(model, "entry", types.SimpleNamespace(name="dcama-test", input_size=SIZE,
@@ -258,8 +259,8 @@ def test_app_job_streams_when_r_is_known_before_the_forward(model, monkeypatch):
     support_mask[10:60, 20:80] = True
     episode = Episode(query_image=image(), supports=[Support(image(), support_mask)],
                       query_mask=_region().numpy())
-    cache = types.SimpleNamespace(get=lambda spec, ctx: (model, torch.device("cpu")))
-    spec = jobs.ModelSpec("dcama-test", None, "cpu")
+    spec = ModelSpec("dcama-test", None, "cpu")
+    cache = types.SimpleNamespace(get=lambda spec, log: LoadedModel(spec, model, torch.device("cpu")))
     recorder = PredictRecorder(model)
     monkeypatch.setattr(model, "predict", recorder)
 
@@ -268,19 +269,19 @@ def test_app_job_streams_when_r_is_known_before_the_forward(model, monkeypatch):
         result = jobs.explain(jobs.JobContext(), cache, spec, episode, region, source, "affex-signed", {})
         return result, [sink for sink, _ in recorder.calls], [p.matching_scores for _, p in recorder.calls]
 
-    brushed, sinks, scores = run(_region().numpy(), jobs.REGION_BRUSHED)
+    brushed, sinks, scores = run(_region().numpy(), BRUSHED)
     assert sinks == [True] and scores == [None]  # one forward, streamed, nothing held
-    ground_truth, sinks, _ = run(None, jobs.REGION_GROUND_TRUTH)
+    ground_truth, sinks, _ = run(None, GROUND_TRUTH)
     assert sinks == [True]
 
     # the explicit path: predict with scores, then explain that prediction
     monkeypatch.setattr(model, "streams_scores", False)
-    plain, sinks, _ = run(_region().numpy(), jobs.REGION_BRUSHED)
+    plain, sinks, _ = run(_region().numpy(), BRUSHED)
     assert sinks == [False]
-    by_prediction, sinks, _ = run(None, jobs.REGION_PREDICTION)
+    by_prediction, sinks, _ = run(None, PREDICTION)
     assert sinks == [False] and by_prediction.region is not None
     monkeypatch.setattr(model, "streams_scores", True)
-    assert run(None, jobs.REGION_PREDICTION)[1] == [False]  # R needs the prediction first: not streamed
+    assert run(None, PREDICTION)[1] == [False]  # R needs the prediction first: not streamed
 
     for result in (brushed, ground_truth):
         assert np.array_equal(result.region, plain.region)

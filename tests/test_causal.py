@@ -7,12 +7,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fssgui.errors import ExplainError
-from fssgui.explain.causal import (
+from fssgui.metrics.causal import (
     causal_steps,
     foreground_iou,
     perturbed_supports,
     rank_pixels,
-    run_causal_metric,
+    CausalRun,
     step_boundaries,
     trapezoid_auc,
 )
@@ -111,16 +111,16 @@ def test_named_metrics(toy, attribution):
     batch = toy_episode()
     with torch.no_grad():
         gt = toy.predict(batch).logits[0].argmax(0)
-    iauc = run_causal_metric(toy, batch, attribution, toy_region(), "iauc", "miou", steps=4, gt=gt)
+    iauc = CausalRun(toy, batch, attribution, toy_region(), "iauc", "miou", steps=4, gt=gt).run()
     assert len(iauc.scores) == 4  # skip_empty for miou
     assert iauc.scores[-1] == pytest.approx(1.0)  # full supports reproduce the gt (= the prediction)
     assert iauc.value == pytest.approx(trapezoid_auc(iauc.scores))
     assert iauc.fractions == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    dauc = run_causal_metric(toy, batch, attribution, toy_region(), "dauc", "confidence", steps=4)
+    dauc = CausalRun(toy, batch, attribution, toy_region(), "dauc", "confidence", steps=4).run()
     assert len(dauc.scores) == 5 and dauc.fractions[0] == 0.0
-    at_p = run_causal_metric(toy, batch, attribution, toy_region(), "iauc@p", "confidence", percentage=0.1)
+    at_p = CausalRun(toy, batch, attribution, toy_region(), "iauc@p", "confidence", percentage=0.1).run()
     assert len(at_p.scores) == 6 and at_p.fractions[-1] == pytest.approx(int(0.1 * 2 * TOY_SIZE**2) / (2 * TOY_SIZE**2))
-    loss = run_causal_metric(toy, batch, attribution, toy_region(), "miou-loss@p", "miou", percentage=0.05, gt=gt)
+    loss = CausalRun(toy, batch, attribution, toy_region(), "miou-loss@p", "miou", percentage=0.05, gt=gt).run()
     assert loss.fractions == pytest.approx([int(0.05 * 2 * TOY_SIZE**2) / (2 * TOY_SIZE**2), 1.0])
     assert loss.value == pytest.approx(loss.scores[1] - loss.scores[0])
     assert loss.scores[1] == pytest.approx(1.0)
@@ -129,11 +129,11 @@ def test_named_metrics(toy, attribution):
 def test_metric_errors(toy, attribution):
     batch = toy_episode()
     with pytest.raises(ExplainError, match="ground truth"):
-        run_causal_metric(toy, batch, attribution, toy_region(), "iauc", "miou")
+        CausalRun(toy, batch, attribution, toy_region(), "iauc", "miou").run()
     with pytest.raises(ExplainError):
-        run_causal_metric(toy, batch, attribution[:1], toy_region(), "iauc", "confidence")
+        CausalRun(toy, batch, attribution[:1], toy_region(), "iauc", "confidence").run()
     with pytest.raises(ExplainError):
-        run_causal_metric(toy, batch, attribution, toy_region(), "bogus", "confidence")
+        CausalRun(toy, batch, attribution, toy_region(), "bogus", "confidence").run()
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -141,7 +141,7 @@ def test_metric_errors(toy, attribution):
 def test_full_insertion_equals_unperturbed_score(toy, seed, steps):
     batch = toy_episode(seed=seed % 7)
     attribution = torch.rand(2, TOY_SIZE, TOY_SIZE, generator=torch.Generator().manual_seed(seed))
-    result = run_causal_metric(toy, batch, attribution, toy_region(), "iauc", "confidence", steps=steps)
+    result = CausalRun(toy, batch, attribution, toy_region(), "iauc", "confidence", steps=steps).run()
     assert result.scores[-1] == pytest.approx(_score(toy, batch, toy_region()), abs=1e-5)
     assert len(result.scores) == steps + 1
 
@@ -150,7 +150,7 @@ def test_reused_query_features_and_reference_logits(toy, attribution, monkeypatc
     """Given the episode's query features and unperturbed logits, a metric encodes no query and
     runs no unperturbed forward, and its curve is unchanged."""
     batch = toy_episode()
-    fresh = run_causal_metric(toy, batch, attribution, toy_region(), "dauc", "confidence", steps=4)
+    fresh = CausalRun(toy, batch, attribution, toy_region(), "dauc", "confidence", steps=4).run()
     with torch.no_grad():
         features = toy.encode_query(batch.query)
         reference_logits = toy.predict(batch).logits
@@ -163,8 +163,8 @@ def test_reused_query_features_and_reference_logits(toy, attribution, monkeypatc
         return real_predict(episode, **kwargs)
 
     monkeypatch.setattr(toy, "predict", counting_predict)
-    reused = run_causal_metric(toy, batch, attribution, toy_region(), "dauc", "confidence", steps=4,
-                               query_features=features, reference_logits=reference_logits, batch_size=8)
+    reused = CausalRun(toy, batch, attribution, toy_region(), "dauc", "confidence", steps=4,
+                               query_features=features, reference_logits=reference_logits, batch_size=8).run()
     assert encoded == []
     assert supports_seen == [5]  # one batched forward of the 5 states, no unperturbed forward
     assert reused.params["target_class"] == fresh.params["target_class"]

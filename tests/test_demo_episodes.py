@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from fssgui.episode import Episode, episode_to_tensors, load_episode
-from fssgui.imaging import foreground_iou, logits_to_size
+from fssgui.episode import Episode, load_episode
+from fssgui.imaging import foreground_iou
 from fssgui.resources import default_demo_episode, demo_dir, demo_episodes
 
 EPISODE_DIRS = demo_episodes()
@@ -86,9 +86,11 @@ def matcher():
 
 
 def _predict(model, episode: Episode) -> np.ndarray:
-    with torch.no_grad():
-        prediction = model.predict(episode_to_tensors(episode, model.entry))
-    return logits_to_size(prediction.logits[0], episode.query_size).argmax(0) == 1
+    """The pipeline's official predicted mask at the query's size."""
+    from fssgui.pipeline import EpisodeRun, LoadedModel, ModelSpec
+
+    loaded = LoadedModel(ModelSpec(model.entry.name, None, "cpu"), model, torch.device("cpu"))
+    return EpisodeRun(loaded, episode).predicted().mask
 
 
 @pytest.mark.parametrize("name", EPISODE_NAMES)

@@ -58,7 +58,7 @@ def test_metric_names_map_to_causal_options():
     assert [(s.metric, s.measure, s.steps, s.percentage) for s in specs] == [
         ("iauc", "miou", 75, None),
         ("dauc", "confidence", 75, None),
-        ("iauc@p", "confidence", None, 0.01),  # run_causal_metric's default: 5 steps
+        ("iauc@p", "confidence", None, 0.01),  # the metric's default: 5 steps
         ("miou-loss@p", "miou", None, 0.05),  # 1 step + everything inserted
     ]
     assert specs[2].causal_arguments() == ["--metric", "iauc@p", "--measure", "confidence", "--percentage", "0.01"]
@@ -262,21 +262,25 @@ def _toy_setup(tmp_path):
 def test_episode_rows_errors_and_ignore_pixels(tmp_path):
     import torch
 
-    from fssgui.evaluate.runner import _ground_truth, evaluate_episode, explainer_seed
+    from fssgui.evaluate.runner import evaluate_episode, explainer_seed
+    from fssgui.pipeline import EpisodeRun, LoadedModel, ModelSpec
 
     (toy, no_foreground), loaded, config = _toy_setup(tmp_path)
+    toy, no_foreground = (LoadedModel(ModelSpec("toy", None, "cpu"), m, torch.device("cpu"))
+                          for m in (toy, no_foreground))
     written = []
-    rows = evaluate_episode(toy, torch.device("cpu"), loaded, config.methods, config, "h", on_row=written.append)
+    rows = evaluate_episode(toy, loaded, config.methods, config, "h", on_row=written.append)
     assert written == rows and [r["method"] for r in rows] == ["affex", "random"]
     for row in rows:
         assert row["error"] is None and row["episode"] == 4 and row["settings"] == "h"
         assert all(math.isfinite(v) for v in row["values"].values())
     assert rows[0]["explainer_seed"] is None and rows[1]["explainer_seed"] == explainer_seed(3, 4)
     # label-255 pixels become the causal metrics' ignore index in the ground truth
-    gt = _ground_truth(loaded, 32)
+    gt, source = EpisodeRun(toy, loaded.episode, ignore=loaded.ignore).ground_truth()
+    assert source == "episode ground truth" and gt.shape == (32, 32)
     assert (gt[:5] == -100).all() and (gt[6:] != -100).all() and (gt == 1).any()
     # a model that predicts no foreground: R = prediction is empty -> failed rows, no crash
-    rows = evaluate_episode(no_foreground, torch.device("cpu"), loaded, config.methods, config, "h")
+    rows = evaluate_episode(no_foreground, loaded, config.methods, config, "h")
     for row in rows:
         assert row["error"].startswith("region R:") and all(math.isnan(v) for v in row["values"].values())
         assert row["prediction_iou"] == 0.0
@@ -307,12 +311,12 @@ def test_run_outputs_and_reproducible_episode_list(reference):
 
 def test_table_equals_mean_of_per_episode_causal_cli(reference, tmp_path, monkeypatch):
     """Every cell = 100 x the mean over episodes of `fssgui causal`'s value on that episode."""
-    import fssgui.commands.common as common
+    import fssgui.pipeline.models as pipeline_models
     from fssgui.cli import main
     from fssgui.episode import save_episode
 
     built = {}
-    real_build = common.build_model
+    real_build = pipeline_models.build_model
 
     def build_once(name, checkpoint=None, device="cpu", log=None):  # model construction memoised
         key = (name, checkpoint, str(device))
@@ -320,7 +324,7 @@ def test_table_equals_mean_of_per_episode_causal_cli(reference, tmp_path, monkey
             built[key] = real_build(name, checkpoint, device=device, log=log)
         return built[key]
 
-    monkeypatch.setattr(common, "build_model", build_once)
+    monkeypatch.setattr(pipeline_models, "build_model", build_once)
     out, data = reference["out"], reference["data"]
     source = EpisodeSource(data, "folders")
     results = read_results(out)

@@ -14,7 +14,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 
 from fssgui.episode import load_episode
-from fssgui.gui.jobs import REGION_BRUSHED, REGION_GROUND_TRUTH, REGION_PREDICTION
+from fssgui.pipeline import BRUSHED, GROUND_TRUTH, PREDICTION
 from fssgui.gui.main_window import MainWindow, parse_params
 from fssgui.gui.settings import Autosave, Settings
 from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, drag, make_gui_episode, register_tiny_model, write_gui_episode
@@ -58,12 +58,12 @@ def _explain(qtbot, window, timeout=30000):
 
 def test_explain_brushed_region_shows_one_map_per_support(qtbot, window):
     window.set_episode(make_gui_episode(shots=3))
-    window.set_region_source(REGION_BRUSHED)
+    window.set_region_source(BRUSHED)
     with qtbot.waitSignal(window.query_canvas.strokeFinished):
         drag(window.query_canvas, [(25, 20), (35, 25)])
-    assert window.region_source == REGION_BRUSHED and window.region.count() > 0
+    assert window.region_source == BRUSHED and window.region.count() > 0
     result = _explain(qtbot, window)
-    assert result.region_source == REGION_BRUSHED
+    assert result.region_source == BRUSHED
     assert np.array_equal(result.region, window.region.as_bool())
     tiles = window.heatmap_view.grid.tiles
     assert len(tiles) == 3 and all(t.canvas.has_layer("heat") for t in tiles)
@@ -77,7 +77,7 @@ def test_explain_brushed_region_shows_one_map_per_support(qtbot, window):
 def test_signed_affex_with_region_prediction(qtbot, window):
     window.set_episode(make_gui_episode(shots=2))
     _select_explainer(window, "affex-signed")  # the real explainer registry
-    assert window.region_source == REGION_PREDICTION  # the default for an episode without R
+    assert window.region_source == PREDICTION  # the default for an episode without R
     result = _explain(qtbot, window)
     assert result.signed and result.level_weights is not None and len(result.level_weights) == 2
     assert np.array_equal(window.region.as_bool(), result.prediction.mask)
@@ -93,14 +93,14 @@ def test_signed_affex_with_region_prediction(qtbot, window):
 def test_ground_truth_region_and_missing_truth(qtbot, window):
     episode = make_gui_episode()
     window.set_episode(episode)
-    window.set_region_source(REGION_GROUND_TRUTH)
+    window.set_region_source(GROUND_TRUTH)
     assert np.array_equal(window.region.as_bool(), episode.query_mask)
     window.set_episode(make_gui_episode(with_truth=False))
     errors = []
     window.errorReported.connect(errors.append)
-    window.set_region_source(REGION_GROUND_TRUTH)
+    window.set_region_source(GROUND_TRUTH)
     assert errors and "ground-truth" in errors[0]
-    assert window.region_source == REGION_PREDICTION
+    assert window.region_source == PREDICTION
 
 
 def test_result_of_inputs_edited_during_the_run_is_marked_stale(qtbot, window):
@@ -120,13 +120,13 @@ def test_a_second_request_supersedes_the_first(qtbot, window):
     shown = []
     window.resultShown.connect(shown.append)
     first = window.explain()
-    window.region_source = REGION_BRUSHED
+    window.region_source = BRUSHED
     window.region.stroke([(30, 20)], size=9)
     second = window.explain()
     assert first != second
     qtbot.waitUntil(lambda: not window.worker.is_busy and bool(shown), timeout=30000)
     qtbot.wait(50)
-    assert len(shown) == 1 and shown[0].region_source == REGION_BRUSHED
+    assert len(shown) == 1 and shown[0].region_source == BRUSHED
 
 
 def test_cancel_keeps_the_previous_result(qtbot, window):
@@ -163,7 +163,7 @@ def test_refuses_to_run_with_an_empty_support_mask_or_region(qtbot, window):
     assert window.explain() is None
     assert "support 2" in window.errors[-1] and "empty" in window.errors[-1]
     window.support_panel.remove(1)
-    window.set_region_source(REGION_BRUSHED)
+    window.set_region_source(BRUSHED)
     window.region.clear()
     assert window.explain() is None
     assert "region R is empty" in window.errors[-1]

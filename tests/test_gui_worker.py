@@ -13,6 +13,7 @@ from PySide6.QtCore import QThread, QTimer
 
 from fssgui.explain.base import Cancelled
 from fssgui.gui import jobs
+from fssgui.pipeline import BRUSHED, ModelSpec
 from fssgui.gui.worker import GpuWorker
 from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, make_gui_episode, register_tiny_model
 
@@ -149,7 +150,7 @@ def test_shutdown_cancels_a_running_job_and_joins_the_thread(qtbot):
 def test_model_jobs_return_numpy_results_at_image_resolution(qtbot, worker):
     register_tiny_model()
     episode = make_gui_episode(shots=2, size=(40, 56))
-    spec = jobs.ModelSpec(TINY_MODEL, None, "cpu")
+    spec = ModelSpec(TINY_MODEL, None, "cpu")
     with qtbot.waitSignal(worker.finished, timeout=20000) as blocker:
         worker.submit("predict", lambda ctx, cache: jobs.predict(ctx, cache, spec, episode))
     prediction = blocker.args[1]
@@ -160,7 +161,7 @@ def test_model_jobs_return_numpy_results_at_image_resolution(qtbot, worker):
     region = episode.query_mask.copy()
     with qtbot.waitSignal(worker.finished, timeout=20000) as blocker:
         worker.submit("explain", lambda ctx, cache: jobs.explain(
-            ctx, cache, spec, episode, region, jobs.REGION_BRUSHED, "test-mask", {}, TEST_EXPLAINERS))
+            ctx, cache, spec, episode, region, BRUSHED, "test-mask", {}, TEST_EXPLAINERS))
     result = blocker.args[1]
     assert [m.shape for m in result.maps] == [s.image.shape[:2] for s in episode.supports]
     assert all(isinstance(m, np.ndarray) for m in result.maps)
@@ -172,11 +173,11 @@ def test_model_jobs_return_numpy_results_at_image_resolution(qtbot, worker):
 def test_explain_job_with_empty_region_fails_with_a_clear_message(qtbot, worker):
     register_tiny_model()
     episode = make_gui_episode(shots=1)
-    spec = jobs.ModelSpec(TINY_MODEL, None, "cpu")
+    spec = ModelSpec(TINY_MODEL, None, "cpu")
     empty = np.zeros(episode.query_size, bool)
     with qtbot.waitSignal(worker.failed, timeout=20000) as blocker:
         worker.submit("explain", lambda ctx, cache: jobs.explain(
-            ctx, cache, spec, episode, empty, jobs.REGION_BRUSHED, "test-mask", {}, TEST_EXPLAINERS))
+            ctx, cache, spec, episode, empty, BRUSHED, "test-mask", {}, TEST_EXPLAINERS))
     assert "region R" in blocker.args[1] and "empty" in blocker.args[1]
 
 

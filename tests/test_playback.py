@@ -82,13 +82,14 @@ def wait_finished(qtbot, widget, timeout=20000):
 def expected_score(widget, frame) -> float:
     """The tiny model's confidence on the state the widget displays for ``frame``."""
     model = TinyModel().eval()
-    from fssgui.episode import episode_to_tensors, region_to_model
+    from fssgui.episode import episode_to_tensors
+    from fssgui.pipeline.regions import region_from_mask
 
     batch = episode_to_tensors(widget.episode, model.entry)
     kept = torch.from_numpy(frame.kept()).float()
     state = EpisodeTensors(batch.query, (batch.supports[0] * kept[:, None])[None], (batch.support_masks[0] * kept)[None])
     probability = torch.softmax(model.predict(state).logits, 1)[0, 1]
-    return float(probability[region_to_model(widget.episode.query_mask, TINY_SIZE)].mean())
+    return float(probability[torch.from_numpy(region_from_mask(widget.episode.query_mask, TINY_SIZE))].mean())
 
 
 def test_frames_are_in_sync_with_the_curve_marker(qtbot, make_worker, setup):
@@ -130,7 +131,7 @@ def test_frames_are_in_sync_with_the_curve_marker(qtbot, make_worker, setup):
 
 def test_frames_stream_in_while_the_job_runs(qtbot, make_worker, setup):
     gate = threading.Event()
-    worker = make_worker(lambda: GatedModel(gate, free=3))  # prediction, target class, first batch
+    worker = make_worker(lambda: GatedModel(gate, free=2))  # the prediction (its logits give the target class), first batch
     widget = make_widget(qtbot, worker, setup)
     try:
         widget.run()
@@ -150,7 +151,7 @@ def test_frames_stream_in_while_the_job_runs(qtbot, make_worker, setup):
 
 def test_cancel_stops_the_job_and_keeps_the_computed_frames(qtbot, make_worker, setup):
     gate = threading.Event()
-    worker = make_worker(lambda: GatedModel(gate, free=3))
+    worker = make_worker(lambda: GatedModel(gate, free=2))
     widget = make_widget(qtbot, worker, setup)
     widget.run()
     qtbot.waitUntil(lambda: widget.frame_count() == POINTS, timeout=20000)
@@ -172,7 +173,7 @@ def test_cancel_stops_the_job_and_keeps_the_computed_frames(qtbot, make_worker, 
 
 def test_a_new_run_drops_the_old_runs_frames(qtbot, make_worker, setup):
     gate = threading.Event()
-    worker = make_worker(lambda: GatedModel(gate, free=3))
+    worker = make_worker(lambda: GatedModel(gate, free=2))
     widget = make_widget(qtbot, worker, setup)
     first = widget.run()
     qtbot.waitUntil(lambda: widget.frame_count() == POINTS, timeout=20000)

@@ -18,7 +18,7 @@ import torch
 from conftest import make_episode
 from fssgui import report as R
 from fssgui.imaging import _umask
-from fssgui.episode import episode_to_tensors, region_to_model
+from fssgui.episode import episode_to_tensors
 from fssgui.models.base import EpisodeTensors, FSSModel, Prediction
 from fssgui.models.registry import ModelEntry
 
@@ -54,12 +54,21 @@ def tiny_builder(name, checkpoint=None, device="cpu", log=None):
     return TinyModel().to(device).eval()
 
 
+def tiny_run(model, episode):
+    """The pipeline's run of ``episode`` on the tiny model."""
+    from fssgui.pipeline import EpisodeRun, LoadedModel, ModelSpec
+
+    return EpisodeRun(LoadedModel(ModelSpec("tiny", None, "cpu"), model, torch.device("cpu")), episode)
+
+
 def tiny_setup(shots: int = 2, seed: int = 0):
     """(model, episode, batch, region at S, attributions at S) for a small synthetic episode."""
+    from fssgui.pipeline.regions import region_from_mask
+
     model = TinyModel().eval()
     episode = make_episode(shots=shots, size=(24, 32), seed=seed)
     batch = episode_to_tensors(episode, model.entry)
-    region = region_to_model(episode.query_mask, TINY_SIZE)
+    region = torch.from_numpy(region_from_mask(episode.query_mask, TINY_SIZE))
     generator = torch.Generator().manual_seed(seed)
     masks = batch.support_masks[0]
     attributions = {
@@ -71,10 +80,14 @@ def tiny_setup(shots: int = 2, seed: int = 0):
 
 @pytest.fixture(scope="module")
 def computed():
+    from fssgui.pipeline.curves import run_curves
+
     model, episode, batch, region, attributions = tiny_setup()
+    run = tiny_run(model, episode)
     frames = []
-    curves = R.run_causal_curves(model, batch, attributions, region, metrics=("iauc", "dauc"), steps=6,
-                                 on_frame=frames.append)
+    curves = run_curves(run, attributions, run.region("ground-truth"), metrics=("iauc", "dauc"), steps=6,
+                        on_step=lambda curve, step: frames.append(R.CausalFrame.from_step(curve.method, curve.metric,
+                                                                                          step)))
     return model, episode, batch, region, attributions, curves, frames
 
 
@@ -84,13 +97,13 @@ def leftovers(folder: Path) -> list[str]:
 
 # ----------------------------------------------------------------------------------- curves
 def test_curves_match_the_causal_metric_and_frames_match_the_steps(computed):
-    from fssgui.explain.causal import run_causal_metric
+    from fssgui.metrics.causal import CausalRun
 
     model, episode, batch, region, attributions, curves, frames = computed
     assert [(c.method, c.metric) for c in curves] == [("good", "iauc"), ("good", "dauc"), ("random", "iauc"),
                                                       ("random", "dauc")]
     for c in curves:
-        reference = run_causal_metric(model, batch, attributions[c.method], region, c.metric, "confidence", steps=6)
+        reference = CausalRun(model, batch, attributions[c.method], region, c.metric, "confidence", steps=6).run()
         assert c.scores == pytest.approx(reference.scores)
         assert c.fractions == pytest.approx(reference.fractions)
         assert c.value == pytest.approx(reference.value)
@@ -105,7 +118,7 @@ def test_curves_match_the_causal_metric_and_frames_match_the_steps(computed):
 
 def test_frame_state_is_the_state_that_gave_the_score(computed):
     """The frame's kept pixels are exactly the perturbed supports the model saw for that score."""
-    from fssgui.explain.causal import causal_steps
+    from fssgui.metrics.causal import causal_steps
 
     model, episode, batch, region, attributions, curves, frames = computed
     for metric, mode in (("iauc", "insertion"), ("dauc", "deletion")):

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..models.registry import DEFAULT_MODEL, build_model, resolve_device
+from ..models.registry import DEFAULT_MODEL
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, several_episodes: bool = False) -> None:
@@ -23,12 +23,18 @@ def log_stderr(message: str) -> None:
     print(f"fssgui: {message}", file=sys.stderr)
 
 
+def model_spec(args):
+    from ..pipeline import ModelSpec
+
+    return ModelSpec(args.model, args.checkpoint, args.device)
+
+
 def load_model_from_args(args):
-    """Resolve the device (saying so when falling back to CPU) and build the model."""
-    device = resolve_device(args.device)
-    if args.device is None and device.type == "cpu":
-        log_stderr("CUDA is not available: running on the CPU")
-    return build_model(args.model, args.checkpoint, device=device, log=log_stderr), device
+    """The pipeline's :class:`~fssgui.pipeline.LoadedModel` of ``--model``, ``--checkpoint`` and
+    ``--device`` (the pipeline's device rule: it says so when it falls back to the CPU)."""
+    from ..pipeline import load_model
+
+    return load_model(model_spec(args), log=log_stderr)
 
 
 def output_dir(path: str) -> Path:

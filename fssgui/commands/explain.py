@@ -27,11 +27,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..episode import Episode, episode_to_tensors, load_episode
+from ..episode import Episode, load_episode
 from ..errors import ExplainError, FssguiError
-from ..imaging import heatmap_overlay, resize_map, save_npy_atomic, save_png_atomic, write_bytes_atomic
+from ..imaging import heatmap_overlay, save_npy_atomic, save_png_atomic, write_bytes_atomic
 from .common import add_model_arguments, load_model_from_args, log_stderr, output_dir
 
 _AFFEX_ONLY = ("size", "mode")
@@ -113,49 +112,11 @@ def build_explainers(args, methods: list[str]) -> list:
     return [build_explainer(args, m, strict=False) for m in methods]
 
 
-def check_region_source(region_source: str) -> None:
-    if region_source not in ("prediction", "ground-truth", "gt", "episode") and not Path(region_source).is_file():
-        raise ExplainError(f"{region_source}: region file not found (or use prediction, ground-truth, episode)")
-
-
-def prepare_episode(source, region_source: str, model, device):
-    """Episode, batch, prediction (with scores when the model matches) and R of one episode
-    (``source``: an :class:`Episode` already loaded, or its folder / episode.json)."""
-    from ..explain.regions import resolve_region
-
-    episode = source if isinstance(source, Episode) else load_episode(source)
-    batch = episode_to_tensors(episode, model.entry).to(device)
-    with torch.no_grad():
-        prediction = model.predict(batch, with_scores=bool(getattr(model, "is_matching", False)))
-    size = int(model.entry.input_size)
-    region = resolve_region(region_source, episode, size, prediction).to(device)
-    return episode, batch, prediction, region
-
-
-def prepare(args):
-    """Episode, model, device, batch, prediction (with scores when the model matches) and R."""
-    check_region_source(args.region)
-    episode = load_episode(args.episode)  # a bad episode is reported before the (slow) model build
-    model, device = load_model_from_args(args)
-    episode, batch, prediction, region = prepare_episode(episode, args.region, model, device)
-    return episode, model, device, batch, prediction, region
-
-
-def check_matching(explainer, model, model_name: str) -> None:
-    if explainer.needs_matching and not getattr(model, "is_matching", False):
-        raise ExplainError(f"{explainer.name} needs a matching model; {model_name!r} exposes no matching scores")
-
-
-def explain_episode(args, explainer, model, batch, prediction, region):
-    check_matching(explainer, model, args.model)
-    return explainer.explain(model, batch, region, prediction=prediction)
-
-
-def write_attribution(out: Path, episode, attribution) -> list[Path]:
-    """attribution.npy (or attribution_<k>.npy when support sizes differ) and overlay_<k>.png."""
-    maps = attribution.maps.detach().float().cpu().numpy()
-    sizes = [s.image.shape[:2] for s in episode.supports]
-    resized = [resize_map(m, size) for m, size in zip(maps, sizes)]
+def write_attribution(out: Path, episode, result) -> list[Path]:
+    """attribution.npy (or attribution_<k>.npy when support sizes differ) and overlay_<k>.png of an
+    :class:`~fssgui.pipeline.ExplanationResult` (maps already at each support's resolution)."""
+    resized = result.maps
+    sizes = [m.shape for m in resized]
     written = []
     if len(set(sizes)) == 1:
         path = out / "attribution.npy"
@@ -166,7 +127,7 @@ def write_attribution(out: Path, episode, attribution) -> list[Path]:
             path = out / f"attribution_{k}.npy"
             save_npy_atomic(path, values.astype(np.float32))
             written.append(path)
-    zero = attribution.params.get("zero_level") if attribution.signed else None
+    zero = result.zero_level
     # one colour scale for all supports: 0 .. the largest value (1 for the min-max-scaled maps;
     # exact attributions such as prototype-share are shares of a total and much smaller)
     top = max(float(np.max(values)) for values in resized)
@@ -183,20 +144,9 @@ def write_attribution(out: Path, episode, attribution) -> list[Path]:
     return written
 
 
-def attribution_summary(args, attribution, episode_path=None) -> dict:
-    summary = {
-        "method": attribution.method,
-        "params": attribution.params,
-        "signed": attribution.signed,
-        "model": args.model,
-        "checkpoint": args.checkpoint,
-        "episode": str(args.episode if episode_path is None else episode_path),
-        "region": args.region,
-    }
-    if attribution.level_weights is not None:
-        summary["level_names"] = attribution.level_names
-        summary["level_weights"] = [float(w) for w in attribution.level_weights]
-    return summary
+def explanation_summary(result, episode_path) -> dict:
+    """``explanation.json``: the explanation's own description, with the episode it explains."""
+    return {**result.summary(), "episode": str(episode_path)}
 
 
 def register(subparsers) -> None:
@@ -222,22 +172,37 @@ def episode_labels(paths: list[str]) -> list[str]:
 
 
 def run(args) -> int:
+    from ..pipeline import EpisodeRun
+    from ..pipeline.regions import canonical_source, check_region_source
+    from ..pipeline.run import explainer_unavailable
+
     methods = requested_methods(args)
     explainers = build_explainers(args, methods)  # parameter errors before the (slow) model build
-    check_region_source(args.region)
+    region_source = canonical_source(args.region)
+    check_region_source(region_source)
     episodes = list(args.episode) if isinstance(args.episode, list) else [args.episode]
     # a single bad episode is an error before the (slow) model build; several are loaded in turn
     sources: list = [load_episode(episodes[0])] if len(episodes) == 1 else list(episodes)
-    model, device = load_model_from_args(args)
+    loaded = load_model_from_args(args)
     for explainer in explainers:
-        check_matching(explainer, model, args.model)
+        reason = explainer_unavailable(explainer, loaded)
+        if reason:
+            raise ExplainError(reason)
+    # several methods share one forward, and R = prediction needs the forward first: keep its
+    # matching scores when a method needs them (one method with R known streams them instead)
+    keep_scores = (any(e.needs_matching for e in explainers)
+                   and (len(explainers) > 1 or region_source == "prediction"))
     out = output_dir(args.out)
     labels = episode_labels(episodes)
     several = len(episodes) > 1 or len(explainers) > 1
     runs: list[dict] = []  # one per (episode, method): its folder, or its error
     for episode_path, source, label in zip(episodes, sources, labels):
         try:
-            episode, batch, prediction, region = prepare_episode(source, args.region, model, device)
+            episode = source if isinstance(source, Episode) else load_episode(source)
+            run = EpisodeRun(loaded, episode)
+            if keep_scores:
+                run.prediction(with_scores=True)
+            region = run.region(region_source)
         except FssguiError as exc:
             if not several:
                 raise
@@ -247,7 +212,7 @@ def run(args) -> int:
         for method, explainer in zip(methods, explainers):
             folder = out.joinpath(*([label] if len(episodes) > 1 else []), *([method] if len(methods) > 1 else []))
             try:
-                attribution = explainer.explain(model, batch, region, prediction=prediction)
+                result = run.explain(explainer, region=region)
             except FssguiError as exc:
                 if not several:
                     raise
@@ -255,16 +220,16 @@ def run(args) -> int:
                 log_stderr(f"{episode_path}: {method} failed: {exc}")
                 continue
             folder.mkdir(parents=True, exist_ok=True)
-            written = write_attribution(folder, episode, attribution)
-            summary = attribution_summary(args, attribution, episode_path)
+            written = write_attribution(folder, episode, result)
+            summary = explanation_summary(result, episode_path)
             summary["files"] = [p.name for p in written]
             write_bytes_atomic(folder / "explanation.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
             runs.append({"episode": str(episode_path), "method": method,
                          "folder": str(folder.relative_to(out)) if folder != out else "."})
-            print(f"{written[0]}: {attribution.method} over {episode.shots} support(s), R = {args.region}")
-        del batch, prediction, region
+            print(f"{written[0]}: {result.method} over {episode.shots} support(s), R = {result.region_source}")
+        del run
     if several:
-        index = {"model": args.model, "checkpoint": args.checkpoint, "region": args.region, "methods": methods,
+        index = {"model": args.model, "checkpoint": args.checkpoint, "region": region_source, "methods": methods,
                  "episodes": [str(e) for e in episodes], "runs": runs}
         write_bytes_atomic(out / "explanations.json", (json.dumps(index, indent=2) + "\n").encode("utf-8"))
     failed = [r for r in runs if "error" in r]

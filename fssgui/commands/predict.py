@@ -2,13 +2,13 @@
 
 Writes ``DIR/logits.npy`` (float32 ``[2, H, W]`` background/foreground logits at the query image's
 size; no resampling when the query is already at the model's input size) and ``DIR/prediction.png``
-(the predicted foreground, 0/255)."""
+(the model's official predicted foreground at the query's size, 0/255: the argmax of those logits,
+or DMTNet's K-shot vote)."""
 from __future__ import annotations
 
-import torch
-
-from ..episode import episode_to_tensors, load_episode
-from ..imaging import foreground_iou, logits_to_size, save_npy_atomic, save_png_atomic
+from ..episode import load_episode
+from ..imaging import foreground_iou, save_npy_atomic, save_png_atomic
+from ..pipeline import EpisodeRun
 from .common import add_model_arguments, load_model_from_args, output_dir
 
 
@@ -19,24 +19,14 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def predict_episode(model, episode, device) -> "np.ndarray":
-    """Logits ``[2, H, W]`` float32 at the query image's size."""
-    batch = episode_to_tensors(episode, model.entry).to(device)
-    with torch.no_grad():
-        prediction = model.predict(batch)
-    return logits_to_size(prediction.logits[0], episode.query_size)
-
-
 def run(args) -> int:
     episode = load_episode(args.episode)
-    model, device = load_model_from_args(args)
-    logits = predict_episode(model, episode, device)
+    result = EpisodeRun(load_model_from_args(args), episode).predicted()
     out = output_dir(args.out)
-    save_npy_atomic(out / "logits.npy", logits)
-    mask = logits[1] > logits[0]
-    save_png_atomic(out / "prediction.png", mask)
-    line = f"foreground {mask.mean() * 100:.1f}% of the query"
+    save_npy_atomic(out / "logits.npy", result.logits)
+    save_png_atomic(out / "prediction.png", result.mask)
+    line = f"foreground {result.mask.mean() * 100:.1f}% of the query"
     if episode.query_mask is not None:
-        line += f", IoU with ground truth {foreground_iou(mask, episode.query_mask):.3f}"
+        line += f", IoU with ground truth {foreground_iou(result.mask, episode.query_mask):.3f}"
     print(f"{out / 'logits.npy'}: {line}")
     return 0

@@ -22,15 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from ..errors import ExplainError
 from .common import add_model_arguments, load_model_from_args, log_stderr, output_dir
 
 
 def register(subparsers) -> None:
-    from ..explain.causal import MEASURES, METRICS
+    from ..metrics.causal import MEASURES, METRICS
 
     parser = subparsers.add_parser(
         "report", help="HTML + PDF report: maps of several methods, causal curves, every number in summary.json",
@@ -51,7 +48,7 @@ def register(subparsers) -> None:
                         help="query region R to explain and score (default: the prediction)")
     parser.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
                         help="an explainer parameter, e.g. affex-signed.size=96 (repeatable)")
-    parser.add_argument("--batch-size", type=int, default=8, help="metric states per forward pass (default 8)")
+    parser.add_argument("--batch-size", type=int, help="metric states per forward pass (default: chosen for the device)")
     parser.add_argument("--no-pdf", action="store_true", help="write no report.pdf")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.set_defaults(func=run)
@@ -100,25 +97,6 @@ def _names(text: str, what: str, known) -> list[str]:
     return names
 
 
-def _full_resolution_region(source: str, episode, prediction_full: np.ndarray) -> np.ndarray:
-    from ..imaging import load_mask, resize_mask
-
-    if source == "prediction":
-        return prediction_full
-    if source in ("ground-truth", "gt"):
-        return episode.query_mask
-    if source == "episode":
-        return episode.region
-    return resize_mask(load_mask(source), episode.query_size)
-
-
-def _device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return f"{torch.cuda.get_device_name(index)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    return f"CPU, torch {torch.__version__}"
-
-
 class _Progress:
     """Progress lines on stderr, at most every 2 s."""
 
@@ -134,86 +112,61 @@ class _Progress:
 
 def run(args) -> int:
     from .. import report as R
-    from ..episode import episode_to_tensors, load_episode
-    from ..explain.causal import METRICS
-    from ..explain.regions import ground_truth_at_size, resolve_region
+    from ..episode import load_episode
+    from ..metrics.causal import METRICS, metric_settings
+    from ..pipeline import EpisodeRun
+    from ..pipeline.curves import run_curves
+    from ..pipeline.models import device_description
+    from ..pipeline.regions import canonical_source, check_region_source
+    from ..pipeline.run import explainer_unavailable
     from ..explain.registry import EXPLAINER_NAMES, get_explainer
-    from ..imaging import logits_to_size, resize_map
 
     methods = _names(args.methods, "method", EXPLAINER_NAMES)
     metrics = _names(args.metrics, "metric", METRICS)
     params = parse_method_params(args.param, methods)
-    if args.steps is not None and args.steps < 1:
-        raise ExplainError(f"--steps must be at least 1, got {args.steps}")
-    if args.percentage is not None and not 0.0 < args.percentage <= 1.0:
-        raise ExplainError(f"--percentage must be in (0, 1], got {args.percentage}")
-    if args.batch_size < 1:
+    for metric in metrics:  # bad values before the (slow) model build
+        metric_settings(metric, args.measure, args.steps, args.percentage)
+    if args.batch_size is not None and args.batch_size < 1:
         raise ExplainError(f"--batch-size must be at least 1, got {args.batch_size}")
     explainers = {name: get_explainer(name, **params[name]) for name in methods}
-
     episode = load_episode(args.episode)
-    region_source = args.region
-    if region_source not in ("prediction", "ground-truth", "gt", "episode") and not Path(region_source).is_file():
-        raise ExplainError(f"{region_source}: region file not found (or use prediction, ground-truth, episode)")
-    model, device = load_model_from_args(args)
+    region_source = canonical_source(args.region)
+    check_region_source(region_source)
+    loaded = load_model_from_args(args)
+    for explainer in explainers.values():
+        reason = explainer_unavailable(explainer, loaded)
+        if reason:
+            raise ExplainError(reason)
+    run = EpisodeRun(loaded, episode)
+    if any(e.needs_matching for e in explainers.values()):
+        run.prediction(with_scores=True)  # one forward for every method
+    region = run.region(region_source)
+    explanations = {}
     for name, explainer in explainers.items():
-        if explainer.needs_matching and not getattr(model, "is_matching", False):
-            raise ExplainError(f"{name} needs a matching model; {args.model!r} exposes no matching scores")
-    size = int(model.entry.input_size)
-    batch = episode_to_tensors(episode, model.entry).to(device)
-    with torch.no_grad():
-        prediction = model.predict(batch, with_scores=bool(getattr(model, "is_matching", False)))
-    logits_full = logits_to_size(prediction.logits[0], episode.query_size)
-    prediction_full = logits_full[1] > logits_full[0]
-    region = resolve_region(region_source, episode, size, prediction).to(device)
-    region_full = _full_resolution_region(region_source, episode, prediction_full)
-    notes: list[str] = []
-
-    sizes = [s.image.shape[:2] for s in episode.supports]
-    results, model_maps = [], {}
-    for name, explainer in explainers.items():
-        started = time.perf_counter()
         log_stderr(f"explaining with {name}")
-        attribution = explainer.explain(model, batch, region, prediction=prediction if explainer.needs_matching
-                                        else None)
-        seconds = time.perf_counter() - started
-        maps = attribution.maps.detach().float()
-        model_maps[name] = maps
-        numpy_maps = maps.cpu().numpy()
-        weights = attribution.level_weights
-        results.append(R.MethodResult(
-            name, [resize_map(m, s) for m, s in zip(numpy_maps, sizes)], bool(attribution.signed),
-            dict(attribution.params or params[name]), seconds,
-            None if weights is None else weights.detach().float().cpu().numpy(),
-            list(attribution.level_names) if attribution.level_names is not None else None,
-        ))
-
-    gt = None
-    if metrics and args.measure == "miou":
-        gt = ground_truth_at_size(episode, size)
-        if gt is None:
-            gt = prediction.logits[0].argmax(0).long()
-            notes.append("The episode has no query ground truth: the mIoU measure scores against the model's own "
-                         "unperturbed prediction.")
-            log_stderr("the episode has no query ground truth: mIoU is measured against the model's prediction")
-        gt = gt.to(device)
+        explanations[name] = run.explain(explainer, region=region)
     curves = []
     if metrics:
-        curves = R.run_causal_curves(model, batch, model_maps, region, metrics=metrics, measure=args.measure,
-                                     steps=args.steps, percentage=args.percentage, gt=gt,
-                                     batch_size=args.batch_size, on_progress=_Progress())
+        curves = run_curves(run, explanations, region, metrics=metrics, measure=args.measure, steps=args.steps,
+                            percentage=args.percentage, batch_size=args.batch_size, on_progress=_Progress())
+    notes = []
+    if any(c.params.get("ground_truth", "").startswith("model prediction") for c in curves):
+        notes.append("The episode has no query ground truth: the mIoU measure scores against the model's own "
+                     "unperturbed prediction.")
+        log_stderr("the episode has no query ground truth: mIoU is measured against the model's prediction")
     inputs = R.ReportInputs(
         episode=episode,
         episode_path=str(Path(args.episode).resolve()),
         model_name=args.model,
-        model_description=getattr(model.entry, "description", "") or "",
-        input_size=size,
-        device=str(device),
-        device_description=_device_description(device),
-        prediction=prediction_full,
-        region=np.asarray(region_full, bool),
-        region_source=region_source,
-        methods=results,
+        model_description=getattr(loaded.entry, "description", "") or "",
+        input_size=loaded.input_size,
+        device=str(loaded.device),
+        device_description=device_description(loaded.device),
+        prediction=run.predicted().mask,
+        region=region.image,
+        region_source=region.source,
+        methods=[R.MethodResult(name, e.maps, e.signed, e.params, e.seconds, e.level_weights, e.level_names)
+                 for name, e in explanations.items()],
         curves=curves,
         checkpoint=args.checkpoint,
         measure=args.measure,
@@ -223,9 +176,8 @@ def run(args) -> int:
     files = R.write_report(out, inputs, pdf=not args.no_pdf)
     summary = json.loads(files.summary.read_text(encoding="utf-8"))
     iou = summary["prediction"]["iou"]
-    print(f"{files.html}: {', '.join(methods)} on {episode.shots} support(s), R = {region_source}"
+    print(f"{files.html}: {', '.join(methods)} on {episode.shots} support(s), R = {region.source}"
           + (f", prediction IoU {iou:.4f}" if iou is not None else ""))
     for curve in curves:
-        print(f"  {curve.method:<24} {R.METRIC_TITLES.get(curve.metric, curve.metric):<11} "
-              f"{curve.value_name()} {curve.value:.4f}  ({curve.describe()})")
+        print(f"  {curve.method:<24} {curve.title:<11} {curve.value_name()} {curve.value:.4f}  ({curve.describe()})")
     return 0

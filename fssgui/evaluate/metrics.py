@@ -1,4 +1,4 @@
-"""Table metric names -> the settings of :func:`fssgui.explain.causal.run_causal_metric`.
+"""Table metric names -> the settings of :func:`fssgui.metrics.causal.metric_settings`.
 
 Names (the paper's columns):
 
@@ -38,7 +38,7 @@ class MetricSpec:
     name: str  # canonical table column name
     metric: str  # fssgui.explain.causal METRICS entry
     measure: str  # "miou" | "confidence"
-    steps: Optional[int]  # None = run_causal_metric's default for that metric
+    steps: Optional[int]  # None = the metric's default number of steps
     percentage: Optional[float]
 
     @property

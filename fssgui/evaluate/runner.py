@@ -1,12 +1,11 @@
 """Batch evaluation: explain every fixed episode with every method and run the causal metrics.
 
-Per episode (on this rank's device) the steps are exactly those of ``fssgui causal`` (see
-:mod:`fssgui.commands.causal`): :func:`episode_to_tensors`, one ``model.predict`` (with matching
-scores for matching models), R from :func:`resolve_region` (default: the prediction), the
-explainer from :func:`get_explainer`, and :func:`run_causal_metric` with the metric's settings,
-the ground truth (``ground_truth_at_size``, label-255 pixels set to the ignore index) for the
-miou measure. The prediction and R are computed once per episode and shared by the methods; the
-attribution once per (episode, method) and shared by the metrics.
+Per episode (on this rank's device) the steps are those of every other front-end: the pipeline's
+:class:`~fssgui.pipeline.EpisodeRun` (one forward, with matching scores when a method needs
+them; R from its source, default the prediction; each method explained once; the one causal
+runner with the metric's settings and, for the miou measure, the ground truth with label-255
+pixels set to the ignore index). The prediction and R are computed once per episode and shared
+by the methods; the attribution once per (episode, method) and shared by the metrics.
 
 Reproducibility: explainers with a ``seed`` parameter get ``explainer_seed(--seed, episode)``
 (stored in each row, so ``fssgui causal --seed`` reproduces the row) and the global torch /
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,13 +23,11 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
-import torch
 
 from .. import __version__
 from ..data.datasets import DatasetError
-from ..episode import episode_to_tensors
 from ..errors import ExplainError, FssguiError
-from ..imaging import resize_mask, write_bytes_atomic
+from ..imaging import write_bytes_atomic
 from . import store
 from .distributed import DistContext, DistributedError, init_from_env, rank_device, shard
 from .episodes import (
@@ -103,12 +99,6 @@ class _Setup:
 def explainer_seed(seed: int, episode: int) -> int:
     """The explainer seed of one episode: independent of rank, order and the other episodes."""
     return int(np.random.SeedSequence([int(seed), int(episode)]).generate_state(1)[0] & 0x7FFFFFFF)
-
-
-def _reseed(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 def explainer_params(method: str, config: EvaluationConfig, seed: int) -> dict:
@@ -208,20 +198,8 @@ def _setup(config: EvaluationConfig) -> _Setup:
 
 
 # --------------------------------------------------------------------------------- one episode
-def _ground_truth(loaded: LoadedEpisode, size: int) -> Optional[torch.Tensor]:
-    from ..explain.causal import IGNORE_INDEX
-    from ..explain.regions import ground_truth_at_size
-
-    gt = ground_truth_at_size(loaded.episode, size)
-    if gt is not None and loaded.ignore is not None:
-        ignore = torch.from_numpy(resize_mask(loaded.ignore, (size, size)))
-        gt[ignore] = IGNORE_INDEX
-    return gt
-
-
 def evaluate_episode(
-    model,
-    device: torch.device,
+    loaded_model,
     loaded: LoadedEpisode,
     methods: Sequence[str],
     config: EvaluationConfig,
@@ -230,10 +208,12 @@ def evaluate_episode(
     rank: int = 0,
     on_row: Optional[Callable[[dict], None]] = None,
 ) -> list[dict]:
-    """Rows for ``methods`` on one episode; ``on_row(row)`` is called as each method finishes."""
-    from ..explain.causal import foreground_iou, run_causal_metric
-    from ..explain.regions import resolve_region
+    """Rows for ``methods`` on one episode (the pipeline's :class:`EpisodeRun`: one forward, R,
+    each method explained once and its metrics run on that map); ``on_row(row)`` is called as each
+    method finishes. ``loaded_model``: a :class:`fssgui.pipeline.LoadedModel`."""
     from ..explain.registry import get_explainer
+    from ..metrics.causal import mask_iou
+    from ..pipeline import EpisodeRun
 
     row_base = {
         "settings": digest,
@@ -244,53 +224,37 @@ def evaluate_episode(
         "rank": rank,
     }
     seed = explainer_seed(config.seed, loaded.row.index)
-    size = int(model.entry.input_size)
-    episode_error = None
-    prediction = region = None
+    run = EpisodeRun(loaded_model, loaded.episode, ignore=loaded.ignore)
+    explainers = {m: get_explainer(m, **explainer_params(m, config, seed)) for m in methods}
+    prediction = run.prediction(with_scores=any(e.needs_matching for e in explainers.values()))
     prediction_iou = None
-    batch = episode_to_tensors(loaded.episode, model.entry).to(device)
-    gt = _ground_truth(loaded, size)
-    if gt is not None:
-        gt = gt.to(device)
-    with torch.no_grad():
-        prediction = model.predict(batch, with_scores=bool(getattr(model, "is_matching", False)))
-    if gt is not None:
-        prediction_iou = float(foreground_iou(prediction.logits.float(), gt)[0])
+    if loaded.episode.query_mask is not None:
+        gt, _ = run.ground_truth()
+        prediction_iou = float(mask_iou(prediction.mask(), gt)[0])
+    episode_error = region = None
     try:
-        region = resolve_region(config.region, loaded.episode, size, prediction).to(device)
+        region = run.region(config.region)
     except FssguiError as exc:
         episode_error = f"region R: {exc}"
     rows = []
-    query_features = None  # the query's backbone features, encoded once per episode for every metric
-    for method in methods:
+    for method, explainer in explainers.items():
         method_started = time.perf_counter()
         values = {spec.name: math.nan for spec in config.metrics}
         errors = []
-        uses_seed = "seed" in explainer_params(method, config, seed)
         if episode_error is not None:
             errors.append(episode_error)
         else:
             try:
-                _reseed(seed)
-                explainer = get_explainer(method, **explainer_params(method, config, seed))
-                attribution = explainer.explain(model, batch, region, prediction=prediction)
-                maps = attribution.maps.to(device)
+                explanation = run.explain(explainer, region=region)
             except FssguiError as exc:
                 errors.append(f"{method}: {exc}")
-                maps = None
-            if maps is not None:
-                if query_features is None and config.metrics:
-                    with torch.no_grad():
-                        query_features = model.encode_query(batch.query)
+                explanation = None
+            if explanation is not None:
                 for spec in config.metrics:
                     try:
-                        result = run_causal_metric(
-                            model, batch, maps, region, spec.metric, spec.measure,
-                            steps=spec.steps, percentage=spec.percentage, skip_empty=None,
-                            gt=gt if spec.measure == "miou" else None, batch_size=config.batch_size,
-                            query_features=query_features, reference_logits=prediction.logits,
-                        )
-                        values[spec.name] = float(result.value)
+                        curve = run.causal_metric(explanation, region, spec.metric, spec.measure, steps=spec.steps,
+                                                  percentage=spec.percentage, batch_size=config.batch_size)
+                        values[spec.name] = float(curve.value)
                     except FssguiError as exc:
                         errors.append(f"{spec.name}: {exc}")
         row = dict(row_base)
@@ -298,7 +262,7 @@ def evaluate_episode(
             "method": method,
             "values": values,
             "prediction_iou": prediction_iou,
-            "explainer_seed": seed if uses_seed else None,
+            "explainer_seed": seed if "seed" in explainer_params(method, config, seed) else None,
             "error": "; ".join(errors) if errors else None,
             "seconds": round(time.perf_counter() - method_started, 3),
         })
@@ -333,7 +297,8 @@ def run_evaluation(config: EvaluationConfig, log: Log = _stderr) -> Optional[Eva
 
 def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[EvaluationSummary]:
     from ..explain.registry import get_explainer
-    from ..models.registry import build_model
+    from ..pipeline import ModelSpec, load_model
+    from ..pipeline.run import explainer_unavailable
 
     prefix = f"[rank {ctx.rank}/{ctx.world_size}] " if ctx.distributed else ""
 
@@ -374,12 +339,11 @@ def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[Evalu
         if config.device is None and device.type == "cpu" and ctx.is_main:
             log(prefix + "CUDA is not available: running on the CPU")
         if pending:  # a rank with nothing left to do (a finished run) builds no model
-            model = build_model(config.model, config.checkpoint, device=device, log=lambda m: say(m))
+            model = load_model(ModelSpec(config.model, config.checkpoint, str(device)), log=lambda m: say(m))
             for method in config.methods:
-                explainer = get_explainer(method, **explainer_params(method, config, 0))
-                if explainer.needs_matching and not getattr(model, "is_matching", False):
-                    raise ExplainError(f"{method} needs a matching model; {config.model!r} exposes no matching "
-                                       f"scores")
+                reason = explainer_unavailable(get_explainer(method, **explainer_params(method, config, 0)), model)
+                if reason:
+                    raise ExplainError(reason)
     except FssguiError as exc:
         error = exc
     ctx.agree(error)
@@ -403,7 +367,7 @@ def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[Evalu
                     for result in rows:
                         writer.append(result)
                 else:
-                    rows = evaluate_episode(model, device, loaded, methods, config, setup.digest,
+                    rows = evaluate_episode(model, loaded, methods, config, setup.digest,
                                             rank=ctx.rank, on_row=writer.append)
                 computed += len(rows)
                 failed = [r for r in rows if r["error"]]

@@ -9,16 +9,11 @@ and ``cancelled() -> bool`` are optional hooks for the GUI worker (checked betwe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from torch import Tensor
 
-ProgressFn = Optional[Callable[[float], None]]
-CancelledFn = Optional[Callable[[], bool]]
-
-
-class Cancelled(Exception):
-    """Raised by long computations when ``cancelled()`` turned true between two steps."""
+from ..errors import Cancelled, CancelledFn, ProgressFn, check_cancelled  # noqa: F401 (re-exported until every caller imports fssgui.errors)
 
 
 @dataclass
@@ -56,8 +51,3 @@ class Explainer:
         cancelled: CancelledFn = None,
     ) -> Attribution:  # pragma: no cover - interface
         raise NotImplementedError
-
-
-def check_cancelled(cancelled: CancelledFn) -> None:
-    if cancelled is not None and cancelled():
-        raise Cancelled()

@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 
 from ..imaging import COLORMAPS, apply_colormap, colormap_lut, percentile_limits, resize_map
 from .canvas import ImageCanvas, link_views, rgb_to_qimage
-from .jobs import ExplanationResult
+from ..pipeline import ExplanationResult, region_title
 from .theme import PlotColours, follow_theme
 
 MODE_OVERLAY = "overlay"
@@ -418,7 +418,7 @@ class HeatmapViewer(QWidget):
         # show its head in bold and every detail once
         supports = next((part for part in (result.label or "").split(" · ") if part.startswith("supports ")), "")
         text = (
-            f"<b>{_short_label(result)}</b> &nbsp;·&nbsp; R = <b>{result.region_source}</b> "
+            f"<b>{_short_label(result)}</b> &nbsp;·&nbsp; R = <b>{region_title(result.region_source)}</b> "
             f"({region_px:,} px) &nbsp;·&nbsp; {result.model} on {result.device}"
             + (f" &nbsp;·&nbsp; {supports}" if supports else "") + f" &nbsp;·&nbsp; {result.seconds:.1f} s"
         )

@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
-from ..episode import Episode, episode_to_tensors, region_to_model
+from ..episode import Episode
 from ..errors import ExplainError, ModelError
-from ..imaging import resize_map, resize_mask
-
-#: region sources, as shown to the user
-REGION_BRUSHED = "brushed"
-REGION_PREDICTION = "prediction"
-REGION_GROUND_TRUTH = "ground truth"
-REGION_SOURCES = (REGION_BRUSHED, REGION_PREDICTION, REGION_GROUND_TRUTH)
+from ..pipeline import EpisodeRun, ExplanationResult, ModelCache, ModelSpec, PredictionResult
 
 
 class JobContext:
@@ -60,208 +54,28 @@ class JobContext:
             self._log(text)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    checkpoint: Optional[str] = None
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:i"
-
-
-@dataclass
-class DeviceInfo:
-    """The device a model actually runs on, and GPU memory when it is CUDA."""
-
-    device: str  # e.g. "cpu", "cuda:0"
-    description: str  # e.g. "NVIDIA H100 80GB HBM3" or "CPU"
-    cuda_available: bool
-    requested: str = "auto"
-    allocated_bytes: int = 0
-    reserved_bytes: int = 0
-    free_bytes: int = 0
-    total_bytes: int = 0
-
-    @property
-    def is_cuda(self) -> bool:
-        return self.device.startswith("cuda")
-
-
-@dataclass
-class PredictionResult:
-    probability: np.ndarray  # [H, W] float32 foreground probability at query resolution
-    mask: np.ndarray  # [H, W] bool predicted foreground
-    model: str
-    device: str
-    seconds: float
-    input_key: str
-
-
-@dataclass
-class ExplanationResult:
-    method: str
-    params: dict[str, Any]
-    signed: bool
-    maps: list[np.ndarray]  # per support: [Hs, Ws] float32 at the support image's resolution
-    region: np.ndarray  # [H, W] bool: the query region R that was explained
-    region_source: str
-    prediction: PredictionResult
-    model: str
-    device: str
-    seconds: float
-    input_key: str
-    level_maps: Optional[np.ndarray] = None  # [L, K, E, E]
-    level_weights: Optional[np.ndarray] = None  # [L]
-    level_names: Optional[list[str]] = None
-    label: str = ""  # filled by the window: "#3 affex-signed, R = prediction"
-    notes: list[str] = field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------------- hashing
-def input_key(episode: Episode, region: Optional[np.ndarray] = None, *extra: Any) -> str:
-    """A short hash of everything a result depends on (images, masks, region, names, params)."""
-    digest = hashlib.sha1()
-
-    def add(array: Optional[np.ndarray]) -> None:
-        if array is None:
-            digest.update(b"none")
-            return
-        array = np.ascontiguousarray(array)
-        digest.update(str((array.shape, array.dtype.str)).encode())
-        digest.update(array.tobytes())
-
-    add(episode.query_image)
-    for support in episode.supports:
-        add(support.image)
-        add(support.mask.astype(bool))
-    add(None if region is None else region.astype(bool))
-    digest.update(repr(extra).encode())
-    return digest.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------- models
-class ModelCache:
-    """The models the worker thread owns: one resident few-shot model (a new spec replaces it)
-    and, apart from it, one resident ScaleProtoSeg model for the Prototypes tab."""
-
-    def __init__(self, builder: Callable[..., Any] | None = None) -> None:
-        self._builder = builder
-        self.spec: Optional[ModelSpec] = None
-        self.model = None
-        self.device: Optional[torch.device] = None
-        self.semseg_spec: Optional[ModelSpec] = None
-        self.semseg_model = None
-
-    def get_semseg(self, spec: ModelSpec, ctx: JobContext) -> tuple[Any, torch.device]:
-        """The ScaleProtoSeg model of ``spec`` (built by ``fssgui.models.scaleprotoseg``)."""
-        from ..models.registry import resolve_device
-        from ..models.scaleprotoseg import build_semseg_model
-
-        if self.semseg_model is not None and spec == self.semseg_spec:
-            return self.semseg_model, self.semseg_model.prototype_vectors.device
-        self.semseg_spec, self.semseg_model = None, None
-        device = resolve_device(spec.device)
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        ctx.progress(0.0, f"loading {spec.name} on {device}")
-        started = time.perf_counter()
-        model = build_semseg_model(spec.name, spec.checkpoint, device=device, log=ctx.log)
-        ctx.log(f"model {spec.name} ready on {device} ({time.perf_counter() - started:.1f} s)")
-        self.semseg_spec, self.semseg_model = spec, model
-        return model, device
-
-    def get(self, spec: ModelSpec, ctx: JobContext) -> tuple[Any, torch.device]:
-        from ..models.registry import build_model, resolve_device
-
-        if self.model is not None and spec == self.spec:
-            return self.model, self.device
-        self.release()
-        device = resolve_device(spec.device)
-        if spec.device in ("auto", None) and device.type == "cpu":
-            ctx.log("CUDA is not available: running on the CPU")
-        if device.type == "cuda":
-            # The current CUDA device is thread-local: set it in this (the worker) thread.
-            torch.cuda.set_device(device)
-        ctx.progress(0.0, f"loading {spec.name} on {device}")
-        builder = self._builder or build_model
-        started = time.perf_counter()
-        model = builder(spec.name, spec.checkpoint, device=device, log=ctx.log)
-        ctx.log(f"model {spec.name} ready on {device} ({time.perf_counter() - started:.1f} s)")
-        self.spec, self.model, self.device = spec, model, device
-        return model, device
-
-    def release(self) -> None:
-        self.spec, self.model, self.device = None, None, None
-        self.semseg_spec, self.semseg_model = None, None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
-def device_info(device: Optional[torch.device], requested: str = "auto") -> DeviceInfo:
-    cuda = torch.cuda.is_available()
-    if device is None or device.type != "cuda":
-        return DeviceInfo("cpu", "CPU", cuda, requested)
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    free, total = torch.cuda.mem_get_info(index)
-    return DeviceInfo(
-        f"cuda:{index}",
-        torch.cuda.get_device_name(index),
-        True,
-        requested,
-        int(torch.cuda.memory_allocated(index)),
-        int(torch.cuda.memory_reserved(index)),
-        int(free),
-        int(total),
-    )
-
-
-def load_model(ctx: JobContext, cache: ModelCache, spec: ModelSpec) -> DeviceInfo:
-    _, device = cache.get(spec, ctx)
-    return device_info(device, spec.device)
-
-
-# ---------------------------------------------------------------------------- prediction
-def _check_episode(episode: Episode) -> None:
-    episode.validate("episode")
-
-
-def _predict(model, batch) -> Any:
-    with torch.no_grad():
-        return model.predict(batch, with_scores=False)
-
-
-def _prediction_result(prediction, episode: Episode, spec: ModelSpec, device, seconds: float, key: str):
-    probability = prediction.foreground_probability()[0].float().cpu().numpy()
-    probability = np.clip(resize_map(probability, episode.query_size), 0.0, 1.0).astype(np.float32)
-    mask = resize_mask(prediction.mask()[0].cpu().numpy(), episode.query_size)
-    return PredictionResult(probability, mask, spec.name, str(device), seconds, key)
-
-
+# ---------------------------------------------------------------------------- the chain
 def predict(ctx: JobContext, cache: ModelCache, spec: ModelSpec, episode: Episode) -> PredictionResult:
-    """Run the model on the episode; probability and mask at the query's resolution."""
-    _check_episode(episode)
-    model, device = cache.get(spec, ctx)
+    """The pipeline's prediction of the episode (probability and mask at the query's resolution)."""
+    loaded = cache.get(spec, ctx.log)
     ctx.check()
     ctx.progress(0.2, "predicting")
-    started = time.perf_counter()
-    batch = episode_to_tensors(episode, model.entry).to(device)
-    prediction = _predict(model, batch)
-    key = input_key(episode, None, spec)
-    result = _prediction_result(prediction, episode, spec, device, time.perf_counter() - started, key)
+    result = EpisodeRun(loaded, episode).predicted()
     ctx.progress(1.0, "prediction done")
     return result
 
 
-# ---------------------------------------------------------------------------- explanation
 ExplainerFactory = Callable[..., Any]
 
 
 def make_explainer(name: str, params: dict[str, Any], factories: Optional[dict[str, ExplainerFactory]] = None):
     """An explainer by name: from ``factories`` (tests, plug-ins) or ``fssgui.explain.registry``."""
     if factories and name in factories:
-        return factories[name](**params)
-    try:
-        from ..explain.registry import get_explainer
-    except ImportError:
-        raise ExplainError(f"explainer {name!r} is not available: fssgui.explain.registry is missing") from None
+        explainer = factories[name](**params)
+        explainer.name = explainer.name or name
+        return explainer
+    from ..explain.registry import get_explainer
+
     return get_explainer(name, **params)
 
 
@@ -276,90 +90,18 @@ def explain(
     params: dict[str, Any],
     factories: Optional[dict[str, ExplainerFactory]] = None,
 ) -> ExplanationResult:
-    """Predict, pick the region R (brushed / prediction / ground truth), explain, resize the maps."""
-    from ..explain.base import Cancelled
-
-    _check_episode(episode)
-    model, device = cache.get(spec, ctx)
+    """The pipeline's explanation of R (brushed: ``region`` at the query's resolution; prediction;
+    ground truth) with one explainer; maps at each support's resolution."""
+    loaded = cache.get(spec, ctx.log)
     ctx.check()
-    started = time.perf_counter()
-    entry = model.entry
     explainer = make_explainer(explainer_name, dict(params), factories)
-    if getattr(explainer, "needs_matching", False) and not getattr(model, "is_matching", False):
-        raise ExplainError(f"{explainer_name} needs a matching model; {spec.name} exposes no matching scores")
-    ctx.progress(0.02, "predicting")
-    batch = episode_to_tensors(episode, entry).to(device)
-    with_scores = bool(getattr(explainer, "needs_matching", False))
-    pred_key = input_key(episode, None, spec)
-    # R known before the forward (brushed, ground truth) and a model that streams its matching
-    # scores (DCAMA): AffEx runs the forward itself and reduces each level's scores as they come,
-    # so the scores are never all held (peak memory of a plain forward); its prediction comes back
-    # with the attribution
-    streamed = (region_source != REGION_PREDICTION and with_scores
-                and bool(getattr(model, "streams_scores", False)) and bool(getattr(explainer, "streams", False)))
-    prediction = pred_result = None
-    if not streamed:
-        with torch.no_grad():
-            prediction = model.predict(batch, with_scores=with_scores)
-        pred_result = _prediction_result(prediction, episode, spec, device, time.perf_counter() - started, pred_key)
-    if region_source == REGION_PREDICTION:
-        region = pred_result.mask
-    elif region_source == REGION_GROUND_TRUTH:
-        if episode.query_mask is None:
-            raise ExplainError("R = ground truth, but this episode has no query ground-truth mask")
-        region = episode.query_mask
-    if region is None or not np.any(region):
-        raise ExplainError(f"the region R to explain is empty (R = {region_source}): brush it on the query")
-    region = np.asarray(region, dtype=bool)
-    ctx.check()
-    region_model = region_to_model(region, entry.input_size).to(device)
-    if not bool(region_model.any()):
-        raise ExplainError("the region R vanishes at the model's input size: brush a larger region")
+    ctx.progress(0.05, explainer_name)
 
     def explainer_progress(fraction: float) -> None:
-        ctx.progress(0.05 + 0.9 * float(fraction), f"{explainer_name}")
+        ctx.progress(0.05 + 0.9 * float(fraction), explainer_name)
 
-    ctx.progress(0.05, explainer_name)
-    attribution = explainer.explain(
-        model,
-        batch,
-        region_model,
-        prediction=prediction if with_scores else None,
-        progress=explainer_progress,
-        cancelled=ctx.cancelled,
-    )
-    if ctx.cancelled():
-        raise Cancelled()
-    if streamed:
-        prediction, attribution.prediction = attribution.prediction, None
-        if prediction is None:
-            raise ExplainError(f"{explainer_name} returned no prediction for its own forward")
-        pred_result = _prediction_result(prediction, episode, spec, device, time.perf_counter() - started, pred_key)
-    maps = attribution.maps.detach().float().cpu().numpy()
-    support_maps = [resize_map(maps[i], s.image.shape[:2]) for i, s in enumerate(episode.supports)]
-
-    def numpy_or_none(t) -> Optional[np.ndarray]:
-        return None if t is None else t.detach().float().cpu().numpy()
-
-    level_names = attribution.level_names
-    if level_names is None and attribution.level_maps is not None:
-        level_names = prediction.extras.get("level_names") if prediction is not None else None
-    result = ExplanationResult(
-        method=attribution.method or explainer_name,
-        params=dict(attribution.params or params),
-        signed=bool(attribution.signed),
-        maps=support_maps,
-        region=region,
-        region_source=region_source,
-        prediction=pred_result,
-        model=spec.name,
-        device=str(device),
-        seconds=time.perf_counter() - started,
-        input_key=input_key(episode, region, spec, explainer_name, sorted(params.items())),
-        level_maps=numpy_or_none(attribution.level_maps),
-        level_weights=numpy_or_none(attribution.level_weights),
-        level_names=list(level_names) if level_names is not None else None,
-    )
+    result = EpisodeRun(loaded, episode).explain(explainer, region=region_source, mask=region,
+                                                 progress=explainer_progress, cancelled=ctx.cancelled)
     ctx.progress(1.0, "explanation done")
     return result
 
@@ -467,7 +209,7 @@ def prototypes(
 
     if not spec.checkpoint:
         raise ModelError(f"{spec.name} needs a checkpoint: choose its file in the Prototypes tab")
-    model, device = cache.get_semseg(spec, ctx)
+    model, device = cache.get_semseg(spec, ctx.log)
     ctx.check()
     started = time.perf_counter()
     projection, note = ProjectionMetadata.find(Path(spec.checkpoint), None, model.num_scales)

@@ -60,15 +60,8 @@ from . import jobs
 from .canvas import TOOL_BRUSH, TOOL_ERASER, TOOL_PAN, TOOL_POLYGON, TOOL_RECTANGLE, ImageCanvas
 from .drops import classify_drop
 from .heatmap_view import CompareView, DisplayControls, DisplaySettings, HeatmapViewer, LevelView, outline_rgba
-from .jobs import (
-    REGION_BRUSHED,
-    REGION_GROUND_TRUTH,
-    REGION_PREDICTION,
-    DeviceInfo,
-    ExplanationResult,
-    ModelSpec,
-    PredictionResult,
-)
+from ..pipeline import BRUSHED, GROUND_TRUTH, PREDICTION, DeviceInfo, ExplanationResult, ModelSpec, PredictionResult
+from ..pipeline import input_key, region_title
 from .mask_edit import EditableMask, restore_histories
 from .proto_panel import PrototypePanel
 from .settings import Autosave, Settings
@@ -144,9 +137,9 @@ class QueryPanel(QWidget):
         self.region_buttons: dict[str, QToolButton] = {}
         for i, (source, tip) in enumerate(
             (
-                (REGION_BRUSHED, "R is what you brush on the query (1)"),
-                (REGION_PREDICTION, "R is the model's predicted foreground (2)"),
-                (REGION_GROUND_TRUTH, "R is the query's ground-truth mask (3)"),
+                (BRUSHED, "R is what you brush on the query (1)"),
+                (PREDICTION, "R is the model's predicted foreground (2)"),
+                (GROUND_TRUTH, "R is the query's ground-truth mask (3)"),
             )
         ):
             button = QToolButton(self)
@@ -226,7 +219,7 @@ class MainWindow(QMainWindow):
         self.query_image: Optional[np.ndarray] = None
         self.query_mask: Optional[np.ndarray] = None
         self.region: Optional[EditableMask] = None
-        self.region_source = REGION_PREDICTION
+        self.region_source = PREDICTION
         self.region_note = ""
         self.class_name = ""
         self.episode_notes = ""
@@ -357,9 +350,9 @@ class MainWindow(QMainWindow):
         a["smaller_brush"].triggered.connect(lambda: self._active_canvas().step_brush_size(-1))
         a["larger_brush"].triggered.connect(lambda: self._active_canvas().step_brush_size(+1))
         a["clear_mask"].triggered.connect(self.clear_active_mask)
-        a["region_brushed"].triggered.connect(lambda: self.set_region_source(REGION_BRUSHED))
-        a["region_prediction"].triggered.connect(lambda: self.set_region_source(REGION_PREDICTION))
-        a["region_ground_truth"].triggered.connect(lambda: self.set_region_source(REGION_GROUND_TRUTH))
+        a["region_brushed"].triggered.connect(lambda: self.set_region_source(BRUSHED))
+        a["region_prediction"].triggered.connect(lambda: self.set_region_source(PREDICTION))
+        a["region_ground_truth"].triggered.connect(lambda: self.set_region_source(GROUND_TRUTH))
         a["fit"].triggered.connect(self.fit_all)
         a["zoom_in"].triggered.connect(lambda: self._active_canvas().zoom_by(1.25))
         a["zoom_out"].triggered.connect(lambda: self._active_canvas().zoom_by(0.8))
@@ -376,7 +369,7 @@ class MainWindow(QMainWindow):
         a["about"].triggered.connect(self.show_about)
         qp = self.query_panel
         qp.region_group.idClicked.connect(
-            lambda i: self.set_region_source((REGION_BRUSHED, REGION_PREDICTION, REGION_GROUND_TRUTH)[i]))
+            lambda i: self.set_region_source((BRUSHED, PREDICTION, GROUND_TRUTH)[i]))
         qp.clear_region.clicked.connect(self.clear_region)
         qp.show_prediction.toggled.connect(self._update_query_layers)
         qp.show_truth.toggled.connect(self._update_query_layers)
@@ -1005,7 +998,7 @@ class MainWindow(QMainWindow):
         has_region = episode.region is not None and bool(np.any(episode.region))
         region = episode.region if has_region else np.zeros(self.query_image.shape[:2], dtype=bool)
         self.region = EditableMask(region)
-        self.region_source = REGION_BRUSHED if has_region else REGION_PREDICTION
+        self.region_source = BRUSHED if has_region else PREDICTION
         self.region_note = "from the episode file" if has_region else ""
         self.prediction = None
         self.query_canvas.set_image(self.query_image, fit=True)
@@ -1403,9 +1396,9 @@ class MainWindow(QMainWindow):
 
     def _on_region_stroke(self, _kind: str) -> None:
         self._last_canvas = self.query_canvas
-        if self.region_source != REGION_BRUSHED:
-            self.region_note = f"started from the {self.region_source}"
-            self.region_source = REGION_BRUSHED
+        if self.region_source != BRUSHED:
+            self.region_note = f"started from the {region_title(self.region_source)}"
+            self.region_source = BRUSHED
         self._mark_inputs_changed(supports=False, note="region R was edited since this explanation")
         self._update_region_ui()
 
@@ -1438,15 +1431,15 @@ class MainWindow(QMainWindow):
     def set_region_source(self, source: str) -> None:
         if not self.has_episode():
             return
-        if source == REGION_GROUND_TRUTH and self.query_mask is None:
+        if source == GROUND_TRUTH and self.query_mask is None:
             self.log_error("this episode has no ground-truth mask for the query: R = ground truth is not available")
             self._update_region_ui()
             return
         self.region_source = source
         self.region_note = ""
-        if source == REGION_GROUND_TRUTH:
+        if source == GROUND_TRUTH:
             self._replace_region(self.query_mask, "R = ground truth")
-        elif source == REGION_PREDICTION and self.prediction is not None:
+        elif source == PREDICTION and self.prediction is not None:
             self._replace_region(self.prediction.mask, "R = prediction")
         self._last_canvas = self.query_canvas
         self._mark_inputs_changed(supports=False, note=f"R was switched to {source} since this explanation")
@@ -1464,14 +1457,14 @@ class MainWindow(QMainWindow):
         qp = self.query_panel
         for source, button in qp.region_buttons.items():
             button.setChecked(source == self.region_source)
-        qp.region_buttons[REGION_GROUND_TRUTH].setEnabled(self.query_mask is not None)
+        qp.region_buttons[GROUND_TRUTH].setEnabled(self.query_mask is not None)
         if not self.has_episode():
             return
         pixels = self.region.count() if self.region is not None else 0
-        if self.region_source == REGION_PREDICTION and self.prediction is None:
+        if self.region_source == PREDICTION and self.prediction is None:
             title = "R = prediction (computed when you press Explain)"
         else:
-            title = f"R = {self.region_source} · {pixels:,} px"
+            title = f"R = {region_title(self.region_source)} · {pixels:,} px"
             if self.region_note:
                 title += f" ({self.region_note})"
             if pixels == 0:
@@ -1482,7 +1475,7 @@ class MainWindow(QMainWindow):
             fg = float(self.prediction.mask.mean() * 100)
             subtitle += f" · prediction {fg:.1f}% of the image"
         self.query_canvas.set_title(title, subtitle)
-        qp.header.setText(f"<b>Query</b> &nbsp; region R = <b>{self.region_source}</b>")
+        qp.header.setText(f"<b>Query</b> &nbsp; region R = <b>{region_title(self.region_source)}</b>")
 
     def _update_query_layers(self) -> None:
         if not self.has_episode():
@@ -1566,13 +1559,13 @@ class MainWindow(QMainWindow):
             self.log_error(f"explainer parameters: {exc}")
             return None
         source = self.region_source
-        region = self.region.as_bool() if source == REGION_BRUSHED else None
-        if source == REGION_BRUSHED and not region.any():
+        region = self.region.as_bool() if source == BRUSHED else None
+        if source == BRUSHED and not region.any():
             self.log_error("region R is empty: brush it on the query, or choose R = prediction (2)")
             return None
         episode = self.current_episode()
         spec = self.model_spec()
-        key = jobs.input_key(episode, region, spec, name, sorted(params.items()), source)
+        key = input_key(episode, region, spec, name, sorted(params.items()), source)
         images = [s.image for s in episode.supports]
         masks = [s.mask for s in episode.supports]
         meta = {"kind": "explain", "revision": self.edit_revision, "spec": spec, "key": key, "images": images,
@@ -1766,7 +1759,7 @@ class MainWindow(QMainWindow):
             self.log("prediction arrived after the inputs changed: shown, but it may be out of date")
         self.prediction = result
         self.prediction_revision = meta.get("revision", -1)
-        if self.region_source == REGION_PREDICTION:
+        if self.region_source == PREDICTION:
             self._applying_result = True
             try:
                 # R derived from the prediction is reproducible: not an edit to autosave
@@ -1779,7 +1772,7 @@ class MainWindow(QMainWindow):
     def _show_explanation(self, result: ExplanationResult, meta: dict[str, Any]) -> None:
         if not result.label:
             self._result_count += 1
-            result.label = (f"#{self._result_count} {result.method} · R = {result.region_source} · "
+            result.label = (f"#{self._result_count} {result.method} · R = {region_title(result.region_source)} · "
                             f"{result.model} · supports v{meta.get('support_version', 0)}")
         stale = meta.get("revision") != self.edit_revision
         if not stale:

@@ -70,7 +70,10 @@ from .. import report as R
 from ..imaging import resize_map, resize_mask
 from .canvas import rgb_to_pixmap
 from .heatmap_view import Colorbar, Scale
-from .jobs import JobContext, ModelCache, ModelSpec
+from ..metrics.causal import MEASURE_TITLES, METRIC_TITLES, SUBSTRATE, Curve, curve_state_count, metric_settings
+from ..pipeline import BRUSHED, PREDICTION, ModelCache, ModelSpec, input_key
+from ..pipeline.regions import canonical_source
+from .jobs import JobContext
 from .theme import PlotColours, follow_theme, plot_colours
 
 CHANNEL = "playback"
@@ -91,9 +94,13 @@ class MethodInput:
     level_weights: Optional[np.ndarray] = None
     level_names: Optional[list[str]] = None
     seconds: Optional[float] = None
+    ranked: Optional[np.ndarray] = None  # [K, S, S]: the maps the explainer returned (what is ranked)
 
     def model_maps(self, size: int) -> np.ndarray:
-        """``[K, S, S]`` float32 for ranking (resized bilinearly when not already at S)."""
+        """``[K, S, S]`` float32 for ranking: the explainer's own model-size maps when known (an
+        explanation of the pipeline), else the given maps resized bilinearly to S."""
+        if self.ranked is not None and self.ranked.shape[-2:] == (size, size):
+            return np.asarray(self.ranked, np.float32)
         maps = self.maps
         if hasattr(maps, "detach"):
             maps = maps.detach().float().cpu().numpy()
@@ -120,7 +127,7 @@ def method_input(name: str, value: Any) -> MethodInput:
         return MethodInput(name, value.maps, bool(getattr(value, "signed", False)), dict(getattr(value, "params", {})),
                            numpy_or_none(getattr(value, "level_weights", None)),
                            list(value.level_names) if getattr(value, "level_names", None) is not None else None,
-                           getattr(value, "seconds", None))
+                           getattr(value, "seconds", None), numpy_or_none(getattr(value, "model_maps", None)))
     return MethodInput(name, value)
 
 
@@ -146,60 +153,42 @@ def playback_job(
     outbox: "queue.Queue",
     run_id: int,
     *,
+    region_source: str = PREDICTION,
     metrics: Sequence[str] = METRICS,
     measure: str = "confidence",
     steps: Optional[int] = None,
     percentage: Optional[float] = None,
-    batch_size: int = 8,
-) -> list[R.CausalCurve]:
-    """Runs in the worker thread (no Qt here): puts ``(kind, run_id, payload)`` messages in
-    ``outbox`` (``"start"``: :class:`RunStart`, ``"frame"``: :class:`~fssgui.report.CausalFrame`,
-    ``"curve"``: a finished :class:`~fssgui.report.CausalCurve`) and returns the curves."""
-    import torch
-
-    from ..episode import episode_to_tensors, region_to_model
+    batch_size: Optional[int] = None,
+) -> list:
+    """Runs in the worker thread (no Qt here): the pipeline's curves of ``methods`` for R (its
+    ``region_source``; a brushed R is the mask ``region``), putting ``(kind, run_id, payload)``
+    messages in ``outbox`` (``"start"``: :class:`RunStart`, ``"frame"``: a
+    :class:`~fssgui.report.CausalFrame`, ``"curve"``: a finished curve); returns the curves."""
     from ..errors import ExplainError
-    from ..explain.regions import region_from_mask
+    from ..pipeline import EpisodeRun
+    from ..pipeline.curves import run_curves
 
-    episode.validate("episode")
-    model, device = cache.get(spec, ctx)
+    run = EpisodeRun(cache.get(spec, ctx.log), episode)
     ctx.check()
-    entry = model.entry
-    size = int(entry.input_size)
-    batch = episode_to_tensors(episode, entry).to(device)
-    with torch.no_grad():
-        prediction = model.predict(batch)
-    predicted = prediction.mask()[0].cpu().numpy()
-    if region is None:
-        region_model = torch.from_numpy(predicted)
-        region_full = resize_mask(predicted, episode.query_size)
-    else:
-        region_full = np.asarray(region, bool)
-        region_model = region_from_mask(region_full, size)
-    if measure == "confidence" and not bool(region_model.any()):
-        raise ExplainError("the region R is empty at the model's input size: the confidence measure needs it")
-    gt = None
-    if measure == "miou":
-        if episode.query_mask is None:
-            raise ExplainError("the mIoU measure needs the query's ground-truth mask; this episode has none")
-        gt = region_to_model(episode.query_mask, size).long()
+    size = run.size
+    r = run.region(region_source, region)
     attributions = {}
     for name, m in methods.items():
         maps = m.model_maps(size)
         if maps.shape[0] != episode.shots:
             raise ExplainError(f"{name}: {maps.shape[0]} map(s) for {episode.shots} support(s); rerun the explainer")
-        attributions[name] = torch.from_numpy(maps)
-    description = getattr(entry, "description", "") or ""
-    outbox.put(("start", run_id, RunStart(R.frame_base(episode, batch, entry), str(device),
-                                          resize_mask(predicted, episode.query_size), region_full, size, description)))
-    return R.run_causal_curves(
-        model, batch, attributions, region_model.to(device), metrics=metrics, measure=measure, steps=steps,
-        percentage=percentage, gt=None if gt is None else gt.to(device), batch_size=batch_size,
-        cancelled=ctx.cancelled,
-        on_frame=lambda frame: outbox.put(("frame", run_id, frame)),
-        on_curve=lambda curve: outbox.put(("curve", run_id, curve)),
-        on_progress=ctx.progress,
-    )
+        attributions[name] = maps
+    entry = run.loaded.entry
+    outbox.put(("start", run_id, RunStart(R.frame_base(episode, run.batch, entry), str(run.device),
+                                          run.predicted().mask, r.image, size,
+                                          getattr(entry, "description", "") or "")))
+
+    def on_step(curve, step) -> None:
+        outbox.put(("frame", run_id, R.CausalFrame.from_step(curve.method, curve.metric, step)))
+
+    return run_curves(run, attributions, r, metrics=metrics, measure=measure, steps=steps, percentage=percentage,
+                      batch_size=batch_size, cancelled=ctx.cancelled, on_step=on_step,
+                      on_curve=lambda curve: outbox.put(("curve", run_id, curve)), on_progress=ctx.progress)
 
 
 # ======================================================================================= panels
@@ -279,7 +268,7 @@ class PlaybackWidget(QWidget):
         self.region_source = "prediction"
         self.methods: dict[str, MethodInput] = {}
         self.frames: dict[tuple[str, str], list[R.CausalFrame]] = {}
-        self.curves: dict[tuple[str, str], R.CausalCurve] = {}
+        self.curves: dict[tuple[str, str], Curve] = {}
         self.start: Optional[RunStart] = None
         self.state = STATE_IDLE
         self.message = ""
@@ -384,7 +373,7 @@ class PlaybackWidget(QWidget):
             item.setLabel("bottom", f"fraction of support pixels {'inserted' if metric == 'iauc' else 'deleted'}")
             item.setLabel("left", "score")
             item.getAxis("left").enableAutoSIPrefix(False)
-            item.setTitle(R.METRIC_TITLES[metric])
+            item.setTitle(METRIC_TITLES[metric])
             # insertion curves rise (legend bottom right), deletion curves fall (top right)
             item.addLegend(offset=(-10, -10) if metric == "iauc" else (-10, 10),
                            brush=pg.mkBrush(255, 255, 255, 210), pen=pg.mkPen(200, 200, 200), labelTextColor="k")
@@ -418,7 +407,7 @@ class PlaybackWidget(QWidget):
         nav.addWidget(self.method_combo)
         self.metric_combo = QComboBox(self)
         for metric in METRICS:
-            self.metric_combo.addItem(R.METRIC_TITLES[metric], metric)
+            self.metric_combo.addItem(METRIC_TITLES[metric], metric)
         self.metric_combo.currentIndexChanged.connect(lambda _: self._on_selection_changed())
         nav.addWidget(self.metric_combo)
         self.first_button = self._nav_button("|<", "First point (Home)", lambda: self.set_frame(0))
@@ -494,7 +483,7 @@ class PlaybackWidget(QWidget):
         self.spec = model if isinstance(model, ModelSpec) else ModelSpec(str(model))
         self.episode = episode
         self.region = None if region is None else np.asarray(region, bool)
-        self.region_source = region_source or ("prediction" if region is None else "brushed")
+        self.region_source = canonical_source(region_source or (PREDICTION if region is None else BRUSHED))
         self.methods = {name: method_input(name, value) for name, value in attributions.items()}
         self._context_key = self._key_of(self.spec, episode, self.region)
         self._clear_results()
@@ -522,8 +511,6 @@ class PlaybackWidget(QWidget):
 
     @staticmethod
     def _key_of(spec: ModelSpec, episode, region: Optional[np.ndarray]) -> Any:
-        from .jobs import input_key
-
         return (spec, input_key(episode, region))
 
     @Slot(object)
@@ -594,9 +581,11 @@ class PlaybackWidget(QWidget):
         spec, episode, region, outbox = self.spec, self.episode.copy(), self.region, self._inbox
         region = None if region is None else region.copy()
 
+        source = self.region_source
+
         def job(ctx, cache):
-            return playback_job(ctx, cache, spec, episode, methods, region, outbox, run_id, measure=measure,
-                                steps=steps, percentage=percentage)
+            return playback_job(ctx, cache, spec, episode, methods, region, outbox, run_id, region_source=source,
+                                measure=measure, steps=steps, percentage=percentage)
 
         for plot in self.plots.values():
             plot.getPlotItem().setLabel("left", "confidence over R" if measure == "confidence" else "foreground IoU")
@@ -708,8 +697,8 @@ class PlaybackWidget(QWidget):
             return 0
         p = self._run_params
         return len(p["methods"]) * sum(
-            R.curve_state_count(metric, p["measure"], self.start.base.shots, self.start.input_size, p["steps"],
-                                p["percentage"]) for metric in METRICS)
+            curve_state_count(metric_settings(metric, p["measure"], p["steps"], p["percentage"]),
+                              self.start.base.shots, self.start.input_size) for metric in METRICS)
 
     def _after_arrival(self) -> None:
         count = self.frame_count()
@@ -827,7 +816,7 @@ class PlaybackWidget(QWidget):
                     label.setText(self._legend_text(method, curve))
 
     @staticmethod
-    def _legend_text(method: str, curve: Optional[R.CausalCurve]) -> str:
+    def _legend_text(method: str, curve: Optional[Curve]) -> str:
         if curve is not None and curve.value is not None:
             return f"{method} ({curve.value_name()} {curve.value:.4f})"
         return method
@@ -840,8 +829,8 @@ class PlaybackWidget(QWidget):
                 label.setText("")
                 continue
             p = params.get("percentage")
-            head = (f"<b>{R.METRIC_TITLES[metric]}{'@p' if p else ''}</b>: {params['steps']} steps · measure "
-                    f"{R.MEASURE_TITLES.get(params['measure'], params['measure'])} · zero substrate · "
+            head = (f"<b>{METRIC_TITLES[metric]}{'@p' if p else ''}</b>: {params['steps']} steps · measure "
+                    f"{MEASURE_TITLES.get(params['measure'], params['measure'])} · zero substrate · "
                     f"p = {100 * (p or 1.0):g}% · ranking global over supports · R = {self.region_source}")
             rows = []
             for method in params.get("methods", []):
@@ -902,9 +891,10 @@ class PlaybackWidget(QWidget):
         for name, image in panels.items():
             if name in self.panels:
                 self.panels[name].set_image(image)
-        total = R.curve_state_count(frame.metric, self._run_params.get("measure", "confidence"), self.start.base.shots,
-                                    self.start.input_size, self._run_params.get("steps"),
-                                    self._run_params.get("percentage")) if self._run_params else None
+        p = self._run_params
+        total = curve_state_count(metric_settings(frame.metric, p.get("measure", "confidence"), p.get("steps"),
+                                                  p.get("percentage")),
+                                  self.start.base.shots, self.start.input_size) if p else None
         self.frame_label.setText(R.frame_title(frame, total, self._run_params.get("measure", "")))
         self._show_marker()
         self._update_controls()
@@ -1015,30 +1005,30 @@ class PlaybackWidget(QWidget):
     def export_curves_png(self, path: str | Path, metric: str, scale: float = 2.0) -> Path:
         curves = [c for c in self.export_curves() if c.metric == metric]
         if not curves:
-            raise R.ExportError(f"no {R.METRIC_TITLES.get(metric, metric)} curve to export")
+            raise R.ExportError(f"no {METRIC_TITLES.get(metric, metric)} curve to export")
         frame = self.current_frame()
         marker = (frame.fraction, frame.score) if frame is not None and frame.metric == metric else None
         series = [F.Series(self._legend_text(c.method, c if c.complete else None), c.fractions, c.scores,
                            self._colour(c.method)) for c in curves]
         verb = "deleted" if metric == "dauc" else "inserted"
-        image = F.line_plot(series, title=f"{R.METRIC_TITLES[metric]}: {curves[0].describe()}",
+        image = F.line_plot(series, title=f"{METRIC_TITLES[metric]}: {curves[0].describe()}",
                             xlabel=f"fraction of support pixels {verb}",
                             ylabel="confidence over R" if curves[0].measure == "confidence" else "foreground IoU",
                             marker=marker, scale=scale)
         return R.write_png(path, image)
 
-    def export_curves(self) -> list[R.CausalCurve]:
+    def export_curves(self) -> list[Curve]:
         """Finished curves, and the computed part of unfinished ones (``complete`` False, no value)."""
         out = []
         for key, frames in self.frames.items():
             curve = self.curves.get(key)
             if curve is None:
                 method, metric = key
-                params = dict(R.curve_settings(metric, self._run_params.get("measure", "confidence"),
-                                          self._run_params.get("steps"), self._run_params.get("percentage")),
-                              substrate=R.SUBSTRATE)
-                curve = R.CausalCurve(method, metric, self._run_params.get("measure", "confidence"),
-                                      [f.fraction for f in frames], [f.score for f in frames], None, params, False)
+                measure = self._run_params.get("measure", "confidence")
+                params = dict(metric_settings(metric, measure, self._run_params.get("steps"),
+                                              self._run_params.get("percentage")), substrate=SUBSTRATE)
+                curve = Curve(metric, measure, method, [f.fraction for f in frames], [f.score for f in frames],
+                              None, params, False)
             out.append(curve)
         return out
 
@@ -1113,8 +1103,8 @@ class PlaybackWidget(QWidget):
         menu.addAction("Curves (CSV)…", self._dialog("Curves", "curves.csv", "CSV (*.csv)",
                                                       self.export_curves_csv)).setEnabled(has_curves)
         for metric in METRICS:
-            menu.addAction(f"{R.METRIC_TITLES[metric]} plot (PNG)…", self._dialog(
-                f"{R.METRIC_TITLES[metric]} plot", f"{metric}.png", "PNG image (*.png)",
+            menu.addAction(f"{METRIC_TITLES[metric]} plot (PNG)…", self._dialog(
+                f"{METRIC_TITLES[metric]} plot", f"{metric}.png", "PNG image (*.png)",
                 lambda p, m=metric: self.export_curves_png(p, m))).setEnabled(has_curves)
         menu.addAction("All frames (ZIP)…", self._dialog("Frames", "frames.zip", "ZIP archive (*.zip)",
                                                           self.export_frames)).setEnabled(has_curves)

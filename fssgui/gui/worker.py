@@ -28,7 +28,8 @@ from typing import Any, Callable, Optional
 
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
-from .jobs import JobContext, ModelCache, describe_oom, device_info, model_error_hint
+from ..pipeline import ModelCache, device_info
+from .jobs import JobContext, describe_oom, model_error_hint
 
 JobFunction = Callable[[JobContext, ModelCache], Any]
 

@@ -84,9 +84,14 @@ class Prediction:
         """[B, S, S] softmax probability of the foreground channel."""
         return torch.softmax(self.logits, dim=1)[:, 1]
 
-    def mask(self) -> Tensor:
-        """[B, S, S] bool: the predicted foreground (argmax)."""
-        return self.logits.argmax(dim=1) == 1
+    def mask(self, size: Optional[Sequence[int]] = None) -> Tensor:
+        """``[B, h, w]`` bool: the model's official predicted foreground at ``size`` (default: the
+        model size S). The argmax of the logits resized to ``size`` with :func:`resize_logits`, as
+        the official evaluation code resizes to the original image size; models whose official
+        prediction is another rule (DMTNet's K-shot vote) override this. Every front-end takes the
+        predicted mask, R = prediction and the fallback ground truth from here."""
+        logits = self.logits if size is None else resize_logits(self.logits, size)
+        return logits.argmax(dim=1) == 1
 
 
 class FSSModel(nn.Module):
@@ -173,6 +178,18 @@ class FSSModel(nn.Module):
             fg = torch.cat(fg)  # [L, B]
             diff = (unablated - fg).abs().mean(-1)  # [L]
         return diff / diff.sum()
+
+
+def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
+    """Logits ``[..., C, H, W]`` -> ``[..., C, h, w]``: bilinear, align_corners=True (the official
+    FSS evaluation's resize to the original query size); unchanged when already that size."""
+    h, w = int(size[0]), int(size[1])
+    if tuple(logits.shape[-2:]) == (h, w):
+        return logits
+    lead = logits.shape[:-2]
+    flat = logits.reshape(-1, *logits.shape[-3:]) if logits.dim() >= 4 else logits[None]
+    out = F.interpolate(flat.float(), size=(h, w), mode="bilinear", align_corners=True)
+    return out.reshape(*lead, h, w)
 
 
 def resize_masks(masks: Tensor, size: Sequence[int]) -> Tensor:

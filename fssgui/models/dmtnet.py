@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from ..errors import ModelError
 from .backbones import build_resnet, resnet_bottleneck_features
-from .base import EpisodeTensors, FSSModel, Prediction, resize_masks
+from .base import EpisodeTensors, FSSModel, Prediction, resize_logits, resize_masks
 from .registry import ModelEntry, register
 
 FEATURE_IDS = tuple(range(3, 16))  # 0-based bottleneck indices 3..15 = official feat_ids 4..16
@@ -229,11 +229,17 @@ class ShotResult:
 
 
 class VotedPrediction(Prediction):
-    """A prediction whose :meth:`mask` is the official K-shot vote (``extras["vote_mask"]``)."""
+    """A prediction whose :meth:`mask` is the official K-shot vote: at the model size
+    ``extras["vote_mask"]``; at another size, the vote of the per-shot logits each resized to it
+    (the official code resizes every shot's logits to the original size before voting)."""
 
-    def mask(self) -> Tensor:
-        vote = self.extras.get("vote_mask")
-        return super().mask() if vote is None else vote
+    def mask(self, size: Optional[Sequence[int]] = None) -> Tensor:
+        shot_logits = self.extras.get("shot_logits")
+        if shot_logits is None or shot_logits.shape[0] == 1:
+            return super().mask(size)
+        if size is None or tuple(int(v) for v in size) == tuple(shot_logits.shape[-2:]):
+            return self.extras["vote_mask"]
+        return DMTNet.vote(resize_logits(shot_logits, size))
 
 
 @dataclass

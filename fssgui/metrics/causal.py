@@ -1,11 +1,12 @@
 """Causal metrics: insertion / deletion curves (IAUC, DAUC, IAUC@p, mIoULoss@p) as a step generator.
 
-One generator, :func:`causal_steps`, drives both the batch number (:func:`run_causal_metric`) and the
-GUI playback: every :class:`CausalStep` carries the curve point *and* the perturbed supports the
-model saw for that point, with the prediction made on exactly those supports (the reference app
-pairs each frame with the previous step's prediction; here they cannot drift apart).
+One generator, :func:`causal_steps`, wrapped by the one runner :class:`CausalRun` (which fills a
+:class:`Curve`), drives the batch number and the GUI playback alike: every :class:`CausalStep`
+carries the curve point *and* the perturbed supports the model saw for that point, with the
+prediction made on exactly those supports (the reference app pairs each frame with the previous
+step's prediction; here they cannot drift apart).
 
-Reference semantics (spec affex.md §3):
+Reference semantics (those of the official AffinityExplainer ``FSSCausalMetric``):
 
 * Ranking: one global ``torch.sort(descending=True)`` over the flattened ``[K, S, S]`` attribution
   (fp32), across all supports.
@@ -38,12 +39,14 @@ from typing import Iterator, Optional
 import torch
 from torch import Tensor
 
-from ..errors import ExplainError
-from .base import CancelledFn, check_cancelled
+from ..errors import CancelledFn, ExplainError, check_cancelled
 
 METRICS = ("iauc", "dauc", "iauc@p", "miou-loss@p")
 MEASURES = ("confidence", "miou")
 IGNORE_INDEX = -100
+SUBSTRATE = "zero"  # the only substrate of the reference metric: 0 in normalised space, mask 0
+METRIC_TITLES = {"iauc": "IAUC", "dauc": "DAUC", "iauc@p": "IAUC@p", "miou-loss@p": "mIoULoss@p"}
+MEASURE_TITLES = {"confidence": "confidence", "miou": "mIoU"}
 
 
 @dataclass
@@ -57,6 +60,7 @@ class CausalStep:
     score: float
     supports: Tensor  # [K, 3, S, S] perturbed support images (normalised)
     support_masks: Tensor  # [K, S, S] perturbed support masks
+    kept: Tensor  # [K, S, S] bool: support pixels holding their original value in this state
     logits: Tensor  # [2, S, S] query prediction on these supports
     foreground_probability: Tensor  # [S, S]
 
@@ -66,13 +70,42 @@ class CausalStep:
 
 
 @dataclass
-class CausalResult:
+class Curve:
+    """One insertion/deletion curve of one attribution: its points, its value (the AUC, or the
+    loss for mIoULoss@p; None while incomplete) and every parameter that produced them."""
+
     metric: str
     measure: str
-    fractions: list[float]
-    scores: list[float]
-    value: float  # the AUC, or the loss for miou-loss@p
+    method: str = ""
+    fractions: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    value: Optional[float] = None
     params: dict = field(default_factory=dict)
+    complete: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.method, self.metric
+
+    @property
+    def title(self) -> str:
+        return METRIC_TITLES.get(self.metric, self.metric)
+
+    @property
+    def mode(self) -> str:
+        return self.params.get("mode", "deletion" if self.metric == "dauc" else "insertion")
+
+    def describe(self) -> str:
+        """The parameters that change the number (shown next to it): steps, measure, substrate, p."""
+        p = self.params.get("percentage")
+        text = (f"{self.params.get('steps', '?')} steps, {MEASURE_TITLES.get(self.measure, self.measure)}, "
+                f"{self.params.get('substrate', SUBSTRATE)} substrate, p = {100.0 * (p or 1.0):g}%")
+        if self.params.get("skip_empty"):
+            text += ", state 0 skipped"
+        return text
+
+    def value_name(self) -> str:
+        return "loss" if self.params.get("loss") else "AUC"
 
 
 def trapezoid_auc(scores: list[float] | Tensor) -> float:
@@ -102,7 +135,12 @@ def step_boundaries(total: int, steps: int, percentage: Optional[float] = None, 
 def foreground_iou(logits: Tensor, gt: Tensor) -> Tensor:
     """Per-item foreground IoU ``[N]`` of argmax(logits ``[N, 2, S, S]``) vs gt ``[S, S]`` (long,
     1 = foreground, IGNORE_INDEX excluded); 0 when the union is empty (torchmetrics' convention)."""
-    pred = logits.argmax(dim=1) == 1
+    return mask_iou(logits.argmax(dim=1) == 1, gt)
+
+
+def mask_iou(pred: Tensor, gt: Tensor) -> Tensor:
+    """Per-item foreground IoU ``[N]`` of predicted masks ``[N, S, S]`` (bool) vs gt, as
+    :func:`foreground_iou`."""
     valid = gt != IGNORE_INDEX
     truth = (gt == 1) & valid
     pred = pred & valid
@@ -124,10 +162,16 @@ def perturbed_supports(
     supports: Tensor, masks: Tensor, rank: Tensor, pixels: Tensor, insertion: bool
 ) -> tuple[Tensor, Tensor]:
     """States for a batch of pixel counts ``pixels`` ``[N]``: ``([N, K, 3, S, S], [N, K, S, S])``."""
-    moved = rank[None] < pixels.view(-1, 1, 1, 1)  # [N, K, S, S]
-    keep = moved if insertion else ~moved
+    keep = kept_pixels(rank, pixels, insertion)
     keep_f = keep.to(supports.dtype)
     return supports[None] * keep_f[:, :, None], masks[None] * keep_f
+
+
+def kept_pixels(rank: Tensor, pixels: Tensor, insertion: bool) -> Tensor:
+    """``[N, K, S, S]`` bool: the support pixels that hold their original value in each state
+    (the ``pixels`` top-ranked ones inserted so far, or all but them for deletion)."""
+    moved = rank[None] < pixels.view(-1, 1, 1, 1)
+    return moved if insertion else ~moved
 
 
 def reference_target_class(model, batch, region: Tensor, query_features=None, logits: Optional[Tensor] = None) -> int:
@@ -207,7 +251,9 @@ def causal_steps(
             check_cancelled(cancelled)
             chunk = states[start : start + max(1, batch_size)]
             pixels = torch.tensor([bounds[i] for i in chunk], device=device)
-            state_supports, state_masks = perturbed_supports(supports, masks, rank, pixels, mode == "insertion")
+            keep = kept_pixels(rank, pixels, mode == "insertion")
+            keep_f = keep.to(supports.dtype)
+            state_supports, state_masks = supports[None] * keep_f[:, :, None], masks[None] * keep_f
             n = len(chunk)
             episode = type(batch)(batch.query.expand(n, -1, -1, -1), state_supports, state_masks)
             logits = model.predict(episode, query_features=query_features).logits.float()
@@ -225,95 +271,98 @@ def causal_steps(
                     score=float(values[j]),
                     supports=state_supports[j],
                     support_masks=state_masks[j],
+                    kept=keep[j],
                     logits=logits[j],
                     foreground_probability=probability[j, 1],
                 )
 
 
-def metric_settings(metric: str, measure: str, steps: Optional[int], percentage: Optional[float]) -> dict:
-    """The reference configuration of a named metric (mode, steps, percentage, skip_empty, loss)."""
+def metric_settings(metric: str, measure: str, steps: Optional[int] = None,
+                    percentage: Optional[float] = None, skip_empty: Optional[bool] = None) -> dict:
+    """The configuration of a named metric (mode, steps, percentage, skip_empty, loss).
+
+    ``iauc``/``dauc``: 75 steps over every support pixel, state 0 skipped for the miou measure (the
+    paper's configs); a ``percentage`` truncates the curve to the top p of the pixels.
+    ``iauc@p``: 5 steps over the top p (default 0.01), state 0 kept. ``miou-loss@p``: one step to
+    the top p (default 0.01) plus the state with every pixel inserted. ``skip_empty`` overrides
+    the default of the metric."""
     if metric not in METRICS:
         raise ExplainError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
     if measure not in MEASURES:
         raise ExplainError(f"unknown measure {measure!r} (known: {', '.join(MEASURES)})")
+    if steps is not None and steps < 1:
+        raise ExplainError(f"the number of steps must be at least 1, got {steps}")
+    if percentage is not None and not 0.0 < percentage <= 1.0:
+        raise ExplainError(f"percentage must be in (0, 1], got {percentage}")
     if metric in ("iauc", "dauc"):
-        return {
-            "mode": "insertion" if metric == "iauc" else "deletion",
-            "steps": 75 if steps is None else steps,
-            "percentage": None,
-            "skip_empty": measure == "miou",
-            "loss": False,
-        }
-    if metric == "iauc@p":
-        return {
-            "mode": "insertion",
-            "steps": 5 if steps is None else steps,
-            "percentage": 0.01 if percentage is None else percentage,
-            "skip_empty": False,
-            "loss": False,
-        }
-    return {  # miou-loss@p
-        "mode": "insertion",
-        "steps": 1 if steps is None else steps,
-        "percentage": 0.01 if percentage is None else percentage,
-        "skip_empty": True,
-        "loss": True,
-    }
-
-
-def run_causal_metric(
-    model,
-    batch,
-    attribution: Tensor,
-    region: Tensor,
-    metric: str = "iauc",
-    measure: str = "confidence",
-    *,
-    steps: Optional[int] = None,
-    percentage: Optional[float] = None,
-    skip_empty: Optional[bool] = None,
-    gt: Optional[Tensor] = None,
-    batch_size: int = 8,
-    target_class: Optional[int] = None,
-    query_features=None,
-    reference_logits: Optional[Tensor] = None,
-    cancelled: CancelledFn = None,
-    on_step=None,
-) -> CausalResult:
-    """Run a named metric to the end and return its curve and value.
-
-    ``iauc``/``dauc``: 75 steps, skip_empty for miou (the paper configs); ``iauc@p``: 5 steps over
-    the top ``p`` (default 0.01) of the pixels, confidence kept at state 0; ``miou-loss@p``: the
-    score with everything inserted minus the score with only the top ``p`` inserted.
-    ``on_step(step)`` is called for every state (progress).
-
-    Callers that run several metrics (or methods) on one episode should pass the episode's
-    ``query_features`` (``model.encode_query(batch.query)``) and ``reference_logits`` (the
-    unperturbed prediction's logits ``[1, C, S, S]``, e.g. ``model.predict(batch).logits``), so the
-    query is encoded and the unperturbed episode predicted once, not once per metric; without
-    them both are computed here."""
-    settings = metric_settings(metric, measure, steps, percentage)
+        settings = {"mode": "insertion" if metric == "iauc" else "deletion", "steps": 75, "percentage": None,
+                    "skip_empty": measure == "miou", "loss": False}
+    elif metric == "iauc@p":
+        settings = {"mode": "insertion", "steps": 5, "percentage": 0.01, "skip_empty": False, "loss": False}
+    else:  # miou-loss@p
+        settings = {"mode": "insertion", "steps": 1, "percentage": 0.01, "skip_empty": True, "loss": True}
+    if steps is not None:
+        settings["steps"] = int(steps)
+    if percentage is not None:
+        settings["percentage"] = float(percentage)
     if skip_empty is not None:
-        settings["skip_empty"] = skip_empty
-    if query_features is None:
-        with torch.no_grad():
-            query_features = model.encode_query(batch.query)
-    if measure == "confidence" and target_class is None and region.bool().any():
-        target_class = reference_target_class(model, batch, region, query_features, reference_logits)
-    fractions, scores = [], []
-    for step in causal_steps(
-        model, batch, attribution, region, measure=measure, gt=gt, batch_size=batch_size,
-        target_class=target_class, query_features=query_features, cancelled=cancelled, **settings,
-    ):
-        fractions.append(step.fraction)
-        scores.append(step.score)
-        if on_step is not None:
-            on_step(step)
-    if settings["loss"]:
-        value = scores[-1] - scores[-2] if len(scores) >= 2 else float("nan")
-    else:
-        value = trapezoid_auc(scores)
-    params = dict(settings, metric=metric, measure=measure, batch_size=batch_size, target_class=target_class)
-    if math.isnan(value):
-        raise ExplainError(f"{metric}: the curve has too few points to compute a value")
-    return CausalResult(metric=metric, measure=measure, fractions=fractions, scores=scores, value=value, params=params)
+        settings["skip_empty"] = bool(skip_empty)
+    return settings
+
+
+def curve_state_count(settings: dict, shots: int, size: int) -> int:
+    """How many points a curve of ``settings`` (:func:`metric_settings`) has (for progress)."""
+    bounds = step_boundaries(shots * size * size, settings["steps"], settings["percentage"], settings["loss"])
+    return len(bounds) - (1 if settings["skip_empty"] else 0)
+
+
+def curve_value(scores: list[float], loss: bool) -> float:
+    """The reference value of a finished curve: the trapezoid AUC, or ``score(all) - score(top p)``
+    for mIoULoss@p."""
+    if loss:
+        return float(scores[-1] - scores[-2]) if len(scores) >= 2 else float("nan")
+    return trapezoid_auc(list(scores))
+
+
+class CausalRun:
+    """A curve being computed: iterate it for the :class:`CausalStep`\\ s (each is appended to
+    :attr:`curve` before it is yielded); :attr:`curve` is complete, with its value, once the
+    iteration ends. ``total`` is the number of points (for progress). The one runner of the causal
+    metrics: the CLI, the report, the evaluation and the app's playback all iterate one."""
+
+    def __init__(self, model, batch, attribution: Tensor, region: Tensor, metric: str, measure: str, *,
+                 method: str = "", steps: Optional[int] = None, percentage: Optional[float] = None,
+                 skip_empty: Optional[bool] = None, gt: Optional[Tensor] = None, batch_size: int = 1,
+                 target_class: Optional[int] = None, query_features=None,
+                 reference_logits: Optional[Tensor] = None, cancelled: CancelledFn = None,
+                 params: Optional[dict] = None) -> None:
+        self.settings = metric_settings(metric, measure, steps, percentage, skip_empty)
+        if batch_size < 1:
+            raise ExplainError(f"the batch size must be at least 1, got {batch_size}")
+        if measure == "confidence" and target_class is None and region.bool().any():
+            target_class = reference_target_class(model, batch, region, query_features, reference_logits)
+        self.total = curve_state_count(self.settings, batch.shots, int(batch.supports.shape[-1]))
+        self.curve = Curve(metric, measure, method, params=dict(
+            self.settings, substrate=SUBSTRATE, ranking="global, descending, over all supports",
+            batch_size=int(batch_size), target_class=target_class, **(params or {})))
+        self._steps = causal_steps(model, batch, attribution, region, measure=measure, gt=gt,
+                                   batch_size=batch_size, target_class=target_class,
+                                   query_features=query_features, reference_logits=reference_logits,
+                                   cancelled=cancelled, **self.settings)
+
+    def __iter__(self) -> Iterator[CausalStep]:
+        for step in self._steps:
+            self.curve.fractions.append(float(step.fraction))
+            self.curve.scores.append(float(step.score))
+            yield step
+        value = curve_value(self.curve.scores, bool(self.settings["loss"]))
+        if math.isnan(value):
+            raise ExplainError(f"{self.curve.metric}: the curve has too few points to compute a value")
+        self.curve.value = value
+        self.curve.complete = True
+
+    def run(self) -> Curve:
+        """Compute every point and return the finished curve."""
+        for _ in self:
+            pass
+        return self.curve

@@ -1,0 +1,147 @@
+"""Models for the pipeline: what to load (:class:`ModelSpec`), loaded once and kept
+(:class:`ModelCache`), and the device they run on (:class:`DeviceInfo`).
+
+The device rule is one for every front-end: no device (or ``auto``) means CUDA when available,
+and the log says so when it falls back to the CPU; ``cuda`` asked for on a machine without it is
+an error, never a silent fallback.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..models.registry import build_model, resolve_device
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to load: registry name, checkpoint file (None for checkpoint-free models) and
+    device (None or "auto": CUDA when available; "cpu", "cuda", "cuda:i")."""
+
+    name: str
+    checkpoint: Optional[str] = None
+    device: Optional[str] = "auto"
+
+    @property
+    def auto_device(self) -> bool:
+        return self.device in (None, "auto")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A built model in eval mode, the device it is on, and the spec it was built from."""
+
+    spec: ModelSpec
+    model: Any  # fssgui.models.base.FSSModel
+    device: torch.device
+
+    @property
+    def entry(self):
+        return self.model.entry
+
+    @property
+    def input_size(self) -> int:
+        return int(self.model.entry.input_size)
+
+
+def load_model(spec: ModelSpec, log: Optional[Log] = None, builder: Optional[Callable[..., Any]] = None
+               ) -> LoadedModel:
+    """Build ``spec`` on its device (see the module docstring for the device rule)."""
+    device = resolve_device(None if spec.auto_device else spec.device)
+    if spec.auto_device and device.type == "cpu" and log is not None:
+        log("CUDA is not available: running on the CPU")
+    if device.type == "cuda":
+        # the current CUDA device is per thread: set it in the thread that runs the model
+        torch.cuda.set_device(device)
+    started = time.perf_counter()
+    model = (builder or build_model)(spec.name, spec.checkpoint, device=device, log=log)
+    if log is not None:
+        log(f"model {spec.name} ready on {device} ({time.perf_counter() - started:.1f} s)")
+    return LoadedModel(spec, model, device)
+
+
+class ModelCache:
+    """The resident models of a long-lived process (the app's device worker): one few-shot model
+    (asking for another spec replaces it, freeing its memory first) and, apart from it, one
+    ScaleProtoSeg model for the Prototypes tab."""
+
+    def __init__(self, builder: Optional[Callable[..., Any]] = None) -> None:
+        self._builder = builder
+        self.loaded: Optional[LoadedModel] = None
+        self.semseg_spec: Optional[ModelSpec] = None
+        self.semseg_model = None
+
+    @property
+    def spec(self) -> Optional[ModelSpec]:
+        return None if self.loaded is None else self.loaded.spec
+
+    @property
+    def device(self) -> Optional[torch.device]:
+        return None if self.loaded is None else self.loaded.device
+
+    def get(self, spec: ModelSpec, log: Optional[Log] = None) -> LoadedModel:
+        if self.loaded is not None and self.loaded.spec == spec:
+            return self.loaded
+        self.release()
+        self.loaded = load_model(spec, log, self._builder)
+        return self.loaded
+
+    def get_semseg(self, spec: ModelSpec, log: Optional[Log] = None) -> tuple[Any, torch.device]:
+        """The ScaleProtoSeg model of ``spec`` (built by ``fssgui.models.scaleprotoseg``)."""
+        from ..models.scaleprotoseg import build_semseg_model
+
+        if self.semseg_model is not None and spec == self.semseg_spec:
+            return self.semseg_model, self.semseg_model.prototype_vectors.device
+        self.semseg_spec, self.semseg_model = None, None
+        loaded = load_model(spec, log, build_semseg_model)
+        self.semseg_spec, self.semseg_model = spec, loaded.model
+        return loaded.model, loaded.device
+
+    def release(self) -> None:
+        self.loaded = None
+        self.semseg_spec, self.semseg_model = None, None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+@dataclass
+class DeviceInfo:
+    """The device a model actually runs on, and its memory when it is CUDA."""
+
+    device: str  # e.g. "cpu", "cuda:0"
+    description: str  # e.g. "NVIDIA H100 80GB HBM3" or "CPU"
+    cuda_available: bool
+    requested: str = "auto"
+    allocated_bytes: int = 0
+    reserved_bytes: int = 0
+    free_bytes: int = 0
+    total_bytes: int = 0
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+def device_info(device: Optional[torch.device], requested: Optional[str] = "auto") -> DeviceInfo:
+    cuda = torch.cuda.is_available()
+    requested = requested or "auto"
+    if device is None or device.type != "cuda":
+        return DeviceInfo("cpu", "CPU", cuda, requested)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    free, total = torch.cuda.mem_get_info(index)
+    return DeviceInfo(f"cuda:{index}", torch.cuda.get_device_name(index), True, requested,
+                      int(torch.cuda.memory_allocated(index)), int(torch.cuda.memory_reserved(index)),
+                      int(free), int(total))
+
+
+def device_description(device: torch.device) -> str:
+    """One line for reports: the GPU's name with the CUDA version, or the CPU, and torch's version."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"{torch.cuda.get_device_name(index)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    return f"CPU, torch {torch.__version__}"
