@@ -1,6 +1,7 @@
 """Shared pieces of the ScaleProtoSeg tests (the model, fssgui.prototypes and the Prototypes tab):
-a shallow random model, a test image, a model whose head predicts several classes, and official
-whole-module pickles written with the official class paths."""
+a shallow random model, a test image, a model whose head predicts several classes (and the
+module-scoped fixtures ``model``, ``run``, ``top_class`` on it: import them into a test module to
+use them), and official whole-module pickles written with the official class paths."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +10,7 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -23,6 +25,7 @@ from fssgui.models.scaleprotoseg import (
     ScaleProtoSegConfig,
     Stem,
 )
+from fssgui.prototypes.run import largest_class, predicted_class_shares, run_scaleprotoseg
 
 SMALL_BLOCKS = (1, 1, 1, 1)  # one bottleneck per layer: same strides, same key layout as ResNet-101
 ALPHA = 0.05  # the official group threshold
@@ -124,3 +127,22 @@ def forward(model: ScaleProtoSeg, run):
     """The model's own outputs on a run's image at the run's input size."""
     with torch.no_grad():
         return model(model.preprocess(run.image, run.input_hw))
+
+
+@pytest.fixture(scope="module")
+def model() -> ScaleProtoSeg:
+    """:func:`several_class_model`, once per test module."""
+    return several_class_model()
+
+
+@pytest.fixture(scope="module")
+def run(model):
+    # Cityscapes keeps the image size unless told: size=49 -> input 49x65, a 7x9 grid, and the
+    # image (60x80) is not a multiple of the grid, so the cell mapping is not trivial
+    return run_scaleprotoseg(model, make_image(60, 80), size=49)
+
+
+@pytest.fixture(scope="module")
+def top_class(run) -> int:
+    """The class with prototypes predicted on the largest area of ``run`` at :data:`ALPHA`."""
+    return largest_class(run, predicted_class_shares(run, ALPHA))

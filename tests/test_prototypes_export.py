@@ -14,28 +14,14 @@ import pytest
 
 from fssgui.cli import main as cli_main
 from fssgui.imaging import load_mask, load_rgb
-from fssgui.models.scaleprotoseg import CITYSCAPES_CLASSES, ScaleProtoSeg, load_scaleprotoseg
+from fssgui.models.scaleprotoseg import CITYSCAPES_CLASSES, load_scaleprotoseg
 from fssgui.prototypes.compare import compare_classes
 from fssgui.prototypes.export import export_class
 from fssgui.prototypes.graph import PrototypeRunResult, class_slug, explain_class, explain_image
 from fssgui.prototypes.inspection import inspect_cell
-from fssgui.prototypes.run import image_key, largest_class, predicted_class_shares, run_scaleprotoseg
-from prototypes_testkit import ALPHA, forward, make_image, save_official_pickle, several_class_model, small_model
-
-
-@pytest.fixture(scope="module")
-def model() -> ScaleProtoSeg:
-    return several_class_model()
-
-
-@pytest.fixture(scope="module")
-def run(model):
-    return run_scaleprotoseg(model, make_image(60, 80), size=49)
-
-
-@pytest.fixture(scope="module")
-def top_class(run) -> int:
-    return largest_class(run, predicted_class_shares(run, ALPHA))
+from fssgui.prototypes.run import image_key, predicted_class_shares, run_scaleprotoseg
+from prototypes_testkit import ALPHA, forward, make_image, save_official_pickle, small_model
+from prototypes_testkit import model, run, top_class  # noqa: F401 - module-scoped fixtures
 
 
 @pytest.fixture(scope="module")

@@ -18,32 +18,15 @@ import torch
 from PySide6 import QtCore
 
 from fssgui.errors import ExplainError
-from fssgui.models.scaleprotoseg import CITYSCAPES_CLASSES, ScaleProtoSeg, feature_grid_size
+from fssgui.models.scaleprotoseg import CITYSCAPES_CLASSES, feature_grid_size
 from fssgui.prototypes.compare import compare_classes
 from fssgui.prototypes.graph import PrototypeRunResult, explain_class
 from fssgui.prototypes.inspection import CellGrid, grow_box, inspect_cell, nearest_prototypes
 from fssgui.prototypes.overlays import upsample_cubic
 from fssgui.prototypes.projection import ProjectionMetadata
-from fssgui.prototypes.run import image_key, predicted_class_shares, run_scaleprotoseg
-from prototypes_testkit import ALPHA, forward, make_image, several_class_model
-
-
-@pytest.fixture(scope="module")
-def model() -> ScaleProtoSeg:
-    return several_class_model()
-
-
-@pytest.fixture(scope="module")
-def run(model):
-    # Cityscapes keeps the image size unless told: size=49 -> input 49x65, a 7x9 grid, and the
-    # image (60x80) is not a multiple of the grid, so the cell mapping is not trivial
-    return run_scaleprotoseg(model, make_image(60, 80), size=49)
-
-
-@pytest.fixture(scope="module")
-def top_class(run) -> int:
-    shares = predicted_class_shares(run, ALPHA)
-    return next(c for c, _ in shares if run.head.class_prototypes[c])
+from fssgui.prototypes.run import image_key, predicted_class_shares
+from prototypes_testkit import ALPHA, forward
+from prototypes_testkit import model, run, top_class  # noqa: F401 - module-scoped fixtures
 
 
 # ------------------------------------------------------------------------------ cell mapping

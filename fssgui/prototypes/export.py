@@ -87,8 +87,8 @@ def export_class(explanation: PrototypeExplanation, folder: str | Path, masked: 
         write(f"group_maps_class_{name}.npy", save_npy_atomic, explanation.group_maps.astype(np.float32))
     write(f"scale_maps_class_{name}.npy", save_npy_atomic, explanation.scale_maps.astype(np.float32))
     write(f"predicted_labels_class_{name}.npy", save_npy_atomic, explanation.predicted_labels.astype(np.int16))
-    num_classes = len(explanation.run.head.class_names)
-    png(f"prediction_class_{name}.png", prediction_overlay(explanation.image, explanation.predicted_labels, num_classes))
+    labels, num_classes = explanation.predicted_labels, len(explanation.run.head.class_names)
+    png(f"prediction_class_{name}.png", prediction_overlay(explanation.image, labels, num_classes))
     png(f"mask_class_{name}.png", explanation.class_mask)
 
     for p in explanation.prototypes:

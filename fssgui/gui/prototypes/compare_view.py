@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 
 from ...prototypes.compare import ClassComparison, compare_classes
 from ..theme import palette_is_dark
-from .inspector import message_html
+from .inspector import message_html, text_label
 
 
 class ClassCompareView(QWidget):
@@ -71,9 +71,7 @@ class ClassCompareView(QWidget):
         row.addWidget(self.second_combo, 1)
         row.addWidget(self.mask_check)
         root.addLayout(row)
-        self.summary_label = QLabel("Run the model first; then pick two classes.")
-        self.summary_label.setWordWrap(True)
-        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary_label = text_label("Run the model first; then pick two classes.")
         root.addWidget(self.summary_label)
         # the sheet is drawn 1:1 (crisp captions), its tile size chosen from the width available
         self.sheet_label = QLabel()

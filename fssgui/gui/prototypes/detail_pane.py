@@ -1,8 +1,8 @@
 """Prototype detail pane of the Prototypes tab: one prototype, its push source and nearest patches.
 
 A thin view of :mod:`fssgui.prototypes.detail` and :mod:`fssgui.prototypes.nearest` (every
-number and image is computed there, without Qt). Selecting a prototype (its node in the group graph, a row of the inspector's tables)
-opens the pane beside the graph; it shows:
+number and image is computed there, without Qt). Selecting a prototype (its node in the group
+graph, a row of the inspector's tables) opens the pane beside the graph; it shows:
 
 * the prototype's class, scale / dilation, index and its weight in each group of its class (and
   the group -> class weights), at the graph's threshold α;
@@ -67,7 +67,7 @@ from ...prototypes.nearest import (
 from ...prototypes.overlays import BOX_COLOUR
 from ...prototypes.run import ScaleProtoSegRun
 from ..theme import follow_theme
-from .inspector import message_html
+from .inspector import message_html, text_label
 
 Submit = Callable[[Any], Optional[int]]
 
@@ -124,9 +124,7 @@ class PrototypeDetailPane(QWidget):
         self.close_button.setToolTip("Close the prototype detail")
         row.addWidget(self.close_button)
         root.addLayout(row)
-        self.info_label = QLabel("Select a prototype in the graph or in the inspector's tables.")
-        self.info_label.setWordWrap(True)
-        self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.info_label = text_label("Select a prototype in the graph or in the inspector's tables.")
         root.addWidget(self.info_label)
 
         row = QHBoxLayout()
@@ -140,9 +138,7 @@ class PrototypeDetailPane(QWidget):
                                        "DATA/all_images.json ({split: [ids]})")
         row.addWidget(self.dataset_button)
         root.addLayout(row)
-        self.message_label = QLabel("")
-        self.message_label.setWordWrap(True)
-        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message_label = text_label()
         root.addWidget(self.message_label)
 
         self.source_widget = pg.GraphicsLayoutWidget()
@@ -153,9 +149,7 @@ class PrototypeDetailPane(QWidget):
         self.source_widget.setMinimumHeight(380)
         root.addWidget(self.source_widget, 3)
         # the numbers under the two views (the views' titles stay short: they set the pane's width)
-        self.source_label = QLabel("")
-        self.source_label.setWordWrap(True)
-        self.source_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.source_label = text_label()
         root.addWidget(self.source_label)
 
         row = QHBoxLayout()
@@ -176,9 +170,7 @@ class PrototypeDetailPane(QWidget):
         self.nearest_button.setEnabled(False)
         row.addWidget(self.nearest_button)
         root.addLayout(row)
-        self.nearest_label = QLabel("")
-        self.nearest_label.setWordWrap(True)
-        self.nearest_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.nearest_label = text_label()
         root.addWidget(self.nearest_label)
         self.nearest_widget = pg.GraphicsLayoutWidget()
         self.nearest_titles, self.nearest_items = [], []

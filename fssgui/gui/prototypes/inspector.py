@@ -112,6 +112,14 @@ def message_html(text: str, kind: str, palette: QPalette) -> str:
     return f"<span style='color:{message_colour(kind, palette).name()}'>{html.escape(text)}</span>"
 
 
+def text_label(text: str = "") -> QLabel:
+    """A word-wrapped label whose text can be selected and copied (messages, numbers)."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
+
+
 def _item(text: str, value: Any = None, align_right: bool = False) -> QTableWidgetItem:
     item = QTableWidgetItem(text)
     item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
@@ -158,9 +166,7 @@ class CellInspectorWidget(QWidget):
         root = QVBoxLayout(self)
         root.setContentsMargins(2, 2, 2, 2)
         root.setSpacing(2)
-        self.header_label = QLabel("Click the image on the left to inspect a feature cell.")
-        self.header_label.setWordWrap(True)
-        self.header_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.header_label = text_label("Click the image on the left to inspect a feature cell.")
         self.header_label.setMinimumHeight(3 * self.header_label.fontMetrics().lineSpacing() + 4)
         root.addWidget(self.header_label)
 

@@ -52,7 +52,7 @@ from ...prototypes.graph import PrototypeRunResult
 from .compare_view import ClassCompareView
 from .detail_pane import PrototypeDetailPane
 from .graph_view import ProtoGraphView
-from .inspector import message_html
+from .inspector import message_html, text_label
 
 STATE_IDLE, STATE_RUNNING = "idle", "running"
 
@@ -130,14 +130,10 @@ class PrototypePanel(QWidget):
         row.addWidget(self.export_button)
         root.addLayout(row)
         self.export_dir = ""
-        self.info_label = QLabel("Choose a ScaleProtoSeg checkpoint and press “Run on query”.")
-        self.info_label.setWordWrap(True)
-        self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.info_label = text_label("Choose a ScaleProtoSeg checkpoint and press “Run on query”.")
         root.addWidget(self.info_label)
 
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label = text_label()
         self.status_label.setVisible(False)
         root.addWidget(self.status_label)
 
