@@ -409,8 +409,8 @@ def test_a_node_click_opens_the_detail_pane_with_the_source(qtbot, panel, setup,
         (q.image_id, q.distance, q.cell) for q in result.patches]
 
     # a search runs until the pane cancels it: nothing shown, the button back to "Find"
-    def until_cancelled(*_args):
-        cancelled, deadline = _args[-1], time.monotonic() + 20
+    def until_cancelled(model, prototype_index, dataset, split, max_images, k, size, progress, cancelled, cache=None):
+        deadline = time.monotonic() + 20
         while not cancelled() and time.monotonic() < deadline:
             time.sleep(0.005)
         raise Cancelled()

@@ -168,7 +168,6 @@ def run_scaleprotoseg(
     )
 
 
-
 def upsample_logits_argmax(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear (align_corners=False) upsampling of ``[C, h, w]`` logits, then argmax -> int32."""
     tensor = torch.from_numpy(np.ascontiguousarray(logits))[None]
