@@ -1,15 +1,13 @@
-"""ScaleProtoSeg: architecture, prototype/group maths on hand-computed tensors, the restricted
-unpickler (official whole-module pickles, malicious pickles), checkpoint validation, the
-explanation data and the `fssgui protos` command.
+"""ScaleProtoSeg, the model: architecture, prototype/group maths on hand-computed tensors, the
+restricted unpickler (official whole-module pickles, malicious pickles), checkpoint validation,
+and its entries in the one model registry. The analysis on top of it (fssgui.prototypes) is
+tested in test_prototypes_*.py.
 
 Most tests use a shallow backbone (one bottleneck per layer: same strides, same key layout);
 one test builds the full ResNet-101 for the official key count and shapes.
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
 import os
 import pickle
 import sys
@@ -17,121 +15,27 @@ import types
 from collections import OrderedDict
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from fssgui.cli import main as cli_main
-from fssgui.errors import CheckpointError, ExplainError
-from fssgui.explain.prototypes import (
-    ProjectionMetadata,
-    explain_class,
-    render_graph_png,
-    run_scaleprotoseg,
-)
+from fssgui.errors import CheckpointError, ModelError
 from fssgui.models import scaleprotoseg as sps
+from fssgui.models.registry import TASK_FSS, TASK_SEMSEG, build_model, get_entry, list_models
 from fssgui.models.safe_pickle import Placeholder, load_pickled_module, unpickle_checkpoint
 from fssgui.models.scaleprotoseg import (
-    Bottleneck,
-    ConcatASPP,
-    ConvBnReLU,
     DeepLabV2Features,
     MultiScaleInputs,
-    ResLayer,
     ScaleProtoSeg,
     ScaleProtoSegConfig,
-    Stem,
     feature_grid_size,
     load_scaleprotoseg,
     projection_simplex,
     threshold_weights,
 )
-
-SMALL_BLOCKS = (1, 1, 1, 1)
-
-
-def small_model(seed: int = 0, **overrides) -> ScaleProtoSeg:
-    torch.manual_seed(seed)
-    config = ScaleProtoSegConfig(n_blocks=SMALL_BLOCKS, **overrides)
-    model = ScaleProtoSeg(config).eval()
-    with torch.no_grad():  # make BN non-trivial so a wrong load would show
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return model
-
-
-def make_image(h: int = 90, w: int = 120) -> np.ndarray:
-    yy, xx = np.mgrid[0:h, 0:w]
-    image = np.stack([(xx * 2.1) % 256, (yy * 2.7) % 256, (xx + 2 * yy) % 256], -1).astype(np.uint8)
-    image[20:60, 30:80] = (220, 200, 40)
-    return image
-
-
-# ----------------------------------------------------------------------- official pickles
-
-OFFICIAL_CLASS_PATHS = {
-    MultiScaleInputs: ("segmentation.utils", "MSC"),
-    DeepLabV2Features: ("deeplab_pytorch.libs.models.deeplabv2_multiscale", "DeepLabV2"),
-    ConcatASPP: ("deeplab_pytorch.libs.models.deeplabv2_multiscale", "_ASPP"),
-    Stem: ("deeplab_pytorch.libs.models.resnet", "_Stem"),
-    ResLayer: ("deeplab_pytorch.libs.models.resnet", "_ResLayer"),
-    Bottleneck: ("deeplab_pytorch.libs.models.resnet", "_Bottleneck"),
-    ConvBnReLU: ("deeplab_pytorch.libs.models.resnet", "_ConvBnReLU"),
-}
-OFFICIAL_TOP_PACKAGES = ("segmentation", "deeplab_pytorch")
-
-
-@contextlib.contextmanager
-def official_class_names(model: ScaleProtoSeg):
-    """While saving only: give every module of ``model`` a class registered under the official
-    module path (fake modules in sys.modules), with the official attributes; undo afterwards."""
-    stage_module = "segmentation.model.model_multiscale_group" if model.grouped else "segmentation.model.model_multiscale"
-    paths = dict(OFFICIAL_CLASS_PATHS)
-    paths[ScaleProtoSeg] = (stage_module, "PPNetMultiScale")
-    created: list[str] = []
-    fakes: dict[type, type] = {}
-    for ours, (module_name, class_name) in paths.items():
-        parts = module_name.split(".")
-        for i in range(1, len(parts) + 1):
-            name = ".".join(parts[:i])
-            if name not in sys.modules:
-                sys.modules[name] = types.ModuleType(name)
-                created.append(name)
-        fake = type(class_name, (ours,), {"__module__": module_name, "__qualname__": class_name})
-        setattr(sys.modules[module_name], class_name, fake)
-        fakes[ours] = fake
-    originals = {}
-    for module in model.modules():
-        if type(module) in fakes:
-            originals[module] = type(module)
-            module.__class__ = fakes[type(module)]
-    # what the official PPNetMultiScale pickles next to its tensors (spec §2)
-    config = model.__dict__.pop("config")
-    extra = {"scale_num_prototypes": dict(model.scale_ranges), "num_scales": model.num_scales,
-             "prototype_activation_function": "log", "scale_head": None, "patch_classification": True,
-             "incorrect_strength": -0.5}
-    extra = {k: v for k, v in extra.items() if k not in model.__dict__}
-    model.__dict__.update(extra)
-    try:
-        yield
-    finally:
-        for module, cls in originals.items():
-            module.__class__ = cls
-        for key in extra:
-            model.__dict__.pop(key, None)
-        model.__dict__["config"] = config
-        for name in reversed(created):
-            sys.modules.pop(name, None)
-
-
-def save_official_pickle(model: ScaleProtoSeg, path: Path) -> Path:
-    with official_class_names(model):
-        torch.save(model, str(path))
-    return path
+from fssgui.prototypes.graph import explain_class
+from fssgui.prototypes.run import run_scaleprotoseg
+from prototypes_testkit import OFFICIAL_TOP_PACKAGES, SMALL_BLOCKS, make_image, save_official_pickle, small_model
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +195,7 @@ def test_unknown_globals_become_inert_placeholders(tmp_path):
 
 def test_full_resnet101_keys_shapes_and_grid():
     torch.manual_seed(0)
-    model = sps.build_semseg_model("scaleprotoseg-cityscapes")
+    model = get_entry("scaleprotoseg-cityscapes").builder()
     state = model.state_dict()
     assert len(state) == 654
     assert abs(sum(v.numel() for v in state.values()) / 1e6 - 47.36) < 0.01
@@ -345,7 +249,6 @@ def test_dataset_class_lists_and_input_policy():
     assert sps.model_input_size("cityscapes", (1024, 2048)) == (1024, 2048)
     assert sps.model_input_size("ade", (400, 600)) == (512, 768)
     assert sps.model_input_size("cityscapes", (1024, 2048), size=129) == (129, 258)
-    assert {e.family for e in sps.list_semseg_models()} == {"semseg"}
 
 
 # ----------------------------------------------------------- distances, activations, groups
@@ -472,117 +375,25 @@ def test_state_dict_safetensors_and_converted_files_load(grouped_model, official
         load_scaleprotoseg(tmp_path / "plain.pth", dataset="pascal")
 
 
-# ------------------------------------------------------------------------------ explanation
+# ----------------------------------------------------------------------------------- registry
 
 
-@pytest.fixture(scope="module")
-def run_result(grouped_model):
-    return run_scaleprotoseg(grouped_model, make_image(), size=65)
-
-
-def test_explanation_maps_edges_and_threshold(grouped_model, run_result):
-    assert run_result.input_hw == (65, 87) and run_result.grid_hw == feature_grid_size(65, 87)
-    # the numpy head reproduces the model's own logits
-    logits, _ = run_result.head.logits(run_result.activations, None)
-    assert np.allclose(logits, run_result.model_logits, rtol=1e-4, atol=1e-3)
-
-    c = sps.CITYSCAPES_CLASSES.index("car")
-    exp = explain_class(run_result, c, threshold=0.05)
-    columns = grouped_model.class_prototypes[c]
-    assert [p.index for p in exp.prototypes] == columns
-    assert [p.scale for p in exp.prototypes] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-    assert np.array_equal(exp.prototype_maps, run_result.activations[columns])
-    weights = grouped_model.group_weights(c).numpy()
-    thresholded = np.where(weights < 0.05, 0, weights)
-    a = exp.prototype_maps.reshape(12, -1).astype(np.float64)
-    assert np.allclose(exp.group_maps.reshape(3, -1), np.exp(thresholded @ a), rtol=1e-5)
-    for s in range(4):
-        assert np.allclose(exp.scale_maps[s], exp.prototype_maps[3 * s: 3 * s + 3].max(0))
-    group_edges = [e for e in exp.edges if e.target.startswith("g")]
-    assert len(group_edges) == int((weights > 0).sum())
-    for e in group_edges:
-        j = columns.index(int(e.source[1:]))
-        n = int(e.target[1:])
-        assert e.weight == pytest.approx(weights[n, j]) and e.active == (weights[n, j] >= 0.05)
-    head = grouped_model.last_layer_group.weight.detach().numpy()
-    class_edges = {e.source: e.weight for e in exp.edges if e.target == "class"}
-    assert class_edges == {f"g{n}": pytest.approx(head[c, grouped_model.group_columns(c)[n]]) for n in range(3)}
-    assert exp.class_mask.shape == (90, 120)
-    assert np.array_equal(exp.class_mask, exp.predicted_labels == c)
-
-    strict = exp.with_threshold(0.3)
-    assert sum(e.active for e in strict.edges) < sum(e.active for e in exp.edges)
-    assert sum(p.used for p in strict.prototypes) <= sum(p.used for p in exp.prototypes)
-    document = json.loads(json.dumps(strict.to_json()))
-    assert document["threshold"] == 0.3 and len(document["nodes"]) == 12 + 3 + 1
-    for group in document["groups"]:
-        assert all(m["proto_weight"] >= 0.3 for m in group["proto_info"])
-
-    with pytest.raises(ExplainError):
-        explain_class(run_result, 99)
-    assert render_graph_png(exp, thumb=48).ndim == 3
-
-
-def test_projection_metadata_is_read_when_present(run_result, tmp_path):
-    folder = tmp_path / "prototypes"
-    (folder / "car").mkdir(parents=True)
-    boxes = np.full((232, 6), -1)  # 4 more than the model has: 4 duplicates were removed by the push
-    unique = [i for i in range(232) if i not in (5, 60, 120, 200)]
-    car_first = sps.CITYSCAPES_CLASSES.index("car") * 3  # model index 39 -> original 39 (< 60)
-    boxes[unique[car_first]] = [7, 10, 40, 20, 60, 13]
-    np.save(folder / "bbNone.npy", boxes)
-    (folder / "unique_prototypes.json").write_text(json.dumps(unique))
-    (tmp_path / "all_images.json").write_text(json.dumps({"train": [f"img_{i}" for i in range(10)]}))
-    cv2.imwrite(str(folder / "car" / f"prototype-img_scale_0_{unique[car_first]}.png"), np.zeros((30, 40, 3), np.uint8))
-    meta, note = ProjectionMetadata.find(None, folder)
-    assert meta is not None and "projection metadata" in note
-    info = meta.info(car_first, "car")
-    assert info.image_id == "img_7" and info.box == (10, 40, 20, 60)
-    assert info.patch_path is not None and info.patch_path.is_file()
-    assert meta.info(car_first + 1, "car") is None  # no row for it
-    found, _ = ProjectionMetadata.find(tmp_path / "checkpoints" / "x.pth")  # <run>/checkpoints -> <run>/prototypes
-    assert found is not None and found.folder == folder
-    absent, note = ProjectionMetadata.find(tmp_path / "prototypes" / "car" / "x.pth")
-    assert absent is None and "absent" in note
-
-    exp = explain_class(dataclasses.replace(run_result, projection=meta), sps.CITYSCAPES_CLASSES.index("car"))
-    assert exp.prototypes[0].projection.image_id == "img_7"
-    assert all(p.projection is None for p in exp.prototypes[1:])
-    assert json.loads(json.dumps(exp.to_json()))["nodes"][0]["projection"]["box_hhww"] == [10, 40, 20, 60]
-
-
-# --------------------------------------------------------------------------------------- CLI
-
-
-def test_protos_command_writes_maps_graph_and_json(official_file, tmp_path):
-    image_path = tmp_path / "street.png"
-    cv2.imwrite(str(image_path), make_image()[..., ::-1])
-    out = tmp_path / "out"
-    code = cli_main(["protos", str(image_path), "--checkpoint", str(official_file), "--class", "road",
-                     "--threshold", "0.1", "--size", "65", "--out", str(out)])
-    assert code == 0
-    document = json.loads((out / "graph.json").read_text())
-    assert document["class_name"] == "road" and document["threshold"] == 0.1
-    assert document["dataset"] == "cityscapes" and document["stage"] == 2
-    assert "absent" in document["projection"]
-    prototypes = [n for n in document["nodes"] if n["kind"] == "prototype"]
-    assert [n["index"] for n in prototypes] == [0, 1, 2, 57, 58, 59, 114, 115, 116, 171, 172, 173]
-    grid = tuple(document["grid_size"])
-    proto_maps = np.load(out / "prototype_maps.npy")
-    group_maps = np.load(out / "group_maps.npy")
-    assert proto_maps.shape == (12, *grid) and group_maps.shape == (3, *grid)
-    assert np.load(out / "scale_maps.npy").shape == (4, *grid)
-    assert np.load(out / "predicted_labels.npy").shape == (90, 120)
-    # the group maps are exp of the active edge weights times the prototype maps
-    weights = np.zeros((3, 12))
-    for e in document["edges"]:
-        if e["target"].startswith("g") and e["active"]:
-            weights[int(e["target"][1:]), [n["id"] for n in prototypes].index(e["source"])] = e["weight"]
-    assert np.allclose(group_maps.reshape(3, -1), np.exp(weights @ proto_maps.reshape(12, -1)), rtol=1e-4)
-    graph = cv2.imread(str(out / "graph.png"))
-    assert graph is not None and graph.shape[0] > 200
-    for name in ("class_mask.png", "prediction.png", "group_assignment.png", "scale_1.png", "group_3.png"):
-        assert (out / name).is_file(), name
-
-    assert cli_main(["protos", str(image_path), "--checkpoint", str(official_file), "--class", "unicorn",
-                     "--size", "65", "--out", str(out)]) == 2
+def test_scaleprotoseg_models_are_in_the_one_registry_with_their_task(official_file):
+    semseg = {e.name: e for e in list_models(TASK_SEMSEG)}
+    assert set(semseg) == {"scaleprotoseg-pascal", "scaleprotoseg-cityscapes", "scaleprotoseg-ade"}
+    assert all(e.task == TASK_SEMSEG and e.needs_checkpoint and not e.matching for e in semseg.values())
+    assert all(e.task == TASK_FSS for e in list_models(TASK_FSS)) and "matcher-effnet" in {e.name for e in list_models()}
+    assert set(semseg) <= {e.name for e in list_models()} and not set(semseg) & {e.name for e in list_models(TASK_FSS)}
+    # the registry loads the official whole-module pickle through the restricted unpickler
+    model = build_model("scaleprotoseg-cityscapes", official_file, task=TASK_SEMSEG)
+    assert isinstance(model, ScaleProtoSeg) and model.checkpoint_kind == "pickled-module" and not model.training
+    assert model.entry.name == "scaleprotoseg-cityscapes"
+    with pytest.raises(CheckpointError, match="19 classes"):  # the entry's dataset fixes the class list
+        build_model("scaleprotoseg-pascal", official_file, task=TASK_SEMSEG)
+    # each task's models are refused where the other task is expected, with a one-line message
+    with pytest.raises(ModelError, match="semantic segmentation model .* not a few-shot segmentation one"):
+        build_model("scaleprotoseg-cityscapes", official_file)
+    with pytest.raises(ModelError, match="few-shot segmentation model .* not a semantic segmentation one"):
+        build_model("matcher-effnet", task=TASK_SEMSEG)
+    with pytest.raises(ModelError, match="needs a checkpoint"):
+        build_model("scaleprotoseg-ade", task=TASK_SEMSEG)

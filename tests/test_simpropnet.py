@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fssgui.errors import ExplainError
-from fssgui.explain.prototype_attribution import PrototypeShareExplainer, prototype_shares
+from fssgui.explain.simpropnet_share import PrototypeShareExplainer, prototype_shares
 from fssgui.models.base import EpisodeTensors, resize_masks
 from fssgui.models.registry import build_model, get_entry, list_models
 from fssgui.models.simpropnet import SimPropNet, channel_average, cosine_map

@@ -1,22 +1,24 @@
 """`fssgui protos`: ScaleProtoSeg prototype group graph of one class on one image, headless.
 
-Writes to ``--out``:
-  graph.png, graph.json          the group graph (nodes, edges, weights, threshold)
-  prototype_maps.npy [M, h, w]   the class's prototype activations on the feature grid
-  group_maps.npy [N, h, w]       its group activations exp(W_α a) (stage-2 models)
-  scale_maps.npy [S, h, w]       per scale, the max over the class's prototypes of that scale
-  predicted_labels.npy [H, W]    model class index per pixel (int16), image size
-  class_mask.png, prediction.png, scale_<s>.png, group_<n>.png, group_assignment.png  overlays
-The grid maps are in node order of graph.json ("prototypes"/"groups"); their values are raw
-(log similarity 0..9.21, groups 1..1e4); the PNG overlays are min-max normalised in the mask.
+Writes into ``--out`` the one export format of a class explanation, the same files as the
+Prototypes tab's "Export…" (``<name>`` = the class name made file-safe; indices 0-based, as the
+graph's node ids g0.., s0..):
+  graph_class_<name>.json, .png     the group graph: nodes, edges, weights, threshold, provenance
+  prototype_maps_class_<name>.npy   [M, h, w] the class's prototype activations on the feature grid
+  group_maps_class_<name>.npy       [N, h, w] its group activations exp(W_α a) (stage-2 models)
+  scale_maps_class_<name>.npy       [S, h, w] per scale, the max over the class's prototypes
+  predicted_labels_class_<name>.npy [H, W] model class index per pixel (int16), image size
+  prediction_class_<name>.png, mask_class_<name>.png, proto_<p>_scale_<s>_class_<name>.png,
+  scale_<s>_class_<name>.png, group_<n>_class_<name>.png, group_max_class_<name>.png  overlays
+  group_composition/class_<name>_group_<n>_<single-low|mutliple>/proto_info.json  official lists
+The grid maps are in node order of the graph JSON ("prototypes"/"groups"); their values are raw
+(log similarity 0..9.21, groups 1..1e4); the PNG overlays are min-max normalised in the class
+region (--no-mask: over the whole image). See fssgui/prototypes/export.py for every file.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-
-import numpy as np
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("image", help="RGB image file")
     parser.add_argument("--checkpoint", required=True, help="ScaleProtoSeg checkpoint (official pickle, state dict, safetensors)")
     parser.add_argument("--class", dest="class_name", default=None,
-                        help="class name or index (default: the class predicted on most pixels)")
+                        help="class name or index (default: the class with prototypes predicted on most pixels)")
     parser.add_argument("--dataset", choices=("pascal", "cityscapes", "ade"), default=None,
                         help="class list / input policy (default: inferred from the number of classes)")
     parser.add_argument("--threshold", type=float, default=0.05,
@@ -46,64 +48,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..explain.prototypes import (
-        ProjectionMetadata,
-        assignment_overlay,
-        class_index_by_name,
-        explain_class,
-        prediction_overlay,
-        render_graph_png,
-        run_scaleprotoseg,
-    )
-    from ..imaging import load_rgb, save_npy_atomic, save_png_atomic, write_bytes_atomic
+    from ..imaging import load_rgb
     from ..models.registry import resolve_device
     from ..models.scaleprotoseg import load_scaleprotoseg
+    from ..prototypes.export import export_class
+    from ..prototypes.graph import explain_image
+    from ..prototypes.run import class_index_by_name
 
     device = resolve_device(args.device)
     image = load_rgb(args.image)
     model = load_scaleprotoseg(args.checkpoint, dataset=args.dataset, device=device, log=print)
-    projection, note = ProjectionMetadata.find(
-        Path(args.checkpoint), Path(args.prototypes) if args.prototypes else None, model.num_scales
-    )
-    print(note)
-    run_result = run_scaleprotoseg(model, image, args.size, projection, note)
+    class_index = None if args.class_name is None else class_index_by_name(model.class_names, args.class_name)
     threshold = args.threshold if args.threshold > 0 else None
-
-    if args.class_name is None:
-        first = explain_class(run_result, model.group_classes[0] if model.grouped else 0, threshold)
-        class_index = first.predicted_classes()[0][0]
-    else:
-        class_index = class_index_by_name(model.class_names, args.class_name)
-    explanation = explain_class(run_result, class_index, threshold)
-
+    result = explain_image(model, image, args.checkpoint, model_name=f"scaleprotoseg-{model.config.dataset}",
+                           size=args.size, threshold=threshold, class_index=class_index,
+                           projection_folder=args.prototypes, log=print)
+    explanation = result.explanation
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    masked = not args.no_mask
-    save_npy_atomic(out / "prototype_maps.npy", explanation.prototype_maps.astype(np.float32))
-    save_npy_atomic(out / "scale_maps.npy", explanation.scale_maps.astype(np.float32))
-    if explanation.group_maps is not None:
-        save_npy_atomic(out / "group_maps.npy", explanation.group_maps.astype(np.float32))
-    save_npy_atomic(out / "predicted_labels.npy", explanation.predicted_labels.astype(np.int16))
-    save_png_atomic(out / "class_mask.png", explanation.class_mask)
-    save_png_atomic(out / "prediction.png", prediction_overlay(image, explanation.predicted_labels, model.num_classes))
-    for s in range(len(explanation.scale_maps)):
-        save_png_atomic(out / f"scale_{s + 1}.png", explanation.overlay(f"s{s}", masked))
-    for g in explanation.groups:
-        save_png_atomic(out / f"group_{g.index + 1}.png", explanation.overlay(g.node_id, masked))
-    if explanation.group_assignment is not None:
-        save_png_atomic(out / "group_assignment.png", assignment_overlay(image, explanation.group_assignment))
-    save_png_atomic(out / "graph.png", render_graph_png(explanation, masked=masked))
-    document = explanation.to_json()
-    document["model"] = model.describe(threshold)
-    document["image"] = str(args.image)
-    document["checkpoint"] = str(args.checkpoint)
-    document["device"] = str(device)
-    document["masked_overlays"] = masked
-    write_bytes_atomic(out / "graph.json", json.dumps(document, indent=2).encode("utf-8"))
-
+    export_class(explanation, out, masked=not args.no_mask,
+                 provenance={**result.provenance(), "image": str(args.image)})
     share = float(explanation.class_mask.mean())
     print(
-        f"class {explanation.class_name!r} ({class_index}): {share:.1%} of the pixels, "
+        f"class {explanation.class_name!r} ({explanation.class_index}): {share:.1%} of the pixels, "
         f"{explanation.sparsity()['used_prototypes']}/{len(explanation.prototypes)} prototypes used "
         f"at threshold {threshold}; wrote {out}"
     )

@@ -22,7 +22,7 @@ from .baselines import (
     RandomExplainer,
     SaliencyExplainer,
 )
-from .prototype_attribution import PrototypeShareExplainer
+from .simpropnet_share import PrototypeShareExplainer
 
 
 def _affex(variant: str) -> Callable[..., Explainer]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -157,86 +156,18 @@ def explainer_unavailable_reason(
 
 
 # ------------------------------------------------------------------------ prototypes (ScaleProtoSeg)
-#: the official group-weight threshold (checkpoints named th-0.05-...)
-DEFAULT_PROTOTYPE_THRESHOLD = 0.05
-
-
-@dataclass
-class PrototypeRunResult:
-    """One ScaleProtoSeg forward on the query and the graph of its default class (numpy only)."""
-
-    run: Any  # fssgui.explain.prototypes.ScaleProtoSegRun
-    explanation: Any  # fssgui.explain.prototypes.PrototypeExplanation of the default class
-    class_shares: list[tuple[int, float]]  # predicted classes (model index, pixel share), largest first
-    model_info: dict[str, Any]  # ScaleProtoSeg.describe(threshold)
-    model: str
-    checkpoint: str
-    device: str
-    seconds: float
-    image_key: str
-
-
-def image_key(image: np.ndarray) -> str:
-    digest = hashlib.sha1()
-    image = np.ascontiguousarray(image)
-    digest.update(str((image.shape, image.dtype.str)).encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()[:16]
-
-
-def predicted_class_shares(run: Any, threshold: Optional[float]) -> list[tuple[int, float]]:
-    """(model class index, pixel share) of the classes predicted on the image, largest first."""
-    from ..explain.prototypes import upsample_logits_argmax
-
-    logits, _ = run.head.logits(run.activations, threshold if run.head.grouped else None)
-    labels = upsample_logits_argmax(logits, run.image_hw)
-    counts = np.bincount(labels.ravel(), minlength=len(run.head.class_names))
-    total = float(counts.sum()) or 1.0
-    return [(int(c), float(counts[c] / total)) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
-
-
-def prototypes(
-    ctx: JobContext,
-    cache: ModelCache,
-    spec: ModelSpec,
-    image: np.ndarray,
-    size: Optional[int] = None,
-    threshold: Optional[float] = DEFAULT_PROTOTYPE_THRESHOLD,
-) -> PrototypeRunResult:
-    """Run ScaleProtoSeg ``spec`` on ``image`` (RGB uint8) and explain the class predicted on the
-    largest area (the graph of any other class is then cheap numpy: ``explain_class``)."""
-    from ..explain.prototypes import ProjectionMetadata, explain_class, run_scaleprotoseg
+def prototypes(ctx: JobContext, cache: ModelCache, spec: ModelSpec, image: np.ndarray, size: Optional[int] = None):
+    """The Prototypes tab's job: ScaleProtoSeg ``spec`` (the worker's resident ``semseg`` model)
+    on ``image`` (RGB uint8), explained by :func:`fssgui.prototypes.graph.explain_image` at the
+    default threshold; returns its :class:`~fssgui.prototypes.graph.PrototypeRunResult`."""
+    from ..prototypes.graph import explain_image
 
     if not spec.checkpoint:
         raise ModelError(f"{spec.name} needs a checkpoint: choose its file in the Prototypes tab")
-    model, device = cache.get_semseg(spec, ctx.log)
+    model, _device = cache.get_semseg(spec, ctx.log)
     ctx.check()
-    started = time.perf_counter()
-    projection, note = ProjectionMetadata.find(Path(spec.checkpoint), None, model.num_scales)
-    ctx.log(note)
-    ctx.progress(0.3, f"{spec.name}: forward on the query")
-    run = run_scaleprotoseg(model, image, size or None, projection, note)
-    ctx.check()
-    ctx.progress(0.8, "prototype graph")
-    shares = predicted_class_shares(run, threshold)
-    usable = [c for c, _ in shares if run.head.class_prototypes[c]]
-    if not usable:
-        usable = [c for c in range(len(run.head.class_names)) if run.head.class_prototypes[c]]
-    if not usable:
-        raise ExplainError(f"{spec.name}: the model has no prototypes")
-    explanation = explain_class(run, usable[0], threshold)
-    ctx.progress(1.0, "prototypes done")
-    return PrototypeRunResult(
-        run=run,
-        explanation=explanation,
-        class_shares=shares,
-        model_info=model.describe(threshold),
-        model=spec.name,
-        checkpoint=str(spec.checkpoint),
-        device=str(device),
-        seconds=time.perf_counter() - started,
-        image_key=image_key(image),
-    )
+    return explain_image(model, image, spec.checkpoint, model_name=spec.name, size=size,
+                         progress=ctx.progress, log=ctx.log, check=ctx.check)
 
 
 def describe_oom(device: Optional[torch.device]) -> str:

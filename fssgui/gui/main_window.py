@@ -56,6 +56,8 @@ from PySide6.QtWidgets import (
 from ..episode import Episode, load_episode, save_episode
 from ..errors import FssguiError
 from ..imaging import ImageError, load_mask, load_rgb
+from ..prototypes.graph import PrototypeRunResult
+from ..prototypes.run import image_key
 from . import jobs
 from .canvas import TOOL_BRUSH, TOOL_ERASER, TOOL_PAN, TOOL_POLYGON, TOOL_RECTANGLE, ImageCanvas
 from .drops import classify_drop
@@ -63,7 +65,7 @@ from .heatmap_view import CompareView, DisplayControls, DisplaySettings, Heatmap
 from ..pipeline import BRUSHED, GROUND_TRUTH, PREDICTION, DeviceInfo, ExplanationResult, ModelSpec, PredictionResult
 from ..pipeline import input_key, region_title
 from .mask_edit import EditableMask, restore_histories
-from .proto_panel import PrototypePanel
+from .prototypes.panel import PrototypePanel
 from .settings import Autosave, Settings
 from .shortcuts import SHORTCUTS, cheat_sheet_html
 from .support_panel import SupportPanel
@@ -611,12 +613,12 @@ class MainWindow(QMainWindow):
 
     # ======================================================================== pickers
     def _fill_model_combo(self) -> None:
-        from ..models.registry import DEFAULT_MODEL, list_models
+        from ..models.registry import DEFAULT_MODEL, TASK_FSS, list_models
 
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         try:
-            entries = list_models()
+            entries = list_models(TASK_FSS)
         except Exception as exc:  # a broken model module must not keep the window from opening
             entries = []
             self.log_error(f"could not list models: {exc}")
@@ -1010,7 +1012,7 @@ class MainWindow(QMainWindow):
         self.heatmap_view.clear()
         self._episode_serial += 1
         shown = self.proto_panel.result
-        if shown is not None and jobs.image_key(self.query_image) != shown.image_key:
+        if shown is not None and image_key(self.query_image) != shown.image_key:
             self.proto_panel.mark_stale("computed on a previous query image: press Run on query again")
         self.dirty = dirty
         self.edit_revision += 1
@@ -1629,13 +1631,13 @@ class MainWindow(QMainWindow):
             return jobs.prototypes(ctx, cache, spec, image, size)
 
         job_id = self.worker.submit("prototypes", run, f"Prototypes ({spec.name})")
-        self._job_meta[job_id] = {"kind": "prototypes", "spec": spec, "query_key": jobs.image_key(image)}
+        self._job_meta[job_id] = {"kind": "prototypes", "spec": spec, "query_key": image_key(image)}
         self._proto_job = job_id
         panel.set_running(True, f"running {spec.name} on the query…")
         return job_id
 
     def run_prototype_detail(self, request) -> Optional[int]:
-        """Run a prototype-detail request (``fssgui.explain.proto_detail.SourceRequest`` or
+        """Run a prototype-detail request (``fssgui.prototypes.detail.SourceRequest`` or
         ``NearestRequest``) with the shown result's ScaleProtoSeg model on the worker thread;
         one channel per kind, so a newer request replaces an older one. Returns the job id."""
         spec = self._proto_spec
@@ -1663,11 +1665,11 @@ class MainWindow(QMainWindow):
             self._proto_job = None
             self.proto_panel.set_running(False, message)
 
-    def _show_prototypes(self, result: jobs.PrototypeRunResult) -> None:
+    def _show_prototypes(self, result: PrototypeRunResult) -> None:
         self.proto_panel.show_result(result)
         self.log(f"prototypes: {result.model} on the query in {result.seconds:.1f} s on {result.device}; "
                  f"class {result.explanation.class_name}")
-        if self.query_image is None or jobs.image_key(self.query_image) != result.image_key:
+        if self.query_image is None or image_key(self.query_image) != result.image_key:
             self.proto_panel.mark_stale("computed on another query image: press Run on query again")
 
     def cancel_jobs(self) -> None:

@@ -1,5 +1,11 @@
 """Model registry: one entry per model, built by small builder functions (torchvision style).
 
+Every model is here, whatever its task: few-shot segmentation models (``task="fss"``: the
+workspace, ``predict``/``explain``/``causal``/``report``/``evaluate``/``train``) and ScaleProtoSeg's
+semantic segmentation models (``task="semseg"``: the Prototypes tab and ``fssgui protos``).
+:func:`build_model` builds a model of the task its caller asks for and refuses the others with a
+one-line message, so a ScaleProtoSeg name given to ``fssgui predict`` fails cleanly.
+
 Model modules register themselves at import; :func:`_load_builtin_models` imports them lazily
 so ``import fssgui.models`` stays cheap.
 """
@@ -10,7 +16,7 @@ import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -18,18 +24,33 @@ from ..errors import ModelError
 from .base import IMAGENET_MEAN, IMAGENET_STD, FSSModel
 
 
+#: the tasks a model entry can have
+TASK_FSS = "fss"  # few-shot segmentation: episodes (query + K annotated supports)
+TASK_SEMSEG = "semseg"  # semantic segmentation of one image (ScaleProtoSeg)
+TASK_LABELS = {TASK_FSS: "few-shot segmentation", TASK_SEMSEG: "semantic segmentation"}
+#: where a model of each task is used (for messages and ``fssgui models``)
+TASK_USES = {
+    TASK_FSS: "the workspace, predict, explain, causal, report, evaluate, train",
+    TASK_SEMSEG: "fssgui protos and the Prototypes tab",
+}
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    builder: Callable[[], FSSModel]
-    input_size: int
+    builder: Callable[..., Any]  # -> an untrained model (an FSSModel for task "fss")
+    input_size: int  # FSS: the square input side; semseg: the dataset's default size (0: the image's own)
     needs_checkpoint: bool
     description: str = ""
     mean: tuple[float, float, float] = IMAGENET_MEAN  # on 0..1 RGB
     std: tuple[float, float, float] = IMAGENET_STD
     checkpoint_format: str = ""  # human-readable: which files and key names it expects
     matching: bool = True  # exposes matching scores for AffEx
-    family: str = "fss"  # "fss" (few-shot) or "semseg" (ScaleProtoSeg)
+    task: str = TASK_FSS  # TASK_FSS or TASK_SEMSEG
+    #: ``loader(checkpoint, device=, log=) -> model`` for a family with its own checkpoint reader
+    #: (ScaleProtoSeg: official whole pickled modules through the restricted unpickler); None: the
+    #: builder's model gets the weights through :func:`~fssgui.models.checkpoints.load_checkpoint_into`
+    loader: Optional[Callable[..., Any]] = field(default=None, compare=False)
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -42,6 +63,7 @@ _BUILTIN_MODULES = (
     "fssgui.models.dmtnet",
     "fssgui.models.simpropnet",
     "fssgui.models.i2r",
+    "fssgui.models.scaleprotoseg",
 )
 _loaded = False
 
@@ -59,16 +81,13 @@ def _load_builtin_models() -> None:
         return
     _loaded = True
     for mod in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # a family not written yet
-            if exc.name != mod:
-                raise
+        importlib.import_module(mod)
 
 
-def list_models() -> list[ModelEntry]:
+def list_models(task: Optional[str] = None) -> list[ModelEntry]:
+    """Every registered model, or only those of ``task`` (``TASK_FSS``, ``TASK_SEMSEG``)."""
     _load_builtin_models()
-    return list(_REGISTRY.values())
+    return [e for e in _REGISTRY.values() if task is None or e.task == task]
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -88,11 +107,20 @@ def build_model(
     checkpoint: Optional[str | Path] = None,
     device: str | torch.device = "cpu",
     log: Callable[[str], None] | None = None,
+    task: str = TASK_FSS,
 ) -> FSSModel:
-    """Build a registered model, load its checkpoint (if any), move it to ``device``, eval mode."""
+    """Build a registered model of ``task``, load its checkpoint (if any), move it to ``device``,
+    eval mode. A model of another task is refused with a one-line :class:`ModelError`."""
     entry = get_entry(name)
+    if entry.task != task:
+        raise ModelError(f"model {name!r} is a {TASK_LABELS[entry.task]} model (for {TASK_USES[entry.task]}), "
+                         f"not a {TASK_LABELS[task]} one")
     if entry.needs_checkpoint and checkpoint is None:
         raise ModelError(f"model {name!r} needs a checkpoint file (--checkpoint PATH)")
+    if entry.loader is not None and checkpoint is not None:
+        model = entry.loader(checkpoint, device=device, log=log)
+        model.entry = entry
+        return model.to(device).eval()
     trained = _training_config(name, checkpoint, log)
     if trained is None:
         model = entry.builder()

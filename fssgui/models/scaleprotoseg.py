@@ -1,11 +1,11 @@
 """ScaleProtoSeg (WACV 2025): multi-scale prototype semantic segmentation, re-implemented.
 
-This is a *semantic segmentation* family, not a few-shot one, so it is deliberately kept out of
-the FSS registry used by ``fssgui predict``: it has its own small registry here
-(:data:`SEMSEG_MODELS`, :func:`list_semseg_models`, :func:`build_semseg_model`). Listing
-commands can show these entries next to the FSS ones (they carry ``family = "semseg"``).
+This is a *semantic segmentation* family, not a few-shot one: its entries in the one model
+registry (``scaleprotoseg-pascal``, ``-cityscapes``, ``-ade``) carry ``task = "semseg"``, so
+:func:`fssgui.models.registry.build_model` builds them only for the Prototypes tab and
+``fssgui protos`` (the analysis itself is :mod:`fssgui.prototypes`).
 
-Architecture (spec ``scaleprotoseg.md`` §1): DeepLabv2 ResNet-101 (MSRA bottlenecks, output
+Architecture: DeepLabv2 ResNet-101 (MSRA bottlenecks, output
 stride 8) whose ASPP *concatenates* four 64-channel branches (dilations 6/12/18/24), optional
 input pyramid (MSC, element-wise max, Pascal only), a sigmoid add-on, prototypes restricted to
 their scale's 64-channel slice, log activation ``log((d+1)/(d+1e-4))``, then either
@@ -23,7 +23,6 @@ unchanged. Official checkpoints are whole pickled modules: they are read by
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -209,7 +208,9 @@ class MultiScaleInputs(nn.Module):
 
 
 def feature_grid_size(height: int, width: int) -> tuple[int, int]:
-    """Feature-grid size for an input of ``height x width`` (spec §1.9)."""
+    """Feature-grid size for an input of ``height x width``: the three stride-2 steps of the
+    backbone, the stem's 7x7 convolution (n -> floor((n - 1) / 2) + 1), its max-pool in ceil
+    mode (n -> ceil((n - 1) / 2) + 1) and layer 3's 1x1 reduce (n -> floor((n - 1) / 2) + 1)."""
 
     def one(n: int) -> int:
         h1 = (n - 1) // 2 + 1
@@ -485,8 +486,8 @@ class ScaleProtoSeg(nn.Module):
 
 
 def model_input_size(dataset: str, image_hw: tuple[int, int], size: Optional[int] = None) -> tuple[int, int]:
-    """Model input size for an image (spec §1.8): Pascal square (513), Cityscapes native,
-    ADE shorter side 512. ``size`` overrides: the square side for Pascal, the shorter side
+    """Model input size for an image, as the official evaluation resizes: Pascal square (513),
+    Cityscapes native, ADE shorter side 512. ``size`` overrides: the square side for Pascal, the shorter side
     otherwise (keeping the aspect ratio)."""
     info = dataset_info(dataset)
     h, w = int(image_hw[0]), int(image_hw[1])
@@ -701,57 +702,42 @@ def save_converted(model: ScaleProtoSeg, path: str | Path) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------- own small registry
+# ------------------------------------------------------------------------- registry entries
+
+CHECKPOINT_FORMAT = (
+    "official whole-module pickle (torch.save(model), read without running its code), a state dict "
+    "(weights_only) with keys features.base.*, prototype_vectors, ones, group_projection.k.weight, "
+    "last_layer_group.weight (stage 2) or last_layer.weight (stage 1), fssgui's converted file, or safetensors"
+)
 
 
-@dataclass(frozen=True)
-class SemsegEntry:
-    """A semantic-segmentation model entry (kept apart from the FSS registry)."""
-
-    name: str
-    dataset: str
-    grouped: bool
-    description: str
-    family: str = "semseg"
-    needs_checkpoint: bool = True
-    checkpoint_format: str = (
-        "official whole-module pickle (torch.save(model), read without running its code), a state dict "
-        "(weights_only) with keys features.base.*, prototype_vectors, ones, group_projection.k.weight, "
-        "last_layer_group.weight (stage 2) or last_layer.weight (stage 1), fssgui's converted file, or safetensors"
-    )
+def build_untrained(dataset: str, grouped: bool = True) -> ScaleProtoSeg:
+    """A randomly initialised ScaleProtoSeg for ``dataset`` (full ResNet-101; nothing downloaded)."""
+    info = dataset_info(dataset)
+    return ScaleProtoSeg(ScaleProtoSegConfig(dataset=dataset, num_classes=len(info.classes), grouped=grouped,
+                                             msc_scales=info.msc_scales)).eval()
 
 
-SEMSEG_MODELS: dict[str, SemsegEntry] = {
-    f"scaleprotoseg-{ds}": SemsegEntry(
-        f"scaleprotoseg-{ds}", ds, True, f"ScaleProtoSeg (groups, stage 2), DeepLabv2 ResNet-101, {info.description}"
-    )
-    for ds, info in DATASETS.items()
-}
+def _register() -> None:
+    """One registry entry per dataset (``scaleprotoseg-pascal``, ``-cityscapes``, ``-ade``), task
+    ``semseg``: the dataset fixes the class list and the input policy; checkpoints are read by
+    :func:`load_scaleprotoseg`."""
+    from .registry import TASK_SEMSEG, ModelEntry, register
+
+    for dataset, info in DATASETS.items():
+        register(ModelEntry(
+            name=f"scaleprotoseg-{dataset}",
+            builder=(lambda dataset=dataset: build_untrained(dataset)),
+            input_size=info.default_size or 0,
+            needs_checkpoint=True,
+            description=f"ScaleProtoSeg (groups, stage 2), DeepLabv2 ResNet-101, {info.description}",
+            checkpoint_format=CHECKPOINT_FORMAT,
+            matching=False,
+            task=TASK_SEMSEG,
+            loader=(lambda path, device="cpu", log=None, dataset=dataset:
+                    load_scaleprotoseg(path, dataset=dataset, device=device, log=log)),
+            extra={"dataset": dataset},
+        ))
 
 
-def list_semseg_models() -> list[SemsegEntry]:
-    return list(SEMSEG_MODELS.values())
-
-
-def build_semseg_model(
-    name: str,
-    checkpoint: Optional[str | Path] = None,
-    device: str | torch.device = "cpu",
-    log: Optional[Callable[[str], None]] = None,
-) -> ScaleProtoSeg:
-    """A ScaleProtoSeg model by entry name: from ``checkpoint``, or random init (no download)."""
-    try:
-        entry = SEMSEG_MODELS[name]
-    except KeyError:
-        raise ModelError(f"unknown semantic segmentation model {name!r} (known: {', '.join(SEMSEG_MODELS)})") from None
-    if checkpoint is not None:
-        return load_scaleprotoseg(checkpoint, dataset=entry.dataset, device=device, log=log)
-    info = dataset_info(entry.dataset)
-    config = ScaleProtoSegConfig(
-        dataset=entry.dataset, num_classes=len(info.classes), grouped=entry.grouped, msc_scales=info.msc_scales
-    )
-    return ScaleProtoSeg(config).to(device).eval()
-
-
-def config_to_json(model: ScaleProtoSeg) -> str:
-    return json.dumps(asdict(model.config))
+_register()

@@ -2,7 +2,7 @@
 
 The model matches query features against masked-average *prototypes* of the support (no
 pixel-to-pixel affinity), so it exposes no matching scores; its exact attribution is the
-"prototype-share" explainer in :mod:`fssgui.explain.prototype_attribution`.
+"prototype-share" explainer in :mod:`fssgui.explain.simpropnet_share`.
 
 Architecture (paper, CANet-based) with every choice the paper leaves open marked OPEN:
 

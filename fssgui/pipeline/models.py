@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..models.registry import build_model, resolve_device
+from ..models.registry import TASK_FSS, TASK_SEMSEG, build_model, resolve_device
 
 Log = Callable[[str], None]
 
@@ -49,9 +49,10 @@ class LoadedModel:
         return int(self.model.entry.input_size)
 
 
-def load_model(spec: ModelSpec, log: Optional[Log] = None, builder: Optional[Callable[..., Any]] = None
-               ) -> LoadedModel:
-    """Build ``spec`` on its device (see the module docstring for the device rule)."""
+def load_model(spec: ModelSpec, log: Optional[Log] = None, builder: Optional[Callable[..., Any]] = None,
+               task: str = TASK_FSS) -> LoadedModel:
+    """Build ``spec`` (a registry model of ``task``) on its device (see the module docstring for
+    the device rule). ``builder`` replaces the registry's ``build_model`` (tests)."""
     device = resolve_device(None if spec.auto_device else spec.device)
     if spec.auto_device and device.type == "cpu" and log is not None:
         log("CUDA is not available: running on the CPU")
@@ -59,22 +60,28 @@ def load_model(spec: ModelSpec, log: Optional[Log] = None, builder: Optional[Cal
         # the current CUDA device is per thread: set it in the thread that runs the model
         torch.cuda.set_device(device)
     started = time.perf_counter()
-    model = (builder or build_model)(spec.name, spec.checkpoint, device=device, log=log)
+    if builder is None:
+        model = build_model(spec.name, spec.checkpoint, device=device, log=log, task=task)
+    else:
+        model = builder(spec.name, spec.checkpoint, device=device, log=log)
     if log is not None:
         log(f"model {spec.name} ready on {device} ({time.perf_counter() - started:.1f} s)")
     return LoadedModel(spec, model, device)
 
 
 class ModelCache:
-    """The resident models of a long-lived process (the app's device worker): one few-shot model
-    (asking for another spec replaces it, freeing its memory first) and, apart from it, one
-    ScaleProtoSeg model for the Prototypes tab."""
+    """The resident models of a long-lived process (the app's device worker): one model per task,
+    a few-shot model for the workspace and a ScaleProtoSeg model for the Prototypes tab (asking
+    for another spec of a task replaces that task's model, freeing its memory first)."""
 
     def __init__(self, builder: Optional[Callable[..., Any]] = None) -> None:
-        self._builder = builder
-        self.loaded: Optional[LoadedModel] = None
-        self.semseg_spec: Optional[ModelSpec] = None
-        self.semseg_model = None
+        self._builder = builder  # the few-shot models' builder (tests); None: the registry
+        self._loaded: dict[str, LoadedModel] = {}
+
+    @property
+    def loaded(self) -> Optional[LoadedModel]:
+        """The resident few-shot model."""
+        return self._loaded.get(TASK_FSS)
 
     @property
     def spec(self) -> Optional[ModelSpec]:
@@ -84,27 +91,28 @@ class ModelCache:
     def device(self) -> Optional[torch.device]:
         return None if self.loaded is None else self.loaded.device
 
-    def get(self, spec: ModelSpec, log: Optional[Log] = None) -> LoadedModel:
-        if self.loaded is not None and self.loaded.spec == spec:
-            return self.loaded
-        self.release()
-        self.loaded = load_model(spec, log, self._builder)
-        return self.loaded
+    def get(self, spec: ModelSpec, log: Optional[Log] = None, task: str = TASK_FSS) -> LoadedModel:
+        """The model of ``spec``, built once and kept until another spec of its task is asked for."""
+        loaded = self._loaded.get(task)
+        if loaded is not None and loaded.spec == spec:
+            return loaded
+        if self._loaded.pop(task, None) is not None:
+            self._empty_device_cache()
+        builder = self._builder if task == TASK_FSS else None
+        self._loaded[task] = load_model(spec, log, builder, task)
+        return self._loaded[task]
 
     def get_semseg(self, spec: ModelSpec, log: Optional[Log] = None) -> tuple[Any, torch.device]:
-        """The ScaleProtoSeg model of ``spec`` (built by ``fssgui.models.scaleprotoseg``)."""
-        from ..models.scaleprotoseg import build_semseg_model
-
-        if self.semseg_model is not None and spec == self.semseg_spec:
-            return self.semseg_model, self.semseg_model.prototype_vectors.device
-        self.semseg_spec, self.semseg_model = None, None
-        loaded = load_model(spec, log, build_semseg_model)
-        self.semseg_spec, self.semseg_model = spec, loaded.model
+        """The ScaleProtoSeg model of ``spec`` and its device."""
+        loaded = self.get(spec, log, TASK_SEMSEG)
         return loaded.model, loaded.device
 
     def release(self) -> None:
-        self.loaded = None
-        self.semseg_spec, self.semseg_model = None, None
+        self._loaded.clear()
+        self._empty_device_cache()
+
+    @staticmethod
+    def _empty_device_cache() -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 

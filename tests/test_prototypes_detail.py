@@ -1,6 +1,7 @@
-"""Prototype detail pane (ScaleProtoSeg, spec §5): the push source image with its boxes, the
-self-activation overlay, the top-k nearest patches of a split, the messages when metadata or the
-dataset folder are missing, and the pane opening from a node click. A tiny random ScaleProtoSeg,
+"""Prototype detail pane of the Prototypes tab (fssgui.prototypes.detail, .nearest, .dataset and
+the pane): the push source image with its boxes, the self-activation overlay, the top-k nearest
+patches of a split, the messages when metadata or the dataset folder are missing, and the pane
+opening from a node click. A tiny random ScaleProtoSeg,
 a synthetic push folder and a synthetic dataset folder (official layout) written in tmp."""
 from __future__ import annotations
 
@@ -21,12 +22,18 @@ from PySide6 import QtCore
 from torch import nn
 
 from fssgui.errors import ExplainError
-from fssgui.explain import proto_detail as pd
 from fssgui.explain.base import Cancelled
-from fssgui.explain.proto_inspect import CellGrid
-from fssgui.explain.prototypes import ProjectionMetadata, explain_class, run_scaleprotoseg
 from fssgui.imaging import colormap_lut
-from test_scaleprotoseg import make_image, small_model
+from fssgui.prototypes import nearest
+from fssgui.prototypes.dataset import NO_DATASET_TEXT, DatasetFolder
+from fssgui.prototypes.detail import SourceRequest, describe_prototype, locate_source
+from fssgui.prototypes.graph import explain_class
+from fssgui.prototypes.inspection import CellGrid
+from fssgui.prototypes.nearest import NearestDistanceCache, NearestRequest, find_nearest_patches
+from fssgui.prototypes.overlays import BOX_COLOUR, CELL_COLOUR, clip_box
+from fssgui.prototypes.projection import ProjectionMetadata
+from fssgui.prototypes.run import run_scaleprotoseg
+from prototypes_testkit import make_image, save_official_pickle, small_model
 
 ALPHA = 0.05
 IMAGE_HW = (40, 56)  # Cityscapes keeps the image size: a 5x7 feature grid (stride 8)
@@ -107,7 +114,7 @@ def runs(setup):
 def test_detail_lists_class_scale_and_group_weights(setup, runs):
     _, run = runs
     model, p = setup["model"], setup["prototype"]
-    detail = pd.describe_prototype(run, p, ALPHA)
+    detail = describe_prototype(run, p, ALPHA)
     assert (detail.index, detail.class_index, detail.class_name) == (p, setup["class"], "building")
     assert detail.scale == setup["scale"] == 1 and detail.dilation == 12
     assert detail.column == model.class_prototypes[setup["class"]].index(p)
@@ -120,31 +127,31 @@ def test_detail_lists_class_scale_and_group_weights(setup, runs):
     assert detail.projection is not None and detail.projection.box == setup["box"]
     assert detail.projection.receptive_box == setup["cell_box"]
     with pytest.raises(ExplainError, match="does not exist"):
-        pd.describe_prototype(run, model.num_prototypes, ALPHA)
+        describe_prototype(run, model.num_prototypes, ALPHA)
 
 
 def test_missing_metadata_and_dataset_are_named_exactly(setup, runs, tmp_path):
     plain, run = runs
     p = setup["prototype"]
-    dataset = pd.DatasetFolder.open(setup["data"])
+    dataset = DatasetFolder.open(setup["data"])
 
     # no push output and no dataset folder: both said, nothing else invented
-    location = pd.locate_source(pd.describe_prototype(plain, p, ALPHA), None)
+    location = locate_source(describe_prototype(plain, p, ALPHA), None)
     assert location.path is None and location.image_id is None and not location.ready
-    assert location.missing == [f"no push output for this checkpoint: {plain.projection_note}", pd.NO_DATASET_TEXT]
+    assert location.missing == [f"no push output for this checkpoint: {plain.projection_note}", NO_DATASET_TEXT]
     # no push output, dataset chosen: only the push output is missing
-    assert pd.locate_source(pd.describe_prototype(plain, p, ALPHA), dataset).missing == [
+    assert locate_source(describe_prototype(plain, p, ALPHA), dataset).missing == [
         f"no push output for this checkpoint: {plain.projection_note}"]
     # push output, no dataset folder
-    detail = pd.describe_prototype(run, p, ALPHA)
-    assert pd.locate_source(detail, None).missing == [pd.NO_DATASET_TEXT]
+    detail = describe_prototype(run, p, ALPHA)
+    assert locate_source(detail, None).missing == [NO_DATASET_TEXT]
     # a prototype the push has no record for
-    other = pd.describe_prototype(run, p + 1, ALPHA)
-    missing = pd.locate_source(other, dataset).missing
+    other = describe_prototype(run, p + 1, ALPHA)
+    missing = locate_source(other, dataset).missing
     assert len(missing) == 1 and f"no record for prototype p{p + 1}" in missing[0]
     assert str(setup["push"]) in missing[0]
     # both present: the id comes from the dataset's all_images.json (train #1)
-    location = pd.locate_source(detail, dataset)
+    location = locate_source(detail, dataset)
     assert location.ready and location.image_id == "t1"
     assert location.path == setup["data"] / "img_with_margin_0" / "train" / "t1.png"
 
@@ -155,29 +162,29 @@ def test_missing_metadata_and_dataset_are_named_exactly(setup, runs, tmp_path):
     push.mkdir()
     np.save(push / "bbNone.npy", boxes)
     meta, note = ProjectionMetadata.find(None, push)
-    moved = pd.describe_prototype(dataclasses.replace(run, projection=meta, projection_note=note), p, ALPHA)
-    assert pd.locate_source(moved, dataset).missing == [
+    moved = describe_prototype(dataclasses.replace(run, projection=meta, projection_note=note), p, ALPHA)
+    assert locate_source(moved, dataset).missing == [
         f"training image not found: {setup['data'] / 'img_with_margin_0' / 'train' / 't_missing.png'}"]
     # ... or beyond the train list, or with no all_images.json anywhere
     boxes[p, 0] = 9
     np.save(push / "bbNone.npy", boxes)
     meta, _ = ProjectionMetadata.find(None, push)
-    beyond = pd.describe_prototype(dataclasses.replace(run, projection=meta), p, ALPHA)
-    assert pd.locate_source(beyond, dataset).missing == [
+    beyond = describe_prototype(dataclasses.replace(run, projection=meta), p, ALPHA)
+    assert locate_source(beyond, dataset).missing == [
         f"train image #9 has no id: {setup['data'] / 'all_images.json'} lists 3 train images"]
     bare = tmp_path / "bare"
     (bare / "img_with_margin_0" / "train").mkdir(parents=True)
-    no_json = pd.DatasetFolder.open(bare)
+    no_json = DatasetFolder.open(bare)
     assert no_json.images_json is None and "no all_images.json" in no_json.note
-    assert pd.locate_source(detail, no_json).missing == [
+    assert locate_source(detail, no_json).missing == [
         f"train image #1 has no id: no all_images.json next to the push output nor in {bare}"]
 
     # not the official layout
     with pytest.raises(ExplainError, match="no img_with_margin_0/ folder"):
-        pd.DatasetFolder.open(tmp_path)
+        DatasetFolder.open(tmp_path)
     with pytest.raises(ExplainError, match="dataset folder not found"):
-        pd.DatasetFolder.open(tmp_path / "nowhere")
-    assert pd.DatasetFolder.open(setup["data"] / "img_with_margin_0").root == setup["data"]  # the inner folder
+        DatasetFolder.open(tmp_path / "nowhere")
+    assert DatasetFolder.open(setup["data"] / "img_with_margin_0").root == setup["data"]  # the inner folder
     assert dataset.splits() == ["train", "val"] and dataset.image_ids("val") == VAL_IDS
 
 
@@ -187,9 +194,9 @@ def test_missing_metadata_and_dataset_are_named_exactly(setup, runs, tmp_path):
 def test_source_view_boxes_and_self_activation_overlay(setup, runs):
     _, run = runs
     model, p = setup["model"], setup["prototype"]
-    dataset = pd.DatasetFolder.open(setup["data"])
-    detail = pd.describe_prototype(run, p, ALPHA)
-    view = pd.SourceRequest(detail, pd.locate_source(detail, dataset)).run(model)
+    dataset = DatasetFolder.open(setup["data"])
+    detail = describe_prototype(run, p, ALPHA)
+    view = SourceRequest(detail, locate_source(detail, dataset)).run(model)
     source = setup["images"][WINNER]
     assert view.image_id == "t1" and np.array_equal(view.image, source)
     assert view.box == setup["box"] and view.receptive_box == setup["cell_box"] and not view.notes
@@ -217,17 +224,17 @@ def test_source_view_boxes_and_self_activation_overlay(setup, runs):
     # the boxes drawn on the image: border pixels in the box colours, the inside untouched
     drawn = view.image_with_boxes()
     by0, by1, bx0, bx1 = setup["box"]
-    assert (drawn[by0, bx0:bx1] == pd.BOX_COLOUR).all() and (drawn[by1 - 1, bx0:bx1] == pd.BOX_COLOUR).all()
-    assert (drawn[by0:by1, bx0] == pd.BOX_COLOUR).all() and (drawn[by0:by1, bx1 - 1] == pd.BOX_COLOUR).all()
-    assert (drawn[y0, x0:x1] == pd.CELL_COLOUR).all() and (drawn[y0:y1, x1 - 1] == pd.CELL_COLOUR).all()
+    assert (drawn[by0, bx0:bx1] == BOX_COLOUR).all() and (drawn[by1 - 1, bx0:bx1] == BOX_COLOUR).all()
+    assert (drawn[by0:by1, bx0] == BOX_COLOUR).all() and (drawn[by0:by1, bx1 - 1] == BOX_COLOUR).all()
+    assert (drawn[y0, x0:x1] == CELL_COLOUR).all() and (drawn[y0:y1, x1 - 1] == CELL_COLOUR).all()
     untouched = np.ones(IMAGE_HW, bool)
     untouched[by0:by1, bx0:bx1] = False
     assert np.array_equal(drawn[untouched], source[untouched])
     assert np.array_equal(drawn[y0 + 1:y1 - 1, x0 + 1:x1 - 1], source[y0 + 1:y1 - 1, x0 + 1:x1 - 1])
 
     # a push box partly outside the image is clipped, and said so
-    assert pd.clip_box((-4, 10, 50, 70), IMAGE_HW) == (0, 10, 50, 56)
-    assert pd.clip_box((45, 50, 0, 5), IMAGE_HW) is None
+    assert clip_box((-4, 10, 50, 70), IMAGE_HW) == (0, 10, 50, 56)
+    assert clip_box((45, 50, 0, 5), IMAGE_HW) is None
 
 
 # --------------------------------------------------------------------------- nearest patches
@@ -235,9 +242,9 @@ def test_source_view_boxes_and_self_activation_overlay(setup, runs):
 
 def test_nearest_patches_rank_images_by_their_minimum_distance(setup):
     model, p = setup["model"], setup["prototype"]
-    dataset = pd.DatasetFolder.open(setup["data"])
+    dataset = DatasetFolder.open(setup["data"])
     progress: list[float] = []
-    result = pd.NearestRequest(p, dataset, "val", max_images=50).run(model, lambda f, _m: progress.append(f))
+    result = NearestRequest(p, dataset, "val", max_images=50).run(model, lambda f, _m: progress.append(f))
 
     # brute force: every image's minimum distance from a direct forward
     minima = {}
@@ -262,21 +269,21 @@ def test_nearest_patches_rank_images_by_their_minimum_distance(setup):
     assert progress[-1] == 1.0 and progress == sorted(progress)
 
     # the cap: only the first images of the list are searched, and the count says so
-    capped = pd.find_nearest_patches(model, p, dataset, "val", max_images=2)
+    capped = find_nearest_patches(model, p, dataset, "val", max_images=2)
     assert [patch.image_id for patch in capped.patches] == sorted(VAL_IDS[:2], key=minima.get)
     assert capped.searched == 2 and capped.summary() == "top 2 of 2 images searched in 'val' (capped at 2 of 5)"
 
     # cancelled between two images: nothing is returned
     calls = []
     with pytest.raises(Cancelled):
-        pd.find_nearest_patches(model, p, dataset, "val", cancelled=lambda: calls.append(1) or len(calls) > 2)
+        find_nearest_patches(model, p, dataset, "val", cancelled=lambda: calls.append(1) or len(calls) > 2)
     assert len(calls) == 3
     # missing files are skipped and counted; an empty split is an error
-    train = pd.find_nearest_patches(model, p, dataset, "train")
+    train = find_nearest_patches(model, p, dataset, "train")
     assert train.missing == ["t_missing"] and train.searched == 2 and "1 listed files missing" in train.summary()
     assert train.patches[0].image_id == "t1"  # the push source itself
     with pytest.raises(ExplainError, match="no images in split 'test'"):
-        pd.find_nearest_patches(model, p, dataset, "test")
+        find_nearest_patches(model, p, dataset, "test")
 
 
 def test_nearest_search_cache_needs_only_the_winners_forwards(setup, monkeypatch):
@@ -285,17 +292,17 @@ def test_nearest_search_cache_needs_only_the_winners_forwards(setup, monkeypatch
     model are searched again."""
     model, p = setup["model"], setup["prototype"]
     other = (p + 7) % int(model.prototype_vectors.shape[0])
-    dataset = pd.DatasetFolder.open(setup["data"])
-    plain = {q: pd.find_nearest_patches(model, q, dataset, "val") for q in (p, other)}
+    dataset = DatasetFolder.open(setup["data"])
+    plain = {q: find_nearest_patches(model, q, dataset, "val") for q in (p, other)}
     forwards: list[int] = []
-    real_forward = pd._forward_image
-    monkeypatch.setattr(pd, "_forward_image", lambda *args: forwards.append(1) or real_forward(*args))
-    cache = pd.NearestDistanceCache()
+    real_forward = nearest.forward_image
+    monkeypatch.setattr(nearest, "forward_image", lambda *args: forwards.append(1) or real_forward(*args))
+    cache = NearestDistanceCache()
 
-    first = pd.NearestRequest(p, dataset, "val", cache=cache).run(model)
+    first = NearestRequest(p, dataset, "val", cache=cache).run(model)
     assert len(forwards) == 5 and first.cached == 0 and len(cache) == 5
     forwards.clear()
-    second = pd.find_nearest_patches(model, other, dataset, "val", cache=cache)
+    second = find_nearest_patches(model, other, dataset, "val", cache=cache)
     assert len(forwards) == 3 and second.cached == 5
     assert second.summary() == "top 3 of 5 images searched in 'val' (all 5); 5 from earlier searches"
     for result, expected in ((first, plain[p]), (second, plain[other])):
@@ -310,11 +317,11 @@ def test_nearest_search_cache_needs_only_the_winners_forwards(setup, monkeypatch
     stat = changed.stat()
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     forwards.clear()
-    third = pd.find_nearest_patches(model, other, dataset, "val", cache=cache)
+    third = find_nearest_patches(model, other, dataset, "val", cache=cache)
     assert third.cached == 4 and len(forwards) == 1 + sum(q.image_id != VAL_IDS[1] for q in third.patches)
     # another model object starts afresh
     twin = copy.deepcopy(model)
-    assert pd.find_nearest_patches(twin, other, dataset, "val", cache=cache).cached == 0 and len(cache) == 5
+    assert find_nearest_patches(twin, other, dataset, "val", cache=cache).cached == 0 and len(cache) == 5
 
 
 # ------------------------------------------------------------------------------------ GUI
@@ -323,8 +330,9 @@ def test_nearest_search_cache_needs_only_the_winners_forwards(setup, monkeypatch
 @pytest.fixture
 def panel(qtbot, setup, runs, tmp_path):
     """The Prototypes tab showing the run with push metadata, detail jobs on a real worker."""
-    from fssgui.gui.jobs import PrototypeRunResult, image_key, predicted_class_shares
-    from fssgui.gui.proto_panel import PrototypePanel
+    from fssgui.gui.prototypes.panel import PrototypePanel
+    from fssgui.prototypes.graph import PrototypeRunResult
+    from fssgui.prototypes.run import image_key, predicted_class_shares
     from fssgui.gui.worker import GpuWorker
 
     _, run = runs
@@ -363,15 +371,15 @@ def test_a_node_click_opens_the_detail_pane_with_the_source(qtbot, panel, setup,
     assert pane.isVisible() and pane.detail.index == p and view.current_node == f"p{p}"
     text = pane.info_label.text()
     assert f"p{p}" in text and "building" in text and "scale 2 (dilation 12)" in text and "group 1:" in text
-    assert pane.messages() == [pd.NO_DATASET_TEXT] and panel.submitted == []
-    assert html.escape(pd.NO_DATASET_TEXT) in pane.message_label.text()
+    assert pane.messages() == [NO_DATASET_TEXT] and panel.submitted == []
+    assert html.escape(NO_DATASET_TEXT) in pane.message_label.text()
     assert not pane.nearest_button.isEnabled()
 
     # choosing the dataset folder starts the source job on the worker thread
     with qtbot.waitSignal(pane.sourceShown, timeout=30000) as shown:
         assert pane.set_dataset_folder(setup["data"])
     source = shown.args[0]
-    assert isinstance(panel.submitted[0], pd.SourceRequest) and source.image_id == "t1"
+    assert isinstance(panel.submitted[0], SourceRequest) and source.image_id == "t1"
     assert np.array_equal(pane.source_item.image, setup["images"][WINNER])
     assert np.array_equal(pane.overlay_item.image, source.overlay())
     y0, y1, x0, x1 = setup["box"]
@@ -401,13 +409,13 @@ def test_a_node_click_opens_the_detail_pane_with_the_source(qtbot, panel, setup,
         (q.image_id, q.distance, q.cell) for q in result.patches]
 
     # a search runs until the pane cancels it: nothing shown, the button back to "Find"
-    def until_cancelled(*_args):
-        cancelled, deadline = _args[-1], time.monotonic() + 20
+    def until_cancelled(model, prototype_index, dataset, split, max_images, k, size, progress, cancelled, cache=None):
+        deadline = time.monotonic() + 20
         while not cancelled() and time.monotonic() < deadline:
             time.sleep(0.005)
         raise Cancelled()
 
-    monkeypatch.setattr(pd, "find_nearest_patches", until_cancelled)
+    monkeypatch.setattr(nearest, "find_nearest_patches", until_cancelled)
     pane.nearest_button.click()
     assert pane.is_running("nearest") and pane.nearest_button.text() == "Cancel" and pane.nearest is None
     assert pane.nearest_status == "searching 4 of 5 images of 'val'…"
@@ -437,7 +445,6 @@ def test_the_window_runs_detail_jobs_with_the_tab_model_and_remembers_the_folder
     from fssgui.gui.settings import Autosave, Settings
     from fssgui.models.scaleprotoseg import ScaleProtoSeg, ScaleProtoSegConfig
     from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, make_gui_episode, register_tiny_model
-    from test_scaleprotoseg import save_official_pickle
 
     torch.manual_seed(3)
     model = ScaleProtoSeg(ScaleProtoSegConfig(n_blocks=(1, 1, 1, 1))).eval()

@@ -8,12 +8,11 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import numpy as np
 import pytest
 import torch
+from PySide6 import QtCore
 
-
-from PySide6 import QtCore  # noqa: E402
-
-from fssgui.explain.prototypes import explain_class, run_scaleprotoseg  # noqa: E402
-from fssgui.models.scaleprotoseg import CITYSCAPES_CLASSES, ScaleProtoSeg, ScaleProtoSegConfig  # noqa: E402
+from fssgui.models.scaleprotoseg import CITYSCAPES_CLASSES, ScaleProtoSeg, ScaleProtoSegConfig
+from fssgui.prototypes.graph import explain_class
+from fssgui.prototypes.run import run_scaleprotoseg
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +26,7 @@ def explanation():
 
 
 def test_graph_view_click_threshold_and_maps(qtbot, explanation):
-    from fssgui.gui.proto_graph import ProtoGraphView
+    from fssgui.gui.prototypes.graph_view import ProtoGraphView
 
     view = ProtoGraphView()
     qtbot.addWidget(view)

@@ -1,6 +1,7 @@
-"""ScaleProtoSeg interaction (Prototypes tab): pixel inspector, nearest prototypes, compare mode
-with shared normalisation, export. Core functions are checked against a direct model forward
-and hand-built cases; the Qt widgets are driven offscreen with real clicks where it matters."""
+"""The Prototypes tab's pixel inspector, nearest prototypes and compare mode
+(fssgui.prototypes.inspection and .compare, and their widgets). Core functions are checked against a direct model
+forward and hand-built cases; the Qt widgets are driven offscreen with real clicks where it
+matters. The export is tested in test_prototypes_export.py."""
 from __future__ import annotations
 
 import copy
@@ -17,56 +18,27 @@ import torch
 from PySide6 import QtCore
 
 from fssgui.errors import ExplainError
-from fssgui.explain import proto_inspect as pi
-from fssgui.explain.prototypes import ProjectionMetadata, explain_class, run_scaleprotoseg, upsample_cubic
-from fssgui.imaging import load_rgb
-from fssgui.models.scaleprotoseg import CITYSCAPES_CLASSES, ScaleProtoSeg, ScaleProtoSegConfig, feature_grid_size
-from test_scaleprotoseg import make_image, small_model
-
-ALPHA = 0.05
-
-
-@pytest.fixture(scope="module")
-def model() -> ScaleProtoSeg:
-    """A shallow Cityscapes-layout model whose head is perturbed so that several classes are
-    predicted on the test image (the default +1/-0.5 head predicts one class everywhere)."""
-    model = small_model(seed=4)
-    with torch.no_grad():
-        generator = torch.Generator().manual_seed(5)
-        model.last_layer_group.weight.add_(3 * torch.randn(model.last_layer_group.weight.shape, generator=generator))
-    return model.requires_grad_(False)
-
-
-@pytest.fixture(scope="module")
-def run(model):
-    # Cityscapes keeps the image size unless told: size=49 -> input 49x65, a 7x9 grid, and the
-    # image (60x80) is not a multiple of the grid, so the cell mapping is not trivial
-    return run_scaleprotoseg(model, make_image(60, 80), size=49)
-
-
-@pytest.fixture(scope="module")
-def top_class(run) -> int:
-    from fssgui.gui.jobs import predicted_class_shares
-
-    shares = predicted_class_shares(run, ALPHA)
-    return next(c for c, _ in shares if run.head.class_prototypes[c])
-
-
-def forward(model, run):
-    with torch.no_grad():
-        return model(model.preprocess(run.image, run.input_hw))
+from fssgui.models.scaleprotoseg import CITYSCAPES_CLASSES, feature_grid_size
+from fssgui.prototypes.compare import compare_classes
+from fssgui.prototypes.graph import PrototypeRunResult, explain_class
+from fssgui.prototypes.inspection import CellGrid, grow_box, inspect_cell, nearest_prototypes
+from fssgui.prototypes.overlays import upsample_cubic
+from fssgui.prototypes.projection import ProjectionMetadata
+from fssgui.prototypes.run import image_key, predicted_class_shares
+from prototypes_testkit import ALPHA, forward
+from prototypes_testkit import model, run, top_class  # noqa: F401 - module-scoped fixtures
 
 
 # ------------------------------------------------------------------------------ cell mapping
 
 
 def test_cell_grid_maps_pixels_to_cells_and_measures_the_stride(run):
-    grid = pi.CellGrid.of(run)
+    grid = CellGrid.of(run)
     assert grid.input_hw == (49, 65) and grid.grid_hw == (7, 9) == feature_grid_size(49, 65)
     assert grid.stride == (8, 8)  # measured from the sizes of this forward
-    for size in [(513, 513), (1024, 2048), (375, 500), (321, 321)]:  # spec §1.9 sizes
-        assert pi.CellGrid(size, size, feature_grid_size(*size)).stride == (8, 8)
-    assert pi.CellGrid((60, 80), (60, 80), (30, 40)).stride == (2, 2)  # not hard-coded
+    for size in [(513, 513), (1024, 2048), (375, 500), (321, 321)]:  # the official evaluation sizes
+        assert CellGrid(size, size, feature_grid_size(*size)).stride == (8, 8)
+    assert CellGrid((60, 80), (60, 80), (30, 40)).stride == (2, 2)  # not hard-coded
 
     # hand-checked: 60 rows over 7 cells (8.57 px), 80 columns over 9 cells (8.89 px)
     assert grid.cell_at(0, 0) == (0, 0)
@@ -96,7 +68,7 @@ def test_inspector_numbers_equal_the_model_at_the_cell(model, run, top_class):
     out = forward(model, run)
     i, j = 3, 5
     exp = explain_class(run, top_class, None)  # no threshold: exactly the model as loaded
-    inspection = pi.inspect_cell(exp, (i, j))
+    inspection = inspect_cell(exp, (i, j))
     columns = model.class_prototypes[top_class]
     assert [p.index for p in inspection.prototypes] == columns
     assert [p.scale for p in inspection.prototypes] == [int(model.prototype_scale[c]) for c in columns]
@@ -125,14 +97,14 @@ def test_inspector_numbers_equal_the_model_at_the_cell(model, run, top_class):
     # at α the logits are those of the model thresholded like the official threshold_save
     thresholded = copy.deepcopy(model).threshold_groups_(ALPHA)
     out_t = forward(thresholded, run)
-    at_alpha = pi.inspect_cell(explain_class(run, top_class, ALPHA), (i, j))
+    at_alpha = inspect_cell(explain_class(run, top_class, ALPHA), (i, j))
     np.testing.assert_allclose([c.logit for c in at_alpha.classes], out_t.logits[0, :, i, j].numpy(),
                                rtol=1e-4, atol=1e-3)
     assert json.loads(json.dumps(at_alpha.to_json()))["cell_ij"] == [i, j]
 
 
 def test_a_click_on_the_map_inspects_that_cell(qtbot, model, run, top_class):
-    from fssgui.gui.proto_graph import ProtoGraphView
+    from fssgui.gui.prototypes.graph_view import ProtoGraphView
 
     exp = explain_class(run, top_class, ALPHA)
     view = ProtoGraphView()
@@ -141,7 +113,7 @@ def test_a_click_on_the_map_inspects_that_cell(qtbot, model, run, top_class):
     view.set_result(exp)
     view.show()
     qtbot.waitExposed(view)
-    grid = pi.CellGrid.of(run)
+    grid = CellGrid.of(run)
     i, j = 4, 2
     y0, y1, x0, x1 = grid.cell_box(i, j)
     shown: list = []
@@ -189,9 +161,9 @@ def test_grow_box_follows_connected_hot_pixels_only():
     hot[2:5, 3] = True  # a vertical bar through the start pixel
     hot[4, 3:8] = True  # and a horizontal one from its bottom end
     hot[0, 9] = True  # far away: must not be reached
-    assert pi.grow_box(hot, (3, 4, 3, 4)) == (2, 5, 3, 8)
-    assert pi.grow_box(np.zeros((10, 10), bool), (3, 4, 3, 5)) == (3, 4, 3, 5)  # nothing hot: the cell
-    assert pi.grow_box(np.ones((6, 7), bool), (2, 3, 2, 3)) == (0, 6, 0, 7)
+    assert grow_box(hot, (3, 4, 3, 4)) == (2, 5, 3, 8)
+    assert grow_box(np.zeros((10, 10), bool), (3, 4, 3, 5)) == (3, 4, 3, 5)  # nothing hot: the cell
+    assert grow_box(np.ones((6, 7), bool), (2, 3, 2, 3)) == (0, 6, 0, 7)
 
 
 def test_nearest_prototypes_rank_used_prototypes_of_all_classes(run):
@@ -231,7 +203,7 @@ def test_nearest_prototypes_rank_used_prototypes_of_all_classes(run):
     exp = explain_class(run2, person, ALPHA)
     assert (exp.predicted_labels == road).all()
 
-    nearest = pi.nearest_prototypes(exp, (i, j))
+    nearest = nearest_prototypes(exp, (i, j))
     assert [n.prototype.index for n in nearest] == [first, second, tie_low]
     assert [n.rank for n in nearest] == [1, 2, 3]
     assert [n.prototype.class_name for n in nearest] == ["car", "road", "car"]
@@ -243,7 +215,7 @@ def test_nearest_prototypes_rank_used_prototypes_of_all_classes(run):
     # the box of the first: the connected pixels >= 0.99 x 5.0 of the cubic-upsampled plateau
     hot = upsample_cubic(activations[first], run.image_hw) >= 0.99 * 5.0
     _, components = cv2.connectedComponents(hot.astype(np.uint8))
-    grid = pi.CellGrid.of(run)
+    grid = CellGrid.of(run)
     y0, y1, x0, x1 = grid.cell_box(i, j)
     label = components[(y0 + y1) // 2, (x0 + x1) // 2]
     ys, xs = np.nonzero(components == label)
@@ -259,7 +231,7 @@ def test_nearest_prototypes_rank_used_prototypes_of_all_classes(run):
     split[:, 50:] = car
     assert x1 <= 50 and xs.max() >= 50  # the plateau's hot pixels cross the split
     region_exp = dataclasses.replace(exp, predicted_labels=split)
-    box = pi.nearest_prototypes(region_exp, (i, j))[0].box
+    box = nearest_prototypes(region_exp, (i, j))[0].box
     inside = hot.copy()
     inside[:, 50:] = False
     _, parts = cv2.connectedComponents(inside.astype(np.uint8))
@@ -268,10 +240,10 @@ def test_nearest_prototypes_rank_used_prototypes_of_all_classes(run):
 
 
 def test_training_patches_only_when_the_push_metadata_exists(qtbot, run, top_class, tmp_path):
-    from fssgui.gui.proto_inspector import CellInspectorWidget
+    from fssgui.gui.prototypes.inspector import CellInspectorWidget
 
     exp = explain_class(run, top_class, ALPHA)
-    inspection = pi.inspect_cell(exp, (2, 2))
+    inspection = inspect_cell(exp, (2, 2))
     assert not inspection.projection_available
     assert all(n.projection is None for n in inspection.nearest)
     assert "no projection metadata available" in inspection.projection_note
@@ -294,7 +266,7 @@ def test_training_patches_only_when_the_push_metadata_exists(qtbot, run, top_cla
     patch[:, :20] = (255, 0, 0)
     cv2.imwrite(str(folder / nearest.class_name / f"prototype-img_scale_{nearest.scale}_{nearest.index}.png"), patch)
     meta, note = ProjectionMetadata.find(None, folder)
-    with_push = pi.inspect_cell(explain_class(dataclasses.replace(run, projection=meta, projection_note=note),
+    with_push = inspect_cell(explain_class(dataclasses.replace(run, projection=meta, projection_note=note),
                                               top_class, ALPHA), (2, 2))
     assert with_push.projection_available and with_push.nearest[0].projection.image_id == "img_7"
     assert with_push.nearest[0].projection.box == (10, 40, 20, 60)
@@ -312,7 +284,7 @@ def test_training_patches_only_when_the_push_metadata_exists(qtbot, run, top_cla
 
 def test_compare_mode_uses_one_shared_range_per_map_kind(run, top_class):
     other = next(c for c in range(19) if c != top_class and run.head.class_prototypes[c])
-    comparison = pi.compare_classes(run, top_class, other, ALPHA, masked=False)
+    comparison = compare_classes(run, top_class, other, ALPHA, masked=False)
     assert comparison.region is None and comparison.class_indices == (top_class, other)
     a, b = comparison.explanations
     maps = {kind: [] for kind in ("prototype", "group", "class")}
@@ -333,7 +305,7 @@ def test_compare_mode_uses_one_shared_range_per_map_kind(run, top_class):
     assert flat.max() == pytest.approx(1.0) and (flat < 0.999).sum() >= len(flat) - 1
     assert min(comparison.normalised(s, p.node_id).min() for s, e in enumerate((a, b)) for p in e.prototypes) == 0.0
 
-    masked = pi.compare_classes(run, top_class, other, ALPHA, masked=True)
+    masked = compare_classes(run, top_class, other, ALPHA, masked=True)
     region = a.class_mask | b.class_mask
     assert np.array_equal(masked.region, region)
     lo, hi = masked.limits["group"]
@@ -342,11 +314,11 @@ def test_compare_mode_uses_one_shared_range_per_map_kind(run, top_class):
     sheet = masked.render_sheet(tile=64)
     assert sheet.ndim == 3 and sheet.shape[1] > 2 * 4 * 64
     with pytest.raises(ExplainError):
-        pi.compare_classes(run, top_class, top_class)
+        compare_classes(run, top_class, top_class)
 
 
 def test_compare_view_follows_pickers_swap_and_threshold(qtbot, run, top_class):
-    from fssgui.gui.proto_compare import ClassCompareView
+    from fssgui.gui.prototypes.compare_view import ClassCompareView
 
     other = next(c for c in range(19) if c != top_class)
     view = ClassCompareView()
@@ -358,7 +330,7 @@ def test_compare_view_follows_pickers_swap_and_threshold(qtbot, run, top_class):
     view.comparisonShown.connect(shown.append)
     view.set_run(run, ALPHA, items, top_class, other)
     assert shown and view.comparison.class_indices == (top_class, other)
-    expected = pi.compare_classes(run, top_class, other, ALPHA)
+    expected = compare_classes(run, top_class, other, ALPHA)
     assert view.comparison.limits == expected.limits
     assert view.sheet() is not None and not view.sheet_label.pixmap().isNull()
     view.swap()
@@ -377,113 +349,10 @@ def test_compare_view_follows_pickers_swap_and_threshold(qtbot, run, top_class):
     assert hidden.current_comparison().class_indices == (top_class, other)
 
 
-# ---------------------------------------------------------------------------------- export
-
-
-def test_export_writes_overlays_and_proto_info_json(model, run, top_class, tmp_path):
-    exp = explain_class(run, top_class, ALPHA)
-    comparison = pi.compare_classes(run, top_class, (top_class + 1) % 19, ALPHA)
-    inspection = pi.inspect_cell(exp, (1, 2))
-    files = pi.export_class(exp, tmp_path / "out", comparison=comparison, inspection=inspection)
-    slug = pi.class_slug(exp.class_name, top_class)
-    out = tmp_path / "out"
-    names = {p.relative_to(out).as_posix() for p in files}
-    for p in exp.prototypes:
-        assert f"proto_{p.index}_scale_{p.scale}_class_{slug}.png" in names
-    for n in range(3):
-        assert f"group_{n}_class_{slug}.png" in names
-    assert {f"group_max_class_{slug}.png", f"graph_class_{slug}.png", f"group_weights_class_{slug}.json",
-            f"cell_1_2_class_{slug}.json"} <= names
-    for path in files:
-        assert path.is_file()
-        if path.suffix == ".png" and path.name.startswith(("proto_", "group_")):
-            assert load_rgb(path).shape == (60, 80, 3)
-    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # atomic writes left nothing behind
-    overlay = load_rgb(out / f"group_1_class_{slug}.png")
-    assert np.array_equal(overlay, exp.overlay("g1"))
-
-    data = json.loads((out / f"group_weights_class_{slug}.json").read_text())
-    assert data["class_name"] == exp.class_name and data["threshold"] == ALPHA and data["stage"] == 2
-    weights = model.group_weights(top_class).numpy()
-    columns = model.class_prototypes[top_class]
-    assert len(data["proto_info"]) == 3
-    for n, members in enumerate(data["proto_info"]):
-        kept = [m for m in range(len(columns)) if weights[n, m] >= ALPHA]
-        assert [e["real_proto_id"] for e in members] == [columns[m] for m in kept]
-        for entry in members:
-            assert set(entry) == {"real_proto_id", "proto_weight", "scale"}  # the official shape
-            m = columns.index(entry["real_proto_id"])
-            assert entry["proto_weight"] == pytest.approx(float(weights[n, m]))  # not renormalised
-            assert entry["scale"] == int(model.prototype_scale[entry["real_proto_id"]])
-        group = data["groups"][n]
-        assert group["proto_info"] == members
-        assert group["class_weight"] == pytest.approx(float(model.last_layer_group.weight[top_class, 3 * top_class + n]))
-        official = out / "group_composition" / group["folder"] / "proto_info.json"
-        assert json.loads(official.read_text()) == members  # the bare official list
-        assert group["folder"].endswith("single-low" if len(members) <= 1 else "mutliple")
-    head = model.last_layer_group.weight[:, model.group_columns(top_class)].T.numpy()
-    np.testing.assert_allclose(data["group_class_weights"]["weights"], head, rtol=1e-6)
-    assert data["group_class_weights"]["classes"] == list(CITYSCAPES_CLASSES)
-    cell = json.loads((out / f"cell_1_2_class_{slug}.json").read_text())
-    assert cell["cell_ij"] == [1, 2] and len(cell["nearest_prototypes"]) == 3
-    compare = next(p for p in files if p.name.startswith("compare_") and p.suffix == ".json")
-    assert set(json.loads(compare.read_text())["shared_limits"]) == {"prototype", "group", "class"}
-
-
-def test_stage1_model_inspects_and_exports_without_groups(tmp_path):
-    stage1 = small_model(seed=6, grouped=False)
-    run = run_scaleprotoseg(stage1, make_image(40, 48))
-    exp = explain_class(run, 0, ALPHA)
-    inspection = pi.inspect_cell(exp, (0, 0))
-    assert inspection.groups == [] and all(p.used for p in inspection.prototypes)
-    out = forward(stage1, run)
-    np.testing.assert_allclose([c.logit for c in inspection.classes], out.logits[0, :, 0, 0].numpy(),
-                               rtol=1e-4, atol=1e-3)
-    files = pi.export_class(exp, tmp_path)
-    data = json.loads(next(p for p in files if p.suffix == ".json").read_text())
-    assert data["stage"] == 1 and len(data["prototype_class_weights"]) == 12
-
-
-def test_panel_export_reports_errors_in_the_window(qtbot, model, run, top_class, tmp_path):
-    from fssgui.gui.jobs import PrototypeRunResult, image_key, predicted_class_shares
-    from fssgui.gui.proto_panel import PrototypePanel
-
-    panel = PrototypePanel()
-    qtbot.addWidget(panel)
-    assert not panel.export_button.isEnabled()
-    errors: list[str] = []
-    panel.errorRaised.connect(errors.append)
-    assert panel.export_to(tmp_path / "nothing") is None and "run the model first" in errors[-1]
-    result = PrototypeRunResult(run, explain_class(run, top_class, ALPHA), predicted_class_shares(run, ALPHA),
-                                model.describe(ALPHA), "scaleprotoseg-cityscapes", str(tmp_path / "x.pth"), "cpu",
-                                0.1, image_key(run.image))
-    panel.show_result(result)
-    assert panel.export_button.isEnabled()
-    assert panel.compare_view.first_combo.currentData() == top_class
-    panel.view.inspect_cell(2, 3)
-    files = panel.export_to(tmp_path / "export")
-    assert files and all(p.is_file() for p in files) and "exported" in panel.status_label.text()
-    assert any(p.name == f"cell_2_3_class_{pi.class_slug(result.explanation.class_name, top_class)}.json"
-               for p in files)
-    assert any(p.name.startswith("compare_") for p in files)
-
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder")
-    assert panel.export_to(blocker) is None  # shown, not raised
-    assert "export to" in errors[-1] and "not a folder" in errors[-1]
-    assert "failed" in panel.status_label.text() and panel.status_label.isVisibleTo(panel)
-    assert panel.export_to(blocker / "sub") is None and "failed" in errors[-1]  # an OSError too
-
-    # a new run clears the inspected cell (it belonged to the previous image)
-    panel.show_result(result)
-    assert panel.view.inspection is None and panel.view.drawn_boxes() == []
-
-
 def test_a_map_click_in_the_scrolling_tab_brings_the_numbers_into_view(qtbot, model, run, top_class, tmp_path):
     from PySide6.QtWidgets import QScrollArea
 
-    from fssgui.gui.jobs import PrototypeRunResult, image_key, predicted_class_shares
-    from fssgui.gui.proto_panel import PrototypePanel
+    from fssgui.gui.prototypes.panel import PrototypePanel
 
     scroll = QScrollArea()  # as the window hosts the tab
     scroll.setWidgetResizable(True)
@@ -500,7 +369,7 @@ def test_a_map_click_in_the_scrolling_tab_brings_the_numbers_into_view(qtbot, mo
     scroll.ensureWidgetVisible(view.map_widget, 0, 0)
     qtbot.wait(10)
     before = scroll.verticalScrollBar().value()
-    y0, y1, x0, x1 = pi.CellGrid.of(run).cell_box(2, 3)
+    y0, y1, x0, x1 = CellGrid.of(run).cell_box(2, 3)
     scene_point = view.map_box.mapViewToScene(QtCore.QPointF((x0 + x1) / 2, (y0 + y1) / 2))
     qtbot.mouseClick(view.map_widget.viewport(), QtCore.Qt.MouseButton.LeftButton,
                      pos=view.map_widget.mapFromScene(scene_point))

@@ -1,6 +1,6 @@
 """Compare mode of the Prototypes tab (failure analysis): two classes side by side.
 
-A thin view of :func:`fssgui.explain.proto_inspect.compare_classes`: pick the two classes (by
+A thin view of :func:`fssgui.prototypes.compare.compare_classes`: pick the two classes (by
 default the shown class and the other class predicted on the largest area), and the sheet shows
 for each its logit map, its group maps and its prototype maps in scale columns, every map kind
 coloured with ONE min/max shared by both classes, so that "hotter" means the same on both sides.
@@ -8,7 +8,7 @@ coloured with ONE min/max shared by both classes, so that "hotter" means the sam
 Theme: the sheet is drawn on the theme's side (dark background and light captions in the dark
 theme; the maps are the same pixels), the exported PNG is always the white figure; the area around
 it takes the palette's base colour, and messages their theme's colour
-(:func:`~fssgui.gui.proto_inspector.message_html`), also after a theme switch at run time.
+(:func:`~fssgui.gui.prototypes.inspector.message_html`), also after a theme switch at run time.
 """
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..explain.proto_inspect import ClassComparison, compare_classes
-from .proto_inspector import message_html
-from .theme import palette_is_dark
+from ...prototypes.compare import ClassComparison, compare_classes
+from ..theme import palette_is_dark
+from .inspector import message_html, text_label
 
 
 class ClassCompareView(QWidget):
@@ -71,9 +71,7 @@ class ClassCompareView(QWidget):
         row.addWidget(self.second_combo, 1)
         row.addWidget(self.mask_check)
         root.addLayout(row)
-        self.summary_label = QLabel("Run the model first; then pick two classes.")
-        self.summary_label.setWordWrap(True)
-        self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.summary_label = text_label("Run the model first; then pick two classes.")
         root.addWidget(self.summary_label)
         # the sheet is drawn 1:1 (crisp captions), its tile size chosen from the width available
         self.sheet_label = QLabel()

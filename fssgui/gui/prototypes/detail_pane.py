@@ -1,8 +1,8 @@
-"""Prototype detail pane of the Prototypes tab (spec ``scaleprotoseg.md`` §5).
+"""Prototype detail pane of the Prototypes tab: one prototype, its push source and nearest patches.
 
-A thin view of :mod:`fssgui.explain.proto_detail` (every number and image is computed there,
-without Qt). Selecting a prototype (its node in the group graph, a row of the inspector's tables)
-opens the pane beside the graph; it shows:
+A thin view of :mod:`fssgui.prototypes.detail` and :mod:`fssgui.prototypes.nearest` (every
+number and image is computed there, without Qt). Selecting a prototype (its node in the group
+graph, a row of the inspector's tables) opens the pane beside the graph; it shows:
 
 * the prototype's class, scale / dilation, index and its weight in each group of its class (and
   the group -> class weights), at the graph's threshold α;
@@ -23,7 +23,7 @@ signals for the jobs it asked for; results of a prototype no longer shown are ig
 
 Theme: the image views follow the app theme (:func:`~fssgui.gui.theme.follow_theme`: background
 and titles); the images and their boxes are the same in both themes; messages are coloured for the
-theme in use (:func:`~fssgui.gui.proto_inspector.message_html`) and recoloured on a switch.
+theme in use (:func:`~fssgui.gui.prototypes.inspector.message_html`) and recoloured on a switch.
 """
 from __future__ import annotations
 
@@ -48,15 +48,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..explain.proto_detail import (
-    BOX_COLOUR,
-    DEFAULT_MAX_IMAGES,
-    DEFAULT_NEAREST_K,
-    NO_DATASET_TEXT,
-    DatasetFolder,
-    NearestDistanceCache,
-    NearestPatches,
-    NearestRequest,
+from ...prototypes.dataset import NO_DATASET_TEXT, DatasetFolder
+from ...prototypes.detail import (
     PrototypeDetail,
     SourceLocation,
     SourceRequest,
@@ -64,9 +57,17 @@ from ..explain.proto_detail import (
     describe_prototype,
     locate_source,
 )
-from ..explain.prototypes import ScaleProtoSegRun
-from .proto_inspector import message_html
-from .theme import follow_theme
+from ...prototypes.nearest import (
+    DEFAULT_MAX_IMAGES,
+    DEFAULT_NEAREST_K,
+    NearestDistanceCache,
+    NearestPatches,
+    NearestRequest,
+)
+from ...prototypes.overlays import BOX_COLOUR
+from ...prototypes.run import ScaleProtoSegRun
+from ..theme import follow_theme
+from .inspector import message_html, text_label
 
 Submit = Callable[[Any], Optional[int]]
 
@@ -123,9 +124,7 @@ class PrototypeDetailPane(QWidget):
         self.close_button.setToolTip("Close the prototype detail")
         row.addWidget(self.close_button)
         root.addLayout(row)
-        self.info_label = QLabel("Select a prototype in the graph or in the inspector's tables.")
-        self.info_label.setWordWrap(True)
-        self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.info_label = text_label("Select a prototype in the graph or in the inspector's tables.")
         root.addWidget(self.info_label)
 
         row = QHBoxLayout()
@@ -139,9 +138,7 @@ class PrototypeDetailPane(QWidget):
                                        "DATA/all_images.json ({split: [ids]})")
         row.addWidget(self.dataset_button)
         root.addLayout(row)
-        self.message_label = QLabel("")
-        self.message_label.setWordWrap(True)
-        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message_label = text_label()
         root.addWidget(self.message_label)
 
         self.source_widget = pg.GraphicsLayoutWidget()
@@ -152,9 +149,7 @@ class PrototypeDetailPane(QWidget):
         self.source_widget.setMinimumHeight(380)
         root.addWidget(self.source_widget, 3)
         # the numbers under the two views (the views' titles stay short: they set the pane's width)
-        self.source_label = QLabel("")
-        self.source_label.setWordWrap(True)
-        self.source_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.source_label = text_label()
         root.addWidget(self.source_label)
 
         row = QHBoxLayout()
@@ -175,9 +170,7 @@ class PrototypeDetailPane(QWidget):
         self.nearest_button.setEnabled(False)
         row.addWidget(self.nearest_button)
         root.addLayout(row)
-        self.nearest_label = QLabel("")
-        self.nearest_label.setWordWrap(True)
-        self.nearest_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.nearest_label = text_label()
         root.addWidget(self.nearest_label)
         self.nearest_widget = pg.GraphicsLayoutWidget()
         self.nearest_titles, self.nearest_items = [], []
@@ -256,7 +249,7 @@ class PrototypeDetailPane(QWidget):
 
     def set_dataset_folder(self, folder: str | Path, announce: bool = True) -> bool:
         """Use ``folder`` (official layout); False (and the reason shown) when it is not one."""
-        from ..errors import ExplainError
+        from ...errors import ExplainError
 
         try:
             dataset = DatasetFolder.open(folder)

@@ -3,7 +3,7 @@
 API for the main window::
 
     view = ProtoGraphView(parent)
-    view.set_result(explanation, image)        # a fssgui.explain.prototypes.PrototypeExplanation
+    view.set_result(explanation, image)        # a fssgui.prototypes.graph.PrototypeExplanation
     view.nodeClicked.connect(lambda node_id: ...)   # "p<index>", "g<n>" or "class"
     view.thresholdChanged.connect(lambda alpha: ...)
 
@@ -17,9 +17,9 @@ predicted class mask and (stage 2) the group-assignment map. The threshold slide
 the group weights without renormalising and recomputes everything from the stored activations.
 
 Pixel inspector: a click on the map image picks the feature cell under it
-(:class:`~fssgui.explain.proto_inspect.CellGrid`), outlines the cell in white and the boxes of
+(:class:`~fssgui.prototypes.inspection.CellGrid`), outlines the cell in white and the boxes of
 the three nearest used prototypes in red / green / blue, and shows the numbers at the cell in the
-pane below the maps (:class:`~fssgui.gui.proto_inspector.CellInspectorWidget`).
+pane below the maps (:class:`~fssgui.gui.prototypes.inspector.CellInspectorWidget`).
 The cell stays selected across classes and thresholds (the numbers are recomputed).
 
 Theme: the four pyqtgraph views (graph, map, per-scale maps, class / group / source) are
@@ -42,19 +42,14 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 from PySide6.QtGui import QColor
 
-from ..explain.proto_inspect import CellGrid, CellInspection, inspect_cell
-from ..explain.prototypes import (
-    PrototypeExplanation,
-    assignment_overlay,
-    graph_layout,
-    normalise_map,
-)
-from ..imaging import colormap_lut, mask_overlay
-from .proto_inspector import CELL_COLOUR, NEAREST_COLOURS, CellInspectorWidget
-from .theme import CURVE_CONTRAST, GRAPHICS_CONTRAST, PlotColours, follow_theme, plot_colours, readable_colour
+from ...imaging import colormap_lut, mask_overlay
+from ...prototypes.graph import PrototypeExplanation, graph_layout
+from ...prototypes.inspection import CellGrid, CellInspection, inspect_cell
+from ...prototypes.overlays import CELL_COLOUR, GROUP_COLOURS, assignment_overlay, normalise_map
+from ..theme import CURVE_CONTRAST, GRAPHICS_CONTRAST, PlotColours, follow_theme, plot_colours, readable_colour
+from .inspector import NEAREST_COLOURS, CellInspectorWidget
 
 SCALE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (148, 103, 189)]
-GROUP_COLOURS = [(230, 40, 40), (40, 200, 40), (40, 90, 230)]
 NEGATIVE_EDGE_COLOUR = (200, 40, 40)
 GRAPH_WIDTH = 10.0  # view units across the graph (layout x in [0, 1] is scaled by this)
 GRAPH_HEIGHT = 6.0
@@ -467,7 +462,7 @@ class ProtoGraphView(QtWidgets.QWidget):
             item.clear()
             title.setText("source: " + ("none stored" if projection is None else "no image file"))
             return
-        from ..imaging import load_rgb
+        from ...imaging import load_rgb
 
         item.setImage(load_rgb(path), autoLevels=False, levels=(0, 255))
         title.setText(f"source: {path.name}")

@@ -1,24 +1,25 @@
 """The Prototypes tab: pick a ScaleProtoSeg model and checkpoint, run it on the query, show the
-class's group graph (:class:`~fssgui.gui.proto_graph.ProtoGraphView`) with a class picker.
+class's group graph (:class:`~fssgui.gui.prototypes.graph_view.ProtoGraphView`) with a class picker.
 
 The panel only holds the controls and shows results; the window owns the job (channel
 ``"prototypes"`` on the one worker thread, with the window's progress bar, cancel and error log):
 
 * ``runRequested`` -> the window submits :func:`fssgui.gui.jobs.prototypes` for the query image;
-* :meth:`show_result` gets the :class:`~fssgui.gui.jobs.PrototypeRunResult` (one forward + the
+* :meth:`show_result` gets the :class:`~fssgui.prototypes.graph.PrototypeRunResult` (one forward + the
   graph of the class predicted on the largest area);
 * picking another class recomputes its graph from the stored activations (cheap numpy, no model),
   keeping the threshold α chosen on the graph's slider;
 * two inner tabs: "Group graph" (the graph, the maps and the pixel inspector: click the map) and
-  "Compare classes" (:class:`~fssgui.gui.proto_compare.ClassCompareView`, shared normalisation);
+  "Compare classes" (:class:`~fssgui.gui.prototypes.compare_view.ClassCompareView`, shared normalisation);
 * selecting a prototype (its graph node, a row of the inspector's prototype or nearest table)
-  opens the detail pane beside the tabs (:class:`~fssgui.gui.proto_detail.PrototypeDetailPane`):
+  opens the detail pane beside the tabs (:class:`~fssgui.gui.prototypes.detail_pane.PrototypeDetailPane`):
   its push source image with boxes, its self-activation and its nearest patches in a dataset
   folder; the window runs the pane's model jobs on its worker thread
   (``detail_pane.attach_worker``);
-* "Export…" writes the shown class's overlays, group-assignment map and group weights / edges
-  JSON (plus the comparison and the inspected cell) with
-  :func:`fssgui.explain.proto_inspect.export_class`; failures are shown in the tab and sent to the
+* "Export…" writes the shown class in the one export format that ``fssgui protos`` writes too
+  (:func:`fssgui.prototypes.export.export_class`: graph JSON and PNG, grid maps, overlays,
+  group-assignment map, official ``proto_info.json`` lists), plus the comparison and the
+  inspected cell, with the run's provenance; failures are shown in the tab and sent to the
   window's error log (``errorRaised``), never raised.
 
 The tab's plots and tables follow the app's theme (see the two views); the panel's own messages
@@ -46,22 +47,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .jobs import PrototypeRunResult
-from .proto_compare import ClassCompareView
-from .proto_detail import PrototypeDetailPane
-from .proto_graph import ProtoGraphView
-from .proto_inspector import message_html
+from ...models.registry import TASK_SEMSEG, list_models
+from ...prototypes.graph import PrototypeRunResult
+from .compare_view import ClassCompareView
+from .detail_pane import PrototypeDetailPane
+from .graph_view import ProtoGraphView
+from .inspector import message_html, text_label
 
 STATE_IDLE, STATE_RUNNING = "idle", "running"
-
-
-def semseg_entries() -> list:
-    """ScaleProtoSeg entries (``fssgui.models.scaleprotoseg``), empty when that module is absent."""
-    try:
-        from ..models.scaleprotoseg import list_semseg_models
-    except ImportError:
-        return []
-    return list_semseg_models()
 
 
 class PrototypePanel(QWidget):
@@ -88,7 +81,7 @@ class PrototypePanel(QWidget):
         row = QHBoxLayout()
         row.addWidget(QLabel("Model"))
         self.model_combo = QComboBox(self)
-        for entry in semseg_entries():
+        for entry in list_models(TASK_SEMSEG):
             self.model_combo.addItem(entry.name, entry.name)
             self.model_combo.setItemData(self.model_combo.count() - 1,
                                          f"{entry.description}\nCheckpoint: {entry.checkpoint_format}",
@@ -130,20 +123,17 @@ class PrototypePanel(QWidget):
         self.class_combo.setEnabled(False)
         row.addWidget(self.class_combo, 1)
         self.export_button = QPushButton("Export…", self)
-        self.export_button.setToolTip("Write the shown class's heatmap overlays, group-assignment map, graph and "
-                                      "group weights / edges (proto_info.json shape) into a folder")
+        self.export_button.setToolTip("Write the shown class into a folder, in the format of `fssgui protos`: the "
+                                      "graph (JSON and PNG), the maps, the overlays, the group-assignment map and "
+                                      "the official proto_info.json lists")
         self.export_button.setEnabled(False)
         row.addWidget(self.export_button)
         root.addLayout(row)
         self.export_dir = ""
-        self.info_label = QLabel("Choose a ScaleProtoSeg checkpoint and press “Run on query”.")
-        self.info_label.setWordWrap(True)
-        self.info_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.info_label = text_label("Choose a ScaleProtoSeg checkpoint and press “Run on query”.")
         root.addWidget(self.info_label)
 
-        self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status_label = text_label()
         self.status_label.setVisible(False)
         root.addWidget(self.status_label)
 
@@ -232,7 +222,7 @@ class PrototypePanel(QWidget):
         ready = bool(self.model_name) and bool(self.checkpoint)
         self.run_button.setEnabled(ready)
         if not self.model_name:
-            tip = "fssgui.models.scaleprotoseg is not available in this build"
+            tip = "no ScaleProtoSeg model is registered"
         elif not self.checkpoint:
             tip = "Choose the model's checkpoint file first (Browse…)"
         else:
@@ -300,7 +290,7 @@ class PrototypePanel(QWidget):
         if class_index is None or (shown is not None and shown.class_index == class_index):
             return
         threshold = shown.threshold if shown is not None else self.result.explanation.threshold
-        from ..explain.prototypes import explain_class
+        from ...prototypes.graph import explain_class
 
         self.view.set_result(explain_class(self.result.run, int(class_index), threshold))
         if self.compare_view.second_combo.currentData() != class_index:
@@ -310,7 +300,7 @@ class PrototypePanel(QWidget):
 
     def show_prototype_detail(self, index: int):
         """Open the detail pane on prototype ``index`` (any class) of the shown run, at the
-        graph's threshold; returns its :class:`~fssgui.explain.proto_detail.PrototypeDetail`."""
+        graph's threshold; returns its :class:`~fssgui.prototypes.detail.PrototypeDetail`."""
         if self.result is None:
             return None
         shown = self.view.result
@@ -347,12 +337,12 @@ class PrototypePanel(QWidget):
         if explanation is None:
             self._report_error("nothing to export: run the model first")
             return None
-        from ..explain.proto_inspect import export_class
+        from ...prototypes.export import export_class
 
         try:
             files = export_class(explanation, folder, masked=self.view.mask_check.isChecked(),
                                  comparison=self.compare_view.current_comparison(),
-                                 inspection=self.view.inspection)
+                                 inspection=self.view.inspection, provenance=self._provenance())
         except Exception as exc:  # a failed export is reported in the window, never a crash
             self._report_error(f"export to {folder} failed: {exc}")
             return None
@@ -360,6 +350,12 @@ class PrototypePanel(QWidget):
         self._set_status(f"exported {len(files)} files to {folder}")
         self.exported.emit(files)
         return files
+
+    def _provenance(self) -> dict:
+        """The shown run's model, checkpoint and device, and the image it ran on (the query)."""
+        if self.result is None:
+            return {}
+        return {**self.result.provenance(), "image": "the query image of the open episode"}
 
     def _report_error(self, message: str) -> None:
         self._set_status(message, error=True)

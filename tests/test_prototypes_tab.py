@@ -9,13 +9,15 @@ import pytest
 import torch
 from PySide6.QtCore import QThread
 
-from fssgui.explain.prototypes import explain_class, run_scaleprotoseg
 from fssgui.gui import jobs
 from fssgui.gui.main_window import MainWindow
 from fssgui.gui.settings import Autosave, Settings
+from fssgui.models.registry import TASK_SEMSEG, list_models
 from fssgui.models.scaleprotoseg import ScaleProtoSeg, ScaleProtoSegConfig, load_scaleprotoseg
+from fssgui.prototypes.graph import explain_class
+from fssgui.prototypes.run import DEFAULT_THRESHOLD, image_key, run_scaleprotoseg
 from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, make_gui_episode, register_tiny_model
-from test_scaleprotoseg import save_official_pickle
+from prototypes_testkit import save_official_pickle
 
 MODEL = "scaleprotoseg-cityscapes"
 
@@ -46,6 +48,10 @@ def window(qtbot, tmp_path, monkeypatch):
 def test_prototypes_tab_runs_the_checkpoint_on_the_query(qtbot, window, checkpoint):
     panel = window.proto_panel
     assert window.proto_widget is panel.view
+    # one registry, two pickers: the tab lists the semseg models, the workspace only few-shot ones
+    semseg = [e.name for e in list_models(TASK_SEMSEG)]
+    assert [panel.model_combo.itemData(i) for i in range(panel.model_combo.count())] == semseg
+    assert MODEL in semseg and all(window.model_combo.findData(name) < 0 for name in semseg)
     window.set_episode(make_gui_episode(shots=1, size=(56, 72)))
     assert not panel.run_button.isEnabled()  # no checkpoint yet: the button says why
     assert "checkpoint" in panel.run_button.toolTip()
@@ -78,7 +84,7 @@ def test_prototypes_tab_runs_the_checkpoint_on_the_query(qtbot, window, checkpoi
 
     # the graph shows the class predicted on the largest area, computed on the query image
     query = window.query_image
-    assert result.run.image_hw == query.shape[:2] and result.image_key == jobs.image_key(query)
+    assert result.run.image_hw == query.shape[:2] and result.image_key == image_key(query)
     shares = [share for _, share in result.class_shares]
     assert shares == sorted(shares, reverse=True) and sum(shares) == pytest.approx(1.0)
     top = result.class_shares[0][0]
@@ -87,7 +93,7 @@ def test_prototypes_tab_runs_the_checkpoint_on_the_query(qtbot, window, checkpoi
     assert len(panel.view.graph_item.scatter.data) == 12 + 3 + 1  # 3 prototypes x 4 scales, 3 groups, class
     # the same numbers as the core computes from the checkpoint directly
     model = load_scaleprotoseg(checkpoint)
-    expected = explain_class(run_scaleprotoseg(model, query), top, jobs.DEFAULT_PROTOTYPE_THRESHOLD)
+    expected = explain_class(run_scaleprotoseg(model, query), top, DEFAULT_THRESHOLD)
     assert np.allclose(shown.prototype_maps, expected.prototype_maps, atol=1e-4)
     assert np.array_equal(shown.class_mask, expected.class_mask)
     assert "stage 2" in panel.info_label.text() and "228 prototypes" in panel.info_label.text()

@@ -1,6 +1,6 @@
 """Pixel inspector of the Prototypes tab: the numbers at one clicked feature cell.
 
-A thin view of :class:`fssgui.explain.proto_inspect.CellInspection` (all numbers are computed
+A thin view of :class:`fssgui.prototypes.inspection.CellInspection` (all numbers are computed
 there, without Qt): the selected class's prototype activations with their scales, its group
 activations, every class's logit and softmax at the cell, and the three nearest used prototypes
 of all classes with their grown boxes and, when the checkpoint has push metadata, their training
@@ -32,13 +32,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..explain.proto_inspect import CellInspection
-from ..explain.prototypes import GROUP_COLOURS
-from .theme import contrast_ratio, readable_colour
+from ...prototypes.inspection import CellInspection
+from ...prototypes.overlays import GROUP_COLOURS
+from ..theme import contrast_ratio, readable_colour
 
 #: colours of the nearest-prototype boxes drawn on the map (rank 1, 2, 3), as in the official plots
 NEAREST_COLOURS = [(230, 40, 40), (40, 170, 40), (40, 90, 230)]
-CELL_COLOUR = (255, 255, 255)
 USED_ROLE = Qt.ItemDataRole.UserRole + 1  # on a prototype row's first item: used after α
 PATCH_ICON = (54, 36)  # width, height of the training-patch thumbnails in the nearest table
 HIGHLIGHT_COLOUR = (255, 193, 7)  # amber: the shown class's row in the logit table (tinted)
@@ -113,6 +112,14 @@ def message_html(text: str, kind: str, palette: QPalette) -> str:
     return f"<span style='color:{message_colour(kind, palette).name()}'>{html.escape(text)}</span>"
 
 
+def text_label(text: str = "") -> QLabel:
+    """A word-wrapped label whose text can be selected and copied (messages, numbers)."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return label
+
+
 def _item(text: str, value: Any = None, align_right: bool = False) -> QTableWidgetItem:
     item = QTableWidgetItem(text)
     item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
@@ -159,9 +166,7 @@ class CellInspectorWidget(QWidget):
         root = QVBoxLayout(self)
         root.setContentsMargins(2, 2, 2, 2)
         root.setSpacing(2)
-        self.header_label = QLabel("Click the image on the left to inspect a feature cell.")
-        self.header_label.setWordWrap(True)
-        self.header_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.header_label = text_label("Click the image on the left to inspect a feature cell.")
         self.header_label.setMinimumHeight(3 * self.header_label.fontMetrics().lineSpacing() + 4)
         root.addWidget(self.header_label)
 
@@ -355,7 +360,7 @@ class CellInspectorWidget(QWidget):
         path = None if projection is None else (projection.patch_path or projection.original_with_box_path)
         if path is None:
             return
-        from ..imaging import load_rgb
+        from ...imaging import load_rgb
 
         try:
             image = load_rgb(path)

@@ -10,7 +10,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("pytestqt")
 
@@ -19,12 +18,10 @@ from PySide6.QtCore import QPoint  # noqa: E402
 from PySide6.QtGui import QColor, QImage, QPalette  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from fssgui.explain.prototypes import explain_class, run_scaleprotoseg  # noqa: E402
-from fssgui.gui import proto_compare  # noqa: E402
-from fssgui.gui.jobs import PrototypeRunResult, image_key, predicted_class_shares  # noqa: E402
-from fssgui.gui.proto_graph import GROUP_COLOURS, INACTIVE_CONTRAST, SCALE_COLOURS  # noqa: E402
-from fssgui.gui.proto_inspector import NEAREST_COLOURS  # noqa: E402
-from fssgui.gui.proto_panel import PrototypePanel  # noqa: E402
+from fssgui.gui.prototypes import compare_view  # noqa: E402
+from fssgui.gui.prototypes.graph_view import GROUP_COLOURS, INACTIVE_CONTRAST, SCALE_COLOURS  # noqa: E402
+from fssgui.gui.prototypes.inspector import NEAREST_COLOURS  # noqa: E402
+from fssgui.gui.prototypes.panel import PrototypePanel  # noqa: E402
 from fssgui.gui.theme import (  # noqa: E402
     CURVE_CONTRAST,
     GRAPHICS_CONTRAST,
@@ -34,7 +31,9 @@ from fssgui.gui.theme import (  # noqa: E402
     apply_theme,
     contrast_ratio,
 )
-from test_scaleprotoseg import make_image, small_model  # noqa: E402
+from fssgui.prototypes.graph import PrototypeRunResult, explain_class  # noqa: E402
+from fssgui.prototypes.run import image_key, predicted_class_shares, run_scaleprotoseg  # noqa: E402
+from prototypes_testkit import make_image, several_class_model  # noqa: E402
 
 ALPHA = 0.05
 SCREENSHOTS = os.environ.get("FSSGUI_THEME_SCREENSHOTS")  # a folder: keep the grabs to look at them
@@ -43,12 +42,8 @@ SCREENSHOTS = os.environ.get("FSSGUI_THEME_SCREENSHOTS")  # a folder: keep the g
 @pytest.fixture(scope="module")
 def run_and_model():
     """A shallow Cityscapes-layout model with a perturbed head, so that several classes are
-    predicted (as in test_proto_inspector), run on a 60x80 image."""
-    model = small_model(seed=4)
-    with torch.no_grad():
-        generator = torch.Generator().manual_seed(5)
-        model.last_layer_group.weight.add_(3 * torch.randn(model.last_layer_group.weight.shape, generator=generator))
-    model.requires_grad_(False)
+    predicted, run on a 60x80 image."""
+    model = several_class_model()
     return run_scaleprotoseg(model, make_image(60, 80), size=49), model
 
 
@@ -343,7 +338,7 @@ def test_compare_sheet_and_messages_follow_the_theme(qtbot, panel, themes, tmp_p
     def failing(*_args, **_kwargs):
         raise ValueError("boom")
 
-    monkeypatch.setattr(proto_compare, "compare_classes", failing)
+    monkeypatch.setattr(compare_view, "compare_classes", failing)
     compare.refresh()
     assert "compare failed: boom" in compare.summary_label.text()
     colours = {}

@@ -1,4 +1,4 @@
-"""Exact attribution for prototype-matching models (SimPropNet): the "prototype-share" explainer.
+"""SimPropNet's exact prototype-share attribution: the "prototype-share" explainer.
 
 Derivation
 ----------
