@@ -20,3 +20,7 @@ class CheckpointError(ModelError):
 
 class ExplainError(FssguiError):
     """An explanation cannot be computed (for example an empty region)."""
+
+
+class DisplayError(FssguiError):
+    """The window cannot open here (Qt's platform plugin lacks system libraries, no display)."""
