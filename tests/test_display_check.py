@@ -198,9 +198,8 @@ def _check_display(fake_listing: str, tmp_path) -> subprocess.CompletedProcess:
     (bin_dir / "ldd").write_text(f'#!/bin/sh\nexec cat "{bin_dir / "listing"}"\n')
     (bin_dir / "ldd").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "XDG_SESSION_TYPE", "WAYLAND_DISPLAY")}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", DISPLAY=":0",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-m", "fssgui.cli", "--check-display"], env=env, cwd=tmp_path,
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", DISPLAY=":0")
+    return subprocess.run([sys.executable, "-m", "fssgui.cli", "--check-display"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 
