@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml requirements-dev.txt
 	$(PY) -m pip install -r requirements-dev.txt -e ".[test]"
 	touch $(STAMP)
 
+# `fssgui --check-display`: the system libraries of Qt's window (one line naming what to install)
 run: setup
+	$(VENV)/bin/fssgui --check-display
 	$(VENV)/bin/fssgui
 
 test: setup

@@ -33,6 +33,10 @@ class ExplainError(FssguiError):
     """An explanation cannot be computed (for example an empty region)."""
 
 
+class DisplayError(FssguiError):
+    """The window cannot open here (Qt's platform plugin lacks system libraries, no display)."""
+
+
 class Cancelled(Exception):
     """Raised by long computations when ``cancelled()`` turned true between two steps."""
 

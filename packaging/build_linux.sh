@@ -29,7 +29,7 @@ FSSGUI_FLAVOUR=$flavour "$py" -m PyInstaller --clean --noconfirm \
   --distpath "$build/dist" --workpath "$build/work" "$here/fssgui.spec"
 bundle="$build/dist/fssgui-$flavour"
 install -m 644 "$here/linux/fssgui.desktop" "$bundle/fssgui.desktop"
-install -m 644 "$root/resources/icons/fssgui.png" "$bundle/fssgui.png"
+install -m 644 "$root/fssgui/resources/icons/fssgui.png" "$bundle/fssgui.png"
 install -m 644 "$here/README.md" "$bundle/PACKAGING.md"
 QT_QPA_PLATFORM=offscreen "$bundle/fssgui" self-test
 archive="$build/fssgui-$version-linux-x86_64-$flavour.tar.gz"

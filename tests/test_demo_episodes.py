@@ -1,4 +1,4 @@
-"""The demo episodes shipped in ``resources/demo``: they load, are documented, and the built-in
+"""The demo episodes shipped in ``fssgui/resources/demo``: they load, are documented, and the built-in
 model ``matcher-effnet`` beats the trivial all-foreground prediction on each of them.
 
 The model IoUs are printed (run with ``-s`` to see them)."""
@@ -17,7 +17,7 @@ from fssgui.resources import default_demo_episode, demo_dir, demo_episodes
 
 EPISODE_DIRS = demo_episodes()
 EPISODE_NAMES = [p.name for p in EPISODE_DIRS]
-# The deliberate failure episode (see resources/demo/PROVENANCE.md). It is NOT exempt from the
+# The deliberate failure episode (see fssgui/resources/demo/PROVENANCE.md). It is NOT exempt from the
 # IoU check: the model misses half of the person yet still beats all-foreground.
 FAILURE_EPISODE = "person-failure-dark-coat"
 

@@ -1,7 +1,7 @@
-"""One-off script that built the demo episodes in ``resources/demo/`` (kept for provenance).
+"""One-off script that built the demo episodes in ``fssgui/resources/demo/`` (kept for provenance).
 
 The app and the tests never run it: they read the committed PNGs. Rerunning it needs the photo
-packages (scikit-image, matplotlib) and OpenCV; it rewrites ``resources/demo/<name>/``
+packages (scikit-image, matplotlib) and OpenCV; it rewrites ``fssgui/resources/demo/<name>/``
 with :func:`fssgui.episode.save_episode` and, with ``--sheets DIR``, writes contact sheets (each
 photo with its mask outlined) to review the masks by eye.
 
@@ -16,7 +16,7 @@ Recipe per mask (see ``MASKS``):
 
 Usage::
 
-    python tools/make_demo_episodes.py [--out resources/demo] [--sheets /tmp/demo_sheets]
+    python tools/make_demo_episodes.py [--out fssgui/resources/demo] [--sheets /tmp/demo_sheets]
 """
 from __future__ import annotations
 
@@ -347,7 +347,7 @@ def contact_sheet(entries: list[tuple[str, np.ndarray, np.ndarray]], columns: in
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO / "resources" / "demo")
+    parser.add_argument("--out", type=Path, default=REPO / "fssgui" / "resources" / "demo")
     parser.add_argument("--sheets", type=Path, help="write mask contact sheets here for review")
     parser.add_argument("--only-masks", action="store_true", help="write the sheets only, no episodes")
     args = parser.parse_args(argv)

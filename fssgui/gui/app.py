@@ -3,6 +3,9 @@
 * ``fssgui`` opens the window: it offers to restore unsaved edits of the last session, else opens
   the default demo episode (so the first explanation is one click away);
 * ``fssgui --episode DIR`` opens that episode; ``fssgui --demo`` the default demo episode;
+* ``fssgui --check-display`` checks that the window can open here and exits (0, or 2 with one line
+  naming the missing system libraries and the command that installs them: the same check that
+  precedes every start, see :mod:`.display_check`);
 * ``fssgui --demo --screenshot FILE.png`` runs the default model and Signed AffEx on the demo
   episode, waits for the result, saves a screenshot of the whole window and exits (0 on success,
   1 when the run failed; the screenshot is saved either way so the error is visible in it).
@@ -54,6 +57,13 @@ def _resolve_episode(args) -> Optional[Path]:
 
 
 def run_gui(args) -> int:
+    from .display_check import require_display
+
+    # before Qt starts its platform plugin: when that fails, Qt aborts the process
+    checked = require_display()
+    if getattr(args, "check_display", False):
+        print(f"fssgui: {checked}")
+        return 0
     app = _application()
     from .main_window import MainWindow
 

@@ -1,16 +1,15 @@
-"""Where the shipped resources (demo episodes, icons) live: the repository's ``resources/``
-folder (source checkout or editable install) or, in a PyInstaller bundle, ``_MEIPASS/resources``."""
+"""The shipped resources (demo episodes in ``demo/``, icons in ``icons/``): data files of this
+package, found next to this module in every install. A source checkout, an editable install, a
+wheel or sdist install (declared as package data in ``pyproject.toml``) and the PyInstaller bundle
+(whose spec copies them to ``fssgui/resources/``, where the bootloader points ``__file__``) all
+hold them here."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
 def resources_dir() -> Path:
-    bundle = getattr(sys, "_MEIPASS", None)
-    if bundle:
-        return Path(bundle) / "resources"
-    return Path(__file__).resolve().parent.parent / "resources"
+    return Path(__file__).resolve().parent
 
 
 def demo_dir() -> Path:
@@ -24,7 +23,7 @@ def demo_episodes() -> list[Path]:
 
 
 def default_demo_episode() -> Path:
-    """The default demo episode: named in ``resources/demo/default.txt``, else the first one."""
+    """The default demo episode: named in ``demo/default.txt``, else the first one."""
     episodes = demo_episodes()
     named = demo_dir() / "default.txt"
     if named.is_file():
