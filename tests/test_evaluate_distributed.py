@@ -22,7 +22,6 @@ from evaluate_testkit import (
     table_values,
 )
 
-pytest.importorskip("torch.distributed")
 
 
 def _torchrun(nproc: int, args: list[str], timeout: float = 400) -> subprocess.CompletedProcess:
