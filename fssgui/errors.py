@@ -20,3 +20,7 @@ class CheckpointError(ModelError):
 
 class ExplainError(FssguiError):
     """An explanation cannot be computed (for example an empty region)."""
+
+
+class ExportError(FssguiError):
+    """An export or report file could not be written (or there is nothing to export yet)."""

@@ -14,7 +14,7 @@ from fssgui.cli import main
 from fssgui.episode import save_episode
 from fssgui.errors import ExplainError
 from fssgui.explain.regions import region_from_mask, region_from_prediction, resolve_region
-from fssgui.imaging import save_png_atomic
+from fssgui.io import save_png_atomic
 from fssgui.models.base import Prediction
 from fssgui.models.registry import ModelEntry, get_entry, register
 from test_affex_toy import TOY_SIZE, ToyMatcher

@@ -25,7 +25,7 @@ from fssgui.explain import proto_detail as pd
 from fssgui.explain.base import Cancelled
 from fssgui.explain.proto_inspect import CellGrid
 from fssgui.explain.prototypes import ProjectionMetadata, explain_class, run_scaleprotoseg
-from fssgui.imaging import colormap_lut
+from fssgui.look import colormap_lut
 from test_scaleprotoseg import make_image, small_model
 
 ALPHA = 0.05

@@ -14,7 +14,7 @@ import io
 import json
 
 from ..errors import ExplainError
-from ..imaging import write_bytes_atomic
+from ..io import write_bytes_atomic
 from .common import add_model_arguments, log_stderr, output_dir
 from .explain import add_explainer_arguments, attribution_summary, build_explainer, explain_episode, prepare
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 
 from ..episode import episode_to_tensors, load_episode
-from ..imaging import foreground_iou, logits_to_size, save_npy_atomic, save_png_atomic
+from ..imaging import foreground_iou, logits_to_size
+from ..io import save_npy_atomic, save_png_atomic
 from .common import add_model_arguments, load_model_from_args, output_dir
 
 

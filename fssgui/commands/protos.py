@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         render_graph_png,
         run_scaleprotoseg,
     )
-    from ..imaging import load_rgb, save_npy_atomic, save_png_atomic, write_bytes_atomic
+    from ..imaging import load_rgb
+    from ..io import save_npy_atomic, save_png_atomic, write_bytes_atomic
     from ..models.registry import resolve_device
     from ..models.scaleprotoseg import load_scaleprotoseg
 

@@ -31,7 +31,8 @@ from .. import __version__
 from ..data.datasets import DatasetError
 from ..episode import episode_to_tensors
 from ..errors import ExplainError, FssguiError
-from ..imaging import resize_mask, write_bytes_atomic
+from ..imaging import resize_mask
+from ..io import write_bytes_atomic
 from . import store
 from .distributed import DistContext, DistributedError, init_from_env, rank_device, shard
 from .episodes import (

@@ -386,7 +386,8 @@ class ClassComparison:
 
     def overlay(self, side: int, node_id: str, size: Optional[tuple[int, int]] = None) -> np.ndarray:
         """0.5 image + 0.5 JET(shared-normalised map); the image shown plain outside the region."""
-        from ..imaging import colormap_lut, resize_image
+        from ..imaging import resize_image
+        from ..look import colormap_lut
 
         explanation = self.explanations[side]
         size = tuple(size) if size is not None else explanation.run.image_hw
@@ -595,7 +596,7 @@ def export_class(explanation: PrototypeExplanation, folder: str | Path, masked: 
       ``cell_{i}_{j}_class_{name}.json``.
 
     Every file is written atomically (temporary file + rename)."""
-    from ..imaging import save_png_atomic, write_bytes_atomic
+    from ..io import save_png_atomic, write_bytes_atomic
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():

@@ -572,7 +572,7 @@ def normalise_map(values: np.ndarray, mask: Optional[np.ndarray] = None) -> np.n
 
 def activation_overlay(image: np.ndarray, image_map: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
     """0.5 image + 0.5 JET(normalised map), inside ``mask`` only when one is given (non-empty)."""
-    from ..imaging import colormap_lut
+    from ..look import colormap_lut
 
     heat = colormap_lut("jet")[(normalise_map(image_map, mask) * 255).astype(np.uint8)]
     blended = (0.5 * image.astype(np.float32) + 0.5 * heat.astype(np.float32) + 0.5).astype(np.uint8)
@@ -595,7 +595,7 @@ def assignment_overlay(image: np.ndarray, assignment: np.ndarray, alpha: float =
 
 def label_colours(num_classes: int) -> np.ndarray:
     """A fixed palette ``[C, 3]`` (viridis samples, as the official prediction overlays)."""
-    from ..imaging import colormap_lut
+    from ..look import colormap_lut
 
     lut = colormap_lut("viridis")
     return lut[np.linspace(0, 255, max(num_classes, 2)).astype(int)[:num_classes]]

@@ -49,7 +49,7 @@ from ..explain.prototypes import (
     graph_layout,
     normalise_map,
 )
-from ..imaging import colormap_lut, mask_overlay
+from ..look import PREDICTION_COLOUR, colormap_lut, tint
 from .proto_inspector import CELL_COLOUR, NEAREST_COLOURS, CellInspectorWidget
 from .theme import CURVE_CONTRAST, GRAPHICS_CONTRAST, PlotColours, follow_theme, plot_colours, readable_colour
 
@@ -413,7 +413,7 @@ class ProtoGraphView(QtWidgets.QWidget):
             else:
                 item.clear()
         self.extra_items["class mask"].setImage(
-            mask_overlay(self._image, result.class_mask), autoLevels=False, levels=(0, 255))
+            tint(self._image, result.class_mask, PREDICTION_COLOUR), autoLevels=False, levels=(0, 255))
         if result.group_assignment is not None:
             self.extra_items["group assignment"].setImage(
                 assignment_overlay(self._image, result.group_assignment), autoLevels=False, levels=(0, 255))
