@@ -94,6 +94,15 @@ def text_image(text: str, scale: float = 0.5, colour=INK, bold: bool = False, pa
     return canvas
 
 
+def fitted_text_image(text: str, width: int, scale: float = 0.5, colour=INK, bold: bool = False) -> np.ndarray:
+    """One line of text at most ``width`` px wide: in a smaller font (down to 70%) when it is
+    wider, then shortened with '...' if it still is."""
+    needed = text_size(text, scale, bold)[0]
+    if needed > width:
+        scale = max(0.7 * scale, scale * width / needed)
+    return text_image(fit_text(text, width, scale), scale, colour, bold)
+
+
 def fit_text(text: str, width: int, scale: float) -> str:
     """``text`` shortened with '...' so that it fits in ``width`` pixels at ``scale``."""
     text = ascii_text(text)
@@ -193,17 +202,12 @@ def margin(image: np.ndarray, size: int, background=WHITE) -> np.ndarray:
 
 def titled(image: np.ndarray, title: str, scale: float = 0.5, bold: bool = False, gap: int = 4,
            colour=INK) -> np.ndarray:
-    """``image`` with a one-line title centred above it: in a smaller font (down to 70%) when it is
-    wider than the image, then shortened with '...' if it still is."""
+    """``image`` with a one-line title centred above it (:func:`fitted_text_image`)."""
     image = as_rgb(image)
     if not title:
         return image
-    width = max(image.shape[1], 40)
-    needed = text_size(title, scale, bold)[0]
-    if needed > width:
-        scale = max(0.7 * scale, scale * width / needed)
-    text = fit_text(title, width, scale)
-    return vstack([text_image(text, scale, colour, bold), image], gap=gap, align="center")
+    return vstack([fitted_text_image(title, max(image.shape[1], 40), scale, colour, bold), image], gap=gap,
+                  align="center")
 
 
 def rotated_label(text: str, scale: float = 0.5, bold: bool = True) -> np.ndarray:
@@ -339,7 +343,7 @@ def scale_colorbar(scale: Scale, length: int, label: str = "attribution", text_s
         lo, hi = scale.vmin, scale.vmax
     centre = scale.center if scale.signed else None
     if centre is not None:
-        label = f"{label} (signed; neutral = {centre:.2f})" if centre != 0 else f"{label} (signed)"
+        label = f"{label} (neutral {centre:.2f})" if centre != 0 else f"{label} (signed)"
     if not horizontal:
         return colorbar(scale.colormap, scale.vmin, scale.vmax, length, label, text_scale, show=(lo, hi),
                         centre=centre)
@@ -377,5 +381,5 @@ def _horizontal_colorbar(colormap: str, vmin: float, vmax: float, width: int, la
         cv2.line(canvas, (int(round(x)), y), (int(round(x)), y + tick_len), GREY, 1, cv2.LINE_AA)
         put_text(canvas, text, x, y + tick_len + 2, scale, INK, align="center", valign="top")
     if label:
-        canvas = vstack([canvas, text_image(fit_text(label, canvas.shape[1], scale), scale)], gap=2, align="center")
+        canvas = vstack([canvas, fitted_text_image(label, canvas.shape[1], scale)], gap=2, align="center")
     return canvas

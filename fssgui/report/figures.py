@@ -166,7 +166,8 @@ def episode_figure(
         labels = []
         tile_width = 0
         for k, (image, mask) in enumerate(zip(support_images, support_masks)):
-            height = _tile_height([_aspect(image)] * (1 + len(block)), full_width, max_tile, gap, label_w)
+            # every block as many columns as the first, so the tiles of all blocks are the same size
+            height = _tile_height([_aspect(image)] * (1 + per_block), full_width, max_tile, gap, label_w)
             first = k == 0
             cells = [tile_of(lambda small: look.tint(small, mask, look.SUPPORT_MASK_COLOUR), image,
                              "Support and mask" if first else "", height)]
