@@ -23,7 +23,8 @@ from fssgui.episode import load_episode, save_episode
 from fssgui.evaluate.episodes import EpisodeSource, read_episode_csv
 from fssgui.gui import jobs
 from fssgui.gui.playback import method_input, playback_job
-from fssgui.imaging import load_mask, save_png_atomic
+from fssgui.imaging import load_mask
+from fssgui.io import save_png_atomic
 from fssgui.models.registry import get_entry, list_models, register
 from fssgui.pipeline import BRUSHED, ModelCache, ModelSpec
 
