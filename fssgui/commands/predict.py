@@ -9,6 +9,7 @@ import torch
 
 from ..episode import episode_to_tensors, load_episode
 from ..imaging import foreground_iou, logits_to_size, save_npy_atomic, save_png_atomic
+from ..models.base import check_finite
 from .common import add_model_arguments, load_model_from_args, output_dir
 
 
@@ -24,6 +25,7 @@ def predict_episode(model, episode, device) -> "np.ndarray":
     batch = episode_to_tensors(episode, model.entry).to(device)
     with torch.no_grad():
         prediction = model.predict(batch)
+    check_finite(prediction, model.entry.name)
     return logits_to_size(prediction.logits[0], episode.query_size)
 
 

@@ -20,6 +20,7 @@ import torch
 from ..episode import Episode, episode_to_tensors, region_to_model
 from ..errors import ExplainError, ModelError
 from ..imaging import resize_map, resize_mask
+from ..models.base import check_finite
 
 #: region sources, as shown to the user
 REGION_BRUSHED = "brushed"
@@ -229,6 +230,7 @@ def _predict(model, batch) -> Any:
 
 
 def _prediction_result(prediction, episode: Episode, spec: ModelSpec, device, seconds: float, key: str):
+    check_finite(prediction, spec.name)
     probability = prediction.foreground_probability()[0].float().cpu().numpy()
     probability = np.clip(resize_map(probability, episode.query_size), 0.0, 1.0).astype(np.float32)
     mask = resize_mask(prediction.mask()[0].cpu().numpy(), episode.query_size)
