@@ -162,8 +162,11 @@ def _read_mask(path: Path, image_shape, what: str) -> np.ndarray:
     except ImageError as exc:
         raise EpisodeError(str(exc)) from None
     if mask.shape != tuple(image_shape[:2]):
+        turned = mask.shape == tuple(image_shape[:2])[::-1]
         raise EpisodeError(
             f"{path}: {what} is {mask.shape[1]}x{mask.shape[0]} but its image is {image_shape[1]}x{image_shape[0]}"
+            + (" (turned by a quarter: fssgui uses the image's pixels as stored, it ignores an EXIF rotation)"
+               if turned else "")
         )
     return mask
 

@@ -34,8 +34,9 @@ class ImageError(FssguiError):
 #: (a decompression bomb: a few kilobytes of PNG can declare gigapixels). 80 Mpx is a 10000 x 8000
 #: photo; every model works at a few hundred pixels.
 MAX_IMAGE_PIXELS = 80_000_000
-#: Pillow warns about large images before fssgui's own, lower, limit refuses them with a message
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+#: Pillow's warnings (large images, odd metadata) go unsaid: fssgui's own, lower, size limit and
+#: its decoding checks turn what matters into one message naming the file
+warnings.filterwarnings("ignore", module=r"PIL\.")
 
 
 def _read_file(path: Path) -> bytes:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,8 @@ from torch import Tensor, nn
 from ..errors import CheckpointError
 
 LogFn = Optional[Callable[[str], None]]
+#: torch's remark on a file's pickle protocol says nothing the error (if any) does not
+warnings.filterwarnings("ignore", message="Detected pickle protocol", module=r"torch\.")
 
 #: wrapper keys under which training scripts commonly store the state dict
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "network")
@@ -93,8 +96,9 @@ def _torch_load(path: Path) -> object:
         if "zip" in text.lower() or "central directory" in text.lower() or "failed finding" in text.lower():
             raise CheckpointError(f"{path}: truncated or corrupt checkpoint file ({text.splitlines()[0]})") from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({text.splitlines()[0]})") from None
-    except (ValueError, TypeError, AttributeError, ImportError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - damaged pickles raise KeyError, IndexError, struct.error...
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {detail})") from None
 
 
 def _safetensors_load(path: Path) -> dict[str, Tensor]:
