@@ -35,6 +35,29 @@ def assert_one_line_naming(error: BaseException | str, *paths) -> str:
     return message
 
 
+def damaged_file(base: Path, name: str, raw: bytes, data) -> Path:
+    """A new file ``name`` (in a fresh folder under ``base``) holding :func:`damaged` ``raw``."""
+    path = fresh_folder(base) / name
+    path.write_bytes(damaged(raw, data))
+    return path
+
+
+def damaged(raw: bytes, data, hows=("cut", "flip", "junk", "empty", "whole")) -> bytes:
+    """``raw`` cut at a drawn byte, with one byte flipped, replaced by junk, emptied or kept whole
+    (``data``: hypothesis's ``st.data()``)."""
+    from hypothesis import strategies as st
+
+    how = data.draw(st.sampled_from(hows))
+    if how == "cut":
+        return raw[:data.draw(st.integers(0, len(raw) - 1))]
+    if how == "flip":
+        at = data.draw(st.integers(0, len(raw) - 1))
+        return raw[:at] + bytes([raw[at] ^ data.draw(st.integers(1, 255))]) + raw[at + 1:]
+    if how == "junk":
+        return data.draw(st.binary(max_size=80))
+    return b"" if how == "empty" else raw
+
+
 def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 

@@ -22,13 +22,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 from conftest import make_episode
-from fssgui.errors import CheckpointError, FssguiError, ModelError
+from fssgui.errors import CheckpointError, ModelError
 from fssgui.models import scaleprotoseg as sps
 from fssgui.models.base import Prediction, check_finite
 from fssgui.models.checkpoints import load_checkpoint_into, read_state_dict
 from fssgui.models.safe_pickle import load_pickled_module
 from fssgui.models.scaleprotoseg import load_scaleprotoseg, read_checkpoint
-from hostile_testkit import FEW, SOME, assert_one_line_naming, cli, fresh_folder
+from hostile_testkit import FEW, SOME, assert_one_line_naming, cli, damaged, damaged_file, fresh_folder
 
 
 class Small(nn.Module):
@@ -95,19 +95,7 @@ SEEDS = {
 @SOME
 @given(st.sampled_from(sorted(SEEDS)), st.data())
 def test_damaged_and_foreign_checkpoints_fail_with_one_line(scratch, name, data):
-    raw = SEEDS[name]
-    how = data.draw(st.sampled_from(["cut", "flip", "whole", "empty", "junk"]))
-    if how == "cut":
-        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
-    elif how == "flip":
-        at = data.draw(st.integers(0, len(raw) - 1))
-        raw = raw[:at] + bytes([raw[at] ^ data.draw(st.integers(1, 255))]) + raw[at + 1:]
-    elif how == "empty":
-        raw = b""
-    elif how == "junk":
-        raw = data.draw(st.binary(max_size=80))
-    path = fresh_folder(scratch) / name
-    path.write_bytes(raw)
+    path = damaged_file(scratch, name, SEEDS[name], data)
     for read in (read_state_dict, lambda p: load_checkpoint_into(Small(), p), read_checkpoint):
         try:
             read(path)
@@ -242,16 +230,7 @@ def test_damaged_pickles_inside_a_good_zip_run_nothing_and_fail_with_one_line(sc
     with zipfile.ZipFile(io.BytesIO(SEEDS["module.pt"])) as archive:
         entries = {info.filename: archive.read(info.filename) for info in archive.infolist()}
     name = next(n for n in entries if n.endswith("/data.pkl"))
-    raw = entries[name]
-    how = data.draw(st.sampled_from(["cut", "flip", "junk"]))
-    if how == "cut":
-        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
-    elif how == "flip":
-        at = data.draw(st.integers(0, len(raw) - 1))
-        raw = raw[:at] + bytes([raw[at] ^ data.draw(st.integers(1, 255))]) + raw[at + 1:]
-    else:
-        raw = data.draw(st.binary(max_size=60))
-    entries[name] = raw
+    entries[name] = damaged(entries[name], data, ("cut", "flip", "junk"))
     path = fresh_folder(scratch) / "module.pt"
     path.write_bytes(_zip_bytes(entries))
     for read in (load_pickled_module, read_checkpoint):

@@ -27,6 +27,7 @@ from hostile_testkit import (
     SOME,
     assert_one_line_naming,
     cli,
+    damaged_file,
     encoded,
     fresh_folder,
     jpeg_declaring,
@@ -216,19 +217,7 @@ SAMPLES = _samples()
 @SOME
 @given(st.sampled_from(sorted(SAMPLES)), st.data())
 def test_damaged_images_read_or_fail_with_one_line(scratch, name, data):
-    raw = SAMPLES[name]
-    how = data.draw(st.sampled_from(["cut", "flip", "junk", "empty", "whole"]))
-    if how == "cut":
-        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
-    elif how == "flip":
-        at = data.draw(st.integers(0, len(raw) - 1))
-        raw = raw[:at] + bytes([raw[at] ^ data.draw(st.integers(1, 255))]) + raw[at + 1:]
-    elif how == "junk":
-        raw = data.draw(st.binary(max_size=64))
-    elif how == "empty":
-        raw = b""
-    path = fresh_folder(scratch) / name
-    path.write_bytes(raw)
+    path = damaged_file(scratch, name, SAMPLES[name], data)
     for reader in (load_rgb, load_mask):
         try:
             array = reader(path)
