@@ -24,7 +24,7 @@ from torch import nn
 from conftest import make_episode
 from fssgui.errors import CheckpointError, ModelError
 from fssgui.models import scaleprotoseg as sps
-from fssgui.models.base import Prediction, check_finite
+from fssgui.models.base import FSSModel, Prediction, check_finite
 from fssgui.models.checkpoints import load_checkpoint_into, read_state_dict
 from fssgui.models.safe_pickle import load_pickled_module
 from fssgui.models.scaleprotoseg import load_scaleprotoseg, read_checkpoint
@@ -241,25 +241,29 @@ def test_damaged_pickles_inside_a_good_zip_run_nothing_and_fail_with_one_line(sc
 
 
 # -------------------------------------------------------------------------- non-finite outputs
-class NaNModel(nn.Module):
-    """Predicts NaN logits (broken weights, or an overflow inside the network)."""
+class NaNModel(FSSModel):
+    """Predicts logits with a NaN (broken weights, or an overflow inside the network)."""
 
-    entry = None
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(1), requires_grad=False)
 
     def predict(self, batch, **_kwargs) -> Prediction:
-        size = batch.query.shape[-2:]
-        logits = torch.zeros(batch.query.shape[0], 2, *size)
+        logits = torch.zeros(batch.query.shape[0], 2, *batch.query.shape[-2:])
         logits[:, :, 3, 4] = float("nan")
         return Prediction(logits)
 
 
 @pytest.fixture(scope="module")
-def nan_model():
-    from fssgui.models.registry import ModelEntry
+def nan_model() -> str:
+    from fssgui.models.registry import ModelEntry, get_entry, register
 
-    model = NaNModel()
-    model.entry = ModelEntry(name="nan-model", builder=NaNModel, input_size=32, needs_checkpoint=False)
-    return model
+    try:
+        get_entry("nan-model")
+    except ModelError:
+        register(ModelEntry(name="nan-model", builder=NaNModel, input_size=32, needs_checkpoint=False,
+                            description="hostile-input test model"))
+    return "nan-model"
 
 
 def test_check_finite_names_the_model():
@@ -273,16 +277,22 @@ def test_check_finite_names_the_model():
             check_finite(logits, "broken")
 
 
-def test_cli_and_gui_predictions_refuse_non_finite_logits(nan_model):
-    from fssgui.commands.predict import predict_episode
+def test_cli_and_gui_predictions_refuse_non_finite_logits(nan_model, scratch, capsys):
+    """The ``predict`` command and the app's predict job: an error naming the model (exit status
+    2 and no output folder from the command), not an all-background mask."""
+    from fssgui.cli import main
+    from fssgui.episode import save_episode
     from fssgui.gui import jobs
 
     episode = make_episode()
-    with pytest.raises(ModelError, match="model nan-model: the prediction is not finite"):
-        predict_episode(nan_model, episode, torch.device("cpu"))
-    cache = jobs.ModelCache(builder=lambda *args, **kwargs: nan_model)
-    with pytest.raises(ModelError, match="model nan-model: the prediction is not finite"):
-        jobs.predict(jobs.JobContext(), cache, jobs.ModelSpec("nan-model", device="cpu"), episode)
+    folder = fresh_folder(scratch)
+    save_episode(episode, folder / "ep")
+    code = main(["predict", str(folder / "ep"), "--model", nan_model, "--device", "cpu", "--out", str(folder / "out")])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fssgui: error: ")]
+    assert code == 2 and len(errors) == 1 and "nan-model: the prediction is not finite" in errors[0]
+    assert not (folder / "out").exists()
+    with pytest.raises(ModelError, match="nan-model: the prediction is not finite"):
+        jobs.predict(jobs.JobContext(), jobs.ModelCache(), jobs.ModelSpec(nan_model, device="cpu"), episode)
 
 
 @pytest.fixture(scope="module")
