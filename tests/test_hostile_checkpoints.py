@@ -319,7 +319,7 @@ def test_cli_checkpoints_with_nan_or_overflowing_weights_exit_2(matcher_state, s
     torch.save(huge_state, folder / "huge.pth")
     for name, words in (("nan.pth", f"{folder / 'nan.pth'}: non-finite weights (NaN or Inf) in 1 tensors: "
                                     "blocks.3.0.conv_pw.weight"),
-                        ("huge.pth", "model matcher-effnet: the prediction is not finite")):
+                        ("huge.pth", "matcher-effnet: the prediction is not finite")):
         out = folder / f"out_{name}"
         args = ["predict", str(folder / "ep"), "--checkpoint", str(folder / name), "--device", "cpu", "--out", str(out)]
         if name == "huge.pth":
