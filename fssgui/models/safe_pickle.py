@@ -399,8 +399,10 @@ def unpickle_checkpoint(path: str | Path) -> tuple[Any, dict[str, str]]:
             )
             try:
                 obj = unpickler.load()
-            except CheckpointError:
-                raise
+            except CheckpointError as exc:  # the tensor checks do not know the file: name it
+                if str(exc).startswith(str(path)):
+                    raise
+                raise CheckpointError(f"{path}: {exc}") from None
             except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
                 raise CheckpointError(f"{path}: cannot read the pickle safely ({type(exc).__name__}: {exc})") from None
             return obj, unpickler.globals_seen
@@ -453,7 +455,10 @@ def load_pickled_module(path: str | Path) -> PickledModule:
     obj, globals_seen = unpickle_checkpoint(path)
     if not isinstance(obj, Placeholder):
         raise CheckpointError(f"{path}: the pickle holds a {type(obj).__name__}, not a pickled module")
-    state_dict, classes = module_state_dict(obj)
+    try:
+        state_dict, classes = module_state_dict(obj)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     modules = obj.attributes.get("_modules") or {}
     if list(modules) == ["module"] and isinstance(modules["module"], Placeholder):
         obj = modules["module"]
