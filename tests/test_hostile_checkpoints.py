@@ -28,7 +28,7 @@ from fssgui.models.base import FSSModel, Prediction, check_finite
 from fssgui.models.checkpoints import load_checkpoint_into, read_state_dict
 from fssgui.models.safe_pickle import load_pickled_module
 from fssgui.models.scaleprotoseg import load_scaleprotoseg, read_checkpoint
-from hostile_testkit import FEW, SOME, assert_one_line_naming, cli, damaged, damaged_file, fresh_folder
+from hostile_testkit import SOME, assert_one_line_naming, cli, damaged, damaged_file, fresh_folder
 
 
 class Small(nn.Module):
