@@ -340,12 +340,12 @@ class PickledModule:
         ``attributes()["prototype_class_identity"]`` or ``attributes("features")["scales"]``."""
         obj = self.root
         for part in [p for p in module.split(".") if p]:
-            obj = obj.attributes.get("_modules", {}).get(part) if isinstance(obj, Placeholder) else None
+            obj = dict(_named_items(obj.attributes.get("_modules"))).get(part) if isinstance(obj, Placeholder) else None
             if obj is None:
                 return {}
         if not isinstance(obj, Placeholder):
             return {}
-        return {k: v for k, v in obj.attributes.items() if not k.startswith("_")}
+        return {k: v for k, v in obj.attributes.items() if isinstance(k, str) and not k.startswith("_")}
 
 
 def _zip_records(archive: zipfile.ZipFile, path: Path) -> tuple[str, dict[str, zipfile.ZipInfo]]:
@@ -403,11 +403,21 @@ def unpickle_checkpoint(path: str | Path) -> tuple[Any, dict[str, str]]:
                 if str(exc).startswith(str(path)):
                     raise
                 raise CheckpointError(f"{path}: {exc}") from None
-            except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
-                raise CheckpointError(f"{path}: cannot read the pickle safely ({type(exc).__name__}: {exc})") from None
+            except Exception as exc:  # noqa: BLE001 - hostile opcodes raise anything (MemoryError for a huge frame...)
+                detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+                raise CheckpointError(f"{path}: cannot read the pickle safely ({type(exc).__name__}"
+                                      + (f": {detail})" if detail else ")")) from None
             return obj, unpickler.globals_seen
     except zipfile.BadZipFile as exc:
         raise CheckpointError(f"{path}: damaged zip archive ({exc})") from None
+
+
+def _named_items(mapping: Any) -> list[tuple[str, Any]]:
+    """The (name, value) entries of a recorded ``_parameters``/``_buffers``/``_modules`` dict;
+    anything else (a damaged or hostile pickle) has none."""
+    if not isinstance(mapping, dict):
+        return []
+    return [(k, v) for k, v in mapping.items() if isinstance(k, str)]
 
 
 def module_state_dict(root: Any) -> tuple["OrderedDict[str, torch.Tensor]", dict[str, str]]:
@@ -428,21 +438,22 @@ def module_state_dict(root: Any) -> tuple["OrderedDict[str, torch.Tensor]", dict
         attrs = obj.attributes
         params = attrs.get("_parameters") or {}
         buffers = attrs.get("_buffers") or {}
-        non_persistent = attrs.get("_non_persistent_buffers_set") or set()
+        non_persistent = attrs.get("_non_persistent_buffers_set")
+        non_persistent = non_persistent if isinstance(non_persistent, (set, frozenset)) else set()
         modules = attrs.get("_modules") or {}
-        for name, value in getattr(params, "items", lambda: [])():
+        for name, value in _named_items(params):
             if isinstance(value, torch.Tensor):
                 out[prefix + name] = value.detach()
-        for name, value in getattr(buffers, "items", lambda: [])():
+        for name, value in _named_items(buffers):
             if isinstance(value, torch.Tensor) and name not in non_persistent:
                 out[prefix + name] = value.detach()
-        for name, value in getattr(modules, "items", lambda: [])():
+        for name, value in _named_items(modules):
             if isinstance(value, Placeholder):
                 walk(value, prefix + name + ".")
 
     if not isinstance(root, Placeholder):
         raise CheckpointError("the pickle's root object is not a module")
-    modules = root.attributes.get("_modules") or {}
+    modules = dict(_named_items(root.attributes.get("_modules")))
     if list(modules) == ["module"] and isinstance(modules["module"], Placeholder) and not root.attributes.get("_parameters"):
         root = modules["module"]  # DataParallel / DistributedDataParallel
     walk(root, "")
@@ -459,7 +470,9 @@ def load_pickled_module(path: str | Path) -> PickledModule:
         state_dict, classes = module_state_dict(obj)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    modules = obj.attributes.get("_modules") or {}
+    except RecursionError:
+        raise CheckpointError(f"{path}: the pickled modules are nested too deeply") from None
+    modules = dict(_named_items(obj.attributes.get("_modules")))
     if list(modules) == ["module"] and isinstance(modules["module"], Placeholder):
         obj = modules["module"]
     if not state_dict:
