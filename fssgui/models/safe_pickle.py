@@ -34,6 +34,7 @@ from __future__ import annotations
 import _compat_pickle
 import io
 import pickle
+import pickletools
 import sys
 import zipfile
 from collections import OrderedDict
@@ -359,6 +360,25 @@ def _zip_records(archive: zipfile.ZipFile, path: Path) -> tuple[str, dict[str, z
     return pickles[0][: -len("data.pkl")], infos
 
 
+_MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
+
+
+def check_opcodes(data: bytes, path: Path) -> None:
+    """Walk the pickle's opcodes without running anything (:func:`pickletools.genops`) and refuse
+    a damaged or hostile one before the unpickler sees it: an opcode whose length runs past the end
+    of the data (the C unpickler would allocate that length first: gigabytes from a flipped byte)
+    and a memo index beyond what the data could hold (it would grow its memo table to that index)."""
+    try:
+        for opcode, arg, position in pickletools.genops(data):
+            if opcode.name in _MEMO_OPCODES and not (isinstance(arg, int) and 0 <= arg <= len(data)):
+                raise CheckpointError(f"{path}: damaged pickle (memo index {arg!r} at byte {position})")
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pickletools raises ValueError and others on damage
+        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: damaged pickle ({detail})") from None
+
+
 def unpickle_checkpoint(path: str | Path) -> tuple[Any, dict[str, str]]:
     """Restricted-unpickle a torch zip checkpoint. Returns ``(object, globals_seen)``.
 
@@ -391,8 +411,10 @@ def unpickle_checkpoint(path: str | Path) -> tuple[Any, dict[str, str]]:
                     raise CheckpointError(f"{path}: storage {key!r} is truncated ({len(data)} < {nbytes} bytes)")
                 return data[:nbytes]
 
+            data = archive.read(prefix + "data.pkl")
+            check_opcodes(data, path)
             unpickler = RestrictedUnpickler(
-                io.BytesIO(archive.read(prefix + "data.pkl")),
+                io.BytesIO(data),
                 storage_reader=read_storage,
                 byteswap=byteorder.decode() != sys.byteorder,
                 source=str(path),
