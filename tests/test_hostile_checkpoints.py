@@ -240,6 +240,28 @@ def test_damaged_pickles_inside_a_good_zip_run_nothing_and_fail_with_one_line(sc
             assert_one_line_naming(exc, path)
 
 
+@pytest.mark.parametrize("opcodes, words", [
+    (b"\x80\x05\x96" + (6 * 10**18).to_bytes(8, "little") + b"abc.", "damaged pickle"),  # BYTEARRAY8 of 6 EB
+    (b"\x80\x02]r" + (2**32 - 1).to_bytes(4, "little") + b".", "memo index 4294967295"),  # LONG_BINPUT
+    (b"\x80\x02\x8e" + (2**40).to_bytes(8, "little") + b".", "damaged pickle"),  # BINBYTES8 of 1 TB
+])
+def test_pickles_asking_for_huge_allocations_are_refused_before_unpickling(scratch, opcodes, words):
+    """A flipped byte can turn into a length or a memo index the C unpickler would allocate first
+    (gigabytes, touched or leaked): the opcodes are walked and refused before it runs."""
+    with zipfile.ZipFile(io.BytesIO(SEEDS["module.pt"])) as archive:
+        entries = {info.filename: archive.read(info.filename) for info in archive.infolist()}
+    name = next(n for n in entries if n.endswith("/data.pkl"))
+    entries[name] = opcodes
+    path = fresh_folder(scratch) / "module.pt"
+    path.write_bytes(_zip_bytes(entries))
+    with pytest.raises(CheckpointError, match=words) as err:
+        load_pickled_module(path)
+    assert_one_line_naming(err.value, path)
+    with pytest.raises(CheckpointError) as err:  # torch's own (Python) unpickler tries first there
+        read_checkpoint(path)
+    assert_one_line_naming(err.value, path)
+
+
 # -------------------------------------------------------------------------- non-finite outputs
 class NaNModel(FSSModel):
     """Predicts logits with a NaN (broken weights, or an overflow inside the network)."""
