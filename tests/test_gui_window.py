@@ -206,6 +206,7 @@ def test_autosave_after_edits_and_restore_on_next_start(qtbot, home):
     first.flush_autosave()
     first._shut_down = True  # simulate a crash: no clean exit
     first.worker.shutdown()
+    first.autosave.release()  # what the end of a crashed process does to its autosave lock
     second = _window(qtbot, home)
     try:
         assert second.restore_autosave_if_any()
@@ -223,6 +224,7 @@ def _crash(window) -> None:
     window.flush_autosave()
     window._shut_down = True
     window.worker.shutdown()
+    window.autosave.release()  # the system drops a dead process's locks
 
 
 def test_undo_history_is_autosaved_and_ctrl_z_works_after_a_crash_restore(qtbot, home):

@@ -8,16 +8,13 @@ converts the episode to tensors, calls them and brings the result back to image 
 """
 from __future__ import annotations
 
-import hashlib
-import time
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from ..episode import Episode
-from ..errors import ExplainError, ModelError
+from ..errors import ModelError
 from ..pipeline import EpisodeRun, ExplanationResult, ModelCache, ModelSpec, PredictionResult
 
 

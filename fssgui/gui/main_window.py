@@ -246,6 +246,8 @@ class MainWindow(QMainWindow):
         self._build_ui()
         self._connect_worker()
         self._apply_settings()
+        if getattr(self.settings, "load_problem", ""):
+            self.log(self.settings.load_problem)
         self._update_device_label()
         self._update_actions()
         self._update_title()
@@ -1873,7 +1875,7 @@ class MainWindow(QMainWindow):
         def done(result, error: Optional[BaseException], trace: str) -> None:
             if error is not None:
                 outcome["ok"] = False
-                self.log_error(f"the autosave in {info.folder} could not be read: {error}",
+                self.log_error(self.autosave.set_aside(str(error)),  # moved out of the way, kept
                                "" if isinstance(error, (FssguiError, OSError, KeyError, ValueError)) else trace)
                 return
             episode, history = result
