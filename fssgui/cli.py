@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "fssgui.commands.protos",
     "fssgui.commands.train",
     "fssgui.commands.evaluate",
+    "fssgui.commands.triage",
     "fssgui.commands.selftest",
 )
 
