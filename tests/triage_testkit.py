@@ -65,7 +65,7 @@ def _write(folder: Path, stem: str, image: np.ndarray, mask: np.ndarray) -> None
 
 
 def sweep_args(data: Path, out: Path, *extra: str) -> list[str]:
-    """``fssgui evaluate`` of the dataset's episodes, predictions only."""
+    """``fssgui evaluate`` of the dataset's episodes, predictions only (``extra`` options come last: they win)."""
     return ["evaluate", "--model", SMALL_MODEL, "--data", str(data), "--layout", "folders", "--episodes",
             str(EPISODES), "--shots", "1", "--seed", str(SEED), "--methods", "none", "--device", "cpu",
             "--no-progress", "--out", str(out), *extra]
