@@ -69,33 +69,19 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _folder_defaults(results: Path) -> dict:
-    """The method settings of an existing results folder (reused unless the options say otherwise)."""
-    from ..evaluate import store
-    from ..evaluate.metrics import MetricSpec
-
-    document = store.read_settings_file(results)
-    if document is None or store.predictions_only(document["settings"]):
-        return {}
-    settings = document["settings"]
-    return {"metrics": tuple(MetricSpec(**m) for m in settings["metrics"]), "region": settings.get("region"),
-            "seed": settings.get("seed"), "affex_size": settings.get("affex_size"),
-            "affex_mode": settings.get("affex_mode")}
-
-
 def run(args) -> int:
     from ..errors import ExplainError
     from ..evaluate.metrics import parse_metrics
     from ..pipeline import ModelSpec
     from ..triage.batch import BatchRequest, explain_worst
-    from ..triage.sweep import DatasetChoice, SweepRequest
+    from ..triage.sweep import TRIAGE_REGION, DatasetChoice, SweepRequest, folder_method_settings
     from .common import log_stderr
     from .evaluate import _split
     from .report import _Progress
 
     out = Path(args.out)
     results = Path(args.results) if args.results else out / "results"
-    defaults = _folder_defaults(results)
+    defaults = folder_method_settings(results)
     episodes = args.episodes
     if episodes is None:
         if not (results / "episodes.csv").is_file():
@@ -108,7 +94,7 @@ def run(args) -> int:
     seed = args.seed if args.seed is not None else (defaults.get("seed") or 0)
     dataset = DatasetChoice(root=args.data, layout=args.layout, episodes=episodes, shots=args.shots,
                             fold=args.fold, split=args.split, seed=seed, use_ignore=args.use_ignore)
-    region = args.region or defaults.get("region") or "ground-truth"
+    region = args.region or defaults.get("region") or TRIAGE_REGION
     sweep = SweepRequest(dataset, ModelSpec(args.model, args.checkpoint, args.device), str(results),
                          method=args.method, metrics=metrics, region=region, batch_size=args.batch_size,
                          affex_size=defaults.get("affex_size"), affex_mode=defaults.get("affex_mode"))

@@ -381,6 +381,10 @@ class EpisodeSource:
         ignore = (raw == IGNORE) if self.use_ignore else None
         return image, raw == value, ignore
 
+    def read_query(self, row: EpisodeRow) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """The row's query image, its class mask and its ignore pixels (None without any)."""
+        return self._read(row.class_name, row.query)
+
     def load(self, row: EpisodeRow) -> LoadedEpisode:
         """The row as an :class:`~fssgui.episode.Episode` (query ground truth = the class mask)."""
         query_image, query_mask, ignore = self._read(row.class_name, row.query)

@@ -56,6 +56,34 @@ class SweepRequest:
     affex_mode: Optional[str] = None  # AffEx mode (fssgui evaluate --mode)
 
 
+#: R of the explanations when the results folder does not fix it: the ground truth (the prediction
+#: of a failure may be empty, and R = prediction then has nothing to explain)
+TRIAGE_REGION = "ground-truth"
+
+
+def folder_method_settings(folder: str | Path) -> dict:
+    """The method settings (metrics, region, seed, AffEx size and mode) of a results folder that
+    holds method results, so that explaining more of its episodes joins them ({} otherwise)."""
+    from ..evaluate import store
+
+    document = store.read_settings_file(Path(folder))
+    if document is None or store.predictions_only(document["settings"]):
+        return {}
+    settings = document["settings"]
+    return {"metrics": tuple(MetricSpec(**m) for m in settings["metrics"]), "region": settings.get("region"),
+            "seed": settings.get("seed"), "affex_size": settings.get("affex_size"),
+            "affex_mode": settings.get("affex_mode")}
+
+
+def with_method(request: SweepRequest, method: str, metrics: tuple[MetricSpec, ...]) -> SweepRequest:
+    """``request`` explaining with ``method``: the metrics, region and AffEx settings of its results
+    folder when it holds method results, else ``metrics`` and :data:`TRIAGE_REGION`."""
+    settings = folder_method_settings(request.out)
+    return replace(request, method=method, metrics=settings.get("metrics") or metrics,
+                   region=settings.get("region") or TRIAGE_REGION, affex_size=settings.get("affex_size"),
+                   affex_mode=settings.get("affex_mode"))
+
+
 def causal_pair(measure: str = "miou", steps: Optional[int] = None) -> tuple[MetricSpec, ...]:
     """IAUC and DAUC of one measure (``miou`` or ``conf``), the optional per-episode metrics."""
     return tuple(parse_metrics([f"iauc-{measure}", f"dauc-{measure}"], steps=steps))
