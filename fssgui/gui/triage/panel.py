@@ -159,6 +159,7 @@ class TriagePanel(QWidget):
         self.view.horizontalHeader().setStretchLastSection(True)
         self.view.setAlternatingRowColors(True)
         self.view.setWordWrap(False)
+        self.sort_by("iou")  # the worst first until the user sorts otherwise
         layout.addWidget(self.view, 1)
         actions = QHBoxLayout()
         self.error_combo = QComboBox(self)
