@@ -17,7 +17,6 @@ from evaluate_testkit import (
     torchrun,
 )
 
-pytest.importorskip("torch.distributed")
 
 
 @pytest.fixture(scope="module")

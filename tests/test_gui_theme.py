@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-pytest.importorskip("pytestqt")
 
 import pyqtgraph as pg  # noqa: E402
 from PySide6.QtGui import QColor, QImage, QPalette  # noqa: E402

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("pytestqt")
 
 from fssgui import report as R  # noqa: E402
 from fssgui.explain.base import Attribution  # noqa: E402

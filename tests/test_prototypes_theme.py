@@ -11,7 +11,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import numpy as np
 import pytest
 
-pytest.importorskip("pytestqt")
 
 import pyqtgraph as pg  # noqa: E402
 from PySide6.QtCore import QPoint  # noqa: E402

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from ..imaging import foreground_iou, resize_mask
+from ..io import encode_png
 
 #: bump when a statistic changes meaning: stored rows of another version are computed again
 STATS_VERSION = 1
@@ -131,10 +132,7 @@ def mask_thumbnail(mask: np.ndarray, side: int = THUMBNAIL_SIDE) -> str:
     h, w = mask.shape
     scale = min(1.0, side / max(h, w))
     small = resize_mask(mask, (max(1, round(h * scale)), max(1, round(w * scale))))
-    ok, data = cv2.imencode(".png", small.astype(np.uint8) * 255)
-    if not ok:
-        raise ValueError("could not encode a mask thumbnail")
-    return base64.b64encode(data.tobytes()).decode("ascii")
+    return base64.b64encode(encode_png(small)).decode("ascii")
 
 
 def thumbnail_mask(text: str) -> Optional[np.ndarray]:

@@ -53,6 +53,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .. import look
 from ..episode import Episode, load_episode, save_episode
 from ..errors import FssguiError
 from ..imaging import ImageError, load_mask, load_rgb
@@ -61,7 +62,7 @@ from ..prototypes.run import image_key
 from . import jobs
 from .canvas import TOOL_BRUSH, TOOL_ERASER, TOOL_PAN, TOOL_POLYGON, TOOL_RECTANGLE, ImageCanvas
 from .drops import classify_drop
-from .heatmap_view import CompareView, DisplayControls, DisplaySettings, HeatmapViewer, LevelView, outline_rgba
+from .heatmap_view import CompareView, DisplayControls, DisplaySettings, HeatmapViewer, LevelView
 from ..pipeline import BRUSHED, GROUND_TRUTH, PREDICTION, DeviceInfo, ExplanationResult, ModelSpec, PredictionResult
 from ..pipeline import input_key, region_title
 from .mask_edit import EditableMask, restore_histories
@@ -73,9 +74,6 @@ from .theme import THEME_DARK, THEME_LIGHT, THEME_SYSTEM, THEMES, apply_theme
 from .triage.panel import TriagePanel
 from .worker import GpuWorker
 
-REGION_COLOUR = (0, 200, 255)
-PREDICTION_COLOUR = (255, 214, 0)
-TRUTH_COLOUR = (60, 220, 90)
 CACHE_SIZE = 8
 DEFAULT_EXPLAINER = "affex-signed"
 #: canvas tool -> its action in MainWindow.actions
@@ -1016,7 +1014,7 @@ class MainWindow(QMainWindow):
         self.region_note = "from the episode file" if has_region else ""
         self.prediction = None
         self.query_canvas.set_image(self.query_image, fit=True)
-        self.query_canvas.set_mask(self.region, REGION_COLOUR)
+        self.query_canvas.set_mask(self.region, look.REGION_COLOUR)
         self.query_canvas.set_layer_opacity("mask", self.query_panel.mask_opacity.value() / 100.0)
         self.support_panel.set_supports(episode.supports)
         self.support_panel.canvas.set_layer_opacity("mask", self.query_panel.mask_opacity.value() / 100.0)
@@ -1519,11 +1517,11 @@ class MainWindow(QMainWindow):
             return
         qp = self.query_panel
         if self.prediction is not None and qp.show_prediction.isChecked():
-            self.query_canvas.set_layer("prediction", outline_rgba(self.prediction.mask, PREDICTION_COLOUR), z=6)
+            self.query_canvas.set_layer("prediction", look.outline_rgba(self.prediction.mask, look.PREDICTION_COLOUR), z=6)
         else:
             self.query_canvas.remove_layer("prediction")
         if self.query_mask is not None and qp.show_truth.isChecked():
-            self.query_canvas.set_layer("truth", outline_rgba(self.query_mask, TRUTH_COLOUR), z=7)
+            self.query_canvas.set_layer("truth", look.outline_rgba(self.query_mask, look.TRUTH_COLOUR), z=7)
         else:
             self.query_canvas.remove_layer("truth")
         self._update_region_ui()

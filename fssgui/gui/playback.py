@@ -65,11 +65,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .. import figures as F
+from .. import look
 from .. import report as R
 from ..imaging import resize_map, resize_mask
+from ..io import save_png_atomic
+from ..report import charts
+from ..report import figures as F
 from .canvas import rgb_to_pixmap
-from .heatmap_view import Colorbar, Scale
+from .heatmap_view import Colorbar
 from ..metrics.causal import MEASURE_TITLES, METRIC_TITLES, SUBSTRATE, Curve, curve_state_count, metric_settings
 from ..pipeline import BRUSHED, PREDICTION, ModelCache, ModelSpec, input_key
 from ..pipeline.regions import canonical_source
@@ -438,7 +441,7 @@ class PlaybackWidget(QWidget):
         self.panels: dict[str, ImagePanel] = {}
         # the probability colour bar, painted from the palette (follows the theme)
         self.colorbar_label = Colorbar(self)
-        self.colorbar_label.set_scale(Scale("inferno", 0.0, 1.0, False), "p(foreground)")
+        self.colorbar_label.set_scale(look.Scale(look.PROBABILITY_COLORMAP, 0.0, 1.0), "p(foreground)")
         lower_layout.addWidget(self.panel_area, 1)
         splitter.addWidget(lower)
         splitter.setStretchFactor(0, 2)
@@ -773,7 +776,7 @@ class PlaybackWidget(QWidget):
     def _colour(self, method: str) -> tuple[int, int, int]:
         """The method's colour in exported figures (white background)."""
         index = self._colour_index.setdefault(method, len(self._colour_index))
-        return F.palette_colour(index)
+        return look.palette_colour(index)
 
     def _display_colour(self, method: str) -> QColor:
         """The method's colour on screen: the same hue, with enough contrast on the plot background."""
@@ -992,12 +995,12 @@ class PlaybackWidget(QWidget):
     def export_panel_png(self, name: str, path: str | Path) -> Path:
         """One panel of the current frame at full resolution (rendered from the data)."""
         frame = self._need_frame()
-        return R.write_png(path, R.frame_panels(self.start.base, frame)[name])
+        return save_png_atomic(path, R.frame_panels(self.start.base, frame)[name])
 
     def export_frame_figure(self, path: str | Path, scale: float = 2.0) -> Path:
         frame = self._need_frame()
         title = self.frame_label.text()
-        return R.write_png(path, R.frame_composite(self.start.base, frame, title=title, scale=scale))
+        return save_png_atomic(path, R.frame_composite(self.start.base, frame, title=title, scale=scale))
 
     def export_curves_csv(self, path: str | Path) -> Path:
         return R.write_curves_csv(path, self.export_curves())
@@ -1008,14 +1011,14 @@ class PlaybackWidget(QWidget):
             raise R.ExportError(f"no {METRIC_TITLES.get(metric, metric)} curve to export")
         frame = self.current_frame()
         marker = (frame.fraction, frame.score) if frame is not None and frame.metric == metric else None
-        series = [F.Series(self._legend_text(c.method, c if c.complete else None), c.fractions, c.scores,
-                           self._colour(c.method)) for c in curves]
+        series = [charts.Series(self._legend_text(c.method, c if c.complete else None), c.fractions, c.scores,
+                                self._colour(c.method)) for c in curves]
         verb = "deleted" if metric == "dauc" else "inserted"
-        image = F.line_plot(series, title=f"{METRIC_TITLES[metric]}: {curves[0].describe()}",
-                            xlabel=f"fraction of support pixels {verb}",
-                            ylabel="confidence over R" if curves[0].measure == "confidence" else "foreground IoU",
-                            marker=marker, scale=scale)
-        return R.write_png(path, image)
+        image = charts.line_plot(series, title=f"{METRIC_TITLES[metric]}: {curves[0].describe()}",
+                                 xlabel=f"fraction of support pixels {verb}",
+                                 ylabel="confidence over R" if curves[0].measure == "confidence" else "foreground IoU",
+                                 marker=marker, scale=scale)
+        return save_png_atomic(path, image)
 
     def export_curves(self) -> list[Curve]:
         """Finished curves, and the computed part of unfinished ones (``complete`` False, no value)."""
@@ -1058,8 +1061,9 @@ class PlaybackWidget(QWidget):
         region = self.start.region if self.start is not None else self.region
         image = F.episode_figure(ep.query_image, [s.image for s in ep.supports], [s.mask for s in ep.supports], rows,
                                  prediction=prediction, region=region, region_label=self.region_source,
-                                 ground_truth=ep.query_mask, iou=iou, scale=scale, tile=200)
-        return R.write_png(path, image)
+                                 ground_truth=ep.query_mask, iou=iou, scale=scale, tile=200,
+                                 width=R.PDF_TEXT_WIDTH_PX)
+        return save_png_atomic(path, image)
 
     def report_inputs(self) -> R.ReportInputs:
         if self.episode is None or self.start is None:

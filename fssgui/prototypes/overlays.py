@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from ..imaging import blend, colormap_lut
+from ..look import blend, colormap_lut
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 in image pixels, half-open
 

@@ -3,9 +3,10 @@ whole sweep, the table of the N episodes with their failure statistics and metri
 page per episode (query, prediction, R, ground truth, per-support maps, curves: the single-episode
 report of :mod:`fssgui.report`).
 
-This module only composes :mod:`fssgui.report`'s functions (:func:`~fssgui.report.build_summary`,
+This module only composes the :mod:`fssgui.report` package (:func:`~fssgui.report.build_summary`,
 :func:`~fssgui.report.report_figures`, :func:`~fssgui.report.render_html`,
-:func:`~fssgui.report.pdf_bytes`, :func:`~fssgui.report.encode_png`); no number is computed here.
+:func:`~fssgui.report.pdf_html`, :func:`~fssgui.report.pdf_bytes`, its HTML builder); no number is
+computed here.
 As in that report, every number of the HTML is tagged with its JSON pointer in ``summary.json``
 (the per-episode pages' pointers are prefixed with ``/episodes/<i>/report``).
 
@@ -27,7 +28,9 @@ from typing import Any, Optional, Sequence
 from .. import __version__
 from .. import report as R
 from ..evaluate.predictions import STAT_COLUMNS, ClassSummary, summary_json
-from ..imaging import write_bytes_atomic
+from ..io import encode_png, write_bytes_atomic
+from ..report.html_page import _Html
+from ..report.summary import _json_safe, format_value
 from .results import FailureRecord
 
 _BODY = re.compile(r"<body>(.*)</body>", re.S)
@@ -80,7 +83,7 @@ def build_triage_summary(pages: Sequence[ReportPage], *, title: str, setup: dict
         entry = _episode_entry(rank, page, metric_names)
         entry["report"] = None if page.inputs is None else R.build_summary(page.inputs)
         episodes.append(entry)
-    return R._json_safe({
+    return _json_safe({
         "format": "fssgui-triage-report-1",
         "fssgui_version": __version__,
         "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -94,12 +97,12 @@ def build_triage_summary(pages: Sequence[ReportPage], *, title: str, setup: dict
 
 
 def _front_html(s: dict) -> str:
-    h = R._Html()
+    h = _Html()
     h.add(f"<h1>{h.esc(s['title'])}</h1>")
     h.add(f'<p class="sub">Created {h.esc(s["created"])} with fssgui {h.esc(s["fssgui_version"])}.</p>')
     h.add("<h2>Setup</h2><table>")
     for key, value in s["setup"].items():
-        h.add(f"<tr><th>{h.esc(key)}</th><td>{h.esc(R.format_value(value))}</td></tr>")
+        h.add(f"<tr><th>{h.esc(key)}</th><td>{h.esc(format_value(value))}</td></tr>")
     h.add("</table>")
     c = s["classes"]
     h.add("<h2>Prediction over the swept episodes</h2>")
@@ -135,19 +138,19 @@ def _page_html(s: dict, index: int, figures: dict[str, tuple[str, int]]) -> tupl
     e = s["episodes"][index]
     iou = e["stats"].get("iou")
     heading = (f'<h1 id="episode-{e["episode"]}" style="page-break-before: always">#{e["rank"]} · episode '
-               f'{e["episode"]} · {R._Html.esc(e["class"])}'
+               f'{e["episode"]} · {_Html.esc(e["class"])}'
                + (f" · IoU {iou:.3f}" if iou is not None else "") + "</h1>")
     if e["report"] is None:
         reason = e["metric_error"] or "no explanation"
-        return "", (f"{heading}<p>Query {R._Html.esc(e['query'])}, supports {R._Html.esc(', '.join(e['supports']))}"
-                    f": not explained ({R._Html.esc(reason)}).</p>")
+        return "", (f"{heading}<p>Query {_Html.esc(e['query'])}, supports {_Html.esc(', '.join(e['supports']))}"
+                    f": not explained ({_Html.esc(reason)}).</p>")
     document = R.render_html(e["report"], figures)
     head = document.split("<body>", 1)[0]
     body = _BODY.search(document).group(1)
     body = body.replace('data-key="/', f'data-key="/episodes/{index}/report/')
     body = _H1.sub(lambda _m: heading, body, count=1)
     if e["notes"]:
-        body += "<ul>" + "".join(f"<li>{R._Html.esc(n)}</li>" for n in e["notes"]) + "</ul>"
+        body += "<ul>" + "".join(f"<li>{_Html.esc(n)}</li>" for n in e["notes"]) + "</ul>"
     return head, body
 
 
@@ -184,11 +187,12 @@ def write_triage_report(out: str | Path, pages: Sequence[ReportPage], *, title: 
         folder.mkdir(exist_ok=True)
         figures = R.report_figures(page.inputs, summary["episodes"][index]["report"], scale)
         for name, image in figures.items():
-            data = R.encode_png(image)
+            data = encode_png(image)
             write_bytes_atomic(folder / name, data)
             figure_paths.append(folder / name)
             width = int(image.shape[1] / scale)
-            embedded[name] = (f"data:image/png;base64,{base64.b64encode(data).decode('ascii')}", min(width, 1060))
+            embedded[name] = (f"data:image/png;base64,{base64.b64encode(data).decode('ascii')}",
+                              min(width, R.HTML_FIGURE_MAX_WIDTH_PX))
             key = f"episode_{page.record.episode}/{name}"
             named[name] = (key, min(width, R.PDF_TEXT_WIDTH_PX))
             images[key] = data
@@ -199,8 +203,8 @@ def write_triage_report(out: str | Path, pages: Sequence[ReportPage], *, title: 
         html_parts.append(body)
         pdf_parts.append(_page_html(summary, index, named)[1])
     front = _front_html(summary)
-    head = re.sub(r"<title>.*?</title>", f"<title>{R._Html.esc(title)}</title>", head, count=1) if head else (
-        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{R._Html.esc(title)}</title></head>')
+    head = re.sub(r"<title>.*?</title>", f"<title>{_Html.esc(title)}</title>", head, count=1) if head else (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{_Html.esc(title)}</title></head>')
     html_text = head + "<body>" + front + "".join(html_parts) + "</body></html>\n"
     html_path = out / "report.html"
     write_bytes_atomic(html_path, html_text.encode("utf-8"))
@@ -210,7 +214,7 @@ def write_triage_report(out: str | Path, pages: Sequence[ReportPage], *, title: 
     write_bytes_atomic(table_path, worst_csv(summary).encode("utf-8"))
     pdf_path = None
     if pdf:
-        pdf_html = R._pdf_html("<html><body>" + front + "".join(pdf_parts) + "</body></html>")
+        pdf_html = R.pdf_html("<html><body>" + front + "".join(pdf_parts) + "</body></html>")
         pdf_path = out / "report.pdf"
         write_bytes_atomic(pdf_path, R.pdf_bytes(pdf_html, images, title))
     return TriageReportFiles(out, html_path, pdf_path, summary_path, table_path, figure_paths)

@@ -42,7 +42,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 from PySide6.QtGui import QColor
 
-from ...imaging import colormap_lut, mask_overlay
+from ...look import PREDICTION_COLOUR, colormap_lut, tint
 from ...prototypes.graph import PrototypeExplanation, graph_layout
 from ...prototypes.inspection import CellGrid, CellInspection, inspect_cell
 from ...prototypes.overlays import CELL_COLOUR, GROUP_COLOURS, assignment_overlay, normalise_map
@@ -408,7 +408,7 @@ class ProtoGraphView(QtWidgets.QWidget):
             else:
                 item.clear()
         self.extra_items["class mask"].setImage(
-            mask_overlay(self._image, result.class_mask), autoLevels=False, levels=(0, 255))
+            tint(self._image, result.class_mask, PREDICTION_COLOUR), autoLevels=False, levels=(0, 255))
         if result.group_assignment is not None:
             self.extra_items["group assignment"].setImage(
                 assignment_overlay(self._image, result.group_assignment), autoLevels=False, levels=(0, 255))
