@@ -337,6 +337,7 @@ class MainWindow(QMainWindow):
         self.triage_dock.setObjectName("triage")
         self.triage_dock.setWidget(self.triage_panel)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.triage_dock)
+        self.splitDockWidget(self.triage_dock, self.log_dock, Qt.Orientation.Vertical)  # the log below it
         self.triage_dock.hide()
         self.triage_panel.openEpisode.connect(self.show_episode_for_diagnosis)
         self.triage_panel.message.connect(self.log)
@@ -1055,6 +1056,7 @@ class MainWindow(QMainWindow):
         """File ▸ Open dataset…: the dataset panel, on ``root`` in ``layout`` when given."""
         self.triage_dock.show()
         self.triage_dock.raise_()
+        self.resizeDocks([self.triage_dock, self.log_dock], [int(self.height() * 0.6), 90], Qt.Orientation.Vertical)
         if root:
             from ..triage.sweep import DatasetChoice
 

@@ -42,7 +42,7 @@ from .dataset_form import DatasetForm
 from .table_model import FailureFilter, FailureTableModel
 from .thumbnails import ThumbnailCache
 
-THUMBNAIL_SIDE = 56
+THUMBNAIL_SIDE = 48
 REFRESH_MS = 2000  # the table follows a running sweep at this interval
 
 
@@ -119,6 +119,7 @@ class TriagePanel(QWidget):
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 1000)
         self.progress.setMaximumWidth(220)
+        self.progress.hide()  # shown while a job of the panel runs
         self.status_label = QLabel("Open a dataset (File ▸ Open dataset…).", self)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         status.addWidget(self.progress)
@@ -206,6 +207,7 @@ class TriagePanel(QWidget):
 
     def _update_buttons(self) -> None:
         has_results = self.results is not None
+        self.progress.setVisible(bool(self._jobs))
         sweeping = self._running("sweep")
         self.sweep_button.setEnabled(not sweeping)
         self.cancel_button.setEnabled(bool(self._jobs))
@@ -320,6 +322,9 @@ class TriagePanel(QWidget):
         self.class_combo.blockSignals(False)
         self.apply_filters()
         self._show_summary()
+        self._fit_columns()
+        if results is not None and not self._jobs:
+            self.status_label.setText(f"results folder {results.folder}")
         if selected is not None:
             self.select_episode(selected.episode)
         self._update_buttons()
@@ -341,6 +346,15 @@ class TriagePanel(QWidget):
             f"summed intersection / summed union, x 100)</span><br>{cells}")
 
     # ---------------------------------------------------------------------- table
+    def _fit_columns(self) -> None:
+        """Pictures as wide as a thumbnail; the other columns as wide as what they show."""
+        for column, spec in enumerate(self.model.columns):
+            if spec.kind == "picture":
+                header = self.view.horizontalHeader().sectionSizeHint(column)
+                self.view.setColumnWidth(column, max(THUMBNAIL_SIDE + 16, header))
+            elif spec.kind != "error":
+                self.view.resizeColumnToContents(column)
+
     def apply_filters(self) -> None:
         low, high = sorted((self.iou_min.value(), self.iou_max.value()))
         self.proxy.set_filters(class_name=self.class_combo.currentData() or "", iou_range=(low, high),
@@ -376,6 +390,8 @@ class TriagePanel(QWidget):
     def _submit(self, kind: str, description: str, function: Callable[[Any, Any], Any]) -> int:
         job_id = self.worker.submit(f"triage-{kind}", function, description)
         self._jobs[job_id] = kind
+        self.progress.setValue(0)
+        self.progress.show()
         if self.worker.job_description(job_id) and len(self.worker.pending_jobs()) > 1:
             self.status_label.setText(f"{description}: queued behind the device's other work")
         self._update_buttons()
@@ -405,7 +421,6 @@ class TriagePanel(QWidget):
             return run_sweep(request, load_model=lambda spec: cache.get(spec, ctx.log), progress=ctx.progress,
                              cancelled=ctx.cancelled, log=ctx.log)
 
-        self.progress.setValue(0)
         self._refresh.start()
         return self._submit("sweep", f"Sweep {Path(request.dataset.root).name} ({request.spec.name})", job)
 
