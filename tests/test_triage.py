@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from fssgui.errors import ExplainError
 from fssgui.evaluate import store
 from fssgui.evaluate.predictions import class_summary, mask_thumbnail, prediction_stats, thumbnail_mask
 from fssgui.pipeline.regions import FALSE_NEGATIVE, FALSE_POSITIVE, error_pixels, largest_error_region
+from test_report import _KeyedValues
 from triage_testkit import EPISODES, SEED, make_voc_dataset, sweep_args
 
 METHOD = "affex-signed"
@@ -193,26 +193,6 @@ def test_sweeps_join_adopt_and_upgrade_results_folders(swept, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------ fssgui triage
-class _Values(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.values, self._key, self._text = [], None, ""
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if "data-key" in attrs:
-            self._key, self._text = attrs["data-key"], ""
-
-    def handle_data(self, data):
-        if self._key is not None:
-            self._text += data
-
-    def handle_endtag(self, tag):
-        if self._key is not None and tag == "span":
-            self.values.append((self._key, self._text))
-            self._key = None
-
-
 def _triage_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["triage", "--model", SMALL_MODEL, "--device", "cpu", "--data", str(data), "--layout", "folders",
             "--episodes", str(EPISODES), "--seed", str(SEED), "--worst", "3", "--method", METHOD,
@@ -245,7 +225,7 @@ def test_triage_report_numbers_equal_evaluate(swept, tmp_path, capsys):
                 assert {"iauc", "dauc"} == set(shown)
                 assert shown["iauc"]["value"] == pytest.approx(stored["values"]["iauc-miou"], abs=1e-6)
         assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
-        parser = _Values()
+        parser = _KeyedValues()
         parser.feed((out / "report.html").read_text())
         assert len(parser.values) > 50
         for key, text in parser.values:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -125,10 +126,17 @@ def test_sweep_sort_open_the_worst_episode_and_explain_it(qtbot, window, data, t
     assert summary["ranking"]["region"] == "ground-truth"
     qtbot.waitUntil(lambda: panel.results.methods == ["affex-signed"])  # the panel shows the new rows
 
+    # the sweep with per-episode IAUC/DAUC of the method: the other episodes join the same results
+    panel.metrics_check.setChecked(True)
+    _run(qtbot, panel, panel.sweep)
+    assert all(set(r.metrics["affex-signed"]) == {"iauc-miou", "dauc-miou"} for r in panel.results.records)
+    assert (panel.folder / "table.md").is_file()  # every episode has its metrics now: evaluate's table
+
     # reopening the dataset shows what was computed, without sweeping again
     panel.show_results(None)
     panel.open_dataset(DatasetChoice(str(data), "folders", episodes=str(EPISODES), seed=SEED))
     qtbot.waitUntil(lambda: panel.results is not None and panel.results.predicted_count == EPISODES)
+    assert panel.results.methods == ["affex-signed"]
 
 
 def test_command_line_flags_and_an_evaluate_folder_open_in_the_panel(qtbot, window, data, tmp_path):
@@ -155,3 +163,51 @@ def test_command_line_flags_and_an_evaluate_folder_open_in_the_panel(qtbot, wind
         else:
             assert float(value) >= 0
     assert failed == sum(1 for r in panel.results.records if r.metric_errors)
+
+
+def test_thousands_of_rows_draw_only_the_visible_pictures(qtbot):
+    """5000 episodes: sorting and filtering run on the raw values, and the view asks for the
+    pictures of the rows on screen only (the thumbnail cache draws nothing else)."""
+    from PySide6.QtWidgets import QTableView
+
+    from fssgui.evaluate.episodes import EpisodeRow
+    from fssgui.evaluate.predictions import ClassSummary
+    from fssgui.gui.triage.table_model import FailureFilter, FailureTableModel
+    from fssgui.gui.triage.thumbnails import ThumbnailCache
+    from fssgui.triage.results import FailureRecord, TriageResults
+
+    rng = np.random.default_rng(0)
+    records = [FailureRecord(EpisodeRow(i, f"class{i % 7}", f"q{i}", (f"s{i}",)),
+                             values={"iou": float(rng.random()), "predicted_share": float(i % 5 == 0) * 0.1},
+                             predicted=True) for i in range(5000)]
+    results = TriageResults(Path("."), {}, {}, records, ClassSummary([], {}, {}, None, None), [], [])
+    asked = []
+
+    class CountingCache(ThumbnailCache):
+        def pixmap(self, record, kind):
+            asked.append(record.episode)
+            return None
+
+    cache = CountingCache()
+    model = FailureTableModel(cache)
+    proxy = FailureFilter()
+    proxy.setSourceModel(model)
+    view = QTableView()
+    qtbot.addWidget(view)
+    view.setModel(proxy)
+    view.setSortingEnabled(True)
+    view.verticalHeader().setDefaultSectionSize(50)
+    view.resize(900, 400)
+    view.show()
+    model.set_results(results)
+    view.sortByColumn(model.column_index("stat", "iou"), Qt.SortOrder.AscendingOrder)
+    qtbot.waitExposed(view)
+    qtbot.wait(50)
+    ious = [proxy.index(row, model.column_index("stat", "iou")).data(Qt.ItemDataRole.UserRole + 1)
+            for row in range(proxy.rowCount())]
+    assert len(ious) == 5000 and ious == sorted(ious)
+    assert 0 < len(set(asked)) <= 20, len(set(asked))  # the rows on screen, not 5000
+    assert proxy.index(0, model.column_index("episode")).data() == str(min(records, key=lambda r: r.value("iou")).episode)
+    proxy.set_filters(class_name="class3", empty_only=True)
+    assert proxy.rowCount() == sum(1 for r in records if r.class_name == "class3" and r.empty_prediction)
+    cache.shutdown()

@@ -7,7 +7,7 @@ explained with every method and scored with every causal metric exactly as ``fss
 scores one episode; the table (methods x metrics, means x 100) goes to ``DIR/table.md``,
 ``table.csv`` and ``table.json``.
 
-* ``--episodes N`` draws N episodes from the ``val`` split of ``--fold`` (default: all classes)
+* ``--episodes N`` draws N episodes from the ``--split`` (default ``val``) of ``--fold`` (default: all classes)
   with ``--seed`` and writes them to ``DIR/episodes.csv``; ``--episodes FILE.csv`` reads a fixed
   list (the fssgui layout ``[episode,]class,query,support_1..K`` or the AffEx repository's
   ``image_ids,classes`` files; see :mod:`fssgui.evaluate.episodes`).
@@ -47,29 +47,18 @@ def method_names(text: str) -> list[str]:
 
 
 def register(subparsers) -> None:
-    from ..data.datasets import LAYOUTS
     from ..evaluate.runner import REGIONS
-    from ..models.registry import DEFAULT_MODEL
+    from .common import add_dataset_arguments
 
     parser = subparsers.add_parser(
         "evaluate", help="batch evaluation: causal-metric table over fixed episodes (resumable, torchrun-able)",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL})")
-    parser.add_argument("--checkpoint", metavar="FILE", help="checkpoint file for models that need one")
-    parser.add_argument("--data", required=True, metavar="ROOT", help="dataset root folder")
-    parser.add_argument("--layout", required=True, choices=LAYOUTS, help="dataset layout")
-    parser.add_argument("--fold", type=int, metavar="F",
-                        help="fold whose held-out classes are evaluated (default: all classes / all CSV rows)")
-    parser.add_argument("--episodes", required=True, metavar="CSV|N",
-                        help="episode CSV, or a number of episodes to draw deterministically from --seed")
-    parser.add_argument("--shots", type=int, metavar="K", help="shots per episode (default 1; must match a CSV)")
+    add_dataset_arguments(parser, "episode CSV, or a number of episodes to draw deterministically from --seed")
     parser.add_argument("--methods", default="affex,affex-masked,affex-signed", metavar="M1,M2,...|none",
                         help="explainers, comma-separated (default affex,affex-masked,affex-signed); "
                              "none: predictions only")
-    parser.add_argument("--split", default="val", choices=("train", "val"),
-                        help="split --episodes N draws from (default val)")
     parser.add_argument("--metrics", default=DEFAULT_METRICS, metavar="X1,X2,...",
                         help=f"table columns, comma-separated (default {DEFAULT_METRICS})")
     parser.add_argument("--steps", type=int, default=75, metavar="T", help="steps of iauc/dauc (default 75)")

@@ -25,27 +25,18 @@ DEFAULT_METRICS = "iauc-miou,dauc-miou"
 
 
 def register(subparsers) -> None:
-    from ..data.datasets import LAYOUTS
     from ..evaluate.predictions import STAT_KEYS
     from ..evaluate.runner import REGIONS
-    from ..models.registry import DEFAULT_MODEL
+    from .common import add_dataset_arguments
 
     parser = subparsers.add_parser(
         "triage", help="find the episodes a model fails on across a dataset; explain the worst N in one report",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL})")
-    parser.add_argument("--checkpoint", metavar="FILE", help="checkpoint file for models that need one")
+    add_dataset_arguments(parser, "episode CSV, or a number of episodes to draw from --seed (default: the episode "
+                                  "list of --results)", episodes_required=False)
     parser.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available)")
-    parser.add_argument("--data", required=True, metavar="ROOT", help="dataset root folder")
-    parser.add_argument("--layout", required=True, choices=LAYOUTS, help="dataset layout")
-    parser.add_argument("--episodes", metavar="CSV|N",
-                        help="episode CSV, or a number of episodes to draw from --seed (default: the episode list "
-                             "of --results)")
-    parser.add_argument("--shots", type=int, metavar="K", help="shots per episode (default 1; must match a CSV)")
-    parser.add_argument("--fold", type=int, metavar="F", help="fold whose held-out classes are swept (default all)")
-    parser.add_argument("--split", default="val", choices=("train", "val"), help="split --episodes N draws from")
     parser.add_argument("--seed", type=int, help="seed of the drawn episodes and the random explainers "
                                                  "(default: that of --results, else 0)")
     parser.add_argument("--no-ignore", dest="use_ignore", action="store_false",

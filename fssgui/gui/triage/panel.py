@@ -52,6 +52,17 @@ def _explainers() -> list[str]:
     return list(EXPLAINER_NAMES)
 
 
+def _worker_job(call: Callable, request):
+    """A worker job ``fn(ctx, cache)`` running ``call(request, ...)`` of :mod:`fssgui.triage` with the
+    worker's resident models, the job's progress and cancel flag, and its log."""
+
+    def job(ctx, cache):
+        return call(request, load_model=lambda spec: cache.get(spec, ctx.log), progress=ctx.progress,
+                    cancelled=ctx.cancelled, log=ctx.log)
+
+    return job
+
+
 class TriagePanel(QWidget):
     openEpisode = Signal(object, object, str)  # Episode, R (bool [H, W]) or None, note
     resultsShown = Signal(object)  # TriageResults (or None)
@@ -250,12 +261,9 @@ class TriagePanel(QWidget):
     def open_results_folder(self, folder: Optional[str | Path] = None, wait: bool = False) -> bool:
         """Open a results folder of ``fssgui evaluate`` / ``fssgui triage`` as it is (its dataset, its
         episodes and its model); a sweep from here resumes it."""
+        folder = self._ask_folder(folder, "Results folder (fssgui evaluate --out)")
         if folder is None:
-            if self.unattended:
-                return False
-            folder = QFileDialog.getExistingDirectory(self, "Results folder (fssgui evaluate --out)")
-            if not folder:
-                return False
+            return False
         try:
             results = open_results(folder)
             if not results.data_root:
@@ -275,6 +283,14 @@ class TriagePanel(QWidget):
         self.thumbnails.set_source(source)
         self._read_folder(Path(folder), wait)
         return True
+
+    def _ask_folder(self, folder: Optional[str | Path], title: str) -> Optional[str | Path]:
+        """``folder``, or the one the user picks (None: cancelled, or no dialog when unattended)."""
+        if folder is not None:
+            return folder
+        if self.unattended:
+            return None
+        return QFileDialog.getExistingDirectory(self, title) or None
 
     def _read_folder(self, folder: Path, wait: bool) -> None:
         """Read ``folder`` on the reader thread (the table shows it when done)."""
@@ -417,12 +433,9 @@ class TriagePanel(QWidget):
             return None
         from ...triage.sweep import run_sweep
 
-        def job(ctx, cache):
-            return run_sweep(request, load_model=lambda spec: cache.get(spec, ctx.log), progress=ctx.progress,
-                             cancelled=ctx.cancelled, log=ctx.log)
-
         self._refresh.start()
-        return self._submit("sweep", f"Sweep {Path(request.dataset.root).name} ({request.spec.name})", job)
+        return self._submit("sweep", f"Sweep {Path(request.dataset.root).name} ({request.spec.name})",
+                            _worker_job(run_sweep, request))
 
     def cancel(self) -> None:
         for job_id in list(self._jobs):
@@ -458,24 +471,18 @@ class TriagePanel(QWidget):
         if record is None or self.source is None:
             self._error("select an episode of the table first")
             return None
+        folder = self._ask_folder(folder, "Save the episode into a new folder")
         if folder is None:
-            if self.unattended:
-                return None
-            folder = QFileDialog.getExistingDirectory(self, "Save the episode into a new folder")
-            if not folder:
-                return None
+            return None
         return self._submit("save", f"Save episode {record.episode}", self._diagnosis_job(record, Path(folder)))
 
     def explain_worst(self, out: Optional[str | Path] = None, count: Optional[int] = None) -> Optional[int]:
         """Explain the worst episodes (by IoU) with the chosen method into one report in ``out``."""
         from ...triage.batch import BatchRequest, explain_worst
 
+        out = self._ask_folder(out, "Folder of the report")
         if out is None:
-            if self.unattended:
-                return None
-            out = QFileDialog.getExistingDirectory(self, "Folder of the report")
-            if not out:
-                return None
+            return None
         try:
             request = BatchRequest(self._sweep_request(self.method_combo.currentText()),
                                    int(count or self.worst_spin.value()), str(out))
@@ -483,11 +490,8 @@ class TriagePanel(QWidget):
             self._error(str(exc))
             return None
 
-        def job(ctx, cache):
-            return explain_worst(request, load_model=lambda spec: cache.get(spec, ctx.log), progress=ctx.progress,
-                                 cancelled=ctx.cancelled, log=ctx.log)
-
-        return self._submit("report", f"Explain the {request.worst} worst ({request.sweep.method})", job)
+        return self._submit("report", f"Explain the {request.worst} worst ({request.sweep.method})",
+                            _worker_job(explain_worst, request))
 
     # -------------------------------------------------------------------- job events
     @Slot(int, float, str)
