@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     parser.add_argument("--worst", type=int, default=10, metavar="N", help="episodes to explain (default 10)")
     parser.add_argument("--rank-by", default="iou", choices=STAT_KEYS,
                         help="failure statistic to rank by (default iou: the lowest foreground IoU first)")
-    parser.add_argument("--method", default="affex-signed", help="explainer of the worst episodes (default affex-signed)")
+    parser.add_argument("--method", default="affex-signed",
+                        help="explainer of the worst episodes (default affex-signed)")
     parser.add_argument("--metrics", metavar="X1,X2",
                         help=f"metrics of the worst episodes (default: those of --results, else {DEFAULT_METRICS})")
     parser.add_argument("--steps", type=int, default=75, metavar="T", help="steps of iauc/dauc (default 75)")

@@ -46,7 +46,7 @@ from .episodes import (
     read_episode_csv,
 )
 from .metrics import MetricSpec
-from .predictions import class_summary, mask_thumbnail, prediction_stats
+from .predictions import ClassSummary, class_summary, mask_thumbnail, prediction_stats
 from .table import build_table, results_csv, table_markdown, write_table
 
 #: R of the explanations: the prediction, the ground truth or the prediction's largest error
@@ -91,8 +91,9 @@ class RunHooks:
     ``load_model(spec)``: the model (the app's resident model cache) instead of a fresh build;
     ``cancelled()``: checked before each episode and between the steps of its metrics;
     ``on_episode(done, total)``: once before the first episode, then after each episode of this
-    rank's share (``done`` counts the episodes found finished too); ``on_explained(episode, method, explanation, curves)``: each
-    explanation computed by this run with its curves by metric name (a report's maps)."""
+    rank's share (``done`` counts the episodes found finished too);
+    ``on_explained(episode, method, explanation, curves)``: each explanation computed by this run,
+    with its curves by metric name (a report's maps)."""
 
     load_model: Optional[Callable] = None
     cancelled: Optional[Callable[[], bool]] = None
@@ -110,7 +111,7 @@ class EvaluationSummary:
     computed: int = 0  # (episode, method) results computed by this run on rank 0's view
     settings: dict = field(default_factory=dict)
     predictions: list[dict] = field(default_factory=list)  # one prediction row per episode
-    classes: Optional[object] = None  # fssgui.evaluate.predictions.ClassSummary of the predictions
+    classes: Optional[ClassSummary] = None  # the per-class summary of the predictions
 
 
 @dataclass

@@ -25,7 +25,8 @@ from .results import ExplanationResult, PredictionResult, input_key
 from .run import EpisodeRun
 
 __all__ = [
-    "BRUSHED", "EPISODE", "FALSE_NEGATIVE", "FALSE_POSITIVE", "GROUND_TRUTH", "PREDICTION", "REGION_SOURCES", "DeviceInfo", "EpisodeRun",
+    "BRUSHED", "EPISODE", "FALSE_NEGATIVE", "FALSE_POSITIVE", "GROUND_TRUTH", "PREDICTION", "REGION_SOURCES",
+    "DeviceInfo", "EpisodeRun",
     "ExplanationResult", "LoadedModel", "ModelCache", "ModelSpec", "PredictionResult", "Region", "device_info",
     "input_key", "load_model", "region_title",
 ]

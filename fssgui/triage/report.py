@@ -106,7 +106,8 @@ def _front_html(s: dict) -> str:
     h.add("</table>")
     c = s["classes"]
     h.add("<h2>Prediction over the swept episodes</h2>")
-    h.add(f"<p>mIoU {h.num(s, 'classes', 'miou_x100', digits=2)} · FB-IoU {h.num(s, 'classes', 'fb_iou_x100', digits=2)}"
+    h.add(f"<p>mIoU {h.num(s, 'classes', 'miou_x100', digits=2)} · "
+          f"FB-IoU {h.num(s, 'classes', 'fb_iou_x100', digits=2)}"
           f" (x 100; the IoU of a class is its summed intersection over its summed union; label-255 pixels "
           f"ignored).</p>")
     h.add('<table><tr><th>Class</th><th class="n">IoU</th><th class="n">Episodes</th></tr>')
