@@ -55,6 +55,9 @@ def test_two_gloo_processes_equal_one_process(reference, tmp_path):
     assert [r["episode"] for r in predictions] == episodes and {r["rank"] for r in predictions} == {0, 1}
     for two_row, one_row in zip(predictions, single):
         assert two_row["values"] == pytest.approx(one_row["values"], abs=1e-6)
+    from fssgui.triage.results import open_results  # what the dataset panel opens
+
+    assert open_results(out).predicted_count == EPISODES
 
     # a finished run resumed with another world size computes nothing and writes the same table
     again = tmp_path / "one_rank_again"

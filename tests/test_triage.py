@@ -192,6 +192,33 @@ def test_sweeps_join_adopt_and_upgrade_results_folders(swept, tmp_path, capsys):
     assert "written by a newer fssgui" in capsys.readouterr().err
 
 
+def test_a_cancelled_sweep_keeps_its_rows_and_resumes(swept, tmp_path):
+    from fssgui.errors import Cancelled
+    from fssgui.pipeline import ModelCache, ModelSpec
+    from fssgui.triage.results import open_results
+    from fssgui.triage.sweep import DatasetChoice, SweepRequest, run_sweep
+
+    cache = ModelCache()
+    request = SweepRequest(DatasetChoice(str(swept["data"]), "folders", episodes=str(EPISODES), seed=SEED),
+                           ModelSpec(SMALL_MODEL, None, "cpu"), str(tmp_path / "sweep"))
+    seen = []
+
+    def progress(fraction, message):
+        seen.append(message)
+
+    with pytest.raises(Cancelled):
+        run_sweep(request, load_model=lambda spec: cache.get(spec), progress=progress,
+                  cancelled=lambda: len(seen) > 3)  # the initial call, then 3 episodes
+    assert open_results(tmp_path / "sweep").predicted_count == 3
+    assert "3/8 episodes ·" in seen[-1] and "episodes/s" in seen[-1] and "left" in seen[-1]
+    seen.clear()
+    results = run_sweep(request, load_model=lambda spec: cache.get(spec), progress=progress)
+    assert results.predicted_count == EPISODES and seen[0].startswith("3/8 episodes")
+    first = {r["episode"]: r["values"] for r in _jsonl(swept["sweep"] / "predictions.jsonl")}
+    for record in results.records:  # the same numbers as the uninterrupted sweep
+        assert record.values == pytest.approx(first[record.episode])
+
+
 # ------------------------------------------------------------------------------ fssgui triage
 def _triage_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["triage", "--model", SMALL_MODEL, "--device", "cpu", "--data", str(data), "--layout", "folders",
