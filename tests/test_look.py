@@ -7,7 +7,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from fssgui import look
 from fssgui.episode import Episode, Support
