@@ -14,7 +14,6 @@ import pytest
 
 from evaluate_testkit import SMALL_MODEL
 from fssgui.errors import ExplainError
-from fssgui.evaluate import store
 from fssgui.evaluate.predictions import class_summary, mask_thumbnail, prediction_stats, thumbnail_mask
 from fssgui.pipeline.regions import FALSE_NEGATIVE, FALSE_POSITIVE, error_pixels, largest_error_region
 from test_report import _KeyedValues
