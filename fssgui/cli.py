@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "fssgui.commands.protos",
     "fssgui.commands.train",
     "fssgui.commands.evaluate",
+    "fssgui.commands.triage",
     "fssgui.commands.selftest",
 )
 
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true", help="open the window on the default demo episode")
     parser.add_argument("--screenshot", metavar="FILE.png", help="with --demo: run, save a screenshot, exit")
     parser.add_argument("--episode", metavar="DIR", help="open this episode folder in the window")
+    parser.add_argument("--dataset", metavar="ROOT", help="open the window on the dataset panel with this dataset")
+    parser.add_argument("--layout", dest="dataset_layout", default="folders", metavar="LAYOUT",
+                        choices=("folders", "pascal5i", "coco20i"), help="with --dataset: its layout (default folders)")
     parser.add_argument("--check-display", action="store_true",
                         help="check that the window can open here (the system libraries Qt needs), then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

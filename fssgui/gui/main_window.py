@@ -67,10 +67,11 @@ from ..pipeline import BRUSHED, GROUND_TRUTH, PREDICTION, DeviceInfo, Explanatio
 from ..pipeline import input_key, region_title
 from .mask_edit import EditableMask, restore_histories
 from .prototypes.panel import PrototypePanel
-from .settings import Autosave, Settings
+from .settings import Autosave, Settings, data_dir
 from .shortcuts import SHORTCUTS, cheat_sheet_html
 from .support_panel import SupportPanel
 from .theme import THEME_DARK, THEME_LIGHT, THEME_SYSTEM, THEMES, apply_theme
+from .triage.panel import TriagePanel
 from .worker import GpuWorker
 
 CACHE_SIZE = 8
@@ -332,6 +333,16 @@ class MainWindow(QMainWindow):
         # ---- toolbars
         self._build_run_toolbar()
         self._build_edit_toolbar()
+        # ---- dataset panel (failure triage): opens episodes here through show_episode_for_diagnosis
+        self.triage_panel = TriagePanel(self.worker, self.model_spec, data_dir() / "triage", self, self.unattended)
+        self.triage_dock = QDockWidget("Dataset triage", self)
+        self.triage_dock.setObjectName("triage")
+        self.triage_dock.setWidget(self.triage_panel)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.triage_dock)
+        self.splitDockWidget(self.triage_dock, self.log_dock, Qt.Orientation.Vertical)  # the log below it
+        self.triage_dock.hide()
+        self.triage_panel.openEpisode.connect(self.show_episode_for_diagnosis)
+        self.triage_panel.message.connect(self.log)
         self._build_menus()
         self._build_status_bar()
 
@@ -534,6 +545,7 @@ class MainWindow(QMainWindow):
         self.demo_menu = file_menu.addMenu("Open de&mo episode")
         file_menu.addAction(a["save_episode"])
         file_menu.addAction(a["save_episode_as"])
+        file_menu.addAction("Open &dataset…", self.open_dataset_dialog)
         notes = QAction("Episode &notes…", self)
         notes.triggered.connect(self.edit_notes)
         file_menu.addAction(notes)
@@ -561,6 +573,7 @@ class MainWindow(QMainWindow):
             view_menu.addSeparator() if name is None else view_menu.addAction(a[name])
         view_menu.addSeparator()
         view_menu.addAction(self.log_dock.toggleViewAction())
+        view_menu.addAction(self.triage_dock.toggleViewAction())
         theme_menu = view_menu.addMenu("&Theme")
         self.theme_actions: dict[str, QAction] = {}
         theme_group = QActionGroup(self)
@@ -1028,6 +1041,30 @@ class MainWindow(QMainWindow):
         if self.episode_notes.strip():
             first = self.episode_notes.strip().splitlines()[0].lstrip("# ").strip()
             self.log(f"episode notes: {first} … (File ▸ Episode notes)")
+
+    def show_episode_for_diagnosis(self, episode: Episode, region: Optional[np.ndarray], note: str) -> None:
+        """Show an episode of the dataset panel with R preset (brushed) to ``region`` (None: R is
+        the prediction, as for any episode)."""
+        if not self._confirm_discard():
+            return
+        self.set_episode(Episode(episode.query_image, episode.supports, episode.class_name, episode.query_mask,
+                                 region, None, episode.notes), dirty=True)
+        if region is not None:
+            self.region_note = note
+            self._update_region_ui()
+        self.log(note)
+
+    def open_dataset_dialog(self, root: str = "", layout: str = "") -> None:
+        """File ▸ Open dataset…: the dataset panel, on ``root`` in ``layout`` when given."""
+        self.triage_dock.show()
+        self.triage_dock.raise_()
+        self.resizeDocks([self.triage_dock, self.log_dock], [int(self.height() * 0.6), 90], Qt.Orientation.Vertical)
+        if root:
+            from ..triage.sweep import DatasetChoice
+
+            self.triage_panel.open_dataset(DatasetChoice(root=root, layout=layout or "folders"))
+        elif not self.triage_panel.form.root_edit.text() and not self.unattended:
+            self.triage_panel.form.browse_button.click()
 
     def has_episode(self) -> bool:
         return self.query_image is not None
@@ -2031,6 +2068,7 @@ class MainWindow(QMainWindow):
         if getattr(self, "_shut_down", False):
             return
         self._shut_down = True
+        self.triage_panel.shutdown()
         if getattr(self, "_train_dialog", None) is not None:
             self._train_dialog.shutdown()  # a training child process does not outlive the app
         self.worker.shutdown()
