@@ -2,8 +2,8 @@
 
 Each subcommand lives in its own module under ``fssgui.commands`` with a
 ``register(subparsers)`` function that adds its parser and sets ``func=run``.
-User errors (:class:`fssgui.errors.FssguiError`) print one line and exit 2;
-``--debug`` shows the traceback.
+User errors (:class:`fssgui.errors.FssguiError`) and running out of memory (on the GPU or the host)
+print one line and exit 2; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -67,6 +67,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("fssgui: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - out of memory is a user-facing condition, the rest is a bug
+        from .pipeline.models import is_out_of_memory, out_of_memory_message
+
+        if args.debug or not is_out_of_memory(exc):
+            raise
+        print(f"fssgui: error: {out_of_memory_message(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
