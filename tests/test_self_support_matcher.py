@@ -136,3 +136,12 @@ def test_beats_all_foreground_on_a_cross_image_voc_person(model, episodes):
     iou, found = _iou(model, real)
     all_fg = foreground_iou(np.ones_like(real.episode.query_mask), real.episode.query_mask)
     assert found and iou > max(0.6, all_fg + 0.2), (iou, all_fg)
+
+
+def test_box_mean_is_the_border_normalised_average_pool():
+    from fssgui.models.self_support_matcher import box_mean
+
+    x = torch.rand(2, 1, 50, 37)
+    for radius in (1, 7, 16):
+        expected = torch.nn.functional.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+        torch.testing.assert_close(box_mean(x, radius), expected, atol=1e-5, rtol=1e-5)

@@ -225,17 +225,29 @@ class _Head:
 
 def guided_filter(values: Tensor, guide: Tensor, radius: int, eps: float) -> Tensor:
     """He et al.'s guided filter (grey guide): ``values`` and ``guide`` ``[B, 1, H, W]``; linear in
-    ``values``. Box means with a window of ``2 radius + 1`` pixels, normalised at the borders."""
-
-    def box(x: Tensor) -> Tensor:
-        return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
-
-    mean_g, mean_v = box(guide), box(values)
-    covariance = box(guide * values) - mean_g * mean_v
-    variance = box(guide * guide) - mean_g * mean_g
+    ``values``. Box means over a window of ``2 radius + 1`` pixels, normalised at the borders,
+    computed from running sums (cost independent of the radius)."""
+    mean_g, mean_v = box_mean(guide, radius), box_mean(values, radius)
+    covariance = box_mean(guide * values, radius) - mean_g * mean_v
+    variance = box_mean(guide * guide, radius) - mean_g * mean_g
     a = covariance / (variance + eps)
     offset = mean_v - a * mean_g
-    return box(a) * guide + box(offset)
+    return box_mean(a, radius) * guide + box_mean(offset, radius)
+
+
+def box_mean(x: Tensor, radius: int) -> Tensor:
+    """Mean over the ``(2 radius + 1)``-pixel square window of every pixel of ``x [..., H, W]``,
+    over the pixels inside the image (as ``avg_pool2d(..., count_include_pad=False)``)."""
+    for dim in (-1, -2):
+        n = x.shape[dim]
+        sums = F.pad(x.cumsum(dim).movedim(dim, -1), (1, 0)).movedim(-1, dim)  # sums[i] = x[:i].sum()
+        idx = torch.arange(n, device=x.device)
+        hi, lo = (idx + radius + 1).clamp(max=n), (idx - radius).clamp(min=0)
+        shape = [1] * x.dim()
+        shape[dim] = n
+        count = (hi - lo).to(x.dtype).view(shape)
+        x = (sums.index_select(dim, hi) - sums.index_select(dim, lo)) / count
+    return x
 
 
 def _guide(query: Tensor) -> Tensor:
