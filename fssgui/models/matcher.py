@@ -36,24 +36,34 @@ _EPS = 1e-4
 _MATCH_STAGES = (2, 3, 4, 5, 6)  # timm block stages at strides 8, 16, 16, 32, 32
 
 
-class EffNetMatcher(FSSModel):
+class EfficientNetLiteMatching(FSSModel):
+    """What the built-in matchers share: a frozen ImageNet EfficientNet-Lite (``variant``) cut
+    after the last of ``stages``, whose block outputs in ``stages``, L2-normalised over channels,
+    are the matching levels."""
+
     is_matching = True
 
-    def __init__(self, tau: float = TAU) -> None:
+    def __init__(self, variant: int, stages: tuple[int, ...]) -> None:
         super().__init__()
-        net = efficientnet_lite(0)
-        self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks
-        self.tau = tau
+        net = efficientnet_lite(variant)
+        self.conv_stem, self.bn1 = net.conv_stem, net.bn1
+        self.blocks = net.blocks[: max(stages) + 1]
+        self.match_stages = tuple(stages)
         for p in self.parameters():
             p.requires_grad_(False)
 
-    # ------------------------------------------------------------------------------ features
     def _features(self, images: Tensor) -> list[Tensor]:
         """L2-normalised feature maps of every block in the matching stages: L x [N, C, h, w]."""
-        return [F.normalize(x, dim=1) for _, x in efficientnet_block_features(self, images, _MATCH_STAGES)]
+        return [F.normalize(x, dim=1) for _, x in efficientnet_block_features(self, images, self.match_stages)]
 
     def encode_query(self, query: Tensor) -> list[Tensor]:
         return self._features(query)
+
+
+class EffNetMatcher(EfficientNetLiteMatching):
+    def __init__(self, tau: float = TAU) -> None:
+        super().__init__(0, _MATCH_STAGES)
+        self.tau = tau
 
     # ------------------------------------------------------------------------------- predict
     def predict(

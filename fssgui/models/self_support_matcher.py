@@ -52,14 +52,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backbones import (
-    EFFICIENTNET_LITE_MEAN,
-    EFFICIENTNET_LITE_STD,
-    EFFICIENTNET_STAGE_STRIDES,
-    efficientnet_block_features,
-    efficientnet_lite,
-)
-from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks
+from .backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, EFFICIENTNET_STAGE_STRIDES
+from .base import EpisodeTensors, Prediction, ScoreSink, resize_masks
+from .matcher import EfficientNetLiteMatching
 from .registry import ModelEntry, register
 
 INPUT_SIZE = 384
@@ -74,25 +69,11 @@ _TINY = 1e-30
 _EPS = 1e-4  # the probability is kept in [_EPS, 1 - _EPS], as matcher-effnet's
 
 
-class SelfSupportMatcher(FSSModel):
-    is_matching = True
+class SelfSupportMatcher(EfficientNetLiteMatching):
     streams_scores = True
 
     def __init__(self) -> None:
-        super().__init__()
-        net = efficientnet_lite(2)
-        self.conv_stem, self.bn1 = net.conv_stem, net.bn1
-        self.blocks = net.blocks[: max(MATCH_STAGES) + 1]
-        for p in self.parameters():
-            p.requires_grad_(False)
-
-    # ------------------------------------------------------------------------------ features
-    def _features(self, images: Tensor) -> list[Tensor]:
-        """L2-normalised outputs of every block of ``MATCH_STAGES``: L x [N, C, h, w]."""
-        return [F.normalize(x, dim=1) for _, x in efficientnet_block_features(self, images, MATCH_STAGES)]
-
-    def encode_query(self, query: Tensor) -> list[Tensor]:
-        return self._features(query)
+        super().__init__(2, MATCH_STAGES)
 
     # ------------------------------------------------------------------------------- predict
     def predict(
