@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import build, machine, set_cpu_threads  # noqa: E402
@@ -24,14 +23,13 @@ from _common import build, machine, set_cpu_threads  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from real_photo_episodes import CROSS, HELD_OUT, TUNE, WITHIN, real_photo_episodes  # noqa: E402
 
-from fssgui.episode import episode_to_tensors  # noqa: E402
-from fssgui.imaging import foreground_iou, logits_to_size  # noqa: E402
+from fssgui.imaging import foreground_iou  # noqa: E402
+from fssgui.pipeline import EpisodeRun, LoadedModel  # noqa: E402
 
 
 def predicted_mask(model, episode) -> np.ndarray:
-    with torch.no_grad():
-        prediction = model.predict(episode_to_tensors(episode, model.entry))
-    return logits_to_size(prediction.logits[0], episode.query_size).argmax(0) == 1
+    """The pipeline's official mask at the query's size (what the app and the CLI show)."""
+    return EpisodeRun(LoadedModel.wrap(model), episode).predicted().mask
 
 
 def main() -> None:

@@ -88,10 +88,9 @@ def matcher():
 
 def _predict(model, episode: Episode) -> np.ndarray:
     """The pipeline's official predicted mask at the query's size."""
-    from fssgui.pipeline import EpisodeRun, LoadedModel, ModelSpec
+    from fssgui.pipeline import EpisodeRun, LoadedModel
 
-    loaded = LoadedModel(ModelSpec(model.entry.name, None, "cpu"), model, torch.device("cpu"))
-    return EpisodeRun(loaded, episode).predicted().mask
+    return EpisodeRun(LoadedModel.wrap(model), episode).predicted().mask
 
 
 @pytest.fixture(scope="module")

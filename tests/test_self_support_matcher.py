@@ -9,7 +9,8 @@ import torch
 
 from fssgui.episode import episode_to_tensors
 from fssgui.explain.affex import AffinityExplainer
-from fssgui.imaging import foreground_iou, logits_to_size
+from fssgui.imaging import foreground_iou
+from fssgui.pipeline import EpisodeRun, LoadedModel
 from fssgui.models.registry import DEFAULT_MODEL, build_model, get_entry
 from real_photo_episodes import real_photo_episodes
 
@@ -114,9 +115,7 @@ def test_affex_explains_it(model, episodes):
 
 
 def _iou(model, real) -> tuple[float, bool]:
-    with torch.no_grad():
-        logits = model.predict(episode_to_tensors(real.episode, model.entry)).logits[0]
-    mask = logits_to_size(logits, real.episode.query_size).argmax(0) == 1
+    mask = EpisodeRun(LoadedModel.wrap(model), real.episode).predicted().mask
     return foreground_iou(mask, real.episode.query_mask), bool(mask.any())
 
 

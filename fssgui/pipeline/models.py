@@ -40,6 +40,12 @@ class LoadedModel:
     model: Any  # fssgui.models.base.FSSModel
     device: torch.device
 
+    @classmethod
+    def wrap(cls, model, checkpoint: Optional[str] = None) -> "LoadedModel":
+        """A model already built (tests, benchmarks), on the device of its parameters."""
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        return cls(ModelSpec(model.entry.name, checkpoint, str(device)), model, device)
+
     @property
     def entry(self):
         return self.model.entry
