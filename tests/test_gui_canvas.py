@@ -21,7 +21,7 @@ from fssgui.gui.canvas import (
     MaskLayer,
     link_views,
 )
-from fssgui.gui.mask_edit import EditableMask
+from fssgui.editing import EditableMask
 from gui_testkit import _mouse, _view_pos, drag
 
 

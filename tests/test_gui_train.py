@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from fssgui.data.datasets import DatasetError
+from fssgui.errors import FssguiError
 from fssgui.gui import train_dialog as td
 from fssgui.gui.main_window import MainWindow
-from fssgui.gui.settings import Autosave, Settings
+from fssgui.settings import Autosave, Settings
 from fssgui.train import TrainConfig, train
 
 from synthetic_fss import make_synthetic_fss
@@ -155,30 +156,6 @@ def test_cli_event_stream(data_root, tmp_path):
     assert last["event"] == "error" and "expected NAME=VALUE" in last["message"]
 
 
-def test_child_command_runs_this_installation(monkeypatch):
-    assert td.training_command(["train", "x"]) == (sys.executable, ["-m", "fssgui", "train", "x"])
-    monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert td.training_command(["train", "x"]) == (sys.executable, ["train", "x"])
-
-
-def test_model_options_and_presets():
-    from fssgui.models.registry import get_entry
-
-    i2r = td.model_option_defaults(get_entry("i2r-resnet50"))
-    assert i2r["foreground_weight"] == 1.0 and i2r["feature_dropout"] == 0.5 and i2r["detach_merge_input"] is True
-    spn = td.model_option_defaults(get_entry(MODEL))
-    assert spn["feature_channels"] == 256 and "backbone_weights" not in spn and "input_size" not in spn
-    preset = dict(td.OPTION_PRESETS["i2r-resnet50"])["CPU-learnable (no ImageNet backbone)"]
-    assert preset == {"foreground_weight": 3, "feature_dropout": 0, "detach_merge_input": False}
-    assert set(preset) <= set(i2r)
-    request = td.TrainRequest(model="i2r-resnet50", data_root="/d", layout="folders", fold=0, shots=1, out_dir="/o",
-                              model_options=preset, resume=True)
-    args = request.arguments()
-    assert args[:2] == ["train", "i2r-resnet50"] and args[-2:] == ["--events", "--no-progress"]
-    assert "--resume" in args and "detach_merge_input=false" in args and "foreground_weight=3" in args
-    assert {e.name for e in td.trainable_entries()} >= {"i2r-resnet50", MODEL}
-
-
 # ------------------------------------------------------------------------------ the dialog
 def test_dialog_trains_shows_epochs_and_uses_checkpoint(qtbot, window, data_root, tmp_path):
     # the toolbar button is greyed, with the reason, for a model that cannot be trained
@@ -196,7 +173,7 @@ def test_dialog_trains_shows_epochs_and_uses_checkpoint(qtbot, window, data_root
     assert dialog.wd_edit.placeholderText() == "0.0005" and "(0.0005)" in dialog.wd_edit.toolTip()  # SimPropNet's
     for bad in ("-1", "lots"):
         dialog.wd_edit.setText(bad)
-        with pytest.raises(td.FssguiError, match="weight decay"):
+        with pytest.raises(FssguiError, match="weight decay"):
             dialog.current_request()
     dialog.wd_edit.setText("2e-4")
     arguments = dialog.current_request().arguments()

@@ -16,7 +16,7 @@ from PySide6.QtGui import QKeySequence
 from fssgui.episode import load_episode
 from fssgui.pipeline import BRUSHED, GROUND_TRUTH, PREDICTION
 from fssgui.gui.main_window import MainWindow, parse_params
-from fssgui.gui.settings import Autosave, Settings
+from fssgui.settings import Autosave, Settings
 from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, drag, make_gui_episode, register_tiny_model, write_gui_episode
 
 

@@ -12,7 +12,7 @@ import torch
 from PySide6.QtCore import QThread, QTimer
 
 from fssgui.explain.base import Cancelled
-from fssgui.gui import jobs
+from fssgui.pipeline import jobs
 from fssgui.pipeline import BRUSHED, ModelSpec
 from fssgui.gui.worker import GpuWorker
 from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, make_gui_episode, register_tiny_model

@@ -258,7 +258,7 @@ def test_inside_the_main_window(qtbot, tmp_path, monkeypatch):
     """Created by the window as its "Insertion / deletion" tab: it uses the window's worker and
     picks up every explanation the window shows."""
     from fssgui.gui.main_window import MainWindow
-    from fssgui.gui.settings import Autosave, Settings
+    from fssgui.settings import Autosave, Settings
     from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, make_gui_episode, register_tiny_model
 
     monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))

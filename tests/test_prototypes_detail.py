@@ -442,7 +442,7 @@ def test_the_window_runs_detail_jobs_with_the_tab_model_and_remembers_the_folder
     """Through the main window: the Prototypes run, then a node click; the source view is computed
     by the worker with the tab's checkpoint, and the dataset folder goes into the settings."""
     from fssgui.gui.main_window import MainWindow
-    from fssgui.gui.settings import Autosave, Settings
+    from fssgui.settings import Autosave, Settings
     from fssgui.models.scaleprotoseg import ScaleProtoSeg, ScaleProtoSegConfig
     from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, make_gui_episode, register_tiny_model
 

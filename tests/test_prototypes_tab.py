@@ -9,9 +9,9 @@ import pytest
 import torch
 from PySide6.QtCore import QThread
 
-from fssgui.gui import jobs
+from fssgui.pipeline import jobs
 from fssgui.gui.main_window import MainWindow
-from fssgui.gui.settings import Autosave, Settings
+from fssgui.settings import Autosave, Settings
 from fssgui.models.registry import TASK_SEMSEG, list_models
 from fssgui.models.scaleprotoseg import ScaleProtoSeg, ScaleProtoSegConfig, load_scaleprotoseg
 from fssgui.prototypes.graph import explain_class

@@ -320,7 +320,7 @@ def test_app_explains_trained_simpropnet_and_i2r(qtbot, trained_simpropnet, trai
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from fssgui.episode import load_episode
     from fssgui.gui.main_window import MainWindow
-    from fssgui.gui.settings import Autosave, Settings
+    from fssgui.settings import Autosave, Settings
 
     monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
     episode = load_episode(_val_episode_dir(same_class_root, tmp_path))

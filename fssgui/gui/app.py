@@ -74,7 +74,7 @@ def run_gui(args) -> int:
         # settings, and keeps its autosave out of the user's data folder.
         import tempfile
 
-        from .settings import Autosave, Settings
+        from ..settings import Autosave, Settings
 
         scratch = Path(tempfile.mkdtemp(prefix="fssgui-screenshot-"))
         window = MainWindow(Settings(), autosave=Autosave(scratch), unattended=True)

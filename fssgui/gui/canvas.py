@@ -7,7 +7,7 @@
   shape to the mask, the right button removes it; each shape is one undoable edit;
 * brush and eraser with their own sizes (``[``/``]``, Ctrl+wheel), a circular cursor whose
   colour says which tool is active (not the mask colour), right drag erases;
-* strokes go to an :class:`~fssgui.gui.mask_edit.EditableMask`; only the stroke's dirty
+* strokes go to an :class:`~fssgui.editing.EditableMask`; only the stroke's dirty
   rectangle is recoloured (numpy, on a buffer the layer's QImage wraps) and repainted, so
   painting stays smooth on 2048 x 2048 masks;
 * raster overlay layers (prediction, ground truth, heat map) with their own opacity, all hidden
@@ -45,7 +45,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .mask_edit import EditableMask, Rect
+from ..editing import EditableMask, Rect
 
 TOOL_PAN = "pan"
 TOOL_BRUSH = "brush"

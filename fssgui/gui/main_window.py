@@ -13,7 +13,6 @@ Consistency rules the user can rely on:
 """
 from __future__ import annotations
 
-import ast
 import html
 import time
 from collections import OrderedDict
@@ -58,15 +57,17 @@ from ..errors import FssguiError
 from ..imaging import ImageError, load_mask, load_rgb
 from ..prototypes.graph import PrototypeRunResult
 from ..prototypes.run import image_key
-from . import jobs
+from ..pipeline import jobs
+from ..pipeline import explainers
+from ..pipeline.explainers import available_explainers, parse_params
 from .canvas import TOOL_BRUSH, TOOL_ERASER, TOOL_PAN, TOOL_POLYGON, TOOL_RECTANGLE, ImageCanvas
-from .drops import classify_drop
+from ..drops import classify_drop
 from .heatmap_view import CompareView, DisplayControls, DisplaySettings, HeatmapViewer, LevelView, outline_rgba
 from ..pipeline import BRUSHED, GROUND_TRUTH, PREDICTION, DeviceInfo, ExplanationResult, ModelSpec, PredictionResult
 from ..pipeline import input_key, region_title
-from .mask_edit import EditableMask, restore_histories
+from ..editing import EditableMask, restore_histories
 from .prototypes.panel import PrototypePanel
-from .settings import Autosave, Settings
+from ..settings import Autosave, Settings
 from .shortcuts import SHORTCUTS, cheat_sheet_html
 from .support_panel import SupportPanel
 from .theme import THEME_DARK, THEME_LIGHT, THEME_SYSTEM, THEMES, apply_theme
@@ -80,32 +81,6 @@ DEFAULT_EXPLAINER = "affex-signed"
 #: canvas tool -> its action in MainWindow.actions
 TOOL_ACTIONS = {TOOL_BRUSH: "tool_brush", TOOL_ERASER: "tool_eraser", TOOL_RECTANGLE: "tool_rectangle",
                 TOOL_POLYGON: "tool_polygon", TOOL_PAN: "tool_pan"}
-
-
-def available_explainers() -> list[str]:
-    """Names from ``fssgui.explain.registry`` (empty when it is not installed)."""
-    try:
-        from ..explain.registry import EXPLAINER_NAMES
-    except ImportError:
-        return []
-    return list(EXPLAINER_NAMES)
-
-
-def parse_params(text: str) -> dict[str, Any]:
-    """``"size=96, mode='reference'"`` -> ``{"size": 96, "mode": "reference"}`` (values as Python literals,
-    bare words as strings)."""
-    params: dict[str, Any] = {}
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
-        if "=" not in part:
-            raise ValueError(f"parameter {part!r} is not of the form name=value")
-        key, value = (s.strip() for s in part.split("=", 1))
-        if not key.isidentifier():
-            raise ValueError(f"{key!r} is not a parameter name")
-        try:
-            params[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            params[key] = value
-    return params
 
 
 def _gib(value: int) -> str:
@@ -666,7 +641,7 @@ class MainWindow(QMainWindow):
         paths = list(self.settings.recent_checkpoints)
         folder = Path(self.settings.checkpoint_dir) if self.settings.checkpoint_dir else None
         if folder is not None and folder.is_dir():
-            from .drops import CHECKPOINT_SUFFIXES
+            from ..drops import CHECKPOINT_SUFFIXES
 
             paths += [str(p.resolve()) for p in sorted(folder.iterdir()) if p.suffix.lower() in CHECKPOINT_SUFFIXES]
         for path in paths:
@@ -706,7 +681,7 @@ class MainWindow(QMainWindow):
         cache = self._availability_cache
         if key not in cache:
             try:
-                cache[key] = jobs.explainer_unavailable_reason(name, entry, self.explainer_factories,
+                cache[key] = explainers.explainer_unavailable_reason(name, entry, self.explainer_factories,
                                                                self._specific_explainers())
             except Exception as exc:  # noqa: BLE001 - a broken registry must not break the picker
                 self.log_error(f"could not check explainer {name}: {exc}")
@@ -716,7 +691,7 @@ class MainWindow(QMainWindow):
     def _specific_explainers(self) -> dict[str, tuple[str, ...]]:
         if self._specific_cache is None:
             try:
-                self._specific_cache = jobs.model_specific_explainers()
+                self._specific_cache = explainers.model_specific_explainers()
             except Exception as exc:  # noqa: BLE001
                 self.log_error(f"could not list model-specific explainers: {exc}")
                 self._specific_cache = {}
@@ -853,7 +828,7 @@ class MainWindow(QMainWindow):
         if trainable:
             self.train_button.setToolTip(f"Train {entry.name} on your dataset (Run > Train a model…)")
         else:
-            from .train_dialog import trainable_entries
+            from ..train_setup import trainable_entries
 
             names = ", ".join(e.name for e in trainable_entries()) or "none installed"
             self.train_button.setToolTip(f"{entry.name if entry else 'This model'} cannot be trained here (it uses "
@@ -865,7 +840,8 @@ class MainWindow(QMainWindow):
 
     def open_training_dialog(self, model: str = ""):
         """Show the training dialog (one per window; a running training survives closing it)."""
-        from .train_dialog import TrainingDialog, is_trainable
+        from ..train_setup import is_trainable
+        from .train_dialog import TrainingDialog
 
         dialog = getattr(self, "_train_dialog", None)
         if dialog is None:

@@ -67,13 +67,13 @@ from PySide6.QtWidgets import (
 
 from .. import figures as F
 from .. import report as R
-from ..imaging import resize_map, resize_mask
+from ..imaging import resize_map
 from .canvas import rgb_to_pixmap
 from .heatmap_view import Colorbar, Scale
 from ..metrics.causal import MEASURE_TITLES, METRIC_TITLES, SUBSTRATE, Curve, curve_state_count, metric_settings
 from ..pipeline import BRUSHED, PREDICTION, ModelCache, ModelSpec, input_key
 from ..pipeline.regions import canonical_source
-from .jobs import JobContext
+from ..pipeline.jobs import JobContext
 from .theme import PlotColours, follow_theme, plot_colours
 
 CHANNEL = "playback"

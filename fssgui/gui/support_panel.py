@@ -1,9 +1,9 @@
 """The support-set panel: thumbnails (mask tinted), add / remove / reorder, and the mask editor.
 
 The panel owns the supports being edited: each is an image and an
-:class:`~fssgui.gui.mask_edit.EditableMask` (with its own undo history). Reordering is by drag
+:class:`~fssgui.editing.EditableMask` (with its own undo history). Reordering is by drag
 in the list or the ↑/↓ buttons; files dropped on the list become supports (see
-:func:`fssgui.gui.drops.classify_drop`).
+:func:`fssgui.drops.classify_drop`).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from ..episode import Support
 from ..imaging import mask_overlay, resize_image, resize_mask
 from .canvas import ImageCanvas, rgb_to_qimage
-from .mask_edit import EditableMask
+from ..editing import EditableMask
 
 THUMB = 88
 SUPPORT_COLOUR = (255, 96, 48)

@@ -18,15 +18,12 @@ folder or layout is refused with the reader's message, which names the path.
 """
 from __future__ import annotations
 
-import inspect
-import math
 import json
 import os
 import sys
 import threading
 import time
-import typing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -62,177 +59,13 @@ from PySide6.QtWidgets import (
 )
 
 from ..errors import FssguiError
+from ..train_setup import (CONFIG_JSON, LAYOUTS, MODEL_BEST, MODEL_LAST, OPTION_PRESETS, PRESET_CUSTOM, PRESET_PAPER,
+                           TRAIN_STATE, TrainRequest, check_request, duration_text, format_option_value, format_percent,
+                           model_option_defaults, optional_number, parse_option_value, percent,
+                           read_saved_run, shell_quote, trainable_entries, training_command)
 from .theme import PlotColours, follow_theme
 
-LAYOUTS = ("folders", "pascal5i", "coco20i")
-CONFIG_JSON = "config.json"  # fssgui.train.CONFIG_JSON (not imported: that module imports torch)
-MODEL_BEST = "model_best.pt"
-MODEL_LAST = "model_last.pt"
-TRAIN_STATE = "train_state.pt"
-#: settings a resumed run must keep (fssgui.train.RESUME_KEYS), locked while Resume is ticked
-RESUME_LOCKED = ("model", "layout", "fold", "shots", "size", "model_options")
-
-#: named builder-option presets per model (besides the paper's settings, which are the defaults).
-#: i2r-resnet50: the settings that learn without an ImageNet backbone, documented in fssgui/models/i2r.py;
-#: simpropnet-resnet50: the narrow CPU head of fssgui/models/simpropnet.py's docstring.
-OPTION_PRESETS: dict[str, tuple[tuple[str, dict[str, Any]], ...]] = {
-    "i2r-resnet50": (
-        ("CPU-learnable (no ImageNet backbone)",
-         {"foreground_weight": 3, "feature_dropout": 0, "detach_merge_input": False}),
-    ),
-    "simpropnet-resnet50": (
-        ("Narrow head, faster on a CPU",
-         {"feature_channels": 64, "decoder_channels": 64, "adapter_dropout": 0.0, "foreground_weight": 3.0}),
-    ),
-}
-PRESET_PAPER = "Paper settings (defaults)"
-PRESET_CUSTOM = "Custom"
 STOP_GRACE_MS = 5000  # after terminate(), kill the child if it is still there
-
-
-# ============================================================================ plain helpers
-def trainable_entries() -> list:
-    """The registry entries ``fssgui train`` accepts (those with ``extra['trainer']``)."""
-    from ..models.registry import list_models
-
-    return [e for e in list_models() if e.extra.get("trainer") is not None]
-
-
-def is_trainable(name: str) -> bool:
-    return any(e.name == name for e in trainable_entries())
-
-
-def model_option_defaults(entry) -> dict[str, Any]:
-    """The builder options of a trainable entry and their defaults, read from the signature of
-    the model class its trainer returns (``build_x(input_size, backbone_weights, **options) -> X``),
-    or of the trainer itself when that cannot be resolved. Options without a default are left out."""
-    trainer = entry.extra.get("trainer")
-    if trainer is None:
-        return {}
-    target = trainer
-    try:
-        returned = typing.get_type_hints(trainer).get("return")
-        if inspect.isclass(returned):
-            target = returned.__init__
-    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the trainer's signature
-        pass
-    options: dict[str, Any] = {}
-    for name, param in inspect.signature(target).parameters.items():
-        if name in ("self", "input_size", "backbone_weights"):
-            continue
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.default is param.empty:
-            continue
-        options[name] = param.default
-    return options
-
-
-def format_option_value(value: Any) -> str:
-    """The text of an option value as ``--option NAME=VALUE`` reads it (JSON)."""
-    return json.dumps(value)
-
-
-def parse_option_value(text: str) -> Any:
-    """``"3"`` -> 3, ``"false"`` -> False, ``"abc"`` -> "abc" (the CLI's rule)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def training_command(arguments: list[str]) -> tuple[str, list[str]]:
-    """``(program, arguments)`` that run ``fssgui <arguments>`` with this very installation: the
-    bundle's executable when frozen (its entry script is ``fssgui.cli.main``), otherwise this
-    interpreter with ``-m fssgui``."""
-    if getattr(sys, "frozen", False):
-        return sys.executable, list(arguments)
-    return sys.executable, ["-m", "fssgui", *arguments]
-
-
-def read_saved_run(out_dir: str | Path) -> Optional[dict]:
-    """The ``config.json`` of a run in ``out_dir`` (None when there is none or it is not one)."""
-    path = Path(out_dir) / CONFIG_JSON
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
-        return None
-    return data
-
-
-@dataclass
-class TrainRequest:
-    """What the dialog asks ``fssgui train`` to do; ``None`` = the model entry's default."""
-
-    model: str
-    data_root: str
-    layout: str
-    fold: int
-    shots: int
-    out_dir: str
-    epochs: int = 50
-    steps_per_epoch: int = 500
-    val_episodes: int = 1000
-    batch_size: int = 8
-    lr: Optional[float] = None
-    optimizer: Optional[str] = None
-    weight_decay: Optional[float] = None
-    size: Optional[int] = None
-    device: Optional[str] = None  # None = auto
-    backbone_weights: Optional[str] = None
-    model_options: dict[str, Any] = field(default_factory=dict)
-    resume: bool = False
-
-    def arguments(self) -> list[str]:
-        """The ``fssgui`` command-line arguments (``train ... --events --no-progress``)."""
-        args = ["train", self.model, "--data", self.data_root, "--layout", self.layout, "--fold", str(self.fold),
-                "--shots", str(self.shots), "--out", self.out_dir, "--epochs", str(self.epochs),
-                "--steps-per-epoch", str(self.steps_per_epoch), "--val-episodes", str(self.val_episodes),
-                "--batch-size", str(self.batch_size)]
-        if self.lr is not None:
-            args += ["--lr", repr(float(self.lr))]
-        if self.optimizer:
-            args += ["--optimizer", self.optimizer]
-        if self.weight_decay is not None:
-            args += ["--weight-decay", repr(float(self.weight_decay))]
-        if self.size:
-            args += ["--size", str(self.size)]
-        if self.device and self.device != "auto":
-            args += ["--device", self.device]
-        if self.backbone_weights:
-            args += ["--backbone-weights", self.backbone_weights]
-        for name, value in sorted(self.model_options.items()):
-            args += ["--option", f"{name}={format_option_value(value)}"]
-        if self.resume:
-            args.append("--resume")
-        return args + ["--events", "--no-progress"]
-
-
-def check_request(request: TrainRequest) -> str:
-    """Raise :class:`FssguiError` (naming the path) when the run cannot start; otherwise return a
-    one-line summary of the data. Opens the dataset (slow the first time on COCO: call it off the
-    GUI thread)."""
-    from ..data.datasets import open_dataset
-
-    if not request.model:
-        raise FssguiError("choose a model to train")
-    if not request.data_root.strip():
-        raise FssguiError("choose the dataset folder")
-    if not request.out_dir.strip():
-        raise FssguiError("choose an output folder for the checkpoints")
-    out = Path(request.out_dir)
-    if out.exists() and not out.is_dir():
-        raise FssguiError(f"{out}: the output folder is a file")
-    if request.resume and read_saved_run(out) is None:
-        raise FssguiError(f"{out / CONFIG_JSON}: not found or not a training run: nothing to resume")
-    if request.backbone_weights and not Path(request.backbone_weights).is_file():
-        raise FssguiError(f"{request.backbone_weights}: backbone weights file not found")
-    parts = []
-    for split in ("train", "val"):
-        dataset = open_dataset(request.data_root, request.layout, request.fold, split)
-        dataset.episodes(1, request.shots, seed=0)  # raises when no class has shots + 1 images
-        parts.append(f"{len(dataset.classes)} {split} classes")
-    return f"{request.data_root} ({request.layout}, fold {request.fold}): " + ", ".join(parts)
 
 
 # ============================================================================ child process
@@ -852,8 +685,8 @@ class TrainingDialog(QDialog):
 
     # ------------------------------------------------------------------ settings
     def current_request(self) -> TrainRequest:
-        lr = _optional_number(self.lr_edit.text(), "learning rate")
-        weight_decay = _optional_number(self.wd_edit.text(), "weight decay")
+        lr = optional_number(self.lr_edit.text(), "learning rate")
+        weight_decay = optional_number(self.wd_edit.text(), "weight decay")
         return TrainRequest(
             model=self.model_name, data_root=self.data_edit.text().strip(),
             layout=self.layout_combo.currentData() or "folders", fold=self.fold_spin.value(),
@@ -981,7 +814,7 @@ class TrainingDialog(QDialog):
         self._set_state("running")
         self.status_label.setText(("Resuming" if request.resume else "Starting") + f" {request.model}…")
         self.process.start(request.arguments())
-        self._log("$ " + " ".join(_quote(part) for part in self.process.command))
+        self._log("$ " + " ".join(shell_quote(part) for part in self.process.command))
 
     def stop(self) -> None:
         if self.state == "checking":
@@ -1075,7 +908,7 @@ class TrainingDialog(QDialog):
             if step.get("lr") is not None:
                 parts.append(f"lr {float(step['lr']):.2e}")
             elapsed = time.monotonic() - self._started_at
-            parts.append(f"{_duration(elapsed)} elapsed")
+            parts.append(f"{duration_text(elapsed)} elapsed")
             self.detail_label.setText("  ·  ".join(parts))
 
     def _on_process_finished(self, exit_code: int, stopped: bool) -> None:
@@ -1227,8 +1060,8 @@ class TrainingDialog(QDialog):
     def _refresh_epochs(self) -> None:
         history = sorted(self.history, key=lambda h: int(h.get("epoch") or 0))
         epochs = [int(h.get("epoch") or 0) for h in history]
-        miou = [_percent(h.get("miou")) for h in history]
-        fbiou = [_percent(h.get("fbiou")) for h in history]
+        miou = [percent(h.get("miou")) for h in history]
+        fbiou = [percent(h.get("fbiou")) for h in history]
         self.miou_curve.setData(epochs, miou)
         self.fbiou_curve.setData(epochs, fbiou)
         trained = [(int(h["epoch"]), float(h["train_loss"])) for h in history if h.get("train_loss") is not None]
@@ -1241,7 +1074,7 @@ class TrainingDialog(QDialog):
             saved = "saved" if h.get("saved", int(h.get("epoch") or 0) > 0) else "—"
             if saved == "saved" and h.get("best_epoch") is not None and h.get("epoch") == h.get("best_epoch"):
                 saved = "saved, best so far"
-            cells = (str(h.get("epoch")), _format_percent(h.get("miou")), _format_percent(h.get("fbiou")),
+            cells = (str(h.get("epoch")), format_percent(h.get("miou")), format_percent(h.get("fbiou")),
                      f"{float(h['train_loss']):.4f}" if h.get("train_loss") is not None else "—", saved)
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -1270,38 +1103,3 @@ class TrainingDialog(QDialog):
             self._log("window closed: the training goes on (the main window's status bar shows it; click there "
                       "or use Train a model… to see it again)")
         super().closeEvent(event)
-
-
-def _optional_number(text: str, what: str) -> Optional[float]:
-    """A non-negative number typed in a field (``,`` as the decimal mark too); empty = None."""
-    text = text.strip().replace(",", ".")
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise FssguiError(f"{what} {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise FssguiError(f"{what} must be a non-negative number, got {text!r}")
-    return value
-
-
-def _percent(value) -> float:
-    return float("nan") if value is None else 100.0 * float(value)
-
-
-def _format_percent(value) -> str:
-    return "—" if value is None else f"{100.0 * float(value):.2f}"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-
-
-def _quote(part: str) -> str:
-    return part if part and all(c.isalnum() or c in "-_=./:,+" for c in part) else json.dumps(part)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
 
 from ..pipeline import ModelCache, device_info
-from .jobs import JobContext, describe_oom, model_error_hint
+from ..pipeline.jobs import JobContext, describe_oom, model_error_hint
 
 JobFunction = Callable[[JobContext, ModelCache], Any]
 

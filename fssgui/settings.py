@@ -13,7 +13,7 @@ cleanly, so the next start can offer to restore it.
 The snapshot folder also holds ``undo_history.npz``: the per-stroke undo/redo history of every mask
 under edit (region R and the support masks), bounded to :attr:`Autosave.history_max_steps` records
 per mask and :attr:`Autosave.history_max_bytes` bytes in all, in the versioned plain-array format of
-:func:`fssgui.gui.mask_edit.history_bytes` (read back with ``allow_pickle=False``). It is swapped in
+:func:`fssgui.editing.history_bytes` (read back with ``allow_pickle=False``). It is swapped in
 together with the masks, so a restored history always belongs to the restored pixels.
 """
 from __future__ import annotations
@@ -25,13 +25,13 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
-from ..episode import EPISODE_FILE, Episode, load_episode, write_episode_files
-from ..imaging import write_bytes_atomic
-from .mask_edit import EditableMask, HistoryFileError, HistoryState, capture_histories, load_histories, save_histories
+from .episode import EPISODE_FILE, Episode, load_episode, write_episode_files
+from .imaging import write_bytes_atomic
+from .editing import EditableMask, HistoryFileError, HistoryState, capture_histories, load_histories, save_histories
 
 APP_NAME = "fssgui"
 MAX_RECENT = 12

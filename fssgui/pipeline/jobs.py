@@ -1,38 +1,43 @@
-"""What the GUI's worker thread runs: thin glue between the window and the core (no Qt here).
+"""What the app's background jobs run: thin calls into the pipeline with progress, cancel and log (no Qt).
 
+A job is ``function(ctx, cache, ...)``: :class:`JobContext` carries the hooks of the thread that
+runs it (``progress``, ``cancelled``, ``log``, and ``publish`` for partial results a view shows
+while the job goes on); ``cache`` is the device worker's :class:`~fssgui.pipeline.ModelCache`.
 Every function takes plain inputs (an :class:`~fssgui.episode.Episode` copy, numpy masks, names)
 and returns plain dataclasses of numpy arrays, so nothing that crosses the thread boundary is a
-torch tensor, let alone a CUDA tensor. No model math lives here: models come from
-``fssgui.models.registry``, explainers from ``fssgui.explain.registry``; this module only
-converts the episode to tensors, calls them and brings the result back to image resolution.
+torch tensor, let alone a CUDA tensor. The GUI's job handles (:mod:`fssgui.gui.workers`) run
+them; tests call them directly, without a QApplication.
 """
 from __future__ import annotations
 
-import hashlib
-import time
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from ..episode import Episode
-from ..errors import ExplainError, ModelError
-from ..pipeline import EpisodeRun, ExplanationResult, ModelCache, ModelSpec, PredictionResult
+from ..errors import ModelError, check_cancelled
+from .explainers import ExplainerFactory, make_explainer
+from .models import ModelCache, ModelSpec
+from .results import ExplanationResult, PredictionResult
+from .run import EpisodeRun
 
 
 class JobContext:
-    """What a running job may call: ``progress(fraction, message)``, ``cancelled()``, ``log(text)``."""
+    """What a running job may call: ``progress(fraction, message)``, ``cancelled()``, ``check()``,
+    ``log(text)`` and ``publish(value)`` (a partial result, delivered in order before the result)."""
 
     def __init__(
         self,
         progress: Callable[[float, str], None] | None = None,
         cancelled: Callable[[], bool] | None = None,
         log: Callable[[str], None] | None = None,
+        publish: Callable[[Any], None] | None = None,
     ) -> None:
         self._progress = progress
         self._cancelled = cancelled
         self._log = log
+        self._publish = publish
 
     def progress(self, fraction: float, message: str = "") -> None:
         if self._progress is not None:
@@ -42,15 +47,16 @@ class JobContext:
         return bool(self._cancelled and self._cancelled())
 
     def check(self) -> None:
-        """Raise :class:`fssgui.explain.base.Cancelled` when the job was cancelled."""
-        from ..explain.base import Cancelled
-
-        if self.cancelled():
-            raise Cancelled()
+        """Raise :class:`fssgui.errors.Cancelled` when the job was cancelled."""
+        check_cancelled(self.cancelled)
 
     def log(self, text: str) -> None:
         if self._log is not None:
             self._log(text)
+
+    def publish(self, value: Any) -> None:
+        if self._publish is not None:
+            self._publish(value)
 
 
 # ---------------------------------------------------------------------------- the chain
@@ -62,20 +68,6 @@ def predict(ctx: JobContext, cache: ModelCache, spec: ModelSpec, episode: Episod
     result = EpisodeRun(loaded, episode).predicted()
     ctx.progress(1.0, "prediction done")
     return result
-
-
-ExplainerFactory = Callable[..., Any]
-
-
-def make_explainer(name: str, params: dict[str, Any], factories: Optional[dict[str, ExplainerFactory]] = None):
-    """An explainer by name: from ``factories`` (tests, plug-ins) or ``fssgui.explain.registry``."""
-    if factories and name in factories:
-        explainer = factories[name](**params)
-        explainer.name = explainer.name or name
-        return explainer
-    from ..explain.registry import get_explainer
-
-    return get_explainer(name, **params)
 
 
 def explain(
@@ -103,56 +95,6 @@ def explain(
                                                  progress=explainer_progress, cancelled=ctx.cancelled)
     ctx.progress(1.0, "explanation done")
     return result
-
-
-# ------------------------------------------------------------------- explainers per model
-def model_specific_explainers() -> dict[str, tuple[str, ...]]:
-    """Explainers that only some models support: ``{explainer: (model names that list it)}``.
-
-    A model entry lists them in ``extra["explainers"]`` (SimPropNet: "prototype-share")."""
-    from ..models.registry import list_models
-
-    owners: dict[str, list[str]] = {}
-    for entry in list_models():
-        for name in entry.extra.get("explainers", ()) or ():
-            owners.setdefault(str(name), []).append(entry.name)
-    return {name: tuple(models) for name, models in owners.items()}
-
-
-def explainer_needs_matching(name: str, factories: Optional[dict[str, ExplainerFactory]] = None) -> bool:
-    """Whether explainer ``name`` needs matching scores (AffEx), without running anything."""
-    try:
-        explainer = make_explainer(name, {}, factories)
-    except Exception:  # noqa: BLE001 - an explainer that cannot be built: its own error shows at run time
-        return False
-    return bool(getattr(explainer, "needs_matching", False))
-
-
-def explainer_unavailable_reason(
-    name: str,
-    entry: Any,
-    factories: Optional[dict[str, ExplainerFactory]] = None,
-    specific: Optional[dict[str, tuple[str, ...]]] = None,
-) -> str:
-    """Why explainer ``name`` cannot explain the model of registry ``entry`` ("" when it can).
-
-    * AffEx variants (``needs_matching``) need a model that exposes matching scores
-      (``entry.matching``);
-    * a model-specific explainer (listed in some entry's ``extra["explainers"]``) works only for
-      the models that list it;
-    * the others (captum baselines, LIME, noise, random) perturb the supports and work for every
-      few-shot model.
-    """
-    if entry is None:
-        return ""
-    specific = model_specific_explainers() if specific is None else specific
-    if name in specific and entry.name not in specific[name]:
-        return (f"{name} is specific to {', '.join(specific[name])}: it decomposes that architecture's "
-                f"prototype similarity, which {entry.name} does not have")
-    if not getattr(entry, "matching", True) and explainer_needs_matching(name, factories):
-        return (f"{name} needs a matching model (attention / correlation scores between query and support "
-                f"pixels); {entry.name} exposes none")
-    return ""
 
 
 # ------------------------------------------------------------------------ prototypes (ScaleProtoSeg)
@@ -186,3 +128,16 @@ def model_error_hint(exc: BaseException) -> str:
         return str(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def prototype_detail(ctx: JobContext, cache: ModelCache, spec: ModelSpec, request):
+    """A prototype-detail request (:class:`fssgui.prototypes.detail.SourceRequest` or
+    ``NearestRequest``) with ScaleProtoSeg ``spec``, the worker's resident ``semseg`` model."""
+    model, _device = cache.get_semseg(spec, ctx.log)
+    ctx.check()
+    return request.run(model, ctx.progress, ctx.cancelled)
+
+
+def release(ctx: JobContext, cache: ModelCache) -> None:
+    """Drop the resident models and empty the device's memory cache."""
+    cache.release()
