@@ -23,6 +23,7 @@ from evaluate_testkit import (
 )
 
 pytest.importorskip("torch.distributed")
+pytestmark = pytest.mark.slow  # several processes (minutes on a CPU)
 
 
 def _torchrun(nproc: int, args: list[str], timeout: float = 400) -> subprocess.CompletedProcess:

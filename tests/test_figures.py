@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import make_episode
+from testkit import make_episode
 from fssgui import figures as F
 from fssgui.imaging import colormap_lut
 

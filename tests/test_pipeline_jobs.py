@@ -5,7 +5,8 @@ import pytest
 
 from fssgui.errors import Cancelled, ExplainError
 from fssgui.pipeline import BRUSHED, ModelCache, ModelSpec, jobs
-from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, make_gui_episode, register_tiny_model
+from fssgui.pipeline.explainers import parse_params
+from testkit import TEST_EXPLAINERS, TINY_MODEL, make_episode, register_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +19,7 @@ SPEC = ModelSpec(TINY_MODEL, None, "cpu")
 
 
 def test_model_jobs_return_numpy_results_at_image_resolution(cache):
-    episode = make_gui_episode(shots=2, size=(40, 56))
+    episode = make_episode(shots=2, size=(40, 56))
     progress = []
     prediction = jobs.predict(jobs.JobContext(progress=lambda f, m: progress.append(f)), cache, SPEC, episode)
     assert prediction.probability.shape == (40, 56) and prediction.probability.dtype == np.float32
@@ -36,7 +37,7 @@ def test_model_jobs_return_numpy_results_at_image_resolution(cache):
 
 
 def test_explain_job_with_empty_region_fails_with_a_clear_message(cache):
-    episode = make_gui_episode(shots=1)
+    episode = make_episode(shots=1, size=(48, 64))
     empty = np.zeros(episode.query_size, bool)
     with pytest.raises(ExplainError, match="region R.*empty"):
         jobs.explain(jobs.JobContext(), cache, SPEC, episode, empty, BRUSHED, "test-mask", {}, TEST_EXPLAINERS)
@@ -47,7 +48,7 @@ def test_a_cancelled_job_stops(cache):
     with pytest.raises(Cancelled):
         ctx.check()
     with pytest.raises(Cancelled):
-        jobs.predict(ctx, cache, SPEC, make_gui_episode(shots=1))
+        jobs.predict(ctx, cache, SPEC, make_episode(shots=1, size=(48, 64)))
 
 
 def test_published_values_reach_the_hook():
@@ -55,3 +56,11 @@ def test_published_values_reach_the_hook():
     jobs.JobContext(publish=seen.append).publish("frame")
     jobs.JobContext().publish("nowhere")  # no hook: nothing happens
     assert seen == ["frame"]
+
+
+def test_parse_params():
+    assert parse_params("size=96, mode='reference', use_softmax=False") == {
+        "size": 96, "mode": "reference", "use_softmax": False}
+    assert parse_params("mode=reference") == {"mode": "reference"}
+    with pytest.raises(ValueError):
+        parse_params("96")

@@ -443,6 +443,11 @@ class ImageCanvas(QGraphicsView):
     def zoom(self) -> float:
         return float(self.transform().m11())
 
+    def fit_to_view(self) -> None:
+        """Fit the image to the view, and keep it fitted when the view is resized (until a zoom)."""
+        self._auto_fit = True
+        self.fit()
+
     def fit(self) -> None:
         if self._image_size == (0, 0):
             return
@@ -599,8 +604,7 @@ class ImageCanvas(QGraphicsView):
             event.accept()
             return
         if self._tool == TOOL_PAN or not self.editable:
-            self._auto_fit = True
-            self.fit()
+            self.fit_to_view()
             event.accept()
             return
         self.mousePressEvent(event)

@@ -153,7 +153,7 @@ class SupportPanel(QWidget):
         self.up_button.clicked.connect(lambda: self.move(self.current_index(), -1))
         self.down_button.clicked.connect(lambda: self.move(self.current_index(), +1))
         self.mask_button.clicked.connect(self.maskFromFileRequested)
-        self.canvas.strokeFinished.connect(lambda _: self._on_mask_edited(self.current_index()))
+        self.canvas.strokeFinished.connect(lambda _: self.mask_changed(self.current_index()))
         self._update_header()
 
     def _button(self, text: str, tip: str) -> QToolButton:
@@ -221,14 +221,15 @@ class SupportPanel(QWidget):
             h, w = item.mask.shape
             raise ValueError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but support {index + 1} is {w}x{h}")
         if item.mask.replace(mask, "mask from file") is not None:
-            self._on_mask_edited(index)
+            self.mask_changed(index)
 
     def _on_reordered(self, order: list[int]) -> None:
         self.items = [self.items[i] for i in order]
         self._rebuild(select=self.list.currentRow())
         self.supportsChanged.emit()
 
-    def _on_mask_edited(self, index: int) -> None:
+    def mask_changed(self, index: int) -> None:
+        """Support ``index``'s mask changed (a stroke, undo, a mask file): its thumbnail, ``maskEdited``."""
         if 0 <= index < len(self.items):
             self.refresh_thumbnail(index)
             self.maskEdited.emit(index)

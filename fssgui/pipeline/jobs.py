@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..episode import Episode
-from ..errors import ModelError, check_cancelled
+from ..errors import FssguiError, ModelError, check_cancelled
 from .explainers import ExplainerFactory, make_explainer
 from .models import ModelCache, ModelSpec
 from .results import ExplanationResult, PredictionResult
@@ -123,8 +123,8 @@ def describe_oom(device: Optional[torch.device]) -> str:
 
 
 def model_error_hint(exc: BaseException) -> str:
-    """The one-line message shown for an error raised by a job."""
-    if isinstance(exc, ModelError):
+    """The one-line message shown for an error raised by a job (a user-facing error says it all)."""
+    if isinstance(exc, FssguiError):
         return str(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
