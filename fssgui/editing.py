@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
-from .imaging import write_bytes_atomic
+from .io import write_bytes_atomic
 
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 Listener = Callable[[Rect], None]

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -38,17 +37,8 @@ import numpy as np
 import torch
 
 from .errors import EpisodeError
-from .imaging import (
-    ImageError,
-    load_mask,
-    load_rgb,
-    normalise,
-    publish_permissions,
-    resize_image,
-    resize_mask,
-    save_png_atomic,
-    write_bytes_atomic,
-)
+from .imaging import ImageError, load_mask, load_rgb, normalise, resize_image, resize_mask
+from .io import replace_folder_atomic, save_png_atomic, write_bytes_atomic
 
 FORMAT = "fssgui-episode"
 VERSION = 1
@@ -247,25 +237,13 @@ def save_episode(episode: Episode, folder: str | Path) -> Path:
     if folder.is_symlink():  # replace the folder the link points to and keep the link
         folder = folder.resolve()
     _check_save_target(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=str(folder.parent)))
-    try:
+
+    def fill(tmp: Path) -> None:
         write_episode_files(episode, tmp)
         if folder.is_dir():
             _carry_over(folder, tmp, "", _owned_paths(folder))
-        publish_permissions(tmp, directory=True)
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    replace_folder_atomic(folder, fill)
     episode.folder = given
     return given / EPISODE_FILE
 

@@ -37,6 +37,10 @@ class DisplayError(FssguiError):
     """The window cannot open here (Qt's platform plugin lacks system libraries, no display)."""
 
 
+class ExportError(FssguiError):
+    """An export or report file could not be written (or there is nothing to export yet)."""
+
+
 class Cancelled(Exception):
     """Raised by long computations when ``cancelled()`` turned true between two steps."""
 

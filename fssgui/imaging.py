@@ -1,13 +1,12 @@
-"""Image and mask I/O, resizing, normalisation, colormaps and overlays (numpy/OpenCV, no Qt).
+"""Image and mask reading, resizing and normalisation (numpy/OpenCV).
 
 Conventions: images are RGB uint8 ``[H, W, 3]``; masks are bool ``[H, W]``; maps are float32.
+Writing files (atomically) is :mod:`fssgui.io`; colours, colormaps and overlays are :mod:`fssgui.look`.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -63,69 +62,6 @@ def load_mask(path: str | Path) -> np.ndarray:
     return mask > 0
 
 
-def save_png_atomic(path: str | Path, array: np.ndarray) -> None:
-    """Write a PNG (RGB uint8 ``[H,W,3]``, grey ``[H,W]`` or bool mask -> 0/255) atomically."""
-    path = Path(path)
-    if array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    if array.ndim == 3:
-        array = cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGB2BGR)
-    ok, encoded = cv2.imencode(".png", array)
-    if not ok:
-        raise ImageError(f"{path}: could not encode PNG")
-    write_bytes_atomic(path, encoded.tobytes())
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (``os.umask`` would, for every thread)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
-def publish_permissions(path: str | Path, directory: bool = False) -> None:
-    """Give a file (or folder) made by ``mkstemp``/``mkdtemp`` (private: 0600 / 0700) the
-    permissions of a normally created one, so saved episodes and exports are readable as usual."""
-    try:
-        os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-    except OSError:
-        pass
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``
-    (with the usual permissions, not ``mkstemp``'s private ones)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        publish_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def save_npy_atomic(path: str | Path, array: np.ndarray) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    write_bytes_atomic(path, buffer.getvalue())
-
-
 # ---------------------------------------------------------------------------------- resizing
 def resize_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
     """Resize RGB uint8 to ``(h, w)`` (bilinear, as cv2.INTER_LINEAR; no-op when equal)."""
@@ -161,94 +97,6 @@ def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     return x.permute(2, 0, 1).contiguous()
 
 
-# --------------------------------------------------------------------------- colours / overlays
-_DIVERGING = np.array(  # blue - white - red, as a 5-stop table interpolated to 256
-    [[33, 102, 172], [146, 197, 222], [247, 247, 247], [244, 165, 130], [178, 24, 43]], dtype=np.float32
-)
-
-COLORMAPS = ("inferno", "viridis", "magma", "jet", "turbo", "gray", "diverging")
-_CV_MAPS = {
-    "inferno": cv2.COLORMAP_INFERNO,
-    "viridis": cv2.COLORMAP_VIRIDIS,
-    "magma": cv2.COLORMAP_MAGMA,
-    "jet": cv2.COLORMAP_JET,
-    "turbo": cv2.COLORMAP_TURBO,
-}
-
-
-def colormap_lut(name: str) -> np.ndarray:
-    """``[256, 3]`` uint8 RGB lookup table of a named colormap."""
-    if name == "gray":
-        ramp = np.arange(256, dtype=np.uint8)
-        return np.stack([ramp] * 3, axis=1)
-    if name == "diverging":
-        xs = np.linspace(0, len(_DIVERGING) - 1, 256)
-        lo = np.floor(xs).astype(int).clip(0, len(_DIVERGING) - 2)
-        t = (xs - lo)[:, None]
-        return np.round(_DIVERGING[lo] * (1 - t) + _DIVERGING[lo + 1] * t).astype(np.uint8)
-    if name not in _CV_MAPS:
-        raise ValueError(f"unknown colormap {name!r} (known: {', '.join(COLORMAPS)})")
-    ramp = np.arange(256, dtype=np.uint8)[:, None]
-    bgr = cv2.applyColorMap(ramp, _CV_MAPS[name])[:, 0]
-    return bgr[:, ::-1].copy()
-
-
-def apply_colormap(
-    values: np.ndarray, name: str = "inferno", vmin: Optional[float] = None, vmax: Optional[float] = None
-) -> np.ndarray:
-    """Map a float ``[H, W]`` array to RGB uint8 with a named colormap over [vmin, vmax]."""
-    values = np.asarray(values, dtype=np.float32)
-    vmin = float(np.nanmin(values)) if vmin is None else float(vmin)
-    vmax = float(np.nanmax(values)) if vmax is None else float(vmax)
-    scale = 255.0 / (vmax - vmin) if vmax > vmin else 0.0
-    index = np.clip((values - vmin) * scale, 0, 255)
-    index = np.nan_to_num(index).astype(np.uint8)
-    return colormap_lut(name)[index]
-
-
-def percentile_limits(values: np.ndarray, clip: float = 0.0, signed: bool = False) -> tuple[float, float]:
-    """Display limits with ``clip`` percent cut at each end; symmetric around 0 when ``signed``."""
-    values = np.asarray(values, dtype=np.float32)
-    if signed:
-        m = float(np.percentile(np.abs(values), 100.0 - clip)) if clip > 0 else float(np.abs(values).max())
-        m = m if m > 0 else 1.0
-        return -m, m
-    lo = float(np.percentile(values, clip)) if clip > 0 else float(values.min())
-    hi = float(np.percentile(values, 100.0 - clip)) if clip > 0 else float(values.max())
-    return lo, hi if hi > lo else lo + 1.0
-
-
-def blend(image: np.ndarray, colour: np.ndarray, alpha: float, where: Optional[np.ndarray] = None) -> np.ndarray:
-    """Alpha-blend RGB ``colour`` (an image or one RGB triple) over ``image``, optionally only ``where``."""
-    image_f = image.astype(np.float32)
-    colour_f = np.broadcast_to(np.asarray(colour, dtype=np.float32), image.shape)
-    out = image_f * (1.0 - alpha) + colour_f * alpha
-    if where is not None:
-        out = np.where(where[..., None], out, image_f)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def heatmap_overlay(
-    image: np.ndarray,
-    values: np.ndarray,
-    name: str = "inferno",
-    alpha: float = 0.6,
-    vmin: Optional[float] = None,
-    vmax: Optional[float] = None,
-) -> np.ndarray:
-    """A heat map over an image (the map is resized to the image when needed)."""
-    values = resize_map(values, image.shape[:2])
-    return blend(image, apply_colormap(values, name, vmin, vmax), alpha)
-
-
-def mask_overlay(image: np.ndarray, mask: np.ndarray, colour=(255, 64, 64), alpha: float = 0.45) -> np.ndarray:
-    """Tint ``mask`` pixels of ``image`` with ``colour`` and draw the mask's outline."""
-    mask = resize_mask(mask, image.shape[:2])
-    out = blend(image, np.array(colour, dtype=np.float32), alpha, where=mask)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    thickness = max(1, round(max(image.shape[:2]) / 300))
-    cv2.drawContours(out, contours, -1, tuple(int(c) for c in colour), thickness)
-    return out
 
 
 def foreground_iou(prediction: np.ndarray, truth: np.ndarray) -> float:

@@ -4,7 +4,7 @@ The tab takes a :class:`PlaybackSnapshot` on the GUI thread (references to its d
 rendered) and the writers below run on a worker thread: any panel of the shown frame as a
 full-resolution PNG, the frame as a labelled figure, the curves as CSV or a plot PNG, every frame
 as a folder or a ZIP, the attribution figure, and the HTML + PDF report. Every file is written
-atomically (through :mod:`fssgui.report`).
+atomically (:mod:`fssgui.io`).
 """
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from . import figures as F
+from . import look
 from . import report as R
+from .io import save_png_atomic
+from .report import charts
+from .report import figures as F
 from .metrics.causal import METRIC_TITLES, SUBSTRATE, Curve, metric_settings
 from .pipeline.playback import MethodInput, RunStart
 
@@ -62,11 +65,11 @@ class PlaybackSnapshot:
     # ------------------------------------------------------------------ writers
     def panel_png(self, name: str, path: str | Path) -> Path:
         """One panel of the shown frame at full resolution (rendered from the data)."""
-        return R.write_png(path, R.frame_panels(self.start.base, self._need_frame())[name])
+        return save_png_atomic(path, R.frame_panels(self.start.base, self._need_frame())[name])
 
     def frame_figure(self, path: str | Path, scale: float = 2.0) -> Path:
         frame = self._need_frame()
-        return R.write_png(path, R.frame_composite(self.start.base, frame, title=self.frame_title, scale=scale))
+        return save_png_atomic(path, R.frame_composite(self.start.base, frame, title=self.frame_title, scale=scale))
 
     def curves_csv(self, path: str | Path) -> Path:
         return R.write_curves_csv(path, self.export_curves())
@@ -77,14 +80,14 @@ class PlaybackSnapshot:
             raise R.ExportError(f"no {METRIC_TITLES.get(metric, metric)} curve to export")
         frame = self.frame
         marker = (frame.fraction, frame.score) if frame is not None and frame.metric == metric else None
-        series = [F.Series(legend_text(c.method, c if c.complete else None), c.fractions, c.scores,
-                           self.colours.get(c.method, F.palette_colour(0))) for c in curves]
+        series = [charts.Series(legend_text(c.method, c if c.complete else None), c.fractions, c.scores,
+                                self.colours.get(c.method, look.palette_colour(0))) for c in curves]
         verb = "deleted" if metric == "dauc" else "inserted"
-        image = F.line_plot(series, title=f"{METRIC_TITLES[metric]}: {curves[0].describe()}",
-                            xlabel=f"fraction of support pixels {verb}",
-                            ylabel="confidence over R" if curves[0].measure == "confidence" else "foreground IoU",
-                            marker=marker, scale=scale)
-        return R.write_png(path, image)
+        image = charts.line_plot(series, title=f"{METRIC_TITLES[metric]}: {curves[0].describe()}",
+                                 xlabel=f"fraction of support pixels {verb}",
+                                 ylabel="confidence over R" if curves[0].measure == "confidence" else "foreground IoU",
+                                 marker=marker, scale=scale)
+        return save_png_atomic(path, image)
 
     def frames_files(self, path: str | Path) -> Path:
         """Every frame: a ZIP when ``path`` ends in .zip, otherwise a folder."""
@@ -112,8 +115,9 @@ class PlaybackSnapshot:
         region = self.start.region if self.start is not None else self.region
         image = F.episode_figure(ep.query_image, [s.image for s in ep.supports], [s.mask for s in ep.supports], rows,
                                  prediction=prediction, region=region, region_label=self.region_source,
-                                 ground_truth=ep.query_mask, iou=iou, scale=scale, tile=200)
-        return R.write_png(path, image)
+                                 ground_truth=ep.query_mask, iou=iou, scale=scale, tile=200,
+                                 width=R.PDF_TEXT_WIDTH_PX)
+        return save_png_atomic(path, image)
 
     def report_inputs(self) -> R.ReportInputs:
         if self.episode is None or self.start is None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,9 +28,10 @@ from typing import Optional
 
 import numpy as np
 
-from .episode import EPISODE_FILE, Episode, load_episode, write_episode_files
-from .imaging import write_bytes_atomic
+from . import look
 from .editing import EditableMask, HistoryFileError, HistoryState, capture_histories, load_histories, save_histories
+from .episode import EPISODE_FILE, Episode, load_episode, write_episode_files
+from .io import replace_folder_atomic, write_bytes_atomic
 
 APP_NAME = "fssgui"
 MAX_RECENT = 12
@@ -69,11 +69,11 @@ class Settings:
     model: str = ""
     device: str = "auto"
     explainer: str = "affex-signed"
-    colormap: str = "inferno"
-    signed_colormap: str = "diverging"
-    heat_opacity: float = 0.65
-    mask_opacity: float = 0.45
-    clip_percent: float = 1.0
+    colormap: str = look.UNSIGNED_COLORMAP
+    signed_colormap: str = look.SIGNED_COLORMAP
+    heat_opacity: float = look.HEAT_OPACITY
+    mask_opacity: float = look.MASK_OPACITY
+    clip_percent: float = look.CLIP_PERCENT
     brush_size: int = 25
     eraser_size: int = 25
     autosave_seconds: float = 2.0
@@ -169,22 +169,12 @@ class Autosave:
     def write(self, episode: Episode, source: str, dirty: bool,
               history: Optional[dict[str, HistoryState]] = None, active: str = "") -> None:
         """Swap in a new snapshot of ``episode`` (and the undo ``history`` of its masks, when given)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".episode.", suffix=".tmp", dir=str(self.root)))
-        try:
+        def fill(tmp: Path) -> None:
             write_episode_snapshot(episode, tmp)
             if history:
                 save_histories(tmp / self.HISTORY_FILE, history, active)
-            old = self.root / ".episode.old"
-            if old.exists():
-                shutil.rmtree(old)
-            if self.folder.exists():
-                os.replace(self.folder, old)
-            os.replace(tmp, self.folder)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+
+        replace_folder_atomic(self.folder, fill)
         self._write_session(source, dirty, clean_exit=False)
 
     def _write_session(self, source: str, dirty: bool, clean_exit: bool) -> None:

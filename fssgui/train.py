@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,6 +74,7 @@ from torch.utils.data import DataLoader
 from .data.datasets import EpisodeSpec, FSSDataset, open_dataset
 from .data.tensors import EpisodeTensorDataset
 from .errors import CheckpointError, FssguiError, ModelError
+from .io import atomic_file, write_bytes_atomic
 from .models.base import EpisodeTensors, FSSModel
 from .models.registry import get_entry, resolve_device
 
@@ -127,15 +127,8 @@ class TrainResult:
 
 # --------------------------------------------------------------------------------------------
 def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_file(path) as handle:
+        torch.save(obj, handle)
 
 
 def load_weights_only(path: Path, what: str):
@@ -390,12 +383,12 @@ def _train(config: TrainConfig, log: Callable[[str], None], emit: Callable[..., 
         atomic_torch_save({"epoch": epoch, "global_step": global_step, "optimizer": optimizer.state_dict(),
                            "scheduler": scheduler.state_dict(),
                            "scaler": scaler.state_dict() if use_amp else {}}, out / TRAIN_STATE)
-        atomic_write_text(json.dumps({
+        write_bytes_atomic(out / CONFIG_JSON, json.dumps({
             "format": "fssgui-train-1", "model": config.model, "input_size": size, "epoch": epoch,
             "config": run_config, "history": result.history, "best_miou": result.best_miou,
             "best_epoch": result.best_epoch, "last_metrics": metrics,
             "files": {"last": MODEL_LAST, "best": MODEL_BEST, "state": TRAIN_STATE},
-        }, indent=2), out / CONFIG_JSON)
+        }, indent=2).encode("utf-8"))
 
     def validate(epoch: int) -> dict:
         emit("phase", phase="validate", epoch=epoch)

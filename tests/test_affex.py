@@ -19,7 +19,7 @@ from fssgui.models.base import EpisodeTensors, FSSModel, Prediction
 
 
 def direct_level_map(scores: torch.Tensor, h: int, shots: int, region_e: torch.Tensor, size: int, softmax: bool):
-    """The reference pipeline literally (spec §1.2): one E x E query map per support pixel."""
+    """The reference pipeline literally (its step 2): one E x E query map per support pixel."""
     a = torch.softmax(scores, -1) if softmax else scores
     maps = a.T.reshape(shots * h * h, h, h)  # support pixel (shot, row, col) -> query map
     maps = TF.resize(maps, [size, size])  # torchvision defaults: bilinear, antialias=True

@@ -13,7 +13,7 @@ from testkit import make_episode
 from fssgui.cli import main
 from fssgui.episode import save_episode
 from fssgui.errors import ExplainError
-from fssgui.imaging import save_png_atomic
+from fssgui.io import save_png_atomic
 from fssgui.models.registry import ModelEntry, get_entry, register
 from test_affex_toy import TOY_SIZE, ToyMatcher
 

@@ -1,5 +1,5 @@
 """AffEx reference-mode parity with the official AffinityExplainer code (DCAMA ResNet-50, 1 shot,
-parity weights; /work/shared/affex/README.md, copied to tests/data/affex).
+parity weights; the official outputs are in tests/data/affex).
 
 The maps are float16 in the reference file (quantisation ~5e-4): atol 1e-3. Weights: atol 1e-5.
 One DCAMA-R50 forward (module fixture) and one AffEx call per E; the masked and signed maps are
@@ -17,7 +17,7 @@ from fssgui.explain.affex import AffinityExplainer, aggregate
 from fssgui.models.base import EpisodeTensors
 
 DATA = Path(__file__).parent / "data"
-dcama = pytest.importorskip("fssgui.models.dcama", reason="the DCAMA adapter is not part of this build")
+from fssgui.models import dcama
 
 
 @pytest.fixture(scope="module")

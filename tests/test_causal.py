@@ -10,9 +10,9 @@ from fssgui.errors import ExplainError
 from fssgui.metrics.causal import (
     causal_steps,
     foreground_iou,
+    CausalRun,
     perturbed_supports,
     rank_pixels,
-    CausalRun,
     step_boundaries,
     trapezoid_auc,
 )
@@ -53,12 +53,13 @@ def test_ranking_and_zero_substrate():
     assert rank.flatten().tolist() == [6, 0, 3, 5, 1, 7, 4, 2]  # global across both supports
     supports = torch.ones(2, 3, 2, 2)
     masks = torch.ones(2, 2, 2)
-    images, state_masks = perturbed_supports(supports, masks, rank, torch.tensor([0, 3, 8]), insertion=True)
+    images, state_masks, kept = perturbed_supports(supports, masks, rank, torch.tensor([0, 3, 8]), insertion=True)
     assert images[0].sum() == 0 and state_masks[0].sum() == 0
     assert state_masks[1].flatten().tolist() == [0, 1, 0, 0, 1, 0, 0, 1]
     assert torch.equal(images[1], state_masks[1][:, None].expand(-1, 3, -1, -1))
     assert images[2].sum() == 24
-    _, deleted = perturbed_supports(supports, masks, rank, torch.tensor([3]), insertion=False)
+    assert torch.equal(kept[1], state_masks[1].bool()) and kept[2].all()  # all-ones masks: kept = mask
+    _, deleted, _ = perturbed_supports(supports, masks, rank, torch.tensor([3]), insertion=False)
     assert deleted[0].flatten().tolist() == [1, 0, 1, 1, 0, 1, 1, 0]
 
 

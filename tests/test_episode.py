@@ -128,7 +128,7 @@ def test_saved_files_have_the_usual_permissions(tmp_path):
     import os
     import stat
 
-    from fssgui.imaging import _umask
+    from fssgui.io import _umask
 
     save_episode(make_episode(), tmp_path / "ep")
     umask = _umask()

@@ -318,10 +318,10 @@ def test_table_equals_mean_of_per_episode_causal_cli(reference, tmp_path, monkey
     built = {}
     real_build = pipeline_models.build_model
 
-    def build_once(name, checkpoint=None, device="cpu", log=None):  # model construction memoised
+    def build_once(name, checkpoint=None, device="cpu", log=None, task="fss"):  # model construction memoised
         key = (name, checkpoint, str(device))
         if key not in built:
-            built[key] = real_build(name, checkpoint, device=device, log=log)
+            built[key] = real_build(name, checkpoint, device=device, log=log, task=task)
         return built[key]
 
     monkeypatch.setattr(pipeline_models, "build_model", build_once)

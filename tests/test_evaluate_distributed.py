@@ -22,7 +22,6 @@ from evaluate_testkit import (
     table_values,
 )
 
-pytest.importorskip("torch.distributed")
 pytestmark = pytest.mark.slow  # several processes (minutes on a CPU)
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from fssgui.errors import ExplainError
 from fssgui.explain.base import Cancelled
-from fssgui.imaging import colormap_lut
+from fssgui.look import colormap_lut
 from fssgui.prototypes import nearest
 from fssgui.prototypes.dataset import NO_DATASET_TEXT, DatasetFolder
 from fssgui.prototypes.detail import SourceRequest, describe_prototype, locate_source

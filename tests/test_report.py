@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from testkit import TINY_REPORT_SIZE as TINY_SIZE, TinyModel, make_episode, tiny_run, tiny_setup
+from fssgui import io as fio
 from fssgui import report as R
-from fssgui.imaging import _umask
+from fssgui.io import _umask
+from fssgui.metrics.causal import curve_value
 from fssgui.models.base import EpisodeTensors
+from testkit import TINY_REPORT_SIZE as TINY_SIZE, TinyModel, make_episode, tiny_run, tiny_setup
 from fssgui.models.registry import ModelEntry
 
 @pytest.fixture(scope="module")
@@ -142,7 +144,7 @@ def test_failed_writes_leave_the_old_files(computed, tmp_path, monkeypatch):
     (folder / "old.txt").write_text("old")
     png = tmp_path / "panel.png"
     png.write_bytes(b"old png")
-    real = R.encode_png
+    real = fio.encode_png
     calls = {"n": 0}
 
     def failing(image):
@@ -151,7 +153,7 @@ def test_failed_writes_leave_the_old_files(computed, tmp_path, monkeypatch):
             raise OSError("disk full (simulated)")
         return real(image)
 
-    monkeypatch.setattr(R, "encode_png", failing)
+    monkeypatch.setattr(fio, "encode_png", failing)
     with pytest.raises(OSError):
         R.write_frames_zip(zip_path, base, frames)
     calls["n"] = 0
@@ -159,13 +161,13 @@ def test_failed_writes_leave_the_old_files(computed, tmp_path, monkeypatch):
         R.write_frames_folder(folder, base, frames)
     calls["n"] = 10
     with pytest.raises(OSError):
-        R.write_png(png, np.zeros((4, 4, 3), np.uint8))
+        fio.save_png_atomic(png, np.zeros((4, 4, 3), np.uint8))
     assert zip_path.read_bytes() == b"old zip"
     assert sorted(p.name for p in folder.iterdir()) == ["old.txt"]
     assert png.read_bytes() == b"old png"
     assert leftovers(tmp_path) == []
-    monkeypatch.setattr(R, "encode_png", real)
-    R.write_png(png, np.zeros((4, 5, 3), np.uint8))
+    monkeypatch.setattr(fio, "encode_png", real)
+    fio.save_png_atomic(png, np.zeros((4, 5, 3), np.uint8))
     assert cv2.imread(str(png)).shape == (4, 5, 3)
 
 
@@ -266,7 +268,7 @@ def test_report_html_numbers_are_the_summary_numbers(written, report_inputs):
     parser = _KeyedValues()
     parser.feed(written.html.read_text())
     shown = dict(parser.values)
-    assert len(parser.values) > 50
+    assert len(parser.values) > 30
     for key, text in parser.values:
         _check_shown(text, R.resolve_pointer(summary, key))
     # every number in summary.json is shown
@@ -278,7 +280,7 @@ def test_report_html_numbers_are_the_summary_numbers(written, report_inputs):
     assert float(shown["/prediction/iou"]) == pytest.approx(iou, abs=5e-5)
     good_iauc = next(c for c in report_inputs.curves if c.key == ("good", "iauc"))
     assert float(shown["/causal/curves/good/iauc/value"]) == pytest.approx(good_iauc.value, abs=5e-5)
-    assert summary["causal"]["curves"]["good"]["iauc"]["scores"] == pytest.approx(good_iauc.scores)
+    assert summary["causal"]["curves"]["good"]["iauc"]["points"] == len(good_iauc.scores)
     assert summary["methods"]["good"]["level_weights"]["values"] == pytest.approx([0.5, 0.3, 0.2])
     import hashlib
 
@@ -299,6 +301,21 @@ def test_report_html_is_self_contained(written):
         data = base64.b64decode(src.split(",", 1)[1])
         assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None
     assert not re.search(r'(src|href)="(?!data:)', text)
+
+
+def test_report_shows_curves_not_their_points(written, report_inputs):
+    """The HTML (and so the PDF) shows each curve's value and plot; the points are in curves.csv."""
+    text = written.html.read_text()
+    summary = json.loads(written.summary.read_text())
+    assert "Curve points" not in text and "curves.csv" in text
+    parser = _KeyedValues()
+    parser.feed(text)
+    keys = [key for key, _ in parser.values]
+    assert not [k for k in keys if "/fractions/" in k or "/scores/" in k]
+    assert "/causal/curves/good/iauc/points" in keys
+    points = sum(c["points"] for per in summary["causal"]["curves"].values() for c in per.values())
+    assert points == sum(len(c.scores) for c in report_inputs.curves)
+    assert len(list(csv.DictReader(written.curves_csv.open()))) == points
 
 
 def test_report_without_ground_truth_or_curves(report_inputs, tmp_path):
@@ -362,9 +379,9 @@ def test_pdf_first_figure_starts_on_page_one_and_flows_between_its_rows(report_i
     inputs = dataclasses.replace(report_inputs, methods=list(report_inputs.methods) + extra)
     summary = R.build_summary(inputs)
     figures = R.report_figures(inputs, summary, 2.0)
-    encoded = {name: R.encode_png(image) for name, image in figures.items()}
+    encoded = {name: fio.encode_png(image) for name, image in figures.items()}
     named = {name: (name, int(min(R.PDF_TEXT_WIDTH_PX, figures[name].shape[1] / 2))) for name in encoded}
-    html_text = R._pdf_html(R.render_html(summary, named, for_pdf=True))
+    html_text = R.pdf_html(R.render_html(summary, named, for_pdf=True))
     document = R.pdf_document(html_text, encoded)
     page = document.pageSize().height()
     lines = _image_lines(document)
@@ -435,9 +452,10 @@ def test_cli_report(tiny_registered, episode_dir, tmp_path, capsys):
     rows = list(csv.DictReader((out / "curves.csv").open()))
     for method, per_metric in curves.items():
         for metric, c in per_metric.items():
-            assert len(c["scores"]) == 6 and c["params"]["steps"] == 5
+            assert c["points"] == 6 and c["params"]["steps"] == 5
             mine = [r for r in rows if (r["method"], r["metric"]) == (method, metric)]
-            assert [float(r["score"]) for r in mine] == pytest.approx(c["scores"])
+            assert len(mine) == 6  # the points are in curves.csv, and they give the summary's value
+            assert curve_value([float(r["score"]) for r in mine], loss=False) == pytest.approx(c["value"])
             assert f"{c['value']:.4f}" in printed
     # the numbers in the HTML are the summary's
     parser = _KeyedValues()
@@ -473,7 +491,7 @@ def test_report_core_imports_without_qt():
     import subprocess
     import sys
 
-    code = ("import sys, fssgui.report, fssgui.figures, fssgui.commands.report; "
+    code = ("import sys, fssgui.report, fssgui.report.figures, fssgui.look, fssgui.io, fssgui.commands.report; "
             "bad = [m for m in sys.modules if m.startswith(('PySide6', 'shiboken6', 'pyqtgraph'))]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fssgui.episode import Episode, Support, save_episode  # noqa: E402
-from fssgui.imaging import mask_overlay  # noqa: E402
+from fssgui.look import SUPPORT_MASK_COLOUR, outline, tint  # noqa: E402
 
 LONG_SIDE = 512
 GRABCUT_ITERATIONS = 8
@@ -335,7 +335,7 @@ def contact_sheet(entries: list[tuple[str, np.ndarray, np.ndarray]], columns: in
     tiles = []
     for label, image, mask in entries:
         tile = np.full((LONG_SIDE + 24, LONG_SIDE, 3), 255, np.uint8)
-        overlay = mask_overlay(image, mask)
+        overlay = outline(tint(image, mask, SUPPORT_MASK_COLOUR), mask, SUPPORT_MASK_COLOUR)
         tile[24 : 24 + overlay.shape[0], : overlay.shape[1]] = overlay
         cv2.putText(tile, label, (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
         tiles.append(tile)

@@ -16,7 +16,7 @@ import json
 
 from ..episode import load_episode
 from ..errors import ExplainError
-from ..imaging import write_bytes_atomic
+from ..io import write_bytes_atomic
 from .common import add_model_arguments, load_model_from_args, log_stderr, output_dir
 from .explain import add_explainer_arguments, build_explainer, explanation_summary
 

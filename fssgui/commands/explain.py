@@ -16,8 +16,9 @@ Each explanation folder holds:
 * ``attribution.npy``: float32 ``[K, H, W]`` at the support images' size (the model-size map
   resized bilinearly). When the supports differ in size, one ``attribution_<k>.npy`` ``[H_k, W_k]``
   per support instead.
-* ``overlay_<k>.png``: the map over support k (inferno from 0 to the largest value over all
-  supports; the signed AffEx map with a diverging map centred at its zero level).
+* ``overlay_<k>.png``: the map over support k with its mask outlined, as the app draws it
+  (:mod:`fssgui.look`: one colour scale for all supports, percentile-clipped; a signed map on a
+  diverging scale centred at its zero level).
 * ``explanation.json``: method, parameters, region, model and, for AffEx, the level names and
   weights.
 """
@@ -30,7 +31,8 @@ import numpy as np
 
 from ..episode import Episode, load_episode
 from ..errors import ExplainError, FssguiError
-from ..imaging import heatmap_overlay, save_npy_atomic, save_png_atomic, write_bytes_atomic
+from ..io import save_npy_atomic, save_png_atomic, write_bytes_atomic
+from ..look import heat_overlay, map_scale
 from .common import add_model_arguments, load_model_from_args, log_stderr, output_dir
 
 _AFFEX_ONLY = ("size", "mode")
@@ -127,19 +129,11 @@ def write_attribution(out: Path, episode, result) -> list[Path]:
             path = out / f"attribution_{k}.npy"
             save_npy_atomic(path, values.astype(np.float32))
             written.append(path)
-    zero = result.zero_level
-    # one colour scale for all supports: 0 .. the largest value (1 for the min-max-scaled maps;
-    # exact attributions such as prototype-share are shares of a total and much smaller)
-    top = max(float(np.max(values)) for values in resized)
-    top = top if top > 0 else 1.0
+    # one colour scale for all supports, drawn as the app draws it (fssgui.look)
+    scale = map_scale(resized, result.signed, result.zero_level)
     for k, (support, values) in enumerate(zip(episode.supports, resized)):
-        if zero is not None:
-            half = max(zero, 1.0 - zero)
-            overlay = heatmap_overlay(support.image, values, "diverging", vmin=zero - half, vmax=zero + half)
-        else:
-            overlay = heatmap_overlay(support.image, values, "inferno", vmin=0.0, vmax=top)
         path = out / f"overlay_{k}.png"
-        save_png_atomic(path, overlay)
+        save_png_atomic(path, heat_overlay(support.image, values, scale, mask=support.mask))
         written.append(path)
     return written
 

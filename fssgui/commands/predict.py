@@ -7,7 +7,8 @@ or DMTNet's K-shot vote)."""
 from __future__ import annotations
 
 from ..episode import load_episode
-from ..imaging import foreground_iou, save_npy_atomic, save_png_atomic
+from ..imaging import foreground_iou
+from ..io import save_npy_atomic, save_png_atomic
 from ..pipeline import EpisodeRun
 from .common import add_model_arguments, load_model_from_args, output_dir
 

@@ -77,12 +77,12 @@ def _render() -> str:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtGui import QGuiApplication, QImage, QPainter
 
-    from ..imaging import heatmap_overlay
+    from ..look import heat_overlay, map_scale
 
     app = QGuiApplication.instance() or QGuiApplication(["fssgui-self-test"])
     base = np.full((48, 64, 3), 128, np.uint8)
     values = np.linspace(0, 1, 48 * 64, dtype=np.float32).reshape(48, 64)
-    rgb = np.ascontiguousarray(heatmap_overlay(base, values, "inferno", 0.7))
+    rgb = np.ascontiguousarray(heat_overlay(base, values, map_scale(values)))
     image = QImage(rgb.data, 64, 48, 64 * 3, QImage.Format.Format_RGB888).copy()
     canvas = QImage(64, 48, QImage.Format.Format_RGB888)
     painter = QPainter(canvas)

@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import FssguiError
+from ..io import write_bytes_atomic
 
 LAYOUTS = ("folders", "pascal5i", "coco20i")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -264,10 +265,7 @@ def _scan_label_classes(label_dir: Path, names: Sequence[str], cache_key: str,
         result[name] = [int(v) for v in values if 0 < v < IGNORE]
     if cache is not None:
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"key": cache_key, "count": len(names), "classes": result}))
-            tmp.replace(cache)
+            write_bytes_atomic(cache, json.dumps({"key": cache_key, "count": len(names), "classes": result}).encode())
         except OSError:
             pass
     return result

@@ -27,7 +27,7 @@ import numpy as np
 from .. import __version__
 from ..data.datasets import DatasetError
 from ..errors import ExplainError, FssguiError
-from ..imaging import write_bytes_atomic
+from ..io import sha256_file, write_bytes_atomic
 from . import store
 from .distributed import DistContext, DistributedError, init_from_env, rank_device, shard
 from .episodes import (
@@ -147,7 +147,7 @@ def _checkpoint_identity(checkpoint: Optional[str]) -> Optional[str]:
         from ..errors import CheckpointError
 
         raise CheckpointError(f"{path}: checkpoint file not found")
-    return store.file_sha256(path)
+    return sha256_file(path)
 
 
 def _setup(config: EvaluationConfig) -> _Setup:

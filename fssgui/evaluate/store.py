@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from ..errors import FssguiError
-from ..imaging import write_bytes_atomic
+from ..io import write_bytes_atomic
 
 SETTINGS_FILE = "settings.json"
 RESULTS_DIR = "results"
@@ -47,17 +47,6 @@ def settings_hash(settings: dict) -> str:
     """SHA-256 of the canonical JSON of ``settings`` (sorted keys)."""
     text = json.dumps(settings, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while True:
-            block = handle.read(chunk)
-            if not block:
-                break
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_settings_file(out: Path, settings: dict, digest: str) -> bool:

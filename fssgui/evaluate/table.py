@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..imaging import write_bytes_atomic
+from ..io import write_bytes_atomic
 from .metrics import MetricSpec
 
 

@@ -1,5 +1,5 @@
 """AffEx (Affinity Explainer): which support pixels the query region R matched, from the model's
-own matching scores (spec: affex.md §1).
+own matching scores (the AffEx paper and its official AffinityExplainer code).
 
 Per matching level l with scores ``A_l`` ``[h*w (query), K*h*w (support)]``:
 

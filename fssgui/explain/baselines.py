@@ -1,4 +1,4 @@
-"""Baseline explainers with AffEx's call shape (spec affex.md §2): captum Saliency, Integrated
+"""Baseline explainers with AffEx's call shape (the AffEx paper's baselines): captum Saliency, Integrated
 Gradients, DeepLift, GradientShap; LIME adapted to few-shot segmentation; Gaussian Noise Mask;
 Random.
 

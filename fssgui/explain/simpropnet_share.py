@@ -47,10 +47,8 @@ from torch import Tensor
 
 from ..errors import ExplainError
 from ..models.base import resize_masks
+from ..models.simpropnet import COS_EPS, MAP_EPS
 from .base import Attribution, Explainer, check_cancelled
-
-COS_EPS = 1e-8
-MAP_EPS = 1e-5
 
 
 def prototype_shares(query_features: Tensor, support_features: Tensor, support_masks: Tensor,

@@ -46,6 +46,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..editing import EditableMask, Rect
+from ..look import MASK_OPACITY, REGION_COLOUR
 
 TOOL_PAN = "pan"
 TOOL_BRUSH = "brush"
@@ -294,7 +295,7 @@ class ImageCanvas(QGraphicsView):
     def overlays_visible(self) -> bool:
         return self._overlays_visible
 
-    def set_mask(self, mask: Optional[EditableMask], colour: tuple[int, int, int] = (255, 80, 40)) -> None:
+    def set_mask(self, mask: Optional[EditableMask], colour: tuple[int, int, int] = REGION_COLOUR) -> None:
         """The mask this canvas edits (and shows tinted); ``None`` removes it."""
         if self._mask_layer is not None:
             self._mask_layer.detach()
@@ -304,7 +305,7 @@ class ImageCanvas(QGraphicsView):
         if mask is None:
             return
         self._mask_layer = MaskLayer(mask, colour)
-        self._mask_layer.setOpacity(self._layer_opacity.get("mask", 0.45))
+        self._mask_layer.setOpacity(self._layer_opacity.get("mask", MASK_OPACITY))
         self._mask_layer.setVisible(self._overlays_visible)
         self.scene().addItem(self._mask_layer)
 
@@ -316,7 +317,7 @@ class ImageCanvas(QGraphicsView):
 
     def _mask_colour(self) -> tuple[int, int, int]:
         if self._mask_layer is None:
-            return (255, 80, 40)
+            return REGION_COLOUR
         b, g, r, a = (int(v) for v in self._mask_layer._lut[1])
         return (r, g, b)
 

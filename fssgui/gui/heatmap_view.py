@@ -1,7 +1,10 @@
 """The heat-map viewer: per-support attribution maps, levels, and side-by-side comparison.
 
 Display choices (colormap, opacity, percentile clip, overlay / attribution / image mode) are
-made here, at display time; the maps themselves stay as the explainer returned them.
+made here, at display time; the maps themselves stay as the explainer returned them. They start
+from the defaults of :mod:`fssgui.look`, whose colour scale rule (:func:`fssgui.look.map_scale`)
+and layers (:func:`fssgui.look.heat_rgba`, :func:`fssgui.look.outline_rgba`) the exported figures
+use too, so an export looks like the screen.
 
 Sign convention: a signed explanation (``ExplanationResult.signed``) is drawn with a diverging
 colormap centred on its zero, with symmetric limits. AffEx Signed returns min-max scaled maps
@@ -10,7 +13,6 @@ matched foreground, blue = matched background). Other signed maps are centred on
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import cv2
@@ -35,7 +37,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..imaging import COLORMAPS, apply_colormap, colormap_lut, percentile_limits, resize_map
+from .. import look
+from ..imaging import resize_map
+from ..look import COLORMAPS, Scale, colormap_lut, heat_rgba, outline_rgba
 from .canvas import ImageCanvas, link_views, rgb_to_qimage
 from ..pipeline import ExplanationResult, region_title
 from .theme import PlotColours, follow_theme
@@ -54,10 +58,10 @@ class DisplaySettings(QObject):
 
     def __init__(self) -> None:
         super().__init__()
-        self.colormap = "inferno"
-        self.signed_colormap = "diverging"
-        self.opacity = 0.65
-        self.clip_percent = 1.0
+        self.colormap = look.UNSIGNED_COLORMAP
+        self.signed_colormap = look.SIGNED_COLORMAP
+        self.opacity = look.HEAT_OPACITY
+        self.clip_percent = look.CLIP_PERCENT
         self.mode = MODE_OVERLAY
         self.shared_scale = True
         self.show_mask_outline = True
@@ -72,59 +76,14 @@ class DisplaySettings(QObject):
             self.changed.emit()
 
 
-@dataclass
-class Scale:
-    """How values map to colours: colormap over [vmin, vmax]; ``center`` is the zero of a signed map."""
-
-    colormap: str
-    vmin: float
-    vmax: float
-    signed: bool
-    center: float = 0.0
-
-
 def signed_center(result: ExplanationResult) -> float:
     return float(result.params.get("zero_level", 0.0)) if result.signed else 0.0
 
 
 def compute_scale(maps: list[np.ndarray], signed: bool, center: float, settings: DisplaySettings) -> Scale:
-    """Limits over all ``maps`` jointly (one colour scale for all shots) with percentile clipping."""
-    values = np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in maps]) if maps else np.zeros(1)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        values = np.zeros(1, dtype=np.float32)
-    if values.size > 2_000_000:  # percentiles of a strided sample are plenty for display limits
-        values = values[:: values.size // 1_000_000]
-    clip = float(settings.clip_percent)
-    if signed:
-        lo, hi = percentile_limits(values - center, clip, signed=True)
-        return Scale(settings.signed_colormap, center + lo, center + hi, True, center)
-    lo, hi = percentile_limits(values, clip, signed=False)
-    return Scale(settings.colormap, lo, hi, False)
-
-
-def heat_rgba(values: np.ndarray, scale: Scale, fade_near_zero: bool = False) -> np.ndarray:
-    """Colour-mapped RGBA. With ``fade_near_zero`` (signed maps drawn over the image) the alpha
-    grows with ``|value - center|`` up to the scale's limit, so "no affinity" leaves the image
-    visible instead of washing it out with the diverging map's white."""
-    rgb = apply_colormap(values, scale.colormap, scale.vmin, scale.vmax)
-    if fade_near_zero and scale.signed:
-        half = max(scale.vmax - scale.center, scale.center - scale.vmin, 1e-12)
-        strength = np.clip(np.abs(np.asarray(values, np.float32) - scale.center) / half, 0.0, 1.0)
-        alpha = np.nan_to_num(np.sqrt(strength) * 255.0 + 0.5).astype(np.uint8)[..., None]
-    else:
-        alpha = np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)
-    return np.concatenate([rgb, alpha], axis=2)
-
-
-def outline_rgba(mask: np.ndarray, colour=(255, 255, 255)) -> np.ndarray:
-    """A transparent layer with the mask's outline (thickness scaled to the image)."""
-    h, w = mask.shape
-    out = np.zeros((h, w, 4), dtype=np.uint8)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    thickness = max(1, round(max(h, w) / 350))
-    cv2.drawContours(out, contours, -1, (*colour, 255), thickness)
-    return out
+    """One colour scale for all ``maps`` (all shots), by :func:`fssgui.look.map_scale`'s rule with
+    the display settings' colormaps and clip."""
+    return look.map_scale(maps, signed, center, settings.clip_percent, settings.colormap, settings.signed_colormap)
 
 
 # -------------------------------------------------------------------------------- colorbar
@@ -229,7 +188,8 @@ class HeatTile(QWidget):
             self.canvas.set_layer("heat", heat_rgba(values, scale, fade_near_zero=settings.mode == MODE_OVERLAY),
                                   z=2, opacity=opacity)
         if mask is not None and settings.show_mask_outline:
-            self.canvas.set_layer("outline", outline_rgba(mask), z=3, opacity=0.9)
+            self.canvas.set_layer("outline", outline_rgba(mask, look.MAP_MASK_OUTLINE_COLOUR), z=3,
+                                  opacity=look.MAP_MASK_OUTLINE_OPACITY)
         else:
             self.canvas.remove_layer("outline")
         self.canvas.set_title(title, subtitle)
@@ -543,8 +503,8 @@ class LevelView(QWidget):
         weights = result.level_weights
         columns = 4
         for i, values in enumerate(maps):
-            lo, hi = float(values.min()), float(values.max())
-            rgb = apply_colormap(values, "inferno", lo, hi if hi > lo else lo + 1)
+            scale = look.map_scale(values)  # each level on its own scale, by the one scale rule
+            rgb = look.apply_colormap(values, scale.colormap, scale.vmin, scale.vmax)
             rgb = cv2.resize(rgb, (128, 128), interpolation=cv2.INTER_NEAREST)
             label = QLabel()
             label.setPixmap(QPixmap.fromImage(rgb_to_qimage(rgb)))

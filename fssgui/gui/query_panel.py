@@ -16,11 +16,7 @@ from PySide6.QtWidgets import QButtonGroup, QCheckBox, QHBoxLayout, QLabel, QSli
 from ..editing import EditableMask
 from ..pipeline import BRUSHED, GROUND_TRUTH, PREDICTION, PredictionResult, region_title
 from .canvas import ImageCanvas
-from .heatmap_view import outline_rgba
-
-REGION_COLOUR = (0, 200, 255)
-PREDICTION_COLOUR = (255, 214, 0)
-TRUTH_COLOUR = (60, 220, 90)
+from ..look import PREDICTION_COLOUR, REGION_COLOUR, TRUTH_COLOUR, outline_rgba
 SOURCES = (BRUSHED, PREDICTION, GROUND_TRUTH)
 FROM_FILE = "from the episode file"
 

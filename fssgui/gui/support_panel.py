@@ -27,12 +27,12 @@ from PySide6.QtWidgets import (
 )
 
 from ..episode import Support
-from ..imaging import mask_overlay, resize_image, resize_mask
+from ..imaging import resize_image, resize_mask
+from ..look import SUPPORT_MASK_COLOUR, tint
 from .canvas import ImageCanvas, rgb_to_qimage
 from ..editing import EditableMask
 
 THUMB = 88
-SUPPORT_COLOUR = (255, 96, 48)
 
 
 @dataclass
@@ -57,7 +57,7 @@ def thumbnail(image: np.ndarray, mask: np.ndarray, size: int = THUMB) -> QPixmap
     th, tw = max(1, round(h * scale)), max(1, round(w * scale))
     small = resize_image(image, (th, tw))
     small_mask = resize_mask(mask, (th, tw))
-    return QPixmap.fromImage(rgb_to_qimage(mask_overlay(small, small_mask, SUPPORT_COLOUR, 0.5)))
+    return QPixmap.fromImage(rgb_to_qimage(tint(small, small_mask, SUPPORT_MASK_COLOUR)))
 
 
 class _SupportList(QListWidget):
@@ -287,7 +287,7 @@ class SupportPanel(QWidget):
             item = self.items[row]
             same_size = self.canvas.image_size == item.image.shape[:2]
             self.canvas.set_image(item.image, fit=not same_size or not self.canvas.has_image())
-            self.canvas.set_mask(item.mask, SUPPORT_COLOUR)
+            self.canvas.set_mask(item.mask, SUPPORT_MASK_COLOUR)
             self.canvas.set_title(f"Support {row + 1} mask", "brush: B · eraser: E · undo: Ctrl+Z")
         else:
             self.canvas.set_mask(None)

@@ -11,7 +11,7 @@ from :func:`plot_colours` of its palette at once and again whenever its palette 
 ``PaletteChange`` to every widget when :func:`apply_theme` sets the application palette, and when
 the OS scheme changes), so a theme switch at run time restyles it. Light theme: white plot
 background, near-black axes and text; dark theme: the palette's base colour and light grey text.
-Curve colours are the figures' palette (:data:`fssgui.figures.PALETTE`) made light or dark enough
+Curve colours are the figures' palette (:data:`fssgui.look.PALETTE`) made light or dark enough
 (same hue) for a contrast of at least 4.5:1 on the plot background; markers and guide lines at
 least 3:1 (WCAG's ratio for graphics). Exported PNGs and reports keep their own white figure style.
 """
@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence
 from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 
-from ..figures import PALETTE
+from ..look import PALETTE
 
 THEME_SYSTEM, THEME_LIGHT, THEME_DARK = "system", "light", "dark"
 THEMES = (THEME_SYSTEM, THEME_LIGHT, THEME_DARK)

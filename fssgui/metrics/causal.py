@@ -160,11 +160,12 @@ def rank_pixels(attribution: Tensor) -> Tensor:
 
 def perturbed_supports(
     supports: Tensor, masks: Tensor, rank: Tensor, pixels: Tensor, insertion: bool
-) -> tuple[Tensor, Tensor]:
-    """States for a batch of pixel counts ``pixels`` ``[N]``: ``([N, K, 3, S, S], [N, K, S, S])``."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """States for a batch of pixel counts ``pixels`` ``[N]``: the zero-substrate support images
+    ``[N, K, 3, S, S]`` and masks ``[N, K, S, S]``, and the kept pixels ``[N, K, S, S]`` bool."""
     keep = kept_pixels(rank, pixels, insertion)
     keep_f = keep.to(supports.dtype)
-    return supports[None] * keep_f[:, :, None], masks[None] * keep_f
+    return supports[None] * keep_f[:, :, None], masks[None] * keep_f, keep
 
 
 def kept_pixels(rank: Tensor, pixels: Tensor, insertion: bool) -> Tensor:
@@ -251,9 +252,7 @@ def causal_steps(
             check_cancelled(cancelled)
             chunk = states[start : start + max(1, batch_size)]
             pixels = torch.tensor([bounds[i] for i in chunk], device=device)
-            keep = kept_pixels(rank, pixels, mode == "insertion")
-            keep_f = keep.to(supports.dtype)
-            state_supports, state_masks = supports[None] * keep_f[:, :, None], masks[None] * keep_f
+            state_supports, state_masks, keep = perturbed_supports(supports, masks, rank, pixels, mode == "insertion")
             n = len(chunk)
             episode = type(batch)(batch.query.expand(n, -1, -1, -1), state_supports, state_masks)
             logits = model.predict(episode, query_features=query_features).logits.float()

@@ -290,7 +290,3 @@ class SwinTransformer(nn.Module):
                 x = layer.downsample(x)
         return self.head(self.norm(x).mean(1))
 
-
-def swin_base_384() -> SwinTransformer:
-    """Swin-B as DCAMA builds it (img 384, patch 4, window 12, embed 128, depths 2-2-18-2)."""
-    return SwinTransformer()

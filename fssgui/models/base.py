@@ -1,7 +1,7 @@
 """The common model interface every few-shot segmentation model implements.
 
 Explainers and metrics talk to models only through this module, so they need no knowledge
-of an architecture (see DESIGN.md, "Core interfaces").
+of an architecture.
 
 Conventions
 -----------

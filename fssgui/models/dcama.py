@@ -4,7 +4,7 @@ Structure and state-dict keys follow the official ``DCAMA`` module (``feature_ex
 the backbone with its classifier, ``model.*`` = ``DCAMA_model``: ``DCAMA_blocks``, ``pe``,
 ``conv1``..``conv5``, ``mixer1``..``mixer3``), so a released ``best_model.pt`` loads strictly
 (see :mod:`fssgui.models.checkpoints`). Behaviour follows the official inference path
-(``model.eval()``; see ``/work/shared/specs/fss_models.md`` §1):
+(``model.eval()``):
 
 * Backbone features of every ResNet bottleneck (after the residual add, before the final
   ReLU) or every Swin block; the 1/4 maps are only skip connections.

@@ -3,7 +3,7 @@
 State-dict keys follow the official ``DMTNetwork('resnet50')`` (``backbone.*`` = torchvision
 ResNet-50 with its classifier, ``reference_layer{3,2,1,6,5,4}`` in that registration order,
 ``hpn_learner.*``), so a released checkpoint loads strictly. Behaviour follows the official
-inference path (``testDDP.py``: ``model.eval()``; spec §2), including its quirks:
+inference path (``testDDP.py``: ``model.eval()``), including its quirks:
 
 * Features: ResNet-50 bottlenecks 4…16 (layer1 skipped), after the residual add and before the
   final ReLU.

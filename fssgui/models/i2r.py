@@ -101,15 +101,9 @@ from torch import Tensor, nn
 
 from .base import EpisodeTensors, FSSModel, Prediction
 from .registry import ModelEntry, register
-from .resnet_features import build_resnet50, freeze, load_backbone_weights, recalibrate_batchnorm
+from .resnet_features import build_resnet50, freeze, load_backbone_weights, masked_average, recalibrate_batchnorm
 
 DICM_MASK_VALUE = -1e4
-MAP_EPS = 1e-5
-
-
-def weighted_gap(features: Tensor, mask: Tensor) -> Tensor:
-    """Masked average ``[N, C, h, w]`` x ``[N, 1, h, w]`` -> ``[N, C]`` (BAM's Weighted_GAP)."""
-    return (features * mask).sum((2, 3)) / (mask.sum((2, 3)) + MAP_EPS)
 
 
 def resize_bilinear(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -384,13 +378,13 @@ class I2R(FSSModel):
         cam_q = self.xgradcam(qf["layer3"].repeat_interleave(k, 0), classes, size)  # [BK, 1, S, S] per shot class
         a1 = s_masks * cam_s
         a2 = s_masks * (1 - cam_s)
-        p = weighted_gap(f_s, resize_bilinear(s_masks, (h, w))).detach()  # [BK, C]
-        p1 = weighted_gap(f_s, resize_bilinear(a1, (h, w)))
-        p2 = weighted_gap(f_s, resize_bilinear(a2, (h, w)))
+        p = masked_average(f_s, resize_bilinear(s_masks, (h, w))).detach()  # [BK, C]
+        p1 = masked_average(f_s, resize_bilinear(a1, (h, w)))
+        p2 = masked_average(f_s, resize_bilinear(a2, (h, w)))
         l4s = sf["layer4_masked"]
         with torch.no_grad():
-            big1 = weighted_gap(l4s, resize_bilinear(a1, l4s.shape[-2:])) + self.cam_prototype_offset[0]
-            big2 = weighted_gap(l4s, resize_bilinear(a2, l4s.shape[-2:])) + self.cam_prototype_offset[1]
+            big1 = masked_average(l4s, resize_bilinear(a1, l4s.shape[-2:])) + self.cam_prototype_offset[0]
+            big2 = masked_average(l4s, resize_bilinear(a2, l4s.shape[-2:])) + self.cam_prototype_offset[1]
             l4q = qf["layer4"].detach().repeat_interleave(k, 0)
             prior_q = self._prior(l4q, cam_q, big1, big2, (h, w)).view(bsz, k, 1, h, w).mean(1).clamp(0, 1)
             prior_s = self._prior(l4s.detach(), cam_s, big1, big2, (h, w))

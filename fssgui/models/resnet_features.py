@@ -74,12 +74,6 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
     return sorted(set(cleaned) - set(own))
 
 
-def resnet_stem(backbone: nn.Module, x: Tensor) -> Tensor:
-    """conv1 -> bn1 -> relu -> maxpool -> layer1 (stride 4)."""
-    x = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x))))
-    return backbone.layer1(x)
-
-
 def freeze(module: nn.Module) -> None:
     """No gradients for ``module``'s parameters (the backbone is frozen in both papers)."""
     for p in module.parameters():
@@ -132,6 +126,7 @@ def recalibrate_batchnorm(backbone: nn.Module, forward: Callable[[Tensor], objec
 
 
 def masked_average(features: Tensor, mask: Tensor, eps: float = 1e-5) -> Tensor:
-    """Masked average pooling: ``features [N, C, h, w]``, ``mask [N, 1, h, w]`` -> ``[N, C]``."""
+    """Masked average pooling: ``features [N, C, h, w]``, ``mask [N, 1, h, w]`` -> ``[N, C]`` (BAM's
+    and I²R's Weighted_GAP)."""
     return (features * mask).sum((2, 3)) / (mask.sum((2, 3)) + eps)
 

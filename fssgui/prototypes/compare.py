@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from ..errors import ExplainError
-from ..imaging import blend, colormap_lut, resize_image, resize_mask
+from ..imaging import resize_image, resize_mask
+from ..look import blend, colormap_lut
 from .graph import PrototypeExplanation, explain_class, weights_json
 from .overlays import upsample_cubic
 from .run import DEFAULT_THRESHOLD, ScaleProtoSegRun

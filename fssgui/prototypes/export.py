@@ -45,7 +45,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import ExplainError
-from ..imaging import save_npy_atomic, save_png_atomic, write_bytes_atomic
+from ..io import save_npy_atomic, save_png_atomic, write_bytes_atomic
 from .compare import ClassComparison
 from .graph import PrototypeExplanation, class_slug, render_graph_png
 from .inspection import CellInspection

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from ..imaging import blend, colormap_lut
+from ..look import blend, colormap_lut
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 in image pixels, half-open
 
@@ -105,7 +105,7 @@ class ExplanationImages:
 def explanation_images(explanation, masked: bool = True) -> ExplanationImages:
     """The :class:`ExplanationImages` of a :class:`~fssgui.prototypes.graph.PrototypeExplanation`
     (``masked``: normalise inside the predicted class region, when it is not empty)."""
-    from ..imaging import mask_overlay
+    from ..look import PREDICTION_COLOUR, tint
 
     image = explanation.image
     mask = explanation.class_mask if masked and explanation.class_mask.any() else None
@@ -116,5 +116,5 @@ def explanation_images(explanation, masked: bool = True) -> ExplanationImages:
     for node_id in explanation.node_ids():
         values = normalise_map(explanation.image_map(node_id), mask)
         node_maps[node_id] = np.where(mask, values, np.nan).astype(np.float32) if mask is not None else values
-    return ExplanationImages(mask is not None, scales, mask_overlay(image, explanation.class_mask), assignment,
-                             node_maps)
+    return ExplanationImages(mask is not None, scales, tint(image, explanation.class_mask, PREDICTION_COLOUR),
+                             assignment, node_maps)

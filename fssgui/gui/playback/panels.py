@@ -9,9 +9,10 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMenu, QSizePolicy, QVBoxLayout, QWidget
 
+from ... import look
 from ... import report as R
 from ..canvas import rgb_to_pixmap
-from ..heatmap_view import Colorbar, Scale
+from ..heatmap_view import Colorbar
 
 
 class ImagePanel(QWidget):
@@ -80,7 +81,7 @@ class FramePanels(QWidget):
         # the probability colour bar, painted from the palette (follows the theme); in the layout
         # from the start, so that it never floats over another widget before the first frame
         self.colorbar = Colorbar(self)
-        self.colorbar.set_scale(Scale("inferno", 0.0, 1.0, False), "p(foreground)")
+        self.colorbar.set_scale(look.Scale(look.PROBABILITY_COLORMAP, 0.0, 1.0), "p(foreground)")
         self.layout_.addStretch(1)
         self.layout_.addWidget(self.colorbar, 0)
 

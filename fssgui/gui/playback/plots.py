@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
-from ... import figures as F
+from ... import look
 from ...metrics.causal import METRIC_TITLES
 from ..theme import PlotColours, follow_theme, plot_colours
 
@@ -66,7 +66,7 @@ class CurvePlots(QWidget):
     # ------------------------------------------------------------------ colours
     def colour(self, method: str) -> tuple[int, int, int]:
         """The method's colour in exported figures (white background)."""
-        return F.palette_colour(self._index(method))
+        return look.palette_colour(self._index(method))
 
     def display_colour(self, method: str) -> QColor:
         """The method's colour on screen: the same hue, with enough contrast on the plot background."""

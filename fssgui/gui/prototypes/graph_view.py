@@ -46,7 +46,7 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 from PySide6.QtGui import QColor
 
-from ...imaging import colormap_lut
+from ...look import colormap_lut
 from ...prototypes.graph import PrototypeExplanation, graph_layout
 from ...prototypes.inspection import CellGrid, CellInspection, inspect_cell
 from ...prototypes.overlays import CELL_COLOUR, GROUP_COLOURS, ExplanationImages, explanation_images
