@@ -224,8 +224,8 @@ def main(argv=None) -> int:
     measure("playback: play to the end", lambda: (playback.fps_spin.setValue(30), playback.set_frame(0),
                                                   playback.play(),
                                                   run_loop_until(app, lambda: not playback.is_playing())))
-    measure("export: all frames (ZIP)", lambda: wait_handle(playback.export_frames(scratch / "frames.zip")))
-    measure("export: report (HTML + PDF)", lambda: wait_handle(playback.export_report(scratch / "report")))
+    measure("export: all frames (ZIP)", lambda: wait_handle(playback.exports.frames(scratch / "frames.zip")))
+    measure("export: report (HTML + PDF)", lambda: wait_handle(playback.exports.report(scratch / "report")))
 
     panel = window.proto_panel
     window.analysis.tabs.setCurrentWidget(window.analysis.tabs.widget(4))

@@ -216,25 +216,25 @@ def test_exports_from_the_widget(qtbot, make_worker, setup, tmp_path):
         assert handle.wait(30000) and handle.error is None, handle.message
         return handle.result
 
-    png = written(widget.export_panel_png("support_2", tmp_path / "panel.png"))
+    png = written(widget.exports.panel_png("support_2", tmp_path / "panel.png"))
     image = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
     assert np.array_equal(image, widget.panels["support_2"].image)
     assert image.shape == episode.supports[1].image.shape
-    figure = cv2.imread(str(written(widget.export_frame_figure(tmp_path / "frame.png"))))
+    figure = cv2.imread(str(written(widget.exports.frame_figure(tmp_path / "frame.png"))))
     assert figure.shape[1] > 2 * episode.query_image.shape[1]
-    rows = list(csv.DictReader(written(widget.export_curves_csv(tmp_path / "curves.csv")).open()))
+    rows = list(csv.DictReader(written(widget.exports.curves_csv(tmp_path / "curves.csv")).open()))
     assert len(rows) == 4 * 4
-    assert cv2.imread(str(written(widget.export_curves_png(tmp_path / "iauc.png", "iauc")))) is not None
-    with zipfile.ZipFile(written(widget.export_frames(tmp_path / "frames.zip"))) as archive:
+    assert cv2.imread(str(written(widget.exports.curves_png(tmp_path / "iauc.png", "iauc")))) is not None
+    with zipfile.ZipFile(written(widget.exports.frames(tmp_path / "frames.zip"))) as archive:
         assert sum(n.endswith("_figure.png") for n in archive.namelist()) == 4 * 4
-    assert (written(widget.export_frames(tmp_path / "frames")) / "index.csv").is_file()
-    assert cv2.imread(str(written(widget.export_attribution_figure(tmp_path / "maps.png")))) is not None
-    files = written(widget.export_report(tmp_path / "report", pdf=False))
+    assert (written(widget.exports.frames(tmp_path / "frames")) / "index.csv").is_file()
+    assert cv2.imread(str(written(widget.exports.attribution_figure(tmp_path / "maps.png")))) is not None
+    files = written(widget.exports.report(tmp_path / "report", pdf=False))
     assert files.html.is_file() and files.summary.is_file()
     assert sorted(p.name for p in tmp_path.rglob(".*")) == []
     # written on the pool (the window keeps responding); a failure is said, never raised
     assert "saved" in widget.status_label.text()
-    failed = widget.export_curves_png(tmp_path / "none.png", "no-such-metric")
+    failed = widget.exports.curves_png(tmp_path / "none.png", "no-such-metric")
     assert failed.wait(10000) and failed.error is not None and "export failed" in widget.status_label.text()
 
 

@@ -12,7 +12,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
 from ... import look
-from ...metrics.causal import METRIC_TITLES
+from ...metrics.causal import MEASURE_TITLES, METRIC_TITLES
 from ..theme import PlotColours, follow_theme, plot_colours
 
 
@@ -147,3 +147,28 @@ class CurvePlots(QWidget):
     def _on_click(self, metric: str, event) -> None:
         point = self.plots[metric].getPlotItem().vb.mapSceneToView(event.scenePos())
         self.pointClicked.emit(metric, float(point.x()))
+
+    def show_values(self, params: dict, curves: dict, frames: dict, region_source: str, computing: bool) -> None:
+        """Beside each plot: the run's parameters, then each method's value (or how far it got)."""
+        for metric, label in self.value_labels.items():
+            if not params:
+                label.setText("")
+                continue
+            p = params.get("percentage")
+            head = (f"<b>{METRIC_TITLES[metric]}{'@p' if p else ''}</b>: {params['steps']} steps · measure "
+                    f"{MEASURE_TITLES.get(params['measure'], params['measure'])} · zero substrate · "
+                    f"p = {100 * (p or 1.0):g}% · ranking global over supports · R = {region_source}")
+            rows = []
+            for method in params.get("methods", []):
+                curve = curves.get((method, metric))
+                points = len(frames.get((method, metric), []))
+                if curve is not None and curve.value is not None:
+                    value = f"{curve.value_name()} <b>{curve.value:.4f}</b>"
+                elif computing:
+                    value = f"computing… ({points} points)"
+                elif points:
+                    value = f"incomplete ({points} points, no value)"
+                else:
+                    value = "not computed"
+                rows.append(f'<span style="color:{self.display_colour(method).name()}">&#9632;</span> {method}: {value}')
+            label.setText(head + "<br>" + " &nbsp; ".join(rows))

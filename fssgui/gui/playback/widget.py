@@ -28,14 +28,13 @@ The computation is :func:`fssgui.pipeline.playback.curves_job` on the device wor
 stream in on the job's handle while they are computed (coalesced into one repaint per
 :attr:`PlaybackWidget.FLUSH_MS`), so the curves grow and the view can follow the newest step. A
 new run or context discards the previous job's handle: nothing of an older run is ever shown.
-Exports (:mod:`.exports`) are written on the worker pool.
+Exports (:mod:`.exports`, ``widget.exports``) are written on the worker pool from a snapshot.
 """
 from __future__ import annotations
 
 import enum
 from collections import OrderedDict
 from functools import partial
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -43,6 +42,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
+    QSizePolicy,
     QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
@@ -58,13 +58,13 @@ from PySide6.QtWidgets import (
 )
 
 from ... import report as R
-from ...metrics.causal import MEASURE_TITLES, METRIC_TITLES, Curve, curve_state_count, metric_settings
+from ...metrics.causal import METRIC_TITLES, Curve, curve_state_count, metric_settings
 from ...pipeline import BRUSHED, PREDICTION, ModelSpec, input_key
 from ...pipeline.playback import METRICS, MethodInput, RunStart, curves_job, method_input
 from ...pipeline.regions import canonical_source
-from ...playback_export import PlaybackSnapshot, legend_text
+from ...playback_export import legend_text
 from ..workers import DeviceWorker, JobHandle, LatestJob, WorkerPool
-from .exports import ExportMenu
+from .exports import ExportMenu, PlaybackExports
 from .panels import FramePanels
 from .plots import CurvePlots
 
@@ -88,7 +88,7 @@ class PlaybackWidget(QWidget):
     exported = Signal(str)  # the path an export wrote
     errorRaised = Signal(str)  # a failed export or run, for the window's log
 
-    FLUSH_MS = 40  # streamed frames are taken in batches: one repaint per batch
+    FLUSH_MS = 100  # streamed frames are taken in batches: one repaint of the plots per batch
     DRAWN_FRAMES = 64  # drawn frames kept (scrubbing back shows them at once)
 
     def __init__(self, device: Optional[DeviceWorker] = None, pool: Optional[WorkerPool] = None,
@@ -110,7 +110,7 @@ class PlaybackWidget(QWidget):
         self.state = PlaybackState.IDLE
         self.message = ""
         self.job = LatestJob()
-        self._run_params: dict[str, Any] = {}
+        self.run_params: dict[str, Any] = {}
         self._pending: list[Any] = []  # streamed messages not shown yet
         self._flush_timer = QTimer(self)
         self._flush_timer.setSingleShot(True)
@@ -170,10 +170,13 @@ class PlaybackWidget(QWidget):
         self.progress.setMaximumWidth(200)
         bar.addWidget(self.progress)
         self.status_label = QLabel("", self)
+        # a new status text must not lay the tab out again (and repaint the plots) at every step
+        self.status_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         bar.addWidget(self.status_label, 1)
         self.export_button = QToolButton(self)
         self.export_button.setText("Export")
         self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.exports = PlaybackExports(self, self.pool)
         self.export_menu = ExportMenu(self, self.export_button)
         self.export_button.setMenu(self.export_menu)
         bar.addWidget(self.export_button)
@@ -346,11 +349,11 @@ class PlaybackWidget(QWidget):
     def run(self) -> Optional[JobHandle]:
         """Compute the curves of the selected methods on the device worker. Returns the job's handle."""
         if self.device is None or self.episode is None or not self.methods:
-            self._set_status("Nothing to run: explain the region first (the playback uses the explanations).")
+            self.set_status("Nothing to run: explain the region first (the playback uses the explanations).")
             return None
         methods = {n: self.methods[n] for n in self.selected_methods() if n in self.methods}
         if not methods:
-            self._set_status("Choose at least one method (Methods menu).")
+            self.set_status("Choose at least one method (Methods menu).")
             return None
         self._discard_running()
         self._clear_results()
@@ -358,7 +361,7 @@ class PlaybackWidget(QWidget):
         steps = int(self.steps_spin.value())
         percent = float(self.percent_spin.value())
         percentage = None if percent >= 100.0 else percent / 100.0
-        self._run_params = {"measure": measure, "steps": steps, "percentage": percentage, "methods": list(methods)}
+        self.run_params = {"measure": measure, "steps": steps, "percentage": percentage, "methods": list(methods)}
         region = None if self.region is None else self.region.copy()
         job = partial(curves_job, region_source=self.region_source, measure=measure, steps=steps,
                       percentage=percentage)
@@ -374,8 +377,9 @@ class PlaybackWidget(QWidget):
         handle.cancelled.connect(lambda: self._end(
             PlaybackState.CANCELLED, "cancelled: the curves stop at the last computed step (no value)"))
         self._follow = True
-        self._set_status(f"computing {len(methods)} method(s) x {len(METRICS)} curves, {steps} steps…")
+        self.set_status(f"computing {len(methods)} method(s) x {len(METRICS)} curves, {steps} steps…")
         self._update_controls()
+        self._update_values()
         return handle
 
     def cancel(self) -> None:
@@ -383,7 +387,7 @@ class PlaybackWidget(QWidget):
         if self.job.running and self.state == PlaybackState.RUNNING:
             self.job.cancel()
             self.state = PlaybackState.CANCELLING
-            self._set_status("cancelling…")
+            self.set_status("cancelling…")
             self._update_controls()
 
     def _discard_running(self) -> None:
@@ -423,6 +427,7 @@ class PlaybackWidget(QWidget):
         messages, self._pending = self._pending, []
         arrived = 0
         changed: set[tuple[str, str]] = set()
+        finished_curve = False
         for message in messages:
             if isinstance(message, RunStart):
                 self.start = message
@@ -430,6 +435,7 @@ class PlaybackWidget(QWidget):
             elif isinstance(message, Curve):
                 self.curves[message.key] = message
                 changed.add(message.key)
+                finished_curve = True
             else:  # a CausalFrame
                 key = (message.method, message.metric)
                 frames = self.frames.setdefault(key, [])
@@ -442,7 +448,7 @@ class PlaybackWidget(QWidget):
                     self.method_combo.addItem(message.method)
         for key in changed:
             self._update_line(key)
-        if changed:
+        if finished_curve:  # the values beside the plots change when a curve is complete
             self._update_values()
         if arrived:
             expected = self.expected_frames()
@@ -455,9 +461,9 @@ class PlaybackWidget(QWidget):
 
     def expected_frames(self) -> int:
         """How many frames the running (or last) run produces in all, once its start is known."""
-        if self.start is None or not self._run_params:
+        if self.start is None or not self.run_params:
             return 0
-        p = self._run_params
+        p = self.run_params
         return len(p["methods"]) * sum(
             curve_state_count(metric_settings(metric, p["measure"], p["steps"], p["percentage"]),
                               self.start.base.shots, self.start.input_size) for metric in METRICS)
@@ -475,7 +481,7 @@ class PlaybackWidget(QWidget):
     def _on_progress(self, fraction: float, message: str) -> None:
         self.progress.setValue(int(fraction * 1000))
         if self.state == PlaybackState.RUNNING:
-            self._set_status(message)
+            self.set_status(message)
 
     def _on_finished(self, curves) -> None:
         for curve in curves or []:
@@ -491,12 +497,12 @@ class PlaybackWidget(QWidget):
             self.progress.setValue(1000)
         if state == PlaybackState.FAILED:
             self.errorRaised.emit(f"IAUC / DAUC {message}")
-        self._set_status(message)
+        self.set_status(message)
         self._update_controls()
         self._update_values()
         self.runFinished.emit(state.value)
 
-    def _set_status(self, text: str) -> None:
+    def set_status(self, text: str) -> None:
         self.message = text
         self.status_label.setText(text)
 
@@ -517,30 +523,8 @@ class PlaybackWidget(QWidget):
 
     def _update_values(self) -> None:
         """The value of each curve and the parameters that change it, next to the plots."""
-        params = self._run_params
-        for metric, label in self.value_labels.items():
-            if not params:
-                label.setText("")
-                continue
-            p = params.get("percentage")
-            head = (f"<b>{METRIC_TITLES[metric]}{'@p' if p else ''}</b>: {params['steps']} steps · measure "
-                    f"{MEASURE_TITLES.get(params['measure'], params['measure'])} · zero substrate · "
-                    f"p = {100 * (p or 1.0):g}% · ranking global over supports · R = {self.region_source}")
-            rows = []
-            for method in params.get("methods", []):
-                curve = self.curves.get((method, metric))
-                frames = self.frames.get((method, metric), [])
-                colour = self.curve_plots.display_colour(method).name()
-                if curve is not None and curve.value is not None:
-                    value = f"{curve.value_name()} <b>{curve.value:.4f}</b>"
-                elif self.state in (PlaybackState.RUNNING, PlaybackState.CANCELLING):
-                    value = f"computing… ({len(frames)} points)"
-                elif frames:
-                    value = f"incomplete ({len(frames)} points, no value)"
-                else:
-                    value = "not computed"
-                rows.append(f'<span style="color:{colour}">&#9632;</span> {method}: {value}')
-            label.setText(head + "<br>" + " &nbsp; ".join(rows))
+        self.curve_plots.show_values(self.run_params, self.curves, self.frames, self.region_source,
+                                     computing=self.state in (PlaybackState.RUNNING, PlaybackState.CANCELLING))
 
     # -------------------------------------------------------------------------------- frames
     def selected_key(self) -> Optional[tuple[str, str]]:
@@ -585,7 +569,7 @@ class PlaybackWidget(QWidget):
         if frame is None or self.start is None:
             return
         self._draw(frame)
-        p = self._run_params
+        p = self.run_params
         total = curve_state_count(metric_settings(frame.metric, p.get("measure", "confidence"), p.get("steps"),
                                                   p.get("percentage")),
                                   self.start.base.shots, self.start.input_size) if p else None
@@ -686,51 +670,6 @@ class PlaybackWidget(QWidget):
         if metric != key[1]:
             self.metric_combo.setCurrentIndex(self.metric_combo.findData(metric))
         self.set_frame(nearest)
-
-    # ------------------------------------------------------------------------------- exports
-    def snapshot(self) -> PlaybackSnapshot:
-        """What the tab shows now, for a writer on another thread."""
-        return PlaybackSnapshot(self.episode, self.spec, self.region, self.region_source, dict(self.methods),
-                                self.start, {k: list(v) for k, v in self.frames.items()}, dict(self.curves),
-                                dict(self._run_params), self.current_frame(), self.frame_label.text(),
-                                {name: self.curve_plots.colour(name) for name in
-                                 set(self.methods) | {m for m, _ in self.frames}})
-
-    def _export(self, write, path: str | Path) -> JobHandle:
-        """Write ``write(snapshot)`` on the pool; the status line says how it ended."""
-        snapshot = self.snapshot()
-        handle = self.pool.submit(lambda ctx: write(snapshot), description=f"export {Path(path).name}")
-        self._set_status(f"writing {path}…")
-        handle.finished.connect(lambda _result: (self._set_status(f"saved {path}"), self.exported.emit(str(path))))
-        handle.failed.connect(lambda message, _trace: self._export_failed(path, message))
-        return handle
-
-    def _export_failed(self, path, message: str) -> None:
-        self._set_status(f"export failed: {path}: {message}")
-        self.errorRaised.emit(f"export failed: {path}: {message}")
-
-    def export_panel_png(self, name: str, path: str | Path) -> JobHandle:
-        """One panel of the shown frame at full resolution (rendered from the data)."""
-        return self._export(lambda s: s.panel_png(name, path), path)
-
-    def export_frame_figure(self, path: str | Path, scale: float = 2.0) -> JobHandle:
-        return self._export(lambda s: s.frame_figure(path, scale), path)
-
-    def export_curves_csv(self, path: str | Path) -> JobHandle:
-        return self._export(lambda s: s.curves_csv(path), path)
-
-    def export_curves_png(self, path: str | Path, metric: str, scale: float = 2.0) -> JobHandle:
-        return self._export(lambda s: s.curves_png(path, metric, scale), path)
-
-    def export_frames(self, path: str | Path) -> JobHandle:
-        """Every frame: a ZIP when ``path`` ends in .zip, otherwise a folder."""
-        return self._export(lambda s: s.frames_files(path), path)
-
-    def export_attribution_figure(self, path: str | Path, scale: float = 2.0) -> JobHandle:
-        return self._export(lambda s: s.attribution_figure(path, scale), path)
-
-    def export_report(self, folder: str | Path, pdf: bool = True) -> JobHandle:
-        return self._export(lambda s: s.report(folder, pdf), folder)
 
     # ------------------------------------------------------------------------------ teardown
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
