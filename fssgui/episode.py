@@ -38,13 +38,14 @@ import torch
 
 from .errors import EpisodeError
 from .imaging import ImageError, load_mask, load_rgb, normalise, resize_image, resize_mask
-from .io import replace_folder_atomic, save_png_atomic, write_bytes_atomic
+from .io import recover_replaced_folder, replace_folder_atomic, save_png_atomic, write_bytes_atomic
 
 FORMAT = "fssgui-episode"
 VERSION = 1
 EPISODE_FILE = "episode.json"
 NOTES_FILE = "NOTES.md"
 MAX_NOTES_BYTES = 1024 * 1024  # notes are a page of text, not a data store
+MAX_SPEC_BYTES = 1024 * 1024  # episode.json lists a few file names
 
 
 @dataclass
@@ -118,12 +119,20 @@ def _check_image(image: np.ndarray, what: str) -> None:
 def _resolve(folder: Path, relative, json_path: Path, what: str) -> Path:
     if not isinstance(relative, str) or not relative:
         raise EpisodeError(f"{json_path}: {what} must be a relative path string")
-    if os.path.isabs(relative):
+    if "\x00" in relative:
+        raise EpisodeError(f"{json_path}: {what} path {relative!r} holds a NUL character")
+    if os.path.isabs(relative) or Path(relative).anchor:
         raise EpisodeError(f"{json_path}: {what} path {relative!r} must be relative to the episode folder")
-    path = (folder / relative).resolve()
-    if not path.is_relative_to(folder.resolve()):
+    try:  # symbolic links are followed before the check, so a link cannot lead out either
+        path = (folder / relative).resolve()
+        inside = path.is_relative_to(folder.resolve())
+        found = inside and path.is_file()
+    except (OSError, RuntimeError) as exc:  # a name too long, a link loop...
+        raise EpisodeError(f"{json_path}: {what} path {relative!r} cannot be followed "
+                           f"({getattr(exc, 'strerror', None) or exc})") from None
+    if not inside:
         raise EpisodeError(f"{json_path}: {what} path {relative!r} escapes the episode folder")
-    if not path.is_file():
+    if not found:
         raise EpisodeError(f"{path}: {what} file not found (named in {json_path.name})")
     return path
 
@@ -141,10 +150,39 @@ def _read_mask(path: Path, image_shape, what: str) -> np.ndarray:
     except ImageError as exc:
         raise EpisodeError(str(exc)) from None
     if mask.shape != tuple(image_shape[:2]):
+        turned = mask.shape == tuple(image_shape[:2])[::-1]
         raise EpisodeError(
             f"{path}: {what} is {mask.shape[1]}x{mask.shape[0]} but its image is {image_shape[1]}x{image_shape[0]}"
+            + (" (turned by a quarter: fssgui uses the image's pixels as stored, it ignores an EXIF rotation)"
+               if turned else "")
         )
     return mask
+
+
+def _read_spec(json_path: Path) -> dict:
+    """``episode.json`` parsed and its header checked (one :class:`EpisodeError` for any problem)."""
+    try:
+        if not json_path.is_file():
+            raise EpisodeError(f"{json_path}: episode file not found")
+        size = json_path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise EpisodeError(f"{json_path}: {size} bytes is too large for an episode file "
+                               f"(at most {MAX_SPEC_BYTES} are read)")
+        spec = json.loads(json_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EpisodeError(f"{json_path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise EpisodeError(f"{json_path}: not valid JSON (nested too deeply)") from None
+    except (OSError, ValueError) as exc:
+        raise EpisodeError(f"{json_path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+        raise EpisodeError(f"{json_path}: not an fssgui episode (\"format\" must be {FORMAT!r})")
+    version = spec.get("version")
+    if type(version) is not int or version != VERSION:  # not true, not 1.0
+        raise EpisodeError(
+            f"{json_path}: unknown episode format version {version!r} (this fssgui reads version {VERSION})"
+        )
+    return spec
 
 
 def load_episode(path: str | Path, *, allow_incomplete: bool = False) -> Episode:
@@ -153,20 +191,10 @@ def load_episode(path: str | Path, *, allow_incomplete: bool = False) -> Episode
     ``allow_incomplete`` accepts what an editing session may hold (no supports, empty support
     masks), for the app's autosave snapshots; everything else is still checked."""
     path = Path(path)
+    recover_replaced_folder(path)  # a save killed between its two renames (systems without an exchange)
     json_path = path / EPISODE_FILE if path.is_dir() else path
-    if not json_path.is_file():
-        raise EpisodeError(f"{json_path}: episode file not found")
+    spec = _read_spec(json_path)
     folder = json_path.parent
-    try:
-        spec = json.loads(json_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EpisodeError(f"{json_path}: not valid JSON ({exc})") from None
-    if not isinstance(spec, dict) or spec.get("format") != FORMAT:
-        raise EpisodeError(f"{json_path}: not an fssgui episode (\"format\" must be {FORMAT!r})")
-    if spec.get("version") != VERSION:
-        raise EpisodeError(
-            f"{json_path}: unknown episode format version {spec.get('version')!r} (this fssgui reads version {VERSION})"
-        )
     class_name = spec.get("class_name", "")
     if not isinstance(class_name, str):
         raise EpisodeError(f"{json_path}: class_name must be a string")
@@ -230,12 +258,14 @@ def _read_notes(folder: Path, spec: dict, json_path: Path) -> str:
 # -------------------------------------------------------------------------------------- saving
 def save_episode(episode: Episode, folder: str | Path) -> Path:
     """Write ``episode`` as a version-1 folder. Atomic: everything is written to a temporary
-    folder beside ``folder`` and swapped in with renames, so a crash leaves either the old or the
-    new episode, never a mix. Returns the path of ``episode.json``."""
+    folder beside ``folder`` and swapped in by :func:`fssgui.io.replace_folder`, so a crash
+    (or a kill) leaves either the old or the new episode, never a mix. Returns the path of
+    ``episode.json``."""
     episode.validate(str(folder))
     given = folder = Path(folder)
     if folder.is_symlink():  # replace the folder the link points to and keep the link
         folder = folder.resolve()
+    recover_replaced_folder(folder)
     _check_save_target(folder)
 
     def fill(tmp: Path) -> None:

@@ -30,7 +30,8 @@ from fssgui.pipeline import BRUSHED, ModelCache, ModelSpec
 
 STEPS = 2
 SEED = 11
-# every method that applies to the built-in model (DeepLift has no rule for its ReLU6: DCAMA has it)
+# every method that applies to the built-in model (captum's DeepLift has no rule for its ReLU6, and
+# DCAMA's ResNet calls one ReLU module several times, which DeepLift refuses: no model here takes it)
 CHEAP_METHODS = ("affex", "affex-masked", "affex-signed", "saliency", "integrated-gradients", "gradient-shap",
                  "lime", "gaussian-noise-mask", "random")
 #: (model key, shots, {R source: methods}, metrics); "png" is a brushed R in the app and a mask PNG
@@ -39,7 +40,7 @@ CASES = [
     ("builtin", 1, {"prediction": CHEAP_METHODS, "ground-truth": ("affex-signed", "random"),
                     "png": ("affex", "saliency")}, ("iauc", "dauc")),
     ("builtin", 5, {"prediction": ("affex-signed", "saliency"), "ground-truth": ("affex-masked",)}, ("iauc", "dauc")),
-    ("dcama", 1, {"prediction": ("affex-signed", "deeplift"), "ground-truth": ("affex-signed",),
+    ("dcama", 1, {"prediction": ("affex-signed", "saliency"), "ground-truth": ("affex-signed",),
                   "png": ("affex-signed",)}, ("iauc", "dauc")),
     ("dcama", 5, {"prediction": ("affex-signed",), "png": ("affex-signed",)}, ("iauc",)),
     ("dmtnet", 1, {"prediction": ("affex-signed", "saliency"), "ground-truth": ("affex-signed",)}, ("iauc",)),
@@ -136,7 +137,7 @@ def test_front_ends_agree(case, models, dataset, tmp_path):
     from fssgui.explain.registry import explainer_parameters
 
     seed = explainer_seed(SEED, row_index)
-    seeds = {m: (seed if "seed" in explainer_parameters(m) else None) for m in CHEAP_METHODS + ("deeplift",)}
+    seeds = {m: (seed if "seed" in explainer_parameters(m) else None) for m in CHEAP_METHODS}
 
     for source, methods in by_source.items():
         cli_region = str(png) if source == "png" else source

@@ -414,7 +414,7 @@ def test_unreadable_episode_is_recorded_and_the_run_finishes(reference, tmp_path
     args[args.index("--episodes") + 1] = "1"
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert "cannot be read as an image" in captured.err
+    assert "not a readable image" in captured.err  # the one image reader's words
     (row_result,) = [r for r in read_results(out).values() if r["method"] == "affex"]
     assert row_result["error"].startswith("episode data:") and row_result["values"]["iauc-miou"] is None
     assert "| affex | n/a | n/a | 1 (1 failed) |" in (out / "table.md").read_text()

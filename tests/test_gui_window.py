@@ -179,6 +179,7 @@ def test_autosave_after_edits_and_restore_on_next_start(qtbot, make_window):
     first.episode_io.flush_autosave()
     first._shut_down = True  # simulate a crash: no clean exit
     first.device_worker.shutdown()
+    first.episode_io.autosave.release()  # what the end of a crashed process does to its autosave lock
     second = make_window()
     try:
         assert second.episode_io.restore_if_any()
@@ -196,6 +197,7 @@ def _crash(window) -> None:
     window.episode_io.flush_autosave()
     window._shut_down = True
     window.device_worker.shutdown()
+    window.episode_io.autosave.release()  # the system drops a dead process's locks
 
 
 def test_undo_history_is_autosaved_and_ctrl_z_works_after_a_crash_restore(qtbot, make_window):

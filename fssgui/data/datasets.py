@@ -2,7 +2,9 @@
 
 ``open_dataset(root, layout, fold, split) -> FSSDataset`` gives the classes of that fold/split,
 the (image, mask) samples of each class and deterministic episode lists from a seed. Training
-(:mod:`fssgui.train`) and batch evaluation both use it. Nothing here imports torch or Qt.
+(:mod:`fssgui.train`) and batch evaluation both use it. Nothing here imports Qt; images and
+masks are read by :mod:`fssgui.imaging` (pixels as stored: the EXIF orientation is ignored, as the
+reference loaders do).
 
 Layouts
 -------
@@ -41,12 +43,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
-from PIL import Image
 
 from ..errors import FssguiError
 from ..io import write_bytes_atomic
+from ..imaging import load_rgb as read_rgb  # noqa: F401 - the one image reader (pixels as stored, EXIF ignored)
+from ..imaging import read_mask_values
 
 LAYOUTS = ("folders", "pascal5i", "coco20i")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -104,26 +106,10 @@ class EpisodeData:
     support_masks: list[np.ndarray]
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DatasetError(f"{path}: cannot be read as an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def read_label(path: Path) -> np.ndarray:
-    """A label/mask PNG as its raw values (palette indices for paletted PNGs)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("RGB", "RGBA"):
-                arr = np.asarray(im.convert("L"))
-            else:
-                arr = np.asarray(im)
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot be read as a mask image ({exc})") from None
-    if arr.ndim == 3:
-        arr = arr[..., 0]
-    return arr
+    """A label/mask PNG as its raw values (palette indices for paletted PNGs; see
+    :func:`fssgui.imaging.read_mask_values`, which also refuses oversized and damaged files)."""
+    return read_mask_values(path)[0]
 
 
 class FSSDataset:
@@ -250,11 +236,14 @@ def _scan_label_classes(label_dir: Path, names: Sequence[str], cache_key: str,
     """{name: sorted class values present} for the label maps ``label_dir/<name>.png``."""
     cache = _cache_file(cache_key) if use_cache else None
     if cache is not None and cache.is_file():
-        try:
-            data = json.loads(cache.read_text())
-            if data.get("key") == cache_key and data.get("count") == len(names):
-                return {k: list(v) for k, v in data["classes"].items()}
-        except (OSError, ValueError, KeyError):
+        try:  # a damaged or foreign cache file is ignored (and rewritten below)
+            data = json.loads(cache.read_text(encoding="utf-8"))
+            classes = data["classes"] if isinstance(data, dict) else None
+            if (data.get("key") == cache_key and data.get("count") == len(names) and isinstance(classes, dict)
+                    and set(classes) == set(names)
+                    and all(isinstance(v, list) and all(type(c) is int for c in v) for v in classes.values())):
+                return {k: list(v) for k, v in classes.items()}
+        except (OSError, ValueError, KeyError, AttributeError, RecursionError):
             pass
     result = {}
     for name in names:
@@ -271,9 +260,16 @@ def _scan_label_classes(label_dir: Path, names: Sequence[str], cache_key: str,
     return result
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot be read as a text list ({exc})") from None
+
+
 def _read_list(path: Path) -> list[str]:
     names = []
-    for line in path.read_text().splitlines():
+    for line in _read_text(path).splitlines():
         line = line.strip()
         if not line:
             continue
@@ -297,7 +293,7 @@ def _open_pascal(root: Path, fold: int, split: str, use_cache: bool) -> FSSDatas
     per_class: dict[int, list[str]] = {c: [] for c in wanted}
     hsnet = root / "splits" / "pascal" / ("trn" if split == "train" else "val") / f"fold{max(fold, 0)}.txt"
     if fold >= 0 and hsnet.is_file():
-        for line in hsnet.read_text().split():
+        for line in _read_text(hsnet).split():
             name, _, cls = line.rpartition("__")
             if not name or not cls.isdigit():
                 raise DatasetError(f"{hsnet}: line {line!r} is not '<image>__<class>'")
@@ -369,10 +365,12 @@ def open_dataset(root: str | Path, layout: str, fold: int = -1, split: str = "tr
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
     split = _check_split(split)
-    if layout == "folders":
-        return _open_folders(root, fold, split)
-    if layout == "pascal5i":
-        return _open_pascal(root, fold, split, use_cache)
-    if layout == "coco20i":
-        return _open_coco(root, fold, split, use_cache)
-    raise DatasetError(f"unknown dataset layout {layout!r} (use one of {', '.join(LAYOUTS)})")
+    openers = {"folders": lambda: _open_folders(root, fold, split),
+               "pascal5i": lambda: _open_pascal(root, fold, split, use_cache),
+               "coco20i": lambda: _open_coco(root, fold, split, use_cache)}
+    if layout not in openers:
+        raise DatasetError(f"unknown dataset layout {layout!r} (use one of {', '.join(LAYOUTS)})")
+    try:
+        return openers[layout]()
+    except OSError as exc:  # a folder that cannot be listed, a link loop...
+        raise DatasetError(f"{exc.filename or root}: cannot be read ({exc.strerror or exc})") from None

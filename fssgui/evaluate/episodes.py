@@ -45,6 +45,7 @@ import ast
 import csv
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -132,7 +133,10 @@ def read_episode_csv(path: str | Path, layout: str) -> list[EpisodeRow]:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot be read as a text CSV ({exc})") from None
-    records = [r for r in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in r)]
+    try:
+        records = [r for r in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in r)]
+    except csv.Error as exc:  # a cell over the csv module's size limit, a stray quote...
+        raise DatasetError(f"{path}: not a readable CSV ({exc})") from None
     if not records:
         raise DatasetError(f"{path}: the episode CSV is empty")
     header = [h.strip().lower() for h in records[0]]
@@ -165,22 +169,40 @@ def _read_fssgui_rows(path: Path, header: list[str], records: list[list[str]], l
                                f"({', '.join(header)}), got {cells}")
         index = len(rows)
         if offset:
-            if not cells[0].isdigit():
-                raise DatasetError(f"{path}:{line_no}: episode number {cells[0]!r} is not an integer >= 0")
+            if not _is_count(cells[0]):
+                raise DatasetError(f"{path}:{line_no}: episode number {cells[0][:40]!r} is not an integer >= 0")
             index = int(cells[0])
         if index in seen:
             raise DatasetError(f"{path}:{line_no}: episode number {index} appears twice")
         seen.add(index)
         cells = cells[offset:]
         class_name = canonical_class(cells[0], layout, where=f"{path}:{line_no}")
-        rows.append(EpisodeRow(index, class_name, cells[1], tuple(cells[2:])))
+        ids = [_image_id(cell, f"{path}:{line_no}") for cell in cells[1:]]
+        rows.append(EpisodeRow(index, class_name, ids[0], tuple(ids[1:])))
     return rows
+
+
+_NOT_IN_IDS = "/\\\x00" + (":" if os.name == "nt" else "")  # ":" names a drive on Windows
+
+
+def _is_count(cell: str) -> bool:
+    """An integer >= 0 written in ASCII digits, short enough to be an id (``int`` refuses some
+    Unicode digits that ``str.isdigit`` accepts, and numbers over 4300 digits)."""
+    return cell.isascii() and cell.isdigit() and len(cell) <= 18
+
+
+def _image_id(cell: str, where: str) -> str:
+    """An image id: a file name without extension, never a path (so a list cannot point outside
+    the dataset folder)."""
+    if not cell or cell in (".", "..") or any(c in cell for c in _NOT_IN_IDS):
+        raise DatasetError(f"{where}: image id {cell[:60]!r} is not a file name (no folders, no '..')")
+    return cell
 
 
 def _literal(cell: str, where: str):
     try:
         return ast.literal_eval(cell)
-    except (ValueError, SyntaxError) as exc:
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as exc:
         raise DatasetError(f"{where}: cannot parse {cell[:60]!r} as a list literal ({exc})") from None
 
 
@@ -205,7 +227,9 @@ def _read_reference_rows(path: Path, records: list[list[str]], layout: str) -> l
         query_classes = classes[0]
         if not isinstance(query_classes, list) or len(query_classes) != 1:
             raise DatasetError(f"{where}: only 1-way episodes are supported (query classes {query_classes!r})")
-        class_id = int(query_classes[0])
+        class_id = query_classes[0]
+        if type(class_id) is not int:
+            raise DatasetError(f"{where}: the query's class {class_id!r} is not an integer")
         if layout == "pascal5i":
             if not 1 <= class_id <= len(PASCAL_CLASSES):
                 raise DatasetError(f"{where}: PASCAL class {class_id} out of range 1..20")
@@ -218,9 +242,9 @@ def _read_reference_rows(path: Path, records: list[list[str]], layout: str) -> l
         for item in images:
             if isinstance(item, (tuple, list)) and item:
                 item = item[0]
-            if isinstance(item, bool) or not isinstance(item, (str, int)):
-                raise DatasetError(f"{where}: unexpected image id {item!r}")
-            ids.append(str(item))
+            if isinstance(item, bool) or not isinstance(item, (str, int)) or (isinstance(item, int) and item < 0):
+                raise DatasetError(f"{where}: unexpected image id {str(item)[:60]!r}")
+            ids.append(_image_id(str(item), where))
         rows.append(EpisodeRow(len(rows), class_name, ids[0], tuple(ids[1:])))
     return rows
 
@@ -230,7 +254,7 @@ def canonical_class(cell: str, layout: str, where: str = "") -> str:
     names = {"pascal5i": PASCAL_CLASSES, "coco20i": COCO_CLASSES}.get(layout)
     if names is None:
         return cell  # folders: the class folder name, checked when the episode is resolved
-    if cell.isdigit():
+    if _is_count(cell):
         value = int(cell)
         if not 1 <= value <= len(names):
             raise DatasetError(f"{where}: class value {value} out of range 1..{len(names)} for {layout}")
@@ -343,7 +367,7 @@ class EpisodeSource:
             raise DatasetError(f"{self.label_dirs[0] / image_id}.png: label map not found "
                                f"(looked in {', '.join(d.name for d in self.label_dirs)})")
         stems = [image_id]
-        if image_id.isdigit():
+        if _is_count(image_id):
             stems += [f"COCO_{split}_{int(image_id):012d}" for split in self.splits] + [f"{int(image_id):012d}"]
         for split in self.splits:
             for stem in stems:

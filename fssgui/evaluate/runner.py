@@ -319,13 +319,6 @@ def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[Evalu
         raise DistributedError("the ranks disagree on the settings or the episode list (hashes "
                                + ", ".join(d[:12] for d in digests) + "); do all nodes see the same data?")
     out = Path(config.out)
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(out / "episodes.csv", episodes_csv_text(setup.rows).encode("utf-8"))
-        info = dict(setup.info, world_size=ctx.world_size, methods=list(config.methods))
-        store.write_settings_file(out, setup.settings, setup.digest, info)
-    ctx.barrier()
-
     mine = shard(setup.rows, ctx.rank, ctx.world_size)
     pending = [(row, [m for m in config.methods if (row.index, m) not in setup.done]) for row in mine]
     pending = [(row, methods) for row, methods in pending if methods]
@@ -347,6 +340,14 @@ def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[Evalu
     except FssguiError as exc:
         error = exc
     ctx.agree(error)
+    # the output folder is written only once the model loaded: a bad checkpoint leaves no folder
+    # (whose settings would then refuse the rerun with a good one)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(out / "episodes.csv", episodes_csv_text(setup.rows).encode("utf-8"))
+        info = dict(setup.info, world_size=ctx.world_size, methods=list(config.methods))
+        store.write_settings_file(out, setup.settings, setup.digest, info)
+    ctx.barrier()
     say(f"{len(setup.rows)} episode(s) x {len(config.methods)} method(s) = {total} result(s); "
         f"{done_count} already in {out}; {config.model} on {device}"
         + (f"; {ctx.world_size} ranks" if ctx.distributed else ""))

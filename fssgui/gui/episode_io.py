@@ -214,7 +214,7 @@ class EpisodeIO(QObject):
         handle.wait()
         if handle.error is not None:
             error = handle.error
-            w.log_error(f"the autosave in {info.folder} could not be read: {error}",
+            w.log_error(self.autosave.set_aside(str(error)),  # moved out of the way, kept
                         "" if isinstance(error, (FssguiError, OSError, KeyError, ValueError)) else handle.trace)
             return False
         episode, history = handle.result

@@ -76,6 +76,8 @@ class MainWindow(QMainWindow):
         self._build(explainer_factories, autosave or Autosave())
         self._connect()
         self.apply_settings()
+        if self.settings.load_problem:
+            self.log(self.settings.load_problem)
         self.set_device_info(None)
         self.actions.update()
         self.update_title()

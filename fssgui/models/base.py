@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ModelError
+
 #: ``sink(level, (h, w), scores)``: receives one matching level's pre-softmax scores
 #: ``[B, Hq*Wq, K*Hs*Ws]`` from a streaming ``predict`` (see the module docstring)
 ScoreSink = Callable[[int, tuple[int, int], Tensor], None]
@@ -92,6 +94,19 @@ class Prediction:
         predicted mask, R = prediction and the fallback ground truth from here."""
         logits = self.logits if size is None else resize_logits(self.logits, size)
         return logits.argmax(dim=1) == 1
+
+
+def check_finite(prediction: "Prediction | Tensor", model_name: str) -> None:
+    """Raise :class:`~fssgui.errors.ModelError` naming the model when a prediction's logits (or
+    the tensor given) hold NaN or infinite values: broken weights or an overflow, which the argmax
+    would otherwise turn into a silent, meaningless mask (often all background). Every front-end
+    calls it on each prediction it shows or writes."""
+    logits = prediction.logits if isinstance(prediction, Prediction) else prediction
+    finite = torch.isfinite(logits)
+    if not bool(finite.all()):
+        bad = int(finite.numel() - finite.sum())
+        raise ModelError(f"model {model_name}: the prediction is not finite ({bad} of {finite.numel()} logits are "
+                         "NaN or Inf): its weights or its input are broken, so no mask is given")
 
 
 class FSSModel(nn.Module):

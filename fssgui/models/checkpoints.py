@@ -13,6 +13,10 @@ anything partial. In order, it tries:
    the model's), but only when the counts agree and *every* shape matches in order; the log says
    so.
 
+Weights with NaN or infinite values, or of an integer/bool/complex type where the model holds
+floating-point weights, are refused naming the tensors (:func:`check_finite_weights`,
+:func:`check_weight_types`).
+
 Buffers that the model computes deterministically (BatchNorm ``num_batches_tracked``, and what
 a model lists in its ``computed_buffer_patterns`` attribute, such as DCAMA's positional-encoding
 tables or Swin's ``relative_position_index``/``attn_mask``) may be absent from the file: the
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +40,8 @@ from torch import Tensor, nn
 from ..errors import CheckpointError
 
 LogFn = Optional[Callable[[str], None]]
+#: torch's remark on a file's pickle protocol says nothing the error (if any) does not
+warnings.filterwarnings("ignore", message="Detected pickle protocol", module=r"torch\.")
 
 #: wrapper keys under which training scripts commonly store the state dict
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "network")
@@ -89,8 +96,9 @@ def _torch_load(path: Path) -> object:
         if "zip" in text.lower() or "central directory" in text.lower() or "failed finding" in text.lower():
             raise CheckpointError(f"{path}: truncated or corrupt checkpoint file ({text.splitlines()[0]})") from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({text.splitlines()[0]})") from None
-    except (ValueError, TypeError, AttributeError, ImportError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - damaged pickles raise KeyError, IndexError, struct.error...
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {detail})") from None
 
 
 def _safetensors_load(path: Path) -> dict[str, Tensor]:
@@ -177,9 +185,30 @@ def read_state_dict(path: str | Path, log: LogFn = None) -> dict[str, Tensor]:
     dict wrapping one under ``state_dict``/``model``/...) and ``.safetensors`` files. Never
     unpickles code. Non-tensor entries next to the tensors (an epoch number...) are dropped.
     Raises :class:`CheckpointError` (naming the file) for a missing, truncated, unsafe or
-    unrecognised file.
+    unrecognised file, and for NaN or infinite weights (naming the tensors).
     """
-    return state_dict_from(read_checkpoint_file(path), path, log)
+    state = state_dict_from(read_checkpoint_file(path), path, log)
+    check_finite_weights(state, path)
+    return state
+
+
+def check_finite_weights(state: Mapping[str, Tensor], path: str | Path) -> None:
+    """Refuse NaN or infinite weights (a diverged training run: the model would predict garbage,
+    often an all-background mask), naming the file and the tensors."""
+    broken = [k for k, v in state.items()
+              if (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"{path}: non-finite weights (NaN or Inf) in {len(broken)} tensors: {_first(broken)}")
+
+
+def check_weight_types(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], path: str | Path) -> None:
+    """Refuse a tensor that is not floating point (integer, bool, complex) where the model's
+    state dict ``expected`` holds floating-point weights (loading would silently cast it)."""
+    wrong = [f"{k} ({str(v.dtype).replace('torch.', '')})" for k, v in state.items()
+             if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
+    if wrong:
+        raise CheckpointError(f"{path}: {len(wrong)} tensors are not floating point where the model's weights "
+                              f"are: {_first(wrong, 3)}")
 
 
 def _computed_patterns(model: nn.Module) -> list[re.Pattern[str]]:
@@ -200,7 +229,7 @@ def _checkpoint_target(model: nn.Module) -> nn.Module:
 def load_checkpoint_into(model: nn.Module, path: str | Path, log: LogFn = None) -> LoadReport:
     """Load ``path`` into ``model`` strictly (see the module docstring). Returns a report."""
     path = Path(path)
-    state = read_state_dict(path, log=log)
+    state = state_dict_from(read_checkpoint_file(path), path, log)  # checked below, once mapped
     target = _checkpoint_target(model)
     expected = target.state_dict()
     patterns = _computed_patterns(model)
@@ -219,6 +248,8 @@ def load_checkpoint_into(model: nn.Module, path: str | Path, log: LogFn = None) 
             f"{path.name}: key names differ from the model's; loaded {len(mapped)} entries by position "
             f"(every shape matches in order, as the official DCAMA test loader does)",
         )
+    check_finite_weights(mapped, path)
+    check_weight_types(mapped, expected, path)
     rebuilt = [k for k in expected if k not in mapped]
     result = target.load_state_dict(mapped, strict=False)
     if result.unexpected_keys or not set(result.missing_keys) <= set(rebuilt):  # pragma: no cover - guarded above

@@ -34,6 +34,7 @@ from __future__ import annotations
 import _compat_pickle
 import io
 import pickle
+import pickletools
 import sys
 import zipfile
 from collections import OrderedDict
@@ -340,12 +341,12 @@ class PickledModule:
         ``attributes()["prototype_class_identity"]`` or ``attributes("features")["scales"]``."""
         obj = self.root
         for part in [p for p in module.split(".") if p]:
-            obj = obj.attributes.get("_modules", {}).get(part) if isinstance(obj, Placeholder) else None
+            obj = dict(_named_items(obj.attributes.get("_modules"))).get(part) if isinstance(obj, Placeholder) else None
             if obj is None:
                 return {}
         if not isinstance(obj, Placeholder):
             return {}
-        return {k: v for k, v in obj.attributes.items() if not k.startswith("_")}
+        return {k: v for k, v in obj.attributes.items() if isinstance(k, str) and not k.startswith("_")}
 
 
 def _zip_records(archive: zipfile.ZipFile, path: Path) -> tuple[str, dict[str, zipfile.ZipInfo]]:
@@ -357,6 +358,25 @@ def _zip_records(archive: zipfile.ZipFile, path: Path) -> tuple[str, dict[str, z
             raise CheckpointError(f"{path}: a TorchScript archive, not a torch.save checkpoint")
         raise CheckpointError(f"{path}: not a torch checkpoint (no single '<name>/data.pkl' record in the zip)")
     return pickles[0][: -len("data.pkl")], infos
+
+
+_MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"})
+
+
+def check_opcodes(data: bytes, path: Path) -> None:
+    """Walk the pickle's opcodes without running anything (:func:`pickletools.genops`) and refuse
+    a damaged or hostile one before the unpickler sees it: an opcode whose length runs past the end
+    of the data (the C unpickler would allocate that length first: gigabytes from a flipped byte)
+    and a memo index beyond what the data could hold (it would grow its memo table to that index)."""
+    try:
+        for opcode, arg, position in pickletools.genops(data):
+            if opcode.name in _MEMO_OPCODES and not (isinstance(arg, int) and 0 <= arg <= len(data)):
+                raise CheckpointError(f"{path}: damaged pickle (memo index {arg!r} at byte {position})")
+    except CheckpointError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pickletools raises ValueError and others on damage
+        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: damaged pickle ({detail})") from None
 
 
 def unpickle_checkpoint(path: str | Path) -> tuple[Any, dict[str, str]]:
@@ -391,21 +411,35 @@ def unpickle_checkpoint(path: str | Path) -> tuple[Any, dict[str, str]]:
                     raise CheckpointError(f"{path}: storage {key!r} is truncated ({len(data)} < {nbytes} bytes)")
                 return data[:nbytes]
 
+            data = archive.read(prefix + "data.pkl")
+            check_opcodes(data, path)
             unpickler = RestrictedUnpickler(
-                io.BytesIO(archive.read(prefix + "data.pkl")),
+                io.BytesIO(data),
                 storage_reader=read_storage,
                 byteswap=byteorder.decode() != sys.byteorder,
                 source=str(path),
             )
             try:
                 obj = unpickler.load()
-            except CheckpointError:
-                raise
-            except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
-                raise CheckpointError(f"{path}: cannot read the pickle safely ({type(exc).__name__}: {exc})") from None
+            except CheckpointError as exc:  # the tensor checks do not know the file: name it
+                if str(exc).startswith(str(path)):
+                    raise
+                raise CheckpointError(f"{path}: {exc}") from None
+            except Exception as exc:  # noqa: BLE001 - hostile opcodes raise anything (MemoryError for a huge frame...)
+                detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+                raise CheckpointError(f"{path}: cannot read the pickle safely ({type(exc).__name__}"
+                                      + (f": {detail})" if detail else ")")) from None
             return obj, unpickler.globals_seen
     except zipfile.BadZipFile as exc:
         raise CheckpointError(f"{path}: damaged zip archive ({exc})") from None
+
+
+def _named_items(mapping: Any) -> list[tuple[str, Any]]:
+    """The (name, value) entries of a recorded ``_parameters``/``_buffers``/``_modules`` dict;
+    anything else (a damaged or hostile pickle) has none."""
+    if not isinstance(mapping, dict):
+        return []
+    return [(k, v) for k, v in mapping.items() if isinstance(k, str)]
 
 
 def module_state_dict(root: Any) -> tuple["OrderedDict[str, torch.Tensor]", dict[str, str]]:
@@ -426,21 +460,22 @@ def module_state_dict(root: Any) -> tuple["OrderedDict[str, torch.Tensor]", dict
         attrs = obj.attributes
         params = attrs.get("_parameters") or {}
         buffers = attrs.get("_buffers") or {}
-        non_persistent = attrs.get("_non_persistent_buffers_set") or set()
+        non_persistent = attrs.get("_non_persistent_buffers_set")
+        non_persistent = non_persistent if isinstance(non_persistent, (set, frozenset)) else set()
         modules = attrs.get("_modules") or {}
-        for name, value in getattr(params, "items", lambda: [])():
+        for name, value in _named_items(params):
             if isinstance(value, torch.Tensor):
                 out[prefix + name] = value.detach()
-        for name, value in getattr(buffers, "items", lambda: [])():
+        for name, value in _named_items(buffers):
             if isinstance(value, torch.Tensor) and name not in non_persistent:
                 out[prefix + name] = value.detach()
-        for name, value in getattr(modules, "items", lambda: [])():
+        for name, value in _named_items(modules):
             if isinstance(value, Placeholder):
                 walk(value, prefix + name + ".")
 
     if not isinstance(root, Placeholder):
         raise CheckpointError("the pickle's root object is not a module")
-    modules = root.attributes.get("_modules") or {}
+    modules = dict(_named_items(root.attributes.get("_modules")))
     if list(modules) == ["module"] and isinstance(modules["module"], Placeholder) and not root.attributes.get("_parameters"):
         root = modules["module"]  # DataParallel / DistributedDataParallel
     walk(root, "")
@@ -453,8 +488,13 @@ def load_pickled_module(path: str | Path) -> PickledModule:
     obj, globals_seen = unpickle_checkpoint(path)
     if not isinstance(obj, Placeholder):
         raise CheckpointError(f"{path}: the pickle holds a {type(obj).__name__}, not a pickled module")
-    state_dict, classes = module_state_dict(obj)
-    modules = obj.attributes.get("_modules") or {}
+    try:
+        state_dict, classes = module_state_dict(obj)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: the pickled modules are nested too deeply") from None
+    modules = dict(_named_items(obj.attributes.get("_modules")))
     if list(modules) == ["module"] and isinstance(modules["module"], Placeholder):
         obj = modules["module"]
     if not state_dict:

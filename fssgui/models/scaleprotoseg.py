@@ -542,13 +542,40 @@ def _read_plain_state_dict(path: Path) -> tuple[Optional[dict], str]:
 
 def read_checkpoint(path: str | Path) -> ScaleProtoSegCheckpoint:
     """Read any accepted ScaleProtoSeg checkpoint (official whole pickle, plain state dict,
-    our converted file, safetensors) without executing code from it."""
-    from .safe_pickle import load_pickled_module, plain_value
-
+    our converted file, safetensors) without executing code from it. Any malformed content is a
+    :class:`CheckpointError` naming the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     obj, kind = _read_plain_state_dict(path)
+    try:
+        ckpt = _checkpoint_from(obj, kind, path)
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError, OverflowError) as exc:
+        raise CheckpointError(f"{path}: malformed ScaleProtoSeg metadata ({type(exc).__name__}: {exc})") from None
+    _check_metadata(ckpt)
+    return ckpt
+
+
+def _check_metadata(ckpt: ScaleProtoSegCheckpoint) -> None:
+    """Numbers read from the file that shape the model must be sane (before anything is built)."""
+    path = ckpt.path
+    if ckpt.num_scales is not None and not (type(ckpt.num_scales) is int and 1 <= ckpt.num_scales <= 16):
+        raise CheckpointError(f"{path}: num_scales {ckpt.num_scales!r} is not an integer in 1..16")
+    if ckpt.epsilon is not None and not (isinstance(ckpt.epsilon, (int, float)) and 0 < ckpt.epsilon < 1):
+        raise CheckpointError(f"{path}: epsilon {ckpt.epsilon!r} is not a number in (0, 1)")
+    if ckpt.msc_scales is not None and not (len(ckpt.msc_scales) <= 8
+                                            and all(0 < s <= 8 for s in ckpt.msc_scales)):
+        raise CheckpointError(f"{path}: msc_scales {ckpt.msc_scales!r} are not up to 8 factors in (0, 8]")
+    if ckpt.scale_ranges is not None and not all(0 <= a <= b for a, b in ckpt.scale_ranges.values()):
+        raise CheckpointError(f"{path}: scale ranges {ckpt.scale_ranges!r} are not (start, end) index pairs")
+    if ckpt.dataset is not None and not isinstance(ckpt.dataset, str):
+        raise CheckpointError(f"{path}: dataset {ckpt.dataset!r} is not a name")
+
+
+def _checkpoint_from(obj, kind: str, path: Path) -> ScaleProtoSegCheckpoint:
+    """The tensors and metadata of what :func:`_read_plain_state_dict` read."""
+    from .safe_pickle import load_pickled_module, plain_value
+
     if kind == "pickled-module":
         module = load_pickled_module(path)
         attrs = {k: plain_value(v) for k, v in module.attributes().items()}
@@ -575,9 +602,11 @@ def read_checkpoint(path: str | Path) -> ScaleProtoSegCheckpoint:
         return ckpt
     if kind == "converted":
         state = obj.get("state_dict")
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{path}: converted checkpoint without a state_dict")
+        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+            raise CheckpointError(f"{path}: converted checkpoint without a state_dict of tensors")
         config = obj.get("config", {})
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path}: converted checkpoint whose config is not a dict")
         ckpt = ScaleProtoSegCheckpoint(path, OrderedDict(state), kind, attributes=dict(config))
         if isinstance(obj.get("prototype_class_identity"), Tensor):
             ckpt.prototype_class_identity = obj["prototype_class_identity"].float()
@@ -601,8 +630,12 @@ def config_from_state_dict(state: dict[str, Tensor], path: Path, dataset: Option
     head_key = "last_layer_group.weight" if grouped else "last_layer.weight"
     if head_key not in state:
         raise CheckpointError(f"{path}: neither 'last_layer_group.weight' (stage 2) nor 'last_layer.weight' (stage 1)")
-    num_classes = int(state[head_key].shape[0])
     proto = state["prototype_vectors"]
+    for key, dims in (("prototype_vectors", 2), (head_key, 2), ("group_projection.0.weight", 2)):
+        tensor = state.get(key)
+        if tensor is not None and (tensor.dim() < dims or min(tensor.shape) < 1):
+            raise CheckpointError(f"{path}: '{key}' has shape {list(tensor.shape)}, not a ScaleProtoSeg weight")
+    num_classes = int(state[head_key].shape[0])
     num_groups = int(state["group_projection.0.weight"].shape[0]) if grouped and "group_projection.0.weight" in state else 3
     n_blocks = []
     for layer in range(2, 6):
@@ -634,12 +667,13 @@ def config_from_state_dict(state: dict[str, Tensor], path: Path, dataset: Option
 
 def check_and_load_state_dict(model: nn.Module, state: dict[str, Tensor], path: Path) -> None:
     """Strict load that reports missing / unexpected / shape-mismatched keys by name."""
-    from .checkpoints import mismatch_summary
+    from .checkpoints import check_weight_types, mismatch_summary
 
     expected = model.state_dict()
     problems = mismatch_summary(state, expected)
     if problems:
         raise CheckpointError(f"{path}: does not match the ScaleProtoSeg model: {problems}")
+    check_weight_types(state, expected, path)
     with torch.no_grad():
         model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
 
@@ -651,8 +685,11 @@ def load_scaleprotoseg(
     log: Optional[Callable[[str], None]] = None,
 ) -> ScaleProtoSeg:
     """Build a ScaleProtoSeg model from a checkpoint file (no code from the file runs)."""
+    from .checkpoints import check_finite_weights
+
     ckpt = read_checkpoint(path)
     path = ckpt.path
+    check_finite_weights(ckpt.state_dict, path)
     dataset = dataset or ckpt.dataset
     config = config_from_state_dict(ckpt.state_dict, path, dataset, num_scales=ckpt.num_scales or 4)
     if ckpt.msc_scales is not None:
@@ -669,7 +706,11 @@ def load_scaleprotoseg(
         )
     if identity is not None and tuple(identity.shape) != (num_prototypes, config.num_classes):
         raise CheckpointError(f"{path}: prototype_class_identity {tuple(identity.shape)} does not fit the tensors")
-    model = ScaleProtoSeg(config, identity, ckpt.scale_ranges)
+    try:
+        model = ScaleProtoSeg(config, identity, ckpt.scale_ranges)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # a shape the file's metadata makes impossible
+        raise CheckpointError(f"{path}: the ScaleProtoSeg model it describes cannot be built "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     check_and_load_state_dict(model, ckpt.state_dict, path)
     model.checkpoint_path = path
     model.checkpoint_kind = ckpt.kind

@@ -20,10 +20,10 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..errors import CancelledFn, ExplainError, ModelError, ProgressFn, check_cancelled
+from ..errors import CancelledFn, ExplainError, ProgressFn, check_cancelled
 from ..imaging import resize_map
 from ..metrics.causal import CausalRun, Curve
-from ..models.base import resize_logits
+from ..models.base import check_finite, resize_logits
 from . import regions as R
 from .models import LoadedModel
 from .results import ExplanationResult, PredictionResult, input_key
@@ -117,7 +117,7 @@ class EpisodeRun:
         return self._prediction
 
     def _set_prediction(self, prediction) -> None:
-        check_finite_logits(prediction.logits, self.loaded.spec.name)
+        check_finite(prediction, self.loaded.spec.name)
         self._prediction, self._result = prediction, None
 
     def predicted(self) -> PredictionResult:
@@ -264,10 +264,3 @@ class EpisodeRun:
         """:meth:`causal` run to the end."""
         return self.causal(maps, region, metric, measure, **options).run()
 
-
-def check_finite_logits(logits: torch.Tensor, model_name: str) -> None:
-    """A prediction that is not finite (NaN or Inf logits) is an error naming the model, not a
-    silent all-background mask."""
-    if not bool(torch.isfinite(logits).all()):
-        raise ModelError(f"{model_name}: the prediction is not finite (NaN or Inf logits); "
-                           f"the checkpoint's weights or the input are broken")
