@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 
 from . import look
 from .editing import EditableMask, HistoryFileError, HistoryState, capture_histories, load_histories, save_histories
@@ -480,7 +479,3 @@ def read_episode_snapshot(folder: Path) -> Episode:
     episode = load_episode(folder, allow_incomplete=True)
     episode.folder = None
     return episode
-
-
-def empty_mask_like(image: np.ndarray) -> np.ndarray:
-    return np.zeros(image.shape[:2], dtype=bool)

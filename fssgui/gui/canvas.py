@@ -278,10 +278,6 @@ class ImageCanvas(QGraphicsView):
         if name == "mask" and self._mask_layer is not None:
             self._mask_layer.setOpacity(float(opacity))
 
-    def set_layer_visible(self, name: str, visible: bool) -> None:
-        if name in self._layers:
-            self._layers[name].setVisible(visible and self._overlays_visible)
-
     def set_overlays_visible(self, visible: bool) -> None:
         """Hide or show every overlay (mask included) at once: look at the raw image."""
         self._overlays_visible = bool(visible)
@@ -290,10 +286,6 @@ class ImageCanvas(QGraphicsView):
         if self._mask_layer is not None:
             self._mask_layer.setVisible(self._overlays_visible)
         self.viewport().update()
-
-    @property
-    def overlays_visible(self) -> bool:
-        return self._overlays_visible
 
     def set_mask(self, mask: Optional[EditableMask], colour: tuple[int, int, int] = REGION_COLOUR) -> None:
         """The mask this canvas edits (and shows tinted); ``None`` removes it."""
@@ -308,12 +300,6 @@ class ImageCanvas(QGraphicsView):
         self._mask_layer.setOpacity(self._layer_opacity.get("mask", MASK_OPACITY))
         self._mask_layer.setVisible(self._overlays_visible)
         self.scene().addItem(self._mask_layer)
-
-    def rebind_mask(self) -> None:
-        """Rebuild the mask layer (after :meth:`EditableMask.reset` changed its size)."""
-        if self._mask is not None:
-            colour = self._mask_colour()
-            self.set_mask(self._mask, colour)
 
     def _mask_colour(self) -> tuple[int, int, int]:
         if self._mask_layer is None:

@@ -218,11 +218,6 @@ class ModelBar(QObject):
                                          f"published weights or needs none). Trainable: {names}")
 
     # ------------------------------------------------------------------ explainers
-    def set_factories(self, factories: dict[str, Callable[..., Any]]) -> None:
-        self.factories = dict(factories)
-        self._availability.clear()
-        self.fill_explainers()
-
     def fill_explainers(self) -> None:
         combo = self.explainer_combo
         names = E.available_explainers()

@@ -179,10 +179,6 @@ class SupportPanel(QWidget):
     def current_index(self) -> int:
         return self.list.currentRow()
 
-    def current_item(self) -> Optional[SupportItem]:
-        i = self.current_index()
-        return self.items[i] if 0 <= i < len(self.items) else None
-
     def select(self, index: int) -> None:
         if 0 <= index < len(self.items):
             self.list.setCurrentRow(index)

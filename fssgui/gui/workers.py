@@ -99,10 +99,6 @@ class JobHandle(QObject):
         self._cancel.set()
 
     @property
-    def is_cancel_requested(self) -> bool:
-        return self._cancel.is_set()
-
-    @property
     def running(self) -> bool:
         return not self.state.over
 
@@ -227,9 +223,6 @@ class _Runner(QObject):
     def is_busy(self) -> bool:
         return bool(self._active)
 
-    def active_jobs(self) -> list[JobHandle]:
-        return list(self._active.values())
-
     def cancel_all(self) -> None:
         for handle in list(self._active.values()):
             handle.cancel()
@@ -336,7 +329,7 @@ class DeviceWorker(_Runner):
 
     def submit(self, function: Callable[..., Any], *args: Any, description: str = "") -> JobHandle:
         """Queue ``function(ctx, model_cache, *args)`` on the device thread; returns its handle."""
-        handle = self._track(JobHandle(description or getattr(function, "__name__", "job"), self))
+        handle = self._track(JobHandle(description or getattr(function, "__name__", "job")))
         self._submit.emit(handle, function, args)
         return handle
 
@@ -370,7 +363,7 @@ class WorkerPool(_Runner):
 
     def submit(self, function: Callable[..., Any], *args: Any, description: str = "") -> JobHandle:
         """Queue ``function(ctx, *args)`` on the pool; returns its handle."""
-        handle = self._track(JobHandle(description or getattr(function, "__name__", "job"), self))
+        handle = self._track(JobHandle(description or getattr(function, "__name__", "job")))
         self._executor.submit(lambda: handle._run(function, args, handle._context(self.log.emit)))
         return handle
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -331,10 +331,6 @@ class PlaybackWidget(QWidget):
 
     def selected_methods(self) -> list[str]:
         return [a.text() for a in self.methods_menu.actions() if a.isChecked()]
-
-    def set_selected_methods(self, names: Sequence[str]) -> None:
-        for action in self.methods_menu.actions():
-            action.setChecked(action.text() in names)
 
     def set_parameters(self, *, measure: Optional[str] = None, steps: Optional[int] = None,
                        percent: Optional[float] = None) -> None:
