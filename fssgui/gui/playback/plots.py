@@ -45,7 +45,11 @@ class CurvePlots(QWidget):
             # insertion curves rise (legend bottom right), deletion curves fall (top right)
             item.addLegend(offset=(-10, -10) if metric == "iauc" else (-10, 10),
                            brush=pg.mkBrush(255, 255, 255, 210), pen=pg.mkPen(200, 200, 200), labelTextColor="k")
+            # both measures (confidence, IoU) and the fraction lie in [0, 1]: fixed ranges, so a new
+            # point does not rescale the view and redraw the axes
             item.setXRange(0, 1, padding=0.02)
+            item.setYRange(0, 1, padding=0.04)
+            item.enableAutoRange(x=False, y=False)
             line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen((90, 90, 90), width=1))
             marker = pg.ScatterPlotItem(size=13, pen=pg.mkPen((20, 20, 20), width=2), brush=pg.mkBrush(None))
             line.setVisible(False)
