@@ -2,8 +2,8 @@
 
 Each subcommand lives in its own module under ``fssgui.commands`` with a
 ``register(subparsers)`` function that adds its parser and sets ``func=run``.
-User errors (:class:`fssgui.errors.FssguiError`) print one line and exit 2;
-``--debug`` shows the traceback.
+User errors (:class:`fssgui.errors.FssguiError`) and running out of memory (on the GPU or the host)
+print one line and exit 2; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "fssgui.commands.protos",
     "fssgui.commands.train",
     "fssgui.commands.evaluate",
+    "fssgui.commands.triage",
     "fssgui.commands.selftest",
 )
 
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo", action="store_true", help="open the window on the default demo episode")
     parser.add_argument("--screenshot", metavar="FILE.png", help="with --demo: run, save a screenshot, exit")
     parser.add_argument("--episode", metavar="DIR", help="open this episode folder in the window")
+    parser.add_argument("--dataset", metavar="ROOT", help="open the window on the dataset panel with this dataset")
+    parser.add_argument("--layout", dest="dataset_layout", default="folders", metavar="LAYOUT",
+                        choices=("folders", "pascal5i", "coco20i"), help="with --dataset: its layout (default folders)")
     parser.add_argument("--check-display", action="store_true",
                         help="check that the window can open here (the system libraries Qt needs), then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -63,6 +67,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("fssgui: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - out of memory is a user-facing condition, the rest is a bug
+        from .pipeline.models import is_out_of_memory, out_of_memory_message
+
+        if args.debug or not is_out_of_memory(exc):
+            raise
+        print(f"fssgui: error: {out_of_memory_message(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

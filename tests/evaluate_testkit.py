@@ -82,6 +82,16 @@ def table_values(out: Path) -> dict:
     return json.loads((out / "table.json").read_text())["values_x100"]
 
 
+def torchrun(nproc: int, args: list[str], timeout: float = 400):
+    """``torchrun --standalone --nproc-per-node N`` of the ``fssgui`` CLI (this file as the script)."""
+    import subprocess
+
+    launcher = Path(sys.executable).with_name("torchrun")
+    command = [str(launcher)] if launcher.is_file() else [sys.executable, "-m", "torch.distributed.run"]
+    command += ["--standalone", "--nproc-per-node", str(nproc), str(HERE / "evaluate_testkit.py"), *args]
+    return subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+
+
 def subprocess_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)

@@ -12,6 +12,7 @@ from fssgui.cli import main
 from fssgui.episode import episode_to_tensors, load_episode, save_episode
 from fssgui.imaging import load_mask
 from fssgui.models import build_model
+from fssgui.models.registry import DEFAULT_MODEL
 from fssgui.resources import demo_episodes
 
 
@@ -53,7 +54,7 @@ def test_predict_at_input_size_does_not_resample(tmp_path):
     episode = make_episode(size=(384, 384))
     save_episode(episode, tmp_path / "ep")
     assert main(["predict", str(tmp_path / "ep"), "--device", "cpu", "--out", str(tmp_path / "out")]) == 0
-    model = build_model("matcher-effnet")
+    model = build_model(DEFAULT_MODEL)  # what `fssgui predict` runs without --model
     with torch.no_grad():
         expected = model.predict(episode_to_tensors(episode, model.entry)).logits[0].numpy()
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "logits.npy"), expected)

@@ -4,32 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from evaluate_testkit import (
     EPISODES,
-    HERE,
     METHODS,
-    REPO,
     evaluate_args,
     read_results,
     reference_run,
-    subprocess_env,
     table_values,
+    torchrun,
 )
 
 pytestmark = pytest.mark.slow  # several processes (minutes on a CPU)
-
-
-def _torchrun(nproc: int, args: list[str], timeout: float = 400) -> subprocess.CompletedProcess:
-    launcher = Path(sys.executable).with_name("torchrun")
-    command = [str(launcher)] if launcher.is_file() else [sys.executable, "-m", "torch.distributed.run"]
-    command += ["--standalone", "--nproc-per-node", str(nproc), str(HERE / "evaluate_testkit.py"), *args]
-    return subprocess.run(command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +27,7 @@ def reference(tmp_path_factory):
 
 def test_two_gloo_processes_equal_one_process(reference, tmp_path):
     out = tmp_path / "two_ranks"
-    done = _torchrun(2, evaluate_args(reference["data"], out))
+    done = torchrun(2, evaluate_args(reference["data"], out))
     assert done.returncode == 0, done.stderr[-3000:]
     # each rank wrote its round-robin share: positions 0, 2 -> rank 0; position 1 -> rank 1
     episodes = [int(line.split(",")[0]) for line in (out / "episodes.csv").read_text().splitlines()[1:]]
@@ -62,19 +50,28 @@ def test_two_gloo_processes_equal_one_process(reference, tmp_path):
     assert (out / "table.md").read_text() == (reference["out"] / "table.md").read_text()
     assert "| affex |" in done.stdout  # rank 0 printed the table, once
     assert done.stdout.count("| affex |") == 1
+    # every episode's prediction row, from both ranks, merged in episode order with the same numbers
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    single = [json.loads(line) for line in (reference["out"] / "predictions.jsonl").read_text().splitlines()]
+    assert [r["episode"] for r in predictions] == episodes and {r["rank"] for r in predictions} == {0, 1}
+    for two_row, one_row in zip(predictions, single):
+        assert two_row["values"] == pytest.approx(one_row["values"], abs=1e-6)
+    from fssgui.triage.results import open_results  # what the dataset panel opens
+
+    assert open_results(out).predicted_count == EPISODES
 
     # a finished run resumed with another world size computes nothing and writes the same table
     again = tmp_path / "one_rank_again"
     shutil.copytree(out, again)
     (again / "table.md").unlink()
-    done = _torchrun(1, evaluate_args(reference["data"], again))
+    done = torchrun(1, evaluate_args(reference["data"], again))
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{EPISODES * len(METHODS)} already in" in done.stderr
     assert (again / "table.md").read_text() == (out / "table.md").read_text()
 
 
 def test_setup_error_ends_every_rank(reference, tmp_path):
-    done = _torchrun(2, evaluate_args(tmp_path / "no_such_dataset", tmp_path / "out"), timeout=300)
+    done = torchrun(2, evaluate_args(tmp_path / "no_such_dataset", tmp_path / "out"), timeout=300)
     assert done.returncode != 0
     assert "dataset folder not found" in done.stderr
     assert not (tmp_path / "out" / "results").exists()

@@ -125,7 +125,7 @@ def test_job_errors_are_shown_and_the_window_keeps_working(qtbot, window):
     _select_explainer(window, "test-oom")
     with qtbot.waitSignal(window.log_pane.errorReported, timeout=30000) as blocker:
         window.runs.explain()
-    assert "out of memory" in blocker.args[0]
+    assert "GPU memory ran out" in blocker.args[0]
     _select_explainer(window, "test-mask")
     assert _explain(qtbot, window).method == "test-mask"
 

@@ -142,7 +142,7 @@ def test_cuda_out_of_memory_is_reported_with_advice(qtbot, worker):
     handle = worker.submit(oom)
     with qtbot.waitSignal(handle.failed, timeout=5000) as blocker:
         pass
-    assert "out of memory" in blocker.args[0] and "CPU" in blocker.args[0]
+    assert "GPU memory ran out" in blocker.args[0] and "CPU" in blocker.args[0]
 
 
 def test_a_pool_of_one_thread_runs_jobs_in_submission_order_off_the_gui_thread(qtbot, pool):

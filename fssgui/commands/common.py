@@ -19,6 +19,23 @@ def add_model_arguments(parser: argparse.ArgumentParser, several_episodes: bool 
     parser.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available)")
 
 
+def add_dataset_arguments(parser: argparse.ArgumentParser, episodes_help: str, episodes_required: bool = True
+                          ) -> None:
+    """The model and the episode list of a dataset, as ``evaluate`` and ``triage`` take them."""
+    from ..data.datasets import LAYOUTS
+
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL})")
+    parser.add_argument("--checkpoint", metavar="FILE", help="checkpoint file for models that need one")
+    parser.add_argument("--data", required=True, metavar="ROOT", help="dataset root folder")
+    parser.add_argument("--layout", required=True, choices=LAYOUTS, help="dataset layout")
+    parser.add_argument("--fold", type=int, metavar="F",
+                        help="fold whose held-out classes are used (default: all classes / all CSV rows)")
+    parser.add_argument("--episodes", required=episodes_required, metavar="CSV|N", help=episodes_help)
+    parser.add_argument("--shots", type=int, metavar="K", help="shots per episode (default 1; must match a CSV)")
+    parser.add_argument("--split", default="val", choices=("train", "val"),
+                        help="split --episodes N draws from (default val)")
+
+
 def log_stderr(message: str) -> None:
     print(f"fssgui: {message}", file=sys.stderr)
 

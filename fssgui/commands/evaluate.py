@@ -7,7 +7,7 @@ explained with every method and scored with every causal metric exactly as ``fss
 scores one episode; the table (methods x metrics, means x 100) goes to ``DIR/table.md``,
 ``table.csv`` and ``table.json``.
 
-* ``--episodes N`` draws N episodes from the ``val`` split of ``--fold`` (default: all classes)
+* ``--episodes N`` draws N episodes from the ``--split`` (default ``val``) of ``--fold`` (default: all classes)
   with ``--seed`` and writes them to ``DIR/episodes.csv``; ``--episodes FILE.csv`` reads a fixed
   list (the fssgui layout ``[episode,]class,query,support_1..K`` or the AffEx repository's
   ``image_ids,classes`` files; see :mod:`fssgui.evaluate.episodes`).
@@ -17,6 +17,11 @@ scores one episode; the table (methods x metrics, means x 100) goes to ``DIR/tab
 * Scale-out: ``torchrun --nproc-per-node N -m fssgui.cli evaluate ...`` shards the episodes
   round-robin over the ranks (each on ``cuda:LOCAL_RANK`` with CUDA, else the CPU); rank 0 merges
   the results and writes the table.
+* Every episode's prediction is also scored against its ground truth (IoU, FB-IoU, foreground
+  shares, false positives and negatives, confidence): ``DIR/predictions.csv`` and the per-class
+  IoU, mIoU and FB-IoU of the papers in ``DIR/miou.md``. ``--methods none`` only predicts (a
+  sweep: what the app's dataset panel and ``fssgui triage`` read; a sweep may join a folder of
+  another evaluation of the same model, checkpoint and episodes).
 """
 from __future__ import annotations
 
@@ -29,34 +34,40 @@ def _split(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def method_names(text: str) -> list[str]:
+    """``--methods``: comma-separated explainers, or ``none`` (predictions only)."""
+    from ..errors import ExplainError
+
+    names = _split(text)
+    if names == ["none"]:
+        return []
+    if not names:
+        raise ExplainError("no method given (--methods; 'none' for predictions only)")
+    return names
+
+
 def register(subparsers) -> None:
-    from ..data.datasets import LAYOUTS
-    from ..models.registry import DEFAULT_MODEL
+    from ..evaluate.runner import REGIONS
+    from .common import add_dataset_arguments
 
     parser = subparsers.add_parser(
         "evaluate", help="batch evaluation: causal-metric table over fixed episodes (resumable, torchrun-able)",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered model name (default {DEFAULT_MODEL})")
-    parser.add_argument("--checkpoint", metavar="FILE", help="checkpoint file for models that need one")
-    parser.add_argument("--data", required=True, metavar="ROOT", help="dataset root folder")
-    parser.add_argument("--layout", required=True, choices=LAYOUTS, help="dataset layout")
-    parser.add_argument("--fold", type=int, metavar="F",
-                        help="fold whose held-out classes are evaluated (default: all classes / all CSV rows)")
-    parser.add_argument("--episodes", required=True, metavar="CSV|N",
-                        help="episode CSV, or a number of episodes to draw deterministically from --seed")
-    parser.add_argument("--shots", type=int, metavar="K", help="shots per episode (default 1; must match a CSV)")
-    parser.add_argument("--methods", default="affex,affex-masked,affex-signed", metavar="M1,M2,...",
-                        help="explainers, comma-separated (default affex,affex-masked,affex-signed)")
+    add_dataset_arguments(parser, "episode CSV, or a number of episodes to draw deterministically from --seed")
+    parser.add_argument("--methods", default="affex,affex-masked,affex-signed", metavar="M1,M2,...|none",
+                        help="explainers, comma-separated (default affex,affex-masked,affex-signed); "
+                             "none: predictions only")
     parser.add_argument("--metrics", default=DEFAULT_METRICS, metavar="X1,X2,...",
                         help=f"table columns, comma-separated (default {DEFAULT_METRICS})")
     parser.add_argument("--steps", type=int, default=75, metavar="T", help="steps of iauc/dauc (default 75)")
     parser.add_argument("--p-steps", type=int, metavar="T",
                         help="steps of iauc-*@p (default 5, the paper's IAUC_Conf@0.01)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the drawn episodes and the random explainers")
-    parser.add_argument("--region", default="prediction", choices=("prediction", "ground-truth"),
-                        help="query region R to explain and score (default: the prediction, as the paper)")
+    parser.add_argument("--region", default="prediction", choices=REGIONS,
+                        help="query region R to explain and score (default: the prediction, as the paper; "
+                             "false-positive / false-negative: the prediction's largest error)")
     parser.add_argument("--size", type=int, metavar="E", help="AffEx explanation size (default: model input size)")
     parser.add_argument("--mode", choices=("paper", "reference"), help="AffEx mode (default paper)")
     parser.add_argument("--no-ignore", dest="use_ignore", action="store_false",
@@ -85,8 +96,9 @@ def run(args) -> int:
         fold=args.fold,
         episodes=args.episodes,
         shots=args.shots,
-        methods=_split(args.methods),
+        methods=method_names(args.methods),
         metrics=parse_metrics(_split(args.metrics), steps=args.steps, p_steps=args.p_steps),
+        split=args.split,
         seed=args.seed,
         region=args.region,
         size=args.size,
@@ -100,5 +112,10 @@ def run(args) -> int:
     summary = run_evaluation(config)
     if summary is not None:
         print(summary.markdown, end="")
-        print(f"{summary.out / 'table.md'}: {len(config.methods)} method(s) x {len(config.metrics)} metric(s)")
+        if config.methods:
+            print(f"{summary.out / 'table.md'}: {len(config.methods)} method(s) x {len(config.metrics)} metric(s)")
+        classes = summary.classes
+        if classes is not None and classes.miou is not None:
+            print(f"{summary.out / 'miou.md'}: prediction mIoU {classes.miou:.2f}, FB-IoU {classes.fb_iou:.2f} "
+                  f"over {len(summary.predictions)} episode(s)")
     return 0

@@ -33,7 +33,7 @@ from ..episode import Episode, load_episode
 from ..errors import ExplainError, FssguiError
 from ..io import save_npy_atomic, save_png_atomic, write_bytes_atomic
 from ..look import heat_overlay, map_scale
-from .common import add_model_arguments, load_model_from_args, log_stderr, output_dir
+from .common import add_model_arguments, load_model_from_args, log_stderr
 
 _AFFEX_ONLY = ("size", "mode")
 
@@ -186,7 +186,7 @@ def run(args) -> int:
     # matching scores when a method needs them (one method with R known streams them instead)
     keep_scores = (any(e.needs_matching for e in explainers)
                    and (len(explainers) > 1 or region_source == "prediction"))
-    out = output_dir(args.out)
+    out = Path(args.out)  # made when the first explanation is written: a failed run leaves no folder
     labels = episode_labels(episodes)
     several = len(episodes) > 1 or len(explainers) > 1
     runs: list[dict] = []  # one per (episode, method): its folder, or its error

@@ -283,20 +283,24 @@ class EpisodeSource:
     (the VOC 2012 annotations the reference evaluation reads) when the file is there, else from
     ``SegmentationClassAug``. ``coco20i``: ``[COCO2014/]{val,train}2014/<id>.jpg`` with
     ``annotations/{val,train}2014/<id>.png`` (HSNet/DCAMA label maps, contiguous values 1..80).
-    Label value 255 marks pixels the IoU ignores (when ``use_ignore``)."""
+    Label value 255 marks pixels the IoU ignores (when ``use_ignore``). ``split``: the sub-folder
+    of a ``folders`` root with ``train/`` and ``val/`` (and the split :meth:`generate` draws from)."""
 
-    def __init__(self, root: str | Path, layout: str, *, use_ignore: bool = True):
+    def __init__(self, root: str | Path, layout: str, *, use_ignore: bool = True, split: str = "val"):
         if layout not in LAYOUTS:
             raise DatasetError(f"unknown dataset layout {layout!r} (use one of {', '.join(LAYOUTS)})")
+        if split not in ("train", "val"):
+            raise DatasetError(f"unknown split {split!r} (use train or val)")
         self.root = Path(root)
         self.layout = layout
         self.use_ignore = use_ignore
+        self.split = split
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset folder not found")
         if layout == "folders":
             base = self.root
             if (base / "train").is_dir() and (base / "val").is_dir():
-                base = base / "val"
+                base = base / split
             self.base = base
             self.class_names = sorted(d.name for d in base.iterdir() if d.is_dir() and (d / "images").is_dir())
             if not self.class_names:
@@ -322,9 +326,11 @@ class EpisodeSource:
             self.class_names = list(COCO_CLASSES)
 
     # -- generation
-    def generate(self, count: int, shots: int, seed: int, fold: int = -1) -> list[EpisodeRow]:
-        """``count`` episodes drawn from the ``val`` split of ``fold`` by :mod:`fssgui.data`."""
-        dataset = open_dataset(self.root, self.layout, fold, "val")
+    def generate(self, count: int, shots: int, seed: int, fold: int = -1, split: Optional[str] = None
+                 ) -> list[EpisodeRow]:
+        """``count`` episodes drawn from ``split`` (default: this source's, ``val``) of ``fold``
+        by :mod:`fssgui.data`."""
+        dataset = open_dataset(self.root, self.layout, fold, split or self.split)
         rows = []
         for spec in dataset.episodes(count, shots, seed):
             samples = dataset.samples(spec.class_index)
@@ -398,6 +404,10 @@ class EpisodeSource:
             return image, raw > 0, None
         ignore = (raw == IGNORE) if self.use_ignore else None
         return image, raw == value, ignore
+
+    def read_query(self, row: EpisodeRow) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """The row's query image, its class mask and its ignore pixels (None without any)."""
+        return self._read(row.class_name, row.query)
 
     def load(self, row: EpisodeRow) -> LoadedEpisode:
         """The row as an :class:`~fssgui.episode.Episode` (query ground truth = the class mask)."""

@@ -7,6 +7,12 @@ runner with the metric's settings and, for the miou measure, the ground truth wi
 pixels set to the ignore index). The prediction and R are computed once per episode and shared
 by the methods; the attribution once per (episode, method) and shared by the metrics.
 
+Every episode also gets a prediction row (:mod:`fssgui.evaluate.predictions`: IoU, FB-IoU,
+foreground shares, errors, confidence, a thumbnail of the mask) from the same
+:meth:`EpisodeRun.predicted`, once per episode whatever the methods. With no methods the run is a
+prediction sweep (the triage panel's and ``fssgui triage``'s), with the same store, resume and
+torchrun sharding; ``method_episodes`` limits the methods to some episodes (the worst N).
+
 Reproducibility: explainers with a ``seed`` parameter get ``explainer_seed(--seed, episode)``
 (stored in each row, so ``fssgui causal --seed`` reproduces the row) and the global torch /
 numpy / random generators are reseeded with it before every explanation, so a result does not
@@ -40,9 +46,11 @@ from .episodes import (
     read_episode_csv,
 )
 from .metrics import MetricSpec
+from .predictions import ClassSummary, class_summary, mask_thumbnail, prediction_stats
 from .table import build_table, results_csv, table_markdown, write_table
 
-REGIONS = ("prediction", "ground-truth")
+#: R of the explanations: the prediction, the ground truth or the prediction's largest error
+REGIONS = ("prediction", "ground-truth", "false-positive", "false-negative")
 Log = Callable[[str], None]
 
 
@@ -72,6 +80,25 @@ class EvaluationConfig:
     progress: bool = True
     dist_backend: str = "gloo"
     dist_timeout_hours: float = 72.0
+    split: str = "val"  # the split episodes are drawn from (--episodes N)
+    method_episodes: Optional[tuple[int, ...]] = None  # episodes the methods run on (None: all)
+
+
+@dataclass
+class RunHooks:
+    """What an embedding front-end (the app's sweep job) plugs into a run.
+
+    ``load_model(spec)``: the model (the app's resident model cache) instead of a fresh build;
+    ``cancelled()``: checked before each episode and between the steps of its metrics;
+    ``on_episode(done, total)``: once before the first episode, then after each episode of this
+    rank's share (``done`` counts the episodes found finished too);
+    ``on_explained(episode, method, explanation, curves)``: each explanation computed by this run,
+    with its curves by metric name (a report's maps)."""
+
+    load_model: Optional[Callable] = None
+    cancelled: Optional[Callable[[], bool]] = None
+    on_episode: Optional[Callable[[int, int], None]] = None
+    on_explained: Optional[Callable] = None
 
 
 @dataclass
@@ -83,16 +110,22 @@ class EvaluationSummary:
     duplicates: int = 0
     computed: int = 0  # (episode, method) results computed by this run on rank 0's view
     settings: dict = field(default_factory=dict)
+    predictions: list[dict] = field(default_factory=list)  # one prediction row per episode
+    classes: Optional[ClassSummary] = None  # the per-class summary of the predictions
 
 
 @dataclass
-class _Setup:
+class EvaluationSetup:
+    """A run's episodes and settings, checked against its folder (before any model is built)."""
+
     source: EpisodeSource
     rows: list[EpisodeRow]
-    settings: dict
-    digest: str
+    settings: dict  # the settings the folder holds (see store.folder_settings)
+    digest: str  # their hash: the method rows' key
+    prediction_digest: str  # the prediction rows' key
     info: dict
-    done: set
+    done: set  # (episode, method) already in the folder
+    predicted: set  # episodes with a prediction row in the folder
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -126,8 +159,9 @@ def _read_episodes(config: EvaluationConfig, source: EpisodeSource) -> tuple[lis
         if shots < 1:
             raise DatasetError(f"--shots must be at least 1, got {shots}")
         fold = -1 if config.fold is None else config.fold
-        rows = source.generate(count, shots, config.seed, fold)
-        return rows, {"episodes_from": f"drawn: {count} episodes, seed {config.seed}, fold {fold}, val split"}
+        rows = source.generate(count, shots, config.seed, fold, config.split)
+        return rows, {"episodes_from": f"drawn: {count} episodes, seed {config.seed}, fold {fold}, "
+                                       f"{config.split} split"}
     path = Path(text)
     rows = read_episode_csv(path, config.layout)
     shots = rows[0].shots
@@ -150,22 +184,26 @@ def _checkpoint_identity(checkpoint: Optional[str]) -> Optional[str]:
     return sha256_file(path)
 
 
-def _setup(config: EvaluationConfig) -> _Setup:
+def prepare_evaluation(config: EvaluationConfig) -> EvaluationSetup:
+    """Check the options, read the episode list, resolve its files and check the output folder
+    (what a run does before it builds a model; ``fssgui triage`` and the app call it to know what
+    a folder holds)."""
     from ..explain.registry import get_explainer
 
     if config.region not in REGIONS:
         raise ExplainError(f"unknown region {config.region!r} (use {' or '.join(REGIONS)})")
     if config.batch_size < 1:
         raise ExplainError(f"--batch-size must be at least 1, got {config.batch_size}")
-    if not config.methods:
-        raise ExplainError("no method given (--methods)")
     if len(set(config.methods)) != len(config.methods):
         raise ExplainError(f"a method is given twice in --methods {','.join(config.methods)}")
+    if config.methods and not config.metrics:
+        raise ExplainError("no metric given (--metrics) for the methods")
     for method in config.methods:
         get_explainer(method, **explainer_params(method, config, 0))  # unknown names/params fail here
-    source = EpisodeSource(config.data, config.layout, use_ignore=config.use_ignore)
+    source = EpisodeSource(config.data, config.layout, use_ignore=config.use_ignore, split=config.split)
     rows, info = _read_episodes(config, source)
     source.check(rows)
+    sweep = not config.methods
     settings = {
         "fssgui_version": __version__,
         "model": config.model,
@@ -176,28 +214,50 @@ def _setup(config: EvaluationConfig) -> _Setup:
         "episode_count": len(rows),
         "episodes_sha256": episodes_digest(rows),
         "seed": config.seed,
-        "metrics": [m.as_dict() for m in config.metrics],
-        "region": config.region,
-        "affex_size": config.size,
-        "affex_mode": config.mode,
+        # a sweep (no methods) holds no metric, region or explainer setting
+        "metrics": [] if sweep else [m.as_dict() for m in config.metrics],
+        "region": "prediction" if sweep else config.region,
+        "affex_size": None if sweep else config.size,
+        "affex_mode": None if sweep else config.mode,
         "ignore_label_255": config.use_ignore,
     }
     digest = store.settings_hash(settings)
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise store.ResultsError(f"{out}: exists and is not a folder")
-    store.check_settings_file(out, settings, digest)
-    done = {store.row_key(r) for r in store.read_all_rows(out, digest)}
+    settings, digest = store.folder_settings(out, settings, digest, predictions_run=sweep)
+    prediction_digest = store.prediction_settings_hash(settings)
+    done = set() if sweep else {store.row_key(r) for r in store.read_all_rows(out, digest)}
+    predicted = {int(r["episode"]) for r in store.read_all_rows(out, prediction_digest, store.PREDICTION_ROWS)}
     info.update({
         "data_root": str(Path(config.data).resolve()),
         "checkpoint": None if config.checkpoint is None else str(Path(config.checkpoint).resolve()),
         "excluded_from_hash": "methods, device, batch size, world size (they do not change the numbers "
                               "beyond floating-point noise)",
     })
-    return _Setup(source, rows, settings, digest, info, done)
+    return EvaluationSetup(source, rows, settings, digest, prediction_digest, info, done, predicted)
 
 
 # --------------------------------------------------------------------------------- one episode
+def _row_base(row: EpisodeRow, digest: str, rank: int) -> dict:
+    return {"settings": digest, "episode": row.index, "class": row.class_name, "query": row.query,
+            "supports": list(row.supports), "rank": rank}
+
+
+def prediction_row(run, loaded: LoadedEpisode, digest: str, rank: int = 0) -> dict:
+    """The prediction row of one episode (see :mod:`fssgui.evaluate.predictions`) from the run's
+    official prediction at the query's size."""
+    result = run.predicted()
+    episode = loaded.episode
+    stats = prediction_stats(result.mask, result.probability, episode.query_mask, loaded.ignore,
+                             [s.mask for s in episode.supports])
+    row = _row_base(loaded.row, digest, rank)
+    row.update(stats)
+    row.update({"method": store.PREDICTION_METHOD, "query_size": list(episode.query_size),
+                "thumbnail": mask_thumbnail(result.mask), "error": None, "seconds": round(result.seconds, 3)})
+    return row
+
+
 def evaluate_episode(
     loaded_model,
     loaded: LoadedEpisode,
@@ -207,26 +267,33 @@ def evaluate_episode(
     *,
     rank: int = 0,
     on_row: Optional[Callable[[dict], None]] = None,
+    prediction_digest: Optional[str] = None,
+    on_explained: Optional[Callable] = None,
+    cancelled: Optional[Callable[[], bool]] = None,
 ) -> list[dict]:
     """Rows for ``methods`` on one episode (the pipeline's :class:`EpisodeRun`: one forward, R,
     each method explained once and its metrics run on that map); ``on_row(row)`` is called as each
-    method finishes. ``loaded_model``: a :class:`fssgui.pipeline.LoadedModel`."""
+    method finishes. ``loaded_model``: a :class:`fssgui.pipeline.LoadedModel`.
+
+    With ``prediction_digest`` the episode's prediction row (keyed by that hash) comes first.
+    ``on_explained(loaded, method, explanation, curves)`` sees each explanation and its curves
+    (``{metric name: Curve}``); ``cancelled()`` is checked between the steps."""
     from ..explain.registry import get_explainer
     from ..metrics.causal import mask_iou
     from ..pipeline import EpisodeRun
 
-    row_base = {
-        "settings": digest,
-        "episode": loaded.row.index,
-        "class": loaded.row.class_name,
-        "query": loaded.row.query,
-        "supports": list(loaded.row.supports),
-        "rank": rank,
-    }
+    row_base = _row_base(loaded.row, digest, rank)
     seed = explainer_seed(config.seed, loaded.row.index)
     run = EpisodeRun(loaded_model, loaded.episode, ignore=loaded.ignore)
     explainers = {m: get_explainer(m, **explainer_params(m, config, seed)) for m in methods}
     prediction = run.prediction(with_scores=any(e.needs_matching for e in explainers.values()))
+    rows = []
+    if prediction_digest is not None:
+        rows.append(prediction_row(run, loaded, prediction_digest, rank))
+        if on_row is not None:
+            on_row(rows[-1])
+    if not explainers:
+        return rows
     prediction_iou = None
     if loaded.episode.query_mask is not None:
         gt, _ = run.ground_truth()
@@ -236,16 +303,16 @@ def evaluate_episode(
         region = run.region(config.region)
     except FssguiError as exc:
         episode_error = f"region R: {exc}"
-    rows = []
     for method, explainer in explainers.items():
         method_started = time.perf_counter()
         values = {spec.name: math.nan for spec in config.metrics}
         errors = []
+        curves = {}
         if episode_error is not None:
             errors.append(episode_error)
         else:
             try:
-                explanation = run.explain(explainer, region=region)
+                explanation = run.explain(explainer, region=region, cancelled=cancelled)
             except FssguiError as exc:
                 errors.append(f"{method}: {exc}")
                 explanation = None
@@ -253,10 +320,14 @@ def evaluate_episode(
                 for spec in config.metrics:
                     try:
                         curve = run.causal_metric(explanation, region, spec.metric, spec.measure, steps=spec.steps,
-                                                  percentage=spec.percentage, batch_size=config.batch_size)
+                                                  percentage=spec.percentage, batch_size=config.batch_size,
+                                                  cancelled=cancelled)
                         values[spec.name] = float(curve.value)
+                        curves[spec.name] = curve
                     except FssguiError as exc:
                         errors.append(f"{spec.name}: {exc}")
+                if on_explained is not None:
+                    on_explained(loaded, method, explanation, curves)
         row = dict(row_base)
         row.update({
             "method": method,
@@ -273,29 +344,48 @@ def evaluate_episode(
 
 
 def unreadable_episode_rows(row: EpisodeRow, methods: Sequence[str], config: EvaluationConfig, digest: str,
-                            rank: int, message: str) -> list[dict]:
-    """Failed rows for an episode whose files cannot be read (all values NaN)."""
-    return [{
-        "settings": digest, "episode": row.index, "class": row.class_name, "query": row.query,
-        "supports": list(row.supports), "rank": rank, "method": method,
-        "values": {spec.name: math.nan for spec in config.metrics}, "prediction_iou": None,
-        "explainer_seed": None, "error": f"episode data: {message}", "seconds": 0.0,
-    } for method in methods]
+                            rank: int, message: str, prediction_digest: Optional[str] = None) -> list[dict]:
+    """Failed rows for an episode whose files cannot be read (all values NaN); with
+    ``prediction_digest`` a failed prediction row first."""
+    error = f"episode data: {message}"
+    rows = []
+    if prediction_digest is not None:
+        rows.append(dict(_row_base(row, prediction_digest, rank), method=store.PREDICTION_METHOD, values={},
+                         error=error, seconds=0.0))
+    return rows + [dict(
+        _row_base(row, digest, rank), method=method, values={spec.name: math.nan for spec in config.metrics},
+        prediction_iou=None, explainer_seed=None, error=error, seconds=0.0,
+    ) for method in methods]
 
 
 # ------------------------------------------------------------------------------------ the run
-def run_evaluation(config: EvaluationConfig, log: Log = _stderr) -> Optional[EvaluationSummary]:
+def run_evaluation(config: EvaluationConfig, log: Log = _stderr,
+                   hooks: Optional[RunHooks] = None) -> Optional[EvaluationSummary]:
     """Run (or resume) the evaluation; under torchrun every rank calls this.
 
     Returns the summary on rank 0 and None on the other ranks."""
     ctx = init_from_env(config.dist_backend, config.dist_timeout_hours)
     try:
-        return _run(config, ctx, log)
+        return _run(config, ctx, log, hooks or RunHooks())
     finally:
         ctx.close()
 
 
-def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[EvaluationSummary]:
+def _pending(setup: EvaluationSetup, rows: Sequence[EpisodeRow], config: EvaluationConfig):
+    """``(row, methods to run, prediction row needed)`` of the rows with something left to do."""
+    wanted = None if config.method_episodes is None else set(config.method_episodes)
+    pending = []
+    for row in rows:
+        methods = [m for m in config.methods
+                   if (row.index, m) not in setup.done and (wanted is None or row.index in wanted)]
+        needs_prediction = row.index not in setup.predicted
+        if methods or needs_prediction:
+            pending.append((row, methods, needs_prediction))
+    return pending
+
+
+def _run(config: EvaluationConfig, ctx: DistContext, log: Log, hooks: RunHooks) -> Optional[EvaluationSummary]:
+    from ..errors import Cancelled
     from ..explain.registry import get_explainer
     from ..pipeline import ModelSpec, load_model
     from ..pipeline.run import explainer_unavailable
@@ -309,7 +399,7 @@ def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[Evalu
     error: Optional[BaseException] = None
     setup = None
     try:
-        setup = _setup(config)
+        setup = prepare_evaluation(config)
     except FssguiError as exc:
         error = exc
     ctx.agree(error)
@@ -320,19 +410,25 @@ def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[Evalu
                                + ", ".join(d[:12] for d in digests) + "); do all nodes see the same data?")
     out = Path(config.out)
     mine = shard(setup.rows, ctx.rank, ctx.world_size)
-    pending = [(row, [m for m in config.methods if (row.index, m) not in setup.done]) for row in mine]
-    pending = [(row, methods) for row, methods in pending if methods]
-    total = len(setup.rows) * len(config.methods)
-    done_count = sum(1 for row in setup.rows for m in config.methods if (row.index, m) in setup.done)
+    pending = _pending(setup, mine, config)
+    wanted = setup.rows if config.method_episodes is None else [
+        r for r in setup.rows if r.index in set(config.method_episodes)]
+    total = len(wanted) * len(config.methods)
+    done_count = sum(1 for row in wanted for m in config.methods if (row.index, m) in setup.done)
 
     error = None
     model = device = None
     try:
-        device = rank_device(config.device, ctx)
-        if config.device is None and device.type == "cpu" and ctx.is_main:
-            log(prefix + "CUDA is not available: running on the CPU")
+        if hooks.load_model is None:
+            device = rank_device(config.device, ctx)
+            if config.device is None and device.type == "cpu" and ctx.is_main:
+                log(prefix + "CUDA is not available: running on the CPU")
         if pending:  # a rank with nothing left to do (a finished run) builds no model
-            model = load_model(ModelSpec(config.model, config.checkpoint, str(device)), log=lambda m: say(m))
+            if hooks.load_model is not None:
+                model = hooks.load_model(ModelSpec(config.model, config.checkpoint, config.device))
+                device = model.device
+            else:
+                model = load_model(ModelSpec(config.model, config.checkpoint, str(device)), log=lambda m: say(m))
             for method in config.methods:
                 reason = explainer_unavailable(get_explainer(method, **explainer_params(method, config, 0)), model)
                 if reason:
@@ -346,57 +442,110 @@ def _run(config: EvaluationConfig, ctx: DistContext, log: Log) -> Optional[Evalu
         out.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(out / "episodes.csv", episodes_csv_text(setup.rows).encode("utf-8"))
         info = dict(setup.info, world_size=ctx.world_size, methods=list(config.methods))
+        stored = store.read_settings_file(out)
+        if stored is not None and not config.methods and stored["hash"] == setup.digest:
+            info["methods"] = stored.get("info", {}).get("methods", [])  # a sweep keeps the folder's methods
         store.write_settings_file(out, setup.settings, setup.digest, info)
     ctx.barrier()
+    predicted = sum(1 for row in setup.rows if row.index in setup.predicted)
     say(f"{len(setup.rows)} episode(s) x {len(config.methods)} method(s) = {total} result(s); "
-        f"{done_count} already in {out}; {config.model} on {device}"
+        f"{done_count} already in {out}" + (f", {predicted} episode(s) already predicted" if predicted else "")
+        + f"; {config.model} on {device or 'no device (nothing to compute)'}"
         + (f"; {ctx.world_size} ranks" if ctx.distributed else ""))
 
     computed = 0
-    with store.ResultWriter(store.rank_file(out, ctx.rank)) as writer:
+    with store.ResultWriter(store.rank_file(out, ctx.rank)) as writer, \
+            store.ResultWriter(store.prediction_rank_file(out, ctx.rank)) as prediction_writer:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(mine), initial=len(mine) - len(pending), unit="episode",
+        def write(row: dict) -> None:
+            (prediction_writer if row["method"] == store.PREDICTION_METHOD else writer).append(row)
+
+        finished = len(mine) - len(pending)
+        bar = tqdm(total=len(mine), initial=finished, unit="episode",
                    desc=f"evaluate{' rank 0/' + str(ctx.world_size) if ctx.distributed else ''}",
                    disable=not (config.progress and ctx.is_main), file=sys.stderr, dynamic_ncols=True)
+        if hooks.on_episode is not None:
+            hooks.on_episode(finished, len(mine))
         try:
-            for row, methods in pending:
+            for row, methods, needs_prediction in pending:
+                if hooks.cancelled is not None and hooks.cancelled():
+                    raise Cancelled()
+                prediction_digest = setup.prediction_digest if needs_prediction else None
                 try:
                     loaded = setup.source.load(row)
                 except FssguiError as exc:  # an unreadable image: recorded, the run goes on
-                    rows = unreadable_episode_rows(row, methods, config, setup.digest, ctx.rank, str(exc))
+                    rows = unreadable_episode_rows(row, methods, config, setup.digest, ctx.rank, str(exc),
+                                                   prediction_digest)
                     for result in rows:
-                        writer.append(result)
+                        write(result)
                 else:
-                    rows = evaluate_episode(model, loaded, methods, config, setup.digest,
-                                            rank=ctx.rank, on_row=writer.append)
-                computed += len(rows)
+                    rows = evaluate_episode(model, loaded, methods, config, setup.digest, rank=ctx.rank,
+                                            on_row=write, prediction_digest=prediction_digest,
+                                            on_explained=hooks.on_explained, cancelled=hooks.cancelled)
+                computed += sum(1 for r in rows if r["method"] != store.PREDICTION_METHOD)
                 failed = [r for r in rows if r["error"]]
                 if failed:
                     bar.write(f"fssgui: {prefix}episode {row.index}: {failed[0]['error']}", file=sys.stderr)
                 bar.update(1)
+                finished += 1
+                if hooks.on_episode is not None:
+                    hooks.on_episode(finished, len(mine))
         finally:
             bar.close()
     say(f"finished this rank's share ({computed} new result(s))", everywhere=ctx.distributed)
 
     ctx.barrier()
-    own_rows = store.read_rows(store.rank_file(out, ctx.rank), setup.digest)
-    gathered = ctx.all_gather(own_rows)
+    own = (store.read_rows(store.rank_file(out, ctx.rank), setup.digest),
+           store.read_rows(store.prediction_rank_file(out, ctx.rank), setup.prediction_digest))
+    gathered = ctx.all_gather(own)
     if not ctx.is_main:
         return None
+    return _write_outputs(config, setup, out, gathered[1:], computed, say)
+
+
+def _write_outputs(config: EvaluationConfig, setup: EvaluationSetup, out: Path, others: list, computed: int,
+                   say: Callable[[str], None]) -> EvaluationSummary:
+    """Rank 0: merge every row, write the results, the predictions and their tables."""
+    from .predictions import predictions_csv, summary_json, summary_markdown
+
     episodes = [row.index for row in setup.rows]
     # rank 0 reads every file it can see; the other ranks' rows also come over the process group,
     # so the merge works without a shared file system (rows seen twice are dropped as duplicates)
-    merged, duplicates = store.merge_rows([store.read_all_rows(out, setup.digest), *gathered[1:]],
-                                          episodes, config.methods)
-    lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in merged)
-    write_bytes_atomic(out / "results.jsonl", lines.encode("utf-8"))
-    write_bytes_atomic(out / "results.csv", results_csv(merged, config.metrics).encode("utf-8"))
-    title = (f"{config.model} on {config.layout} ({Path(config.data).name}), "
-             f"{setup.settings['shots']}-shot, {len(setup.rows)} episodes, R = {config.region}")
-    table = build_table(merged, config.methods, config.metrics, title=title)
-    files = write_table(out, table, setup.settings)
-    failed = sum(table.failed.values())
+    predictions, _ = store.merge_rows(
+        [store.read_all_rows(out, setup.prediction_digest, store.PREDICTION_ROWS), *(o[1] for o in others)],
+        episodes, [store.PREDICTION_METHOD])
+    write_bytes_atomic(out / "predictions.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n"
+                                                          for r in predictions).encode("utf-8"))
+    write_bytes_atomic(out / "predictions.csv", predictions_csv(predictions).encode("utf-8"))
+    classes = class_summary(predictions)
+    title = (f"{config.model} on {config.layout} ({Path(config.data).name}), {setup.settings['shots']}-shot, "
+             f"{len(setup.rows)} episodes")
+    miou_text = summary_markdown(classes, f"Prediction of {title}")
+    write_bytes_atomic(out / "miou.md", miou_text.encode("utf-8"))
+    write_bytes_atomic(out / "miou.json", (json.dumps(summary_json(classes), indent=2) + "\n").encode("utf-8"))
+    files = [out / "miou.md", out / "miou.json"]
+    merged, duplicates, markdown = [], 0, miou_text
+    method_rows = [store.read_all_rows(out, setup.digest), *(o[0] for o in others)] if config.methods else []
+    if config.methods and config.method_episodes is not None:
+        present = {store.row_key(r) for rows in method_rows for r in rows}
+        missing = sum(1 for e in episodes for m in config.methods if (e, m) not in present)
+        if missing:
+            say(f"the methods ran on {len(config.method_episodes)} chosen episode(s); {missing} result(s) of the "
+                f"other episodes are missing, so {out / 'table.md'} is not written (fssgui evaluate completes it)")
+            method_rows = []
+    if method_rows:
+        merged, duplicates = store.merge_rows(method_rows, episodes, config.methods)
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in merged)
+        write_bytes_atomic(out / "results.jsonl", lines.encode("utf-8"))
+        write_bytes_atomic(out / "results.csv", results_csv(merged, config.metrics).encode("utf-8"))
+        table = build_table(merged, config.methods, config.metrics, title=f"{title}, R = {config.region}")
+        files = write_table(out, table, setup.settings) + files
+        failed = sum(table.failed.values())
+        if failed:
+            say(f"{failed} result(s) have no value (see the error column of {out / 'results.csv'})")
+        markdown = table_markdown(table)
+    failed = sum(1 for r in predictions if r.get("error"))
     if failed:
-        say(f"{failed} result(s) have no value (see the error column of {out / 'results.csv'})")
-    return EvaluationSummary(out, merged, files, table_markdown(table), duplicates, computed, setup.settings)
+        say(f"{failed} episode(s) could not be predicted (see the error column of {out / 'predictions.csv'})")
+    return EvaluationSummary(out, merged, files, markdown, duplicates, computed, setup.settings, predictions, classes)

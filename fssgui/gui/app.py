@@ -3,6 +3,8 @@
 * ``fssgui`` opens the window: it offers to restore unsaved edits of the last session, else opens
   the default demo episode (so the first explanation is one click away);
 * ``fssgui --episode DIR`` opens that episode; ``fssgui --demo`` the default demo episode;
+* ``fssgui --dataset ROOT --layout folders|pascal5i|coco20i`` also opens the dataset panel on that
+  dataset (what was already swept of it with the current model shows at once);
 * ``fssgui --check-display`` checks that the window can open here and exits (0, or 2 with one line
   naming the missing system libraries and the command that installs them: the same check that
   precedes every start, see :mod:`.display_check`);
@@ -98,6 +100,8 @@ def run_gui(args) -> int:
             window.episode_io.open_default_demo()
         except Exception as exc:  # noqa: BLE001 - no demo: the window still opens, empty
             window.log_error(f"could not open the demo episode: {exc}")
+    if getattr(args, "dataset", None):
+        window.open_dataset_dialog(args.dataset, getattr(args, "dataset_layout", "folders"))
     if screenshot:
         return _screenshot(app, window, Path(screenshot))
     return int(app.exec())

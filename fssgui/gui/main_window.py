@@ -23,6 +23,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from PySide6.QtCore import QByteArray, Qt
 from PySide6.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QDockWidget, QMainWindow, QMessageBox,
                                QSplitter, QTextBrowser, QToolBar, QVBoxLayout, QWidget)
@@ -31,7 +33,7 @@ from ..edit_state import Change, EditState
 from ..episode import Episode
 from ..errors import FssguiError
 from ..pipeline import DeviceInfo
-from ..settings import Autosave, Settings
+from ..settings import Autosave, Settings, data_dir
 from .actions import ActionRegistry
 from .analysis_panel import AnalysisPanel
 from .edit_tools import TOOL_ACTIONS, EditTools
@@ -47,6 +49,7 @@ from .runs import RunController
 from .status_bar import StatusBar
 from .support_panel import SupportPanel
 from .theme import THEME_LIGHT, THEME_SYSTEM, THEMES, apply_theme
+from .triage.panel import TriagePanel
 from .window_actions import MOUSE_GESTURES, WINDOW_ACTIONS
 from .workers import DeviceWorker, WorkerPool
 
@@ -106,6 +109,12 @@ class MainWindow(QMainWindow):
         self.status = StatusBar(self)
         self.edit_tools = EditTools(self.query, self.support_panel, self)
         self.model_bar = ModelBar(self.settings, self.files, factories, self)
+        # the dataset panel (failure triage): opens episodes here through show_episode_for_diagnosis
+        self.triage_panel = TriagePanel(self.device_worker, self.files, lambda: self.model_bar.model_spec(),
+                                        data_dir() / "triage", self, self.unattended)
+        self.triage_dock = self.add_dock(self.triage_panel, "Dataset triage", Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.splitDockWidget(self.triage_dock, self.log_pane, Qt.Orientation.Vertical)  # the log below it
+        self.triage_dock.hide()
         self.runs = RunController(self)
         self.episode_io = EpisodeIO(self, self.files, autosave)
         self.file_drops = FileDrops(self, self.files)
@@ -169,6 +178,10 @@ class MainWindow(QMainWindow):
         pp.exported.connect(lambda files: self.log(f"prototypes: exported {len(files)} files"
                                                    + (f" to {Path(files[0]).parent}" if files else "")))
         self.log_pane.visibilityChanged.connect(a["toggle_log"].setChecked)
+        self.triage_dock.visibilityChanged.connect(a["toggle_triage"].setChecked)
+        self.triage_panel.openEpisode.connect(self.show_episode_for_diagnosis)
+        self.triage_panel.message.connect(self.log)
+        self.triage_panel.errorRaised.connect(self.log_error)
         self.status.training_button.clicked.connect(lambda: self.open_training_dialog())
         hints = QApplication.instance().styleHints()
         if hasattr(hints, "colorSchemeChanged"):
@@ -212,6 +225,30 @@ class MainWindow(QMainWindow):
         if self.episode_notes.strip():
             first = self.episode_notes.strip().splitlines()[0].lstrip("# ").strip()
             self.log(f"episode notes: {first} … (File ▸ Episode notes)")
+
+    def show_episode_for_diagnosis(self, episode: Episode, region: Optional[np.ndarray], note: str) -> None:
+        """Show an episode of the dataset panel with R preset (brushed) to ``region`` (None: R is
+        the prediction, as for any episode)."""
+        if not self.confirm_discard():
+            return
+        self.set_episode(Episode(episode.query_image, episode.supports, episode.class_name, episode.query_mask,
+                                 region, None, episode.notes), dirty=True)
+        if region is not None:
+            self.query.region_note = note
+            self.query.update_caption()
+        self.log(note)
+
+    def open_dataset_dialog(self, root: str = "", layout: str = "") -> None:
+        """File ▸ Open dataset…: the dataset panel, on ``root`` in ``layout`` when given."""
+        self.triage_dock.show()
+        self.triage_dock.raise_()
+        self.resizeDocks([self.triage_dock, self.log_pane], [int(self.height() * 0.6), 90], Qt.Orientation.Vertical)
+        if root:
+            from ..triage.sweep import DatasetChoice
+
+            self.triage_panel.open_dataset(DatasetChoice(root=root, layout=layout or "folders"))
+        elif not self.triage_panel.form.root_edit.text() and not self.unattended:
+            self.triage_panel.form.browse_button.click()
 
     def has_episode(self) -> bool:
         return self.query.has_query()
@@ -432,6 +469,7 @@ class MainWindow(QMainWindow):
         if self._shut_down:
             return
         self._shut_down = True
+        self.triage_panel.shutdown()
         if self._train_dialog is not None:
             self._train_dialog.shutdown()  # a training child process does not outlive the app
         self.device_worker.shutdown()

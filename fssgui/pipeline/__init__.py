@@ -10,12 +10,23 @@ Qt-free: the app's jobs, the playback tab, and the ``predict``/``explain``/``cau
 ``evaluate`` commands call this and repeat none of it.
 """
 from .models import DeviceInfo, LoadedModel, ModelCache, ModelSpec, device_info, load_model
-from .regions import BRUSHED, EPISODE, GROUND_TRUTH, PREDICTION, REGION_SOURCES, Region, region_title
+from .regions import (
+    BRUSHED,
+    EPISODE,
+    FALSE_NEGATIVE,
+    FALSE_POSITIVE,
+    GROUND_TRUTH,
+    PREDICTION,
+    REGION_SOURCES,
+    Region,
+    region_title,
+)
 from .results import ExplanationResult, PredictionResult, input_key
 from .run import EpisodeRun
 
 __all__ = [
-    "BRUSHED", "EPISODE", "GROUND_TRUTH", "PREDICTION", "REGION_SOURCES", "DeviceInfo", "EpisodeRun",
+    "BRUSHED", "EPISODE", "FALSE_NEGATIVE", "FALSE_POSITIVE", "GROUND_TRUTH", "PREDICTION", "REGION_SOURCES",
+    "DeviceInfo", "EpisodeRun",
     "ExplanationResult", "LoadedModel", "ModelCache", "ModelSpec", "PredictionResult", "Region", "device_info",
     "input_key", "load_model", "region_title",
 ]

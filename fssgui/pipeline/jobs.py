@@ -18,7 +18,7 @@ import torch
 from ..episode import Episode
 from ..errors import FssguiError, ModelError, check_cancelled
 from .explainers import ExplainerFactory, make_explainer
-from .models import ModelCache, ModelSpec
+from .models import ModelCache, ModelSpec, is_out_of_memory, out_of_memory_message
 from .results import ExplanationResult, PredictionResult
 from .run import EpisodeRun
 
@@ -112,14 +112,13 @@ def prototypes(ctx: JobContext, cache: ModelCache, spec: ModelSpec, image: np.nd
                          progress=ctx.progress, log=ctx.log, check=ctx.check)
 
 
-def describe_oom(device: Optional[torch.device]) -> str:
-    """A one-line message for a CUDA out-of-memory error, with the memory left."""
-    text = "GPU out of memory"
-    if device is not None and device.type == "cuda" and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        free, total = torch.cuda.mem_get_info(device)
-        text += f" on {device} ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free after clearing the cache)"
-    return text + ": try fewer shots, a smaller explanation size, or the CPU"
+def job_error_message(exc: BaseException, device: Optional[torch.device] = None) -> str:
+    """The one-line message shown for an error raised by a job: running out of memory says what ran
+    out and what to try (:func:`~fssgui.pipeline.models.out_of_memory_message`), a user-facing error
+    says it all, anything else names its type."""
+    if is_out_of_memory(exc):
+        return out_of_memory_message(exc, device)
+    return model_error_hint(exc)
 
 
 def model_error_hint(exc: BaseException) -> str:

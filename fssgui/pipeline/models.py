@@ -147,6 +147,28 @@ def device_info(device: Optional[torch.device], requested: Optional[str] = "auto
                       int(free), int(total))
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device or the host running out of memory."""
+    return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError))
+
+
+def out_of_memory_message(exc: BaseException, device: Optional[torch.device] = None) -> str:
+    """One line: what ran out (after emptying the device's cache, so the next job has the memory
+    back) and what to try. ``device``: the model's device when known."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        if device is None or device.type != "cuda":
+            device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
+        what = "GPU memory ran out"
+        if device is not None:
+            torch.cuda.empty_cache()
+            free, total = torch.cuda.mem_get_info(device)
+            what += f" on {device} ({free / 2**30:.1f} of {total / 2**30:.1f} GiB free after clearing the cache)"
+    else:
+        what = "the computer's memory (RAM) ran out"
+    return (f"{what}: try a smaller explanation size (AffEx size E), fewer shots, one causal state per pass "
+            f"(batch size 1), or the CPU")
+
+
 def device_description(device: torch.device) -> str:
     """One line for reports: the GPU's name with the CUDA version, or the CPU, and torch's version."""
     if device.type == "cuda":

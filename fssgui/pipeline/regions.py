@@ -4,6 +4,10 @@ One rule for every front-end:
 
 * ``prediction``: the model's official predicted foreground (:meth:`Prediction.mask`: the argmax,
   or DMTNet's K-shot vote), at S for the explainers and metrics and at the query's size for display.
+* ``false-positive`` / ``false-negative``: the largest connected error of the official prediction
+  against the query's ground truth (:func:`largest_error_region`: 8-connected pixels predicted
+  foreground outside the ground truth, or ground-truth pixels the prediction missed; the dataset's
+  ignore pixels are never an error), at the query's resolution: where a triage starts to ask why.
 * ``ground-truth``, ``episode`` (the region stored in the episode), ``brushed`` (a mask the user
   drew) and a mask PNG: a mask at the query's resolution (a PNG of another size is first resized to
   the query, nearest), brought to S by :func:`region_from_mask` (nearest; a region that nearest
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -28,13 +33,19 @@ PREDICTION = "prediction"
 GROUND_TRUTH = "ground-truth"
 EPISODE = "episode"
 BRUSHED = "brushed"
+FALSE_POSITIVE = "false-positive"
+FALSE_NEGATIVE = "false-negative"
+#: the error regions of the prediction against the ground truth
+ERROR_SOURCES = (FALSE_POSITIVE, FALSE_NEGATIVE)
 #: the named sources; any other source is the path of a mask PNG
-REGION_SOURCES = (PREDICTION, GROUND_TRUTH, EPISODE, BRUSHED)
+REGION_SOURCES = (PREDICTION, GROUND_TRUTH, EPISODE, BRUSHED, FALSE_POSITIVE, FALSE_NEGATIVE)
 REGION_TITLES = {PREDICTION: "prediction", GROUND_TRUTH: "ground truth", EPISODE: "stored in the episode",
-                 BRUSHED: "brushed"}
+                 BRUSHED: "brushed", FALSE_POSITIVE: "largest false positive",
+                 FALSE_NEGATIVE: "largest false negative"}
 
 
-_ALIASES = {"gt": GROUND_TRUTH, "ground truth": GROUND_TRUTH, "ground_truth": GROUND_TRUTH}
+_ALIASES = {"gt": GROUND_TRUTH, "ground truth": GROUND_TRUTH, "ground_truth": GROUND_TRUTH,
+            "fp": FALSE_POSITIVE, "fn": FALSE_NEGATIVE}
 
 
 def canonical_source(source: str) -> str:
@@ -107,6 +118,34 @@ def region_from_prediction(model_mask: np.ndarray, image_mask: np.ndarray) -> Re
             "choose R = ground truth or brush a region"
         )
     return Region(PREDICTION, np.asarray(image_mask, bool), np.asarray(model_mask, bool))
+
+
+def error_pixels(prediction: np.ndarray, truth: np.ndarray, ignore: Optional[np.ndarray], kind: str) -> np.ndarray:
+    """``[H, W]`` bool: pixels of the ``kind`` error (``false-positive``: predicted foreground
+    outside the ground truth; ``false-negative``: ground truth the prediction missed), never an
+    ignore pixel. All three masks share the query's resolution."""
+    prediction, truth = np.asarray(prediction, bool), np.asarray(truth, bool)
+    if kind == FALSE_POSITIVE:
+        wrong = prediction & ~truth
+    elif kind == FALSE_NEGATIVE:
+        wrong = truth & ~prediction
+    else:
+        raise ValueError(f"unknown error kind {kind!r} (use {' or '.join(ERROR_SOURCES)})")
+    if ignore is not None:
+        wrong &= ~np.asarray(ignore, bool)
+    return wrong
+
+
+def largest_error_region(prediction: np.ndarray, truth: np.ndarray, ignore: Optional[np.ndarray],
+                         kind: str) -> np.ndarray:
+    """The largest 8-connected component of :func:`error_pixels` (``[H, W]`` bool; ties: the
+    component met first in row order). Raises :class:`ExplainError` when there is no such error."""
+    wrong = error_pixels(prediction, truth, ignore, kind)
+    if not wrong.any():
+        raise ExplainError(f"the prediction has no {kind} pixel on this query (ignore pixels excluded)")
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(wrong.astype(np.uint8), connectivity=8)
+    largest = 1 + int(np.argmax(stats[1:count, cv2.CC_STAT_AREA]))
+    return labels == largest
 
 
 def ground_truth_at_size(query_mask: Optional[np.ndarray], size: int,

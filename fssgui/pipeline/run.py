@@ -140,11 +140,17 @@ class EpisodeRun:
     # ----------------------------------------------------------------------------- region
     def region(self, source: str = R.PREDICTION, mask: Optional[np.ndarray] = None) -> R.Region:
         """R from ``source`` (see :mod:`fssgui.pipeline.regions`); ``mask`` is the brushed region
-        (``source="brushed"``) at the query's resolution."""
+        (``source="brushed"``) at the query's resolution. The error sources (``false-positive``,
+        ``false-negative``) compare the official prediction with the ground truth outside the
+        run's ``ignore`` pixels."""
         source = R.canonical_source(source)
         if source == R.PREDICTION:
             result = self.predicted()
             return R.region_from_prediction(result.model_mask, result.mask)
+        if source in R.ERROR_SOURCES:
+            truth, _ = R.user_mask(R.GROUND_TRUTH, self.episode)
+            values = R.largest_error_region(self.predicted().mask, truth, self.ignore, source)
+            return R.region_from_user_mask(source, values, self.query_size, self.size, R.region_title(source))
         values, what = R.user_mask(source, self.episode, mask)
         return R.region_from_user_mask(source, values, self.query_size, self.size, what)
 
@@ -177,7 +183,7 @@ class EpisodeRun:
                    and bool(getattr(self.model, "streams_scores", False)))
         if isinstance(region, str):
             region = R.canonical_source(region)
-            if region == R.PREDICTION:
+            if region == R.PREDICTION or region in R.ERROR_SOURCES:
                 self.prediction(with_scores=needs_scores)  # R needs the forward: keep its scores
                 streams = False
             region = self.region(region, mask)
