@@ -78,12 +78,7 @@ from .io import atomic_file, write_bytes_atomic
 from .models.base import EpisodeTensors, FSSModel
 from .models.registry import get_entry, resolve_device
 
-MODEL_LAST = "model_last.pt"
-MODEL_BEST = "model_best.pt"
-CONFIG_JSON = "config.json"
-TRAIN_STATE = "train_state.pt"
-# settings that must not change between a run and its resumption
-RESUME_KEYS = ("model", "layout", "fold", "shots", "size", "model_options")
+from .train_setup import CONFIG_JSON, MODEL_BEST, MODEL_LAST, RESUME_KEYS, TRAIN_STATE  # noqa: F401 (the run's files)
 
 
 class TrainingError(FssguiError):

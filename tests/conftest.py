@@ -1,30 +1,64 @@
+"""The fixtures every test module shares.
+
+Qt runs offscreen in every test (set here, once). Headless tests import nothing from Qt; the GUI
+fixtures below import the window only when a test asks for them. The models, explainers and the
+synthetic episodes are in testkit.py (no Qt), the mouse helpers in gui_testkit.py.
+"""
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import numpy as np
 import pytest
 
-from fssgui.episode import Episode, Support
+from testkit import make_episode
 
 
-def make_episode(shots: int = 1, size=(60, 80), seed: int = 0) -> Episode:
-    """A small synthetic episode: a bright disc on noise, in every image."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-
-    def picture(cy, cx, r):
-        image = rng.integers(0, 90, size=(h, w, 3), dtype=np.uint8)
-        yy, xx = np.mgrid[:h, :w]
-        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
-        image[mask] = (230, 180, 40)
-        return image, mask
-
-    query, query_mask = picture(h // 2, w // 2, min(h, w) // 4)
-    supports = [Support(*picture(h // 3 + i, w // 3 + i, min(h, w) // 5)) for i in range(shots)]
-    return Episode(query, supports, "disc", query_mask=query_mask)
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains models or runs several processes (minutes); "
+                                       "`pytest -m 'not slow'` skips them, `make test` runs them")
 
 
 @pytest.fixture
 def episode():
     return make_episode()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh per-user folder (settings, autosave) for this test."""
+    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def make_window(qtbot, home):
+    """``make_window(**settings)``: a main window on the tiny matching model with the test
+    explainers, unattended (no dialogs), 1600 x 1000, shown; shut down after the test.
+    ``autosave_root`` chooses the autosave folder (default: the test's home)."""
+    from fssgui.gui.main_window import MainWindow
+    from fssgui.settings import Autosave, Settings
+    from testkit import TEST_EXPLAINERS, TINY_MODEL, register_tiny_model
+
+    windows = []
+
+    def make(autosave_root=None, show=True, **settings):
+        register_tiny_model()
+        values = dict(model=TINY_MODEL, device="cpu", explainer="test-mask", autosave_seconds=0.05)
+        values.update(settings)
+        window = MainWindow(Settings(**values), explainer_factories=TEST_EXPLAINERS,
+                            autosave=Autosave(autosave_root or home / "autosave"), unattended=True)
+        qtbot.addWidget(window)
+        window.resize(1600, 1000)
+        if show:
+            window.show()
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        window.shutdown()
+
+
+@pytest.fixture
+def window(make_window):
+    return make_window()

@@ -7,7 +7,7 @@ The server reads commands on stdin, one per line:
   FOLDER with the real :func:`fssgui.episode.save_episode`, forever;
 * ``autosave ROOT START``: fork a child that starts like the app (``Autosave.restorable()``
   takes the slot a killed window left) and writes snapshots of versions START, ... with the real
-  :meth:`fssgui.gui.settings.Autosave.write`, forever;
+  :meth:`fssgui.settings.Autosave.write`, forever;
 * ``settings HOME START``: fork a child that, with ``FSSGUI_HOME=HOME``, loads the settings, adds
   the recent episode ``/episodes/START+i`` and sets ``training = {"writer": START, "i": i}`` and
   saves, for i = 0..5 (a window using the shared settings file), then exits.
@@ -31,9 +31,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-from conftest import make_episode  # noqa: E402
+from testkit import make_episode  # noqa: E402
 from fssgui.episode import save_episode  # noqa: E402
-from fssgui.gui.settings import Autosave  # noqa: E402
+from fssgui.settings import Autosave  # noqa: E402
 
 
 def version(k: int):
@@ -50,7 +50,7 @@ def _say(text: str) -> None:
 def _child(kind: str, target: Path, start: int) -> None:
     if kind == "settings":
         os.environ["FSSGUI_HOME"] = str(target)
-        from fssgui.gui.settings import Settings
+        from fssgui.settings import Settings
 
         for i in range(6):
             settings = Settings.load()

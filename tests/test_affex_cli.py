@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_episode
+from testkit import make_episode
 from fssgui.cli import main
 from fssgui.episode import save_episode
 from fssgui.errors import ExplainError

@@ -246,7 +246,7 @@ def test_app_job_streams_when_r_is_known_before_the_forward(model, monkeypatch):
     import numpy as np
 
     from fssgui.episode import Episode, Support
-    from fssgui.gui import jobs
+    from fssgui.pipeline import jobs
     from fssgui.models.registry import get_entry
     from fssgui.pipeline import BRUSHED, GROUND_TRUTH, PREDICTION, LoadedModel, ModelSpec
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_episode
+from testkit import make_episode
 from fssgui import __version__
 from fssgui.cli import main
 from fssgui.episode import episode_to_tensors, load_episode, save_episode

@@ -21,8 +21,8 @@ from evaluate_testkit import SMALL_MODEL, read_results
 from fssgui.cli import main
 from fssgui.episode import load_episode, save_episode
 from fssgui.evaluate.episodes import EpisodeSource, read_episode_csv
-from fssgui.gui import jobs
-from fssgui.gui.playback import method_input, playback_job
+from fssgui.pipeline import jobs
+from fssgui.pipeline.playback import curves_job, method_input
 from fssgui.imaging import load_mask
 from fssgui.io import save_png_atomic
 from fssgui.models.registry import get_entry, list_models, register
@@ -107,8 +107,6 @@ def _app_explain(spec, episode, method, source, mask, seed):
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}shot" for c in CASES])
 def test_front_ends_agree(case, models, dataset, tmp_path):
-    import queue
-
     key, shots, by_source, metrics = case
     sources = tuple(by_source)
     name, checkpoint = models[key]
@@ -159,10 +157,9 @@ def test_front_ends_agree(case, models, dataset, tmp_path):
             assert explanation["params"] == app[method].params
 
         # --- AUCs: the app's playback job == fssgui causal == fssgui report == fssgui evaluate
-        outbox = queue.Queue()
-        curves = playback_job(jobs.JobContext(), ModelCache(), spec, episode,
-                              {m: method_input(m, app[m]) for m in methods}, app_mask, outbox, 1,
-                              region_source=app_source, metrics=metrics, measure="confidence", steps=STEPS)
+        curves = curves_job(jobs.JobContext(), ModelCache(), spec, episode,
+                            {m: method_input(m, app[m]) for m in methods}, app_mask,
+                            region_source=app_source, metrics=metrics, measure="confidence", steps=STEPS)
         app_values = {(c.method, c.metric): c.value for c in curves}
         seeded_method = next((m for m in methods if seeds[m] is not None), methods[-1])
         sampled = {(methods[0], metric) for metric in metrics} | {(seeded_method, metrics[-1])}

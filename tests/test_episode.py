@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import make_episode
+from testkit import make_episode
 from fssgui.episode import load_episode, save_episode
 from fssgui.errors import EpisodeError
 

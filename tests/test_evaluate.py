@@ -232,7 +232,7 @@ def test_table_is_nan_mean_times_100_with_diff_column():
 def _toy_setup(tmp_path):
     import torch
 
-    from conftest import make_episode
+    from testkit import make_episode
     from fssgui.evaluate.episodes import LoadedEpisode
     from fssgui.evaluate.runner import EvaluationConfig
     from fssgui.models.registry import ModelEntry

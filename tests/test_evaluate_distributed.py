@@ -17,6 +17,7 @@ from evaluate_testkit import (
     torchrun,
 )
 
+pytestmark = pytest.mark.slow  # several processes (minutes on a CPU)
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import make_episode
 from fssgui import look
 from fssgui.look import colormap_lut
 from fssgui.report import charts as C
 from fssgui.report import drawing as D
 from fssgui.report import figures as F
+from testkit import make_episode
 
 
 def colour_pixels(image: np.ndarray, colour, tolerance: int = 12) -> int:

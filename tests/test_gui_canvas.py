@@ -1,14 +1,11 @@
 """The canvas: painting through synthesized mouse events, zoom at the cursor, sizes, dirty repaints."""
-import os
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import time
 
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
-from PySide6.QtGui import QMouseEvent, QWheelEvent
+from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from fssgui.gui.canvas import (
@@ -21,8 +18,8 @@ from fssgui.gui.canvas import (
     MaskLayer,
     link_views,
 )
-from fssgui.gui.mask_edit import EditableMask
-from gui_testkit import _mouse, _view_pos, drag
+from fssgui.editing import EditableMask
+from gui_testkit import drag, mouse as _mouse, view_pos as _view_pos
 
 
 @pytest.fixture

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 
 import pyqtgraph as pg  # noqa: E402
 from PySide6.QtGui import QColor, QImage, QPalette  # noqa: E402
@@ -31,8 +29,8 @@ from fssgui.gui.theme import (  # noqa: E402
     plot_colours,
     readable_colour,
 )
-from fssgui.gui.worker import GpuWorker  # noqa: E402
-from test_report import TinyModel, tiny_setup  # noqa: E402
+from fssgui.gui.workers import DeviceWorker  # noqa: E402
+from testkit import TinyModel, tiny_setup  # noqa: E402
 
 SCREENSHOTS = os.environ.get("FSSGUI_THEME_SCREENSHOTS")  # a folder: keep the grabs to look at them
 
@@ -79,7 +77,7 @@ def test_readable_colour_keeps_the_hue_and_moves_only_as_needed():
 
 @pytest.fixture
 def worker(qapp):
-    worker = GpuWorker(model_builder=lambda name, checkpoint=None, device="cpu", log=None: TinyModel())
+    worker = DeviceWorker(model_builder=lambda name, checkpoint=None, device="cpu", log=None: TinyModel())
     yield worker
     assert worker.shutdown(10000)
 
@@ -97,7 +95,8 @@ def playback(qtbot, worker):
         widget.run()
     assert blocker.args == ["done"]
     widget.select("good", "iauc")
-    widget.set_frame(2)
+    with qtbot.waitSignal(widget.frameDrawn, timeout=10000):  # drawn on the widget's compute pool
+        widget.set_frame(2)
     widget.show()
     qtbot.waitExposed(widget)
     return widget

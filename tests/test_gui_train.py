@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import json
 import subprocess
@@ -15,9 +14,8 @@ import pytest
 import torch
 
 from fssgui.data.datasets import DatasetError
-from fssgui.gui import train_dialog as td
-from fssgui.gui.main_window import MainWindow
-from fssgui.gui.settings import Autosave, Settings
+from fssgui.errors import FssguiError
+from fssgui.gui.training import TrainingDialog, TrainingState
 from fssgui.train import TrainConfig, train
 
 from synthetic_fss import make_synthetic_fss
@@ -44,17 +42,6 @@ def one_thread(monkeypatch):
     torch.set_num_threads(before)
 
 
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
-    w = MainWindow(Settings(device="cpu"), autosave=Autosave(tmp_path / "autosave"), unattended=True)
-    qtbot.addWidget(w)
-    w.resize(1400, 900)
-    w.show()
-    yield w
-    w.shutdown()
-
-
 def _tiny_cli_args(data_root: Path, out: Path, epochs: int = 2, steps: int = 3) -> list[str]:
     return ["train", MODEL, "--data", str(data_root), "--layout", "folders", "--fold", "-1", "--shots", "1",
             "--out", str(out), "--epochs", str(epochs), "--steps-per-epoch", str(steps), "--val-episodes", "4",
@@ -63,21 +50,22 @@ def _tiny_cli_args(data_root: Path, out: Path, epochs: int = 2, steps: int = 3) 
 
 def _fill_dialog(dialog, data_root: Path, out: Path, epochs: int = 2, steps: int = 2) -> None:
     assert dialog.set_model(MODEL)
-    dialog.data_edit.setText(str(data_root))
-    dialog.layout_combo.setCurrentIndex(dialog.layout_combo.findData("folders"))
-    dialog.fold_spin.setValue(-1)
-    dialog.shots_spin.setValue(1)
-    dialog.out_edit.setText(str(out))
-    dialog.epochs_spin.setValue(epochs)
-    dialog.steps_spin.setValue(steps)
-    dialog.batch_spin.setValue(2)
-    dialog.val_spin.setValue(4)
-    dialog.size_spin.setValue(49)
-    dialog.device_combo.setCurrentIndex(dialog.device_combo.findData("cpu"))
-    dialog.set_model_options(dict(TINY_OPTIONS))
+    dialog.form.data_edit.setText(str(data_root))
+    dialog.form.layout_combo.setCurrentIndex(dialog.form.layout_combo.findData("folders"))
+    dialog.form.fold_spin.setValue(-1)
+    dialog.form.shots_spin.setValue(1)
+    dialog.form.out_edit.setText(str(out))
+    dialog.form.epochs_spin.setValue(epochs)
+    dialog.form.steps_spin.setValue(steps)
+    dialog.form.batch_spin.setValue(2)
+    dialog.form.val_spin.setValue(4)
+    dialog.form.size_spin.setValue(49)
+    dialog.form.device_combo.setCurrentIndex(dialog.form.device_combo.findData("cpu"))
+    dialog.form.set_model_options(dict(TINY_OPTIONS))
 
 
 # ------------------------------------------------------------------------------ the trainer's hook
+@pytest.mark.slow
 def test_trainer_on_event_hook(data_root, tmp_path):
     """Every event is JSON-able; the log lines come as log events; step events are throttled (an
     epoch's last step always comes); one epoch event per validation; done ends the run."""
@@ -132,6 +120,7 @@ def test_trainer_on_event_hook(data_root, tmp_path):
 
 
 # ------------------------------------------------------------------------------ the CLI stream
+@pytest.mark.slow
 def test_cli_event_stream(data_root, tmp_path):
     """``python -m fssgui train ... --events``: stdout is JSON lines only and ends with done; a
     user error ends with an error event and exit status 2."""
@@ -155,130 +144,109 @@ def test_cli_event_stream(data_root, tmp_path):
     assert last["event"] == "error" and "expected NAME=VALUE" in last["message"]
 
 
-def test_child_command_runs_this_installation(monkeypatch):
-    assert td.training_command(["train", "x"]) == (sys.executable, ["-m", "fssgui", "train", "x"])
-    monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert td.training_command(["train", "x"]) == (sys.executable, ["train", "x"])
-
-
-def test_model_options_and_presets():
-    from fssgui.models.registry import get_entry
-
-    i2r = td.model_option_defaults(get_entry("i2r-resnet50"))
-    assert i2r["foreground_weight"] == 1.0 and i2r["feature_dropout"] == 0.5 and i2r["detach_merge_input"] is True
-    spn = td.model_option_defaults(get_entry(MODEL))
-    assert spn["feature_channels"] == 256 and "backbone_weights" not in spn and "input_size" not in spn
-    preset = dict(td.OPTION_PRESETS["i2r-resnet50"])["CPU-learnable (no ImageNet backbone)"]
-    assert preset == {"foreground_weight": 3, "feature_dropout": 0, "detach_merge_input": False}
-    assert set(preset) <= set(i2r)
-    request = td.TrainRequest(model="i2r-resnet50", data_root="/d", layout="folders", fold=0, shots=1, out_dir="/o",
-                              model_options=preset, resume=True)
-    args = request.arguments()
-    assert args[:2] == ["train", "i2r-resnet50"] and args[-2:] == ["--events", "--no-progress"]
-    assert "--resume" in args and "detach_merge_input=false" in args and "foreground_weight=3" in args
-    assert {e.name for e in td.trainable_entries()} >= {"i2r-resnet50", MODEL}
-
-
 # ------------------------------------------------------------------------------ the dialog
+@pytest.mark.slow
 def test_dialog_trains_shows_epochs_and_uses_checkpoint(qtbot, window, data_root, tmp_path):
     # the toolbar button is greyed, with the reason, for a model that cannot be trained
-    window.model_combo.setCurrentIndex(window.model_combo.findData("dcama-swin"))
-    assert not window.train_button.isEnabled() and "cannot be trained" in window.train_button.toolTip()
-    window.model_combo.setCurrentIndex(window.model_combo.findData(MODEL))
-    assert window.train_button.isEnabled()
+    window.model_bar.model_combo.setCurrentIndex(window.model_bar.model_combo.findData("dcama-swin"))
+    assert not window.model_bar.train_button.isEnabled() and "cannot be trained" in window.model_bar.train_button.toolTip()
+    window.model_bar.model_combo.setCurrentIndex(window.model_bar.model_combo.findData(MODEL))
+    assert window.model_bar.train_button.isEnabled()
     dialog = window.open_training_dialog(MODEL)
     qtbot.addWidget(dialog)
-    names = [dialog.model_combo.itemData(i) for i in range(dialog.model_combo.count())]
+    names = [dialog.form.model_combo.itemData(i) for i in range(dialog.form.model_combo.count())]
     assert MODEL in names and "i2r-resnet50" in names and "dcama-swin" not in names
     out = tmp_path / "run"
     _fill_dialog(dialog, data_root, out)
-    assert not dialog.use_button.isEnabled() and not dialog.resume_check.isEnabled()
-    assert dialog.wd_edit.placeholderText() == "0.0005" and "(0.0005)" in dialog.wd_edit.toolTip()  # SimPropNet's
+    assert not dialog.use_button.isEnabled() and not dialog.form.resume_check.isEnabled()
+    assert dialog.form.wd_edit.placeholderText() == "0.0005" and "(0.0005)" in dialog.form.wd_edit.toolTip()  # SimPropNet's
     for bad in ("-1", "lots"):
-        dialog.wd_edit.setText(bad)
-        with pytest.raises(td.FssguiError, match="weight decay"):
-            dialog.current_request()
-    dialog.wd_edit.setText("2e-4")
-    arguments = dialog.current_request().arguments()
+        dialog.form.wd_edit.setText(bad)
+        with pytest.raises(FssguiError, match="weight decay"):
+            dialog.form.current_request()
+    dialog.form.wd_edit.setText("2e-4")
+    arguments = dialog.form.current_request().arguments()
     assert arguments[arguments.index("--weight-decay") + 1] == "0.0002"
 
     summaries: list[str] = []
     dialog.summaryChanged.connect(summaries.append)
     with qtbot.waitSignal(dialog.runFinished, timeout=300000) as finished:
         assert dialog.start()
-        qtbot.waitUntil(lambda: dialog.state != "checking", timeout=60000)
+        qtbot.waitUntil(lambda: dialog.state != TrainingState.CHECKING, timeout=60000)
         # closing the dialog does not stop the run: the main window's status bar follows it
         dialog.close()
-        assert dialog.is_running() and window.training_status_button.isVisible()
-        assert window.training_status_button.text().startswith(f"Training {MODEL}")
-        qtbot.waitUntil(lambda: any(h.get("epoch") == 1 for h in dialog.history)
-                        or dialog.state not in ("checking", "running"), timeout=300000)
-        window.training_status_button.click()  # shows the dialog again, the run still going
+        assert dialog.is_running() and window.status.training_button.isVisible()
+        assert window.status.training_button.text().startswith(f"Training {MODEL}")
+        qtbot.waitUntil(lambda: any(h.get("epoch") == 1 for h in dialog.view.history)
+                        or not dialog.state.busy, timeout=300000)
+        window.status.training_button.click()  # shows the dialog again, the run still going
         assert dialog.isVisible()
         dialog.grab().save(str(tmp_path / "dialog_running.png"))
-    assert finished.args == ["done"], dialog.status_label.text() + "\n" + dialog.log_view.toPlainText()
+    assert finished.args == ["done"], dialog.view.status_label.text() + "\n" + dialog.view.log_view.toPlainText()
     dialog.grab().save(str(tmp_path / "dialog_done.png"))
     assert (tmp_path / "dialog_done.png").stat().st_size > 0
     assert not dialog.is_running()
-    assert "Finished" in dialog.status_label.text() and "Best val mIoU" in dialog.status_label.text()
+    assert "Finished" in dialog.view.status_label.text() and "Best val mIoU" in dialog.view.status_label.text()
     assert summaries[0] == f"Training {MODEL}: checking the dataset…"
     assert any(f"Training {MODEL}: epoch 1/2 · " in text for text in summaries)
     assert any(text.startswith(f"Training {MODEL}: validating epoch") for text in summaries)
     assert summaries[-1].startswith(f"Training {MODEL} finished (best val mIoU")
-    assert window.training_status_button.text() == summaries[-1]
-    assert str(out) in dialog.detail_label.text()
+    assert window.status.training_button.text() == summaries[-1]
+    assert str(out) in dialog.view.detail_label.text()
     # the epochs: table rows and plot points (0 = the untrained model), the loss per trained epoch
-    assert dialog.epoch_table.rowCount() == 3
-    assert [dialog.epoch_table.item(r, 0).text() for r in range(3)] == ["0", "1", "2"]
-    x, y = dialog.miou_curve.getData()
+    assert dialog.view.epoch_table.rowCount() == 3
+    assert [dialog.view.epoch_table.item(r, 0).text() for r in range(3)] == ["0", "1", "2"]
+    x, y = dialog.view.miou_curve.getData()
     assert list(x) == [0, 1, 2] and all(0 <= v <= 100 for v in y)
-    assert list(dialog.loss_curve.getData()[0]) == [1, 2]
-    assert dialog.progress.value() == dialog.progress.maximum() == 4
+    assert list(dialog.view.loss_curve.getData()[0]) == [1, 2]
+    assert dialog.view.progress.value() == dialog.view.progress.maximum() == 4
     if not torch.cuda.is_available():
-        assert dialog.device_note.isVisible() and "CUDA is not available" in dialog.device_note.text()
-    assert "epoch 2: val mIoU" in dialog.log_view.toPlainText()
+        assert dialog.view.device_note.isVisible() and "CUDA is not available" in dialog.view.device_note.text()
+    assert "epoch 2: val mIoU" in dialog.view.log_view.toPlainText()
     # the settings are remembered for the next time
     assert window.settings.training["out_dir"] == str(out)
     assert window.settings.training["model_options_by_model"][MODEL] == TINY_OPTIONS
-    again = td.TrainingDialog(window.settings)  # a later session's dialog starts from them
+    again = TrainingDialog(window.settings)  # a later session's dialog starts from them
     qtbot.addWidget(again)
-    assert again.model_name == MODEL and again.data_edit.text() == str(data_root)
-    assert again.out_edit.text() == str(out) and again.size_spin.value() == 49 and again.epochs_spin.value() == 2
-    assert again.model_options() == TINY_OPTIONS and again.device_combo.currentData() == "cpu"
-    assert again.wd_edit.text() == "0.0002"
+    assert again.model_name == MODEL and again.form.data_edit.text() == str(data_root)
+    assert again.form.out_edit.text() == str(out) and again.form.size_spin.value() == 49 and again.form.epochs_spin.value() == 2
+    assert again.form.model_options() == TINY_OPTIONS and again.form.device_combo.currentData() == "cpu"
+    assert again.form.wd_edit.text() == "0.0002"
     assert json.loads((out / "config.json").read_text())["config"]["weight_decay"] == pytest.approx(2e-4)
 
     # Use this checkpoint: the main window selects the model and model_best.pt
     assert dialog.use_button.isEnabled()
-    window.model_combo.setCurrentIndex(window.model_combo.findData("matcher-effnet"))
+    window.model_bar.model_combo.setCurrentIndex(window.model_bar.model_combo.findData("matcher-effnet"))
     dialog.use_button.click()
-    assert window.model_combo.currentData() == MODEL
-    assert window.checkpoint_combo.currentData() == str((out / "model_best.pt").resolve())
-    assert window.model_spec().checkpoint == str((out / "model_best.pt").resolve())
+    assert window.model_bar.model_combo.currentData() == MODEL
+    assert window.model_bar.checkpoint_combo.currentData() == str((out / "model_best.pt").resolve())
+    assert window.model_bar.model_spec().checkpoint == str((out / "model_best.pt").resolve())
 
     # Resume: offered for the folder, takes the saved settings and locks those a resume keeps
-    assert dialog.resume_check.isEnabled()
-    dialog.size_spin.setValue(0)
-    dialog.set_model_options({})
-    dialog.resume_check.setChecked(True)
-    assert dialog.size_spin.value() == 49 and dialog.model_options() == TINY_OPTIONS
-    assert not dialog.size_spin.isEnabled() and not dialog.options_table.isEnabled()
-    assert not dialog.model_combo.isEnabled()
-    assert "--resume" in dialog.current_request().arguments()
-    dialog.resume_check.setChecked(False)
-    assert dialog.size_spin.isEnabled()
+    assert dialog.form.resume_check.isEnabled()
+    dialog.form.size_spin.setValue(0)
+    dialog.form.set_model_options({})
+    dialog.form.resume_check.setChecked(True)
+    assert dialog.form.size_spin.value() == 49 and dialog.form.model_options() == TINY_OPTIONS
+    assert not dialog.form.size_spin.isEnabled() and not dialog.form.options_table.isEnabled()
+    assert not dialog.form.model_combo.isEnabled()
+    assert "--resume" in dialog.form.current_request().arguments()
+    dialog.form.resume_check.setChecked(False)
+    assert dialog.form.size_spin.isEnabled()
 
 
+@pytest.mark.slow
 def test_stop_ends_the_child_and_says_what_is_kept(qtbot, window, data_root, tmp_path):
     dialog = window.open_training_dialog(MODEL)
     qtbot.addWidget(dialog)
     out = tmp_path / "long"
     _fill_dialog(dialog, data_root, out, epochs=500, steps=2)
     assert dialog.start()
-    # wait for a saved epoch, then stop in the middle of the run
-    qtbot.waitUntil(lambda: any((h.get("epoch") or 0) >= 1 for h in dialog.history)
-                    or dialog.state not in ("checking", "running"), timeout=300000)
-    assert dialog.state == "running", dialog.status_label.text() + "\n" + dialog.log_view.toPlainText()
+    # wait for a saved epoch and the next one under way, then stop in the middle of the run
+    qtbot.waitUntil(lambda: (any((h.get("epoch") or 0) >= 1 for h in dialog.view.history)
+                             and dialog.view.current_epoch >= 2)
+                    or not dialog.state.busy, timeout=300000)
+    assert dialog.state is TrainingState.RUNNING, dialog.view.status_label.text() + "\n" + dialog.view.log_view.toPlainText()
     pid = dialog.process.pid
     assert pid > 0
     with qtbot.waitSignal(dialog.runFinished, timeout=30000) as finished:
@@ -289,11 +257,11 @@ def test_stop_ends_the_child_and_says_what_is_kept(qtbot, window, data_root, tmp
     with pytest.raises(ProcessLookupError):  # the child is gone (and reaped)
         os.kill(pid, 0)
     saved = json.loads((out / "config.json").read_text())
-    text = dialog.status_label.text()
+    text = dialog.view.status_label.text()
     assert text.startswith("Stopped.") and "lost" in text and "Resume" in text
     assert f"Epoch {saved['epoch']} is saved" in text
     assert not list(out.glob(".*tmp*"))  # no partial files left
-    assert dialog.resume_check.isEnabled() and dialog.use_button.isEnabled() and dialog.start_button.isEnabled()
+    assert dialog.form.resume_check.isEnabled() and dialog.use_button.isEnabled() and dialog.start_button.isEnabled()
 
 
 def test_bad_dataset_folder_is_refused_before_any_process(qtbot, window, tmp_path):
@@ -306,9 +274,9 @@ def test_bad_dataset_folder_is_refused_before_any_process(qtbot, window, tmp_pat
     for folder in (not_a_dataset, tmp_path / "missing"):
         _fill_dialog(dialog, folder, out)
         assert dialog.start()
-        qtbot.waitUntil(lambda: dialog.state != "checking", timeout=30000)
-        assert dialog.state == "idle" and dialog.process is None
-        text = dialog.status_label.text()
+        qtbot.waitUntil(lambda: dialog.state != TrainingState.CHECKING, timeout=30000)
+        assert dialog.state is TrainingState.IDLE and dialog.process is None
+        text = dialog.view.status_label.text()
         assert text.startswith("Cannot start") and str(folder) in text
         assert dialog.start_button.isEnabled() and not dialog.stop_button.isEnabled()
     assert not out.exists()

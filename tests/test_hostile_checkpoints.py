@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from conftest import make_episode
+from testkit import make_episode
 from fssgui.errors import CheckpointError, ModelError
 from fssgui.models import scaleprotoseg as sps
 from fssgui.models.base import FSSModel, Prediction, check_finite
@@ -304,7 +304,7 @@ def test_cli_and_gui_predictions_refuse_non_finite_logits(nan_model, scratch, ca
     2 and no output folder from the command), not an all-background mask."""
     from fssgui.cli import main
     from fssgui.episode import save_episode
-    from fssgui.gui import jobs
+    from fssgui.pipeline import jobs
 
     episode = make_episode()
     folder = fresh_folder(scratch)

@@ -208,7 +208,7 @@ def home(tmp_path, monkeypatch):
 
 def _settings_problems(settings) -> list[str]:
     """Every value a window would apply: the right type and in range."""
-    from fssgui.gui.settings import _CHOICES, _RANGES, Settings
+    from fssgui.settings import _CHOICES, _RANGES, Settings
 
     problems = []
     defaults = Settings()
@@ -232,7 +232,7 @@ def _settings_problems(settings) -> list[str]:
                                         "signed_colormap", "device", "window_geometry"]) | st.text(max_size=5),
                        json_anything | st.lists(json_scalars, max_size=4), max_size=8))
 def test_settings_with_any_values_load_valid(home, values):
-    from fssgui.gui.settings import Settings
+    from fssgui.settings import Settings
 
     Settings.path().parent.mkdir(parents=True, exist_ok=True)
     Settings.path().write_text(json.dumps(values), encoding="utf-8")
@@ -246,7 +246,7 @@ def test_settings_with_any_values_load_valid(home, values):
 @FEW
 @given(st.one_of(st.binary(max_size=50), st.just(b"[" * 100000), st.just(b'"just a string"'), st.just(b"\xff\xfe{}")))
 def test_an_unreadable_settings_file_is_set_aside_with_a_message(home, raw):
-    from fssgui.gui.settings import Settings
+    from fssgui.settings import Settings
 
     folder = Settings.path().parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -269,7 +269,7 @@ def test_an_unreadable_settings_file_is_set_aside_with_a_message(home, raw):
 
 
 def test_settings_never_raise_on_a_folder_or_an_unreadable_file(home):
-    from fssgui.gui.settings import Settings
+    from fssgui.settings import Settings
 
     Settings.path().mkdir(parents=True)  # a folder where the file should be
     loaded = Settings.load()

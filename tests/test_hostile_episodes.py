@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import make_episode
+from testkit import make_episode
 from fssgui.episode import load_episode, save_episode
 from fssgui.errors import EpisodeError, FssguiError
 from fssgui.imaging import MAX_IMAGE_PIXELS, ImageError, load_mask, load_rgb

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fssgui.episode import load_episode, save_episode
-from fssgui.gui.settings import Autosave
+from fssgui.settings import Autosave
 from fork_writers import shared_server, version
 
 KILLS_PER_KIND = 30
@@ -88,37 +88,20 @@ def test_an_autosave_killed_at_any_moment_restores_the_last_snapshot(server, tmp
     assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["episode", "lock"]
 
 
-def test_the_window_restores_the_snapshot_a_killed_writer_left(qtbot, tmp_path, monkeypatch, server):
-    from fssgui.gui.main_window import MainWindow
-    from fssgui.gui.settings import Settings
-    from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, register_tiny_model
-
-    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
-    register_tiny_model()
+def test_the_window_restores_the_snapshot_a_killed_writer_left(qtbot, tmp_path, make_window, server):
     root = tmp_path / "autosave"
     Autosave(root).write(version(0), "", dirty=True)
     last = server.run_and_kill("autosave", root, 1, 0.3)
-    window = MainWindow(Settings(model=TINY_MODEL, device="cpu"), explainer_factories=TEST_EXPLAINERS,
-                        autosave=Autosave(root), unattended=True)
-    qtbot.addWidget(window)
-    try:
-        assert window.restore_autosave_if_any()
-        episode = window.current_episode()
-        assert _version_of(episode) in (last, last + 1)
-        _same(episode, _version_of(episode))
-        assert window.dirty and not window.errors
-    finally:
-        window.shutdown()
+    window = make_window(autosave_root=root, show=False)
+    assert window.episode_io.restore_if_any()
+    episode = window.current_episode()
+    assert _version_of(episode) in (last, last + 1)
+    _same(episode, _version_of(episode))
+    assert window.edits.dirty and not window.errors
 
 
 @pytest.mark.parametrize("damage", ["png", "json", "session", "history", "gone"])
-def test_a_corrupt_autosave_is_set_aside_with_a_message(qtbot, tmp_path, monkeypatch, damage):
-    from fssgui.gui.main_window import MainWindow
-    from fssgui.gui.settings import Settings
-    from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, register_tiny_model
-
-    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
-    register_tiny_model()
+def test_a_corrupt_autosave_is_set_aside_with_a_message(qtbot, tmp_path, make_window, damage):
     root = tmp_path / "autosave"
     crashed = Autosave(root)
     crashed.write(version(3), "/episodes/three", dirty=True)
@@ -134,23 +117,18 @@ def test_a_corrupt_autosave_is_set_aside_with_a_message(qtbot, tmp_path, monkeyp
         (snapshot / Autosave.HISTORY_FILE).write_bytes(b"PK\x03\x04 not a history")
     else:
         (snapshot / "query.png").unlink()
-    window = MainWindow(Settings(model=TINY_MODEL, device="cpu"), explainer_factories=TEST_EXPLAINERS,
-                        autosave=Autosave(root), unattended=True)
-    qtbot.addWidget(window)
-    try:
-        restored = window.restore_autosave_if_any()
-        if damage in ("session", "history"):  # the episode itself is fine: restored (from an unknown source)
-            assert restored and _version_of(window.current_episode()) == 3
-            return
-        assert not restored
-        aside = [p for p in root.iterdir() if p.name.startswith("unreadable-")]
-        assert len(aside) == 1 and (aside[0] / "episode.json").exists()  # kept for the user, not deleted
-        assert not snapshot.exists()
-        assert len(window.errors) == 1 and "set aside as" in window.errors[0] and str(aside[0]) in window.errors[0]
-        window.set_episode(version(4), None, dirty=True)  # the window goes on working, and autosaves again
-        window._write_autosave()
-        window.flush_autosave()
-        assert _version_of(window.autosave.read()) == 4
-        assert Autosave(root).restorable() is None  # the slot is the running window's
-    finally:
-        window.shutdown()
+    window = make_window(autosave_root=root, show=False)
+    restored = window.episode_io.restore_if_any()
+    if damage in ("session", "history"):  # the episode itself is fine: restored (from an unknown source)
+        assert restored and _version_of(window.current_episode()) == 3
+        return
+    assert not restored
+    aside = [p for p in root.iterdir() if p.name.startswith("unreadable-")]
+    assert len(aside) == 1 and (aside[0] / "episode.json").exists()  # kept for the user, not deleted
+    assert not snapshot.exists()
+    assert len(window.errors) == 1 and "set aside as" in window.errors[0] and str(aside[0]) in window.errors[0]
+    window.set_episode(version(4), None, dirty=True)  # the window goes on working, and autosaves again
+    window.episode_io.write_autosave()
+    window.episode_io.flush_autosave()
+    assert _version_of(window.episode_io.autosave.read()) == 4
+    assert Autosave(root).restorable() is None  # the slot is the running window's

@@ -1,9 +1,5 @@
 """One look: the app's canvases and every exporter take their colours, colour scales and opacities
 from fssgui.look, and an exported image shows the same pixels as the screen."""
-import os
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
 import cv2
 import numpy as np
 import pytest
@@ -101,43 +97,37 @@ def _scene_pixels(canvas) -> np.ndarray:
     return data[:, : w * 3].reshape(h, w, 3).copy()
 
 
-def test_screen_and_exports_show_the_same_pixels(qtbot, tmp_path, monkeypatch):
+def test_screen_and_exports_show_the_same_pixels(qtbot, window):
     """The main window's region R tint and heat-map tile against the exported figure's: the same
-    colour triple for R, the same scale and the same overlay pixels."""
-    from test_gui_window import _window
+    colour triple for R, the same scale and the same overlay pixels (the window: the tiny model, the
+    test-mask explainer)."""
+    ep = flat_episode()
+    window.set_episode(ep)
+    # the display settings start from fssgui.look
+    display = window.analysis.display
+    assert (display.colormap, display.signed_colormap, display.opacity, display.clip_percent) == (
+        look.UNSIGNED_COLORMAP, look.SIGNED_COLORMAP, look.HEAT_OPACITY, look.CLIP_PERCENT)
+    # region R: the canvas tints it with look's colour and opacity, as the export does
+    assert window.query.canvas._mask_colour() == look.REGION_COLOUR
+    screen = _scene_pixels(window.query.canvas)
+    tinted = look.tint(ep.query_image, ep.region, look.REGION_COLOUR, look.MASK_OPACITY)
+    assert np.abs(screen[30, 40].astype(int) - tinted[30, 40]).max() <= 2
+    figure = F.episode_figure(ep.query_image, [s.image for s in ep.supports], [s.mask for s in ep.supports],
+                              region=ep.region, tile=H)
+    assert pixels_near(figure, tinted[30, 40]) > 0.8 * ep.region.sum()
 
-    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
-    window = _window(qtbot, tmp_path / "home")  # the tiny model, the test-mask explainer
-    try:
-        ep = flat_episode()
-        window.set_episode(ep)
-        # the display settings start from fssgui.look
-        display = window.display
-        assert (display.colormap, display.signed_colormap, display.opacity, display.clip_percent) == (
-            look.UNSIGNED_COLORMAP, look.SIGNED_COLORMAP, look.HEAT_OPACITY, look.CLIP_PERCENT)
-        # region R: the canvas tints it with look's colour and opacity, as the export does
-        assert window.query_canvas._mask_colour() == look.REGION_COLOUR
-        screen = _scene_pixels(window.query_canvas)
-        tinted = look.tint(ep.query_image, ep.region, look.REGION_COLOUR, look.MASK_OPACITY)
-        assert np.abs(screen[30, 40].astype(int) - tinted[30, 40]).max() <= 2
-        figure = F.episode_figure(ep.query_image, [s.image for s in ep.supports], [s.mask for s in ep.supports],
-                                  region=ep.region, tile=H)
-        assert pixels_near(figure, tinted[30, 40]) > 0.8 * ep.region.sum()
-
-        # the heat map: the tile's scale is look's rule with the default settings, its pixels are
-        # the exported tile's
-        with qtbot.waitSignal(window.resultShown, timeout=30000) as blocker:
-            assert window.explain() is not None
-        result = blocker.args[0]
-        scale = window.heatmap_view.scale
-        assert scale == look.map_scale(list(result.maps), result.signed, 0.0)
-        support = ep.supports[0]
-        tile = window.heatmap_view.grid.tiles[0]
-        shown = _scene_pixels(tile.canvas)
-        exported = look.heat_overlay(support.image, result.maps[0], scale, mask=support.mask)
-        for y, x in ((25, 24), (2, 60), (45, 2)):  # inside the mask, outside it, away from its outline
-            assert np.abs(shown[y, x].astype(int) - exported[y, x]).max() <= 3, (y, x, shown[y, x], exported[y, x])
-        row = F.MapRow("test-mask", list(result.maps), result.signed)
-        assert row.scale() == scale
-    finally:
-        window.shutdown()
+    # the heat map: the tile's scale is look's rule with the default settings, its pixels are
+    # the exported tile's
+    with qtbot.waitSignal(window.runs.resultShown, timeout=30000) as blocker:
+        assert window.runs.explain() is not None
+    result = blocker.args[0]
+    scale = window.analysis.heatmap_view.scale
+    assert scale == look.map_scale(list(result.maps), result.signed, 0.0)
+    support = ep.supports[0]
+    tile = window.analysis.heatmap_view.grid.tiles[0]
+    shown = _scene_pixels(tile.canvas)
+    exported = look.heat_overlay(support.image, result.maps[0], scale, mask=support.mask)
+    for y, x in ((25, 24), (2, 60), (45, 2)):  # inside the mask, outside it, away from its outline
+        assert np.abs(shown[y, x].astype(int) - exported[y, x]).max() <= 3, (y, x, shown[y, x], exported[y, x])
+    row = F.MapRow("test-mask", list(result.maps), result.signed)
+    assert row.scale() == scale

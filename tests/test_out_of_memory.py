@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_episode
+from testkit import make_episode
 from fssgui.cli import main
 from fssgui.episode import save_episode
 from fssgui.explain.affex import AffinityExplainer

@@ -2,10 +2,6 @@
 streaming while the job runs, cancel, play, exports."""
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
 import csv
 import threading
 import zipfile
@@ -16,13 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-
-from fssgui import report as R  # noqa: E402
-from fssgui.explain.base import Attribution  # noqa: E402
-from fssgui.gui.playback import PlaybackWidget  # noqa: E402
-from fssgui.gui.worker import GpuWorker  # noqa: E402
-from fssgui.models.base import EpisodeTensors  # noqa: E402
-from test_report import TINY_SIZE, TinyModel, tiny_setup  # noqa: E402
+from fssgui import report as R
+from fssgui.explain.base import Attribution
+from fssgui.gui.playback import PlaybackState, PlaybackWidget
+from fssgui.gui.workers import DeviceWorker
+from fssgui.models.base import EpisodeTensors
+from testkit import TINY_REPORT_SIZE as TINY_SIZE, TinyModel, tiny_setup
 
 STEPS = 6
 POINTS = STEPS + 1
@@ -46,7 +41,7 @@ def make_worker(qtbot):
     workers = []
 
     def make(model_factory):
-        worker = GpuWorker(model_builder=lambda name, checkpoint=None, device="cpu", log=None: model_factory())
+        worker = DeviceWorker(model_builder=lambda name, checkpoint=None, device="cpu", log=None: model_factory())
         workers.append(worker)
         return worker
 
@@ -78,6 +73,12 @@ def wait_finished(qtbot, widget, timeout=20000):
     return blocker.args[0]
 
 
+def show_frame(qtbot, widget, index: int) -> None:
+    """Select frame ``index`` and wait until its panels are drawn (on the widget's compute pool)."""
+    with qtbot.waitSignal(widget.frameDrawn, timeout=10000):
+        widget.set_frame(index)
+
+
 def expected_score(widget, frame) -> float:
     """The tiny model's confidence on the state the widget displays for ``frame``."""
     model = TinyModel().eval()
@@ -96,13 +97,13 @@ def test_frames_are_in_sync_with_the_curve_marker(qtbot, make_worker, setup):
     with qtbot.waitSignal(widget.runFinished, timeout=20000) as blocker:
         assert widget.run() is not None
     assert blocker.args == ["done"]
-    assert widget.state == "done"
+    assert widget.state is PlaybackState.DONE
     assert sorted(widget.curves) == [("good", "dauc"), ("good", "iauc"), ("random", "dauc"), ("random", "iauc")]
     for (method, metric), curve in widget.curves.items():
         assert curve.complete and len(curve.scores) == POINTS
         widget.select(method, metric)
         for i in (0, 3, POINTS - 1, 2):
-            widget.set_frame(i)
+            show_frame(qtbot, widget, i)
             frame = widget.current_frame()
             assert frame.index == i and (frame.method, frame.metric) == (method, metric)
             # the marker sits on curve point i, and that point is the score of the state on display
@@ -121,10 +122,10 @@ def test_frames_are_in_sync_with_the_curve_marker(qtbot, make_worker, setup):
     assert "confidence" in text
     # insertion state 0 shows empty supports, deletion state 0 the full supports
     widget.select("good", "iauc")
-    widget.set_frame(0)
+    show_frame(qtbot, widget, 0)
     assert widget.panels["support_1_mask"].image.max() == 0
     widget.select("good", "dauc")
-    widget.set_frame(0)
+    show_frame(qtbot, widget, 0)
     assert np.array_equal(widget.panels["support_1"].image, widget.episode.supports[0].image)
 
 
@@ -136,7 +137,7 @@ def test_frames_stream_in_while_the_job_runs(qtbot, make_worker, setup):
         widget.run()
         qtbot.waitUntil(lambda: widget.frame_count() == POINTS, timeout=20000)
         # the first curve is on screen while the job is still running (blocked on the gate)
-        assert widget.state == "running" and worker.is_busy
+        assert widget.state is PlaybackState.RUNNING and worker.is_busy
         assert widget.current_index() == POINTS - 1  # following the newest step
         assert widget.marker_position() == pytest.approx(widget.curve_point("good", "iauc", POINTS - 1))
         assert "computing" in widget.value_labels["iauc"].text()
@@ -155,7 +156,7 @@ def test_cancel_stops_the_job_and_keeps_the_computed_frames(qtbot, make_worker, 
     widget.run()
     qtbot.waitUntil(lambda: widget.frame_count() == POINTS, timeout=20000)
     widget.cancel()
-    assert widget.state == "cancelling" and not widget.cancel_button.isEnabled()
+    assert widget.state is PlaybackState.CANCELLING and not widget.cancel_button.isEnabled()
     gate.set()
     assert wait_finished(qtbot, widget) == "cancelled"
     assert not worker.is_busy
@@ -208,24 +209,33 @@ def test_exports_from_the_widget(qtbot, make_worker, setup, tmp_path):
     widget.run()
     wait_finished(qtbot, widget)
     widget.select("good", "iauc")
-    widget.set_frame(2)
+    show_frame(qtbot, widget, 2)
     episode = widget.episode
-    png = widget.export_panel_png("support_2", tmp_path / "panel.png")
+
+    def written(handle):
+        assert handle.wait(30000) and handle.error is None, handle.message
+        return handle.result
+
+    png = written(widget.exports.panel_png("support_2", tmp_path / "panel.png"))
     image = cv2.cvtColor(cv2.imread(str(png)), cv2.COLOR_BGR2RGB)
     assert np.array_equal(image, widget.panels["support_2"].image)
     assert image.shape == episode.supports[1].image.shape
-    figure = cv2.imread(str(widget.export_frame_figure(tmp_path / "frame.png")))
+    figure = cv2.imread(str(written(widget.exports.frame_figure(tmp_path / "frame.png"))))
     assert figure.shape[1] > 2 * episode.query_image.shape[1]
-    rows = list(csv.DictReader(widget.export_curves_csv(tmp_path / "curves.csv").open()))
+    rows = list(csv.DictReader(written(widget.exports.curves_csv(tmp_path / "curves.csv")).open()))
     assert len(rows) == 4 * 4
-    assert cv2.imread(str(widget.export_curves_png(tmp_path / "iauc.png", "iauc"))) is not None
-    with zipfile.ZipFile(widget.export_frames(tmp_path / "frames.zip")) as archive:
+    assert cv2.imread(str(written(widget.exports.curves_png(tmp_path / "iauc.png", "iauc")))) is not None
+    with zipfile.ZipFile(written(widget.exports.frames(tmp_path / "frames.zip"))) as archive:
         assert sum(n.endswith("_figure.png") for n in archive.namelist()) == 4 * 4
-    assert (widget.export_frames(tmp_path / "frames") / "index.csv").is_file()
-    assert cv2.imread(str(widget.export_attribution_figure(tmp_path / "maps.png"))) is not None
-    files = widget.export_report(tmp_path / "report", pdf=False)
+    assert (written(widget.exports.frames(tmp_path / "frames")) / "index.csv").is_file()
+    assert cv2.imread(str(written(widget.exports.attribution_figure(tmp_path / "maps.png")))) is not None
+    files = written(widget.exports.report(tmp_path / "report", pdf=False))
     assert files.html.is_file() and files.summary.is_file()
     assert sorted(p.name for p in tmp_path.rglob(".*")) == []
+    # written on the pool (the window keeps responding); a failure is said, never raised
+    assert "saved" in widget.status_label.text()
+    failed = widget.exports.curves_png(tmp_path / "none.png", "no-such-metric")
+    assert failed.wait(10000) and failed.error is not None and "export failed" in widget.status_label.text()
 
 
 def test_add_explanation_builds_the_context(qtbot, make_worker, setup):
@@ -253,32 +263,22 @@ def test_add_explanation_builds_the_context(qtbot, make_worker, setup):
     assert len(widget.frames[("lime", "iauc")]) == POINTS
 
 
-def test_inside_the_main_window(qtbot, tmp_path, monkeypatch):
-    """Created by the window as its "Insertion / deletion" tab: it uses the window's worker and
-    picks up every explanation the window shows."""
-    from fssgui.gui.main_window import MainWindow
-    from fssgui.gui.settings import Autosave, Settings
-    from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, make_gui_episode, register_tiny_model
+def test_inside_the_main_window(qtbot, make_window):
+    """Created by the window as its "Insertion / deletion" tab: it uses the window's device worker
+    and picks up every explanation the window shows."""
+    from testkit import TINY_MODEL, make_episode
 
-    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
-    register_tiny_model()
-    settings = Settings(model=TINY_MODEL, device="cpu", explainer="affex-signed")
-    window = MainWindow(settings, explainer_factories=TEST_EXPLAINERS, autosave=Autosave(tmp_path / "autosave"),
-                        unattended=True)
-    qtbot.addWidget(window)
-    try:
-        widget = window.playback_widget
-        assert isinstance(widget, PlaybackWidget) and widget.worker is window.worker
-        window.set_episode(make_gui_episode(shots=2))
-        with qtbot.waitSignal(window.resultShown, timeout=30000):
-            window.explain()
-        assert list(widget.methods) == ["affex-signed"]
-        assert widget.spec.name == TINY_MODEL
-        widget.set_parameters(steps=4)
-        with qtbot.waitSignal(widget.runFinished, timeout=30000) as blocker:
-            widget.run()
-        assert blocker.args == ["done"]
-        assert sorted(widget.curves) == [("affex-signed", "dauc"), ("affex-signed", "iauc")]
-        assert all(len(c.scores) == 5 and c.value is not None for c in widget.curves.values())
-    finally:
-        window.shutdown()
+    window = make_window(explainer="affex-signed")
+    widget = window.playback_widget
+    assert isinstance(widget, PlaybackWidget) and widget.device is window.device_worker
+    window.set_episode(make_episode(shots=2, size=(48, 64)))
+    with qtbot.waitSignal(window.runs.resultShown, timeout=30000):
+        window.runs.explain()
+    assert list(widget.methods) == ["affex-signed"]
+    assert widget.spec.name == TINY_MODEL
+    widget.set_parameters(steps=4)
+    with qtbot.waitSignal(widget.runFinished, timeout=30000) as blocker:
+        widget.run()
+    assert blocker.args == ["done"]
+    assert sorted(widget.curves) == [("affex-signed", "dauc"), ("affex-signed", "iauc")]
+    assert all(len(c.scores) == 5 and c.value is not None for c in widget.curves.values())

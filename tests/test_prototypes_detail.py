@@ -12,7 +12,6 @@ import json
 import os
 import time
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import cv2
 import numpy as np
@@ -333,22 +332,22 @@ def panel(qtbot, setup, runs, tmp_path):
     from fssgui.gui.prototypes.panel import PrototypePanel
     from fssgui.prototypes.graph import PrototypeRunResult
     from fssgui.prototypes.run import image_key, predicted_class_shares
-    from fssgui.gui.worker import GpuWorker
+    from fssgui.gui.workers import DeviceWorker
 
     _, run = runs
     model = setup["model"]
-    worker = GpuWorker()
+    worker = DeviceWorker()
     submitted: list = []
 
     def submit(request):
         submitted.append(request)
-        return worker.submit(f"prototype-{request.kind}", lambda ctx, _cache: request.run(model, ctx.progress,
-                                                                                          ctx.cancelled))
+        return worker.submit(lambda ctx, _cache: request.run(model, ctx.progress, ctx.cancelled),
+                             description=request.description)
 
     widget = PrototypePanel()
     qtbot.addWidget(widget)
     widget.resize(1300, 1400)
-    widget.detail_pane.attach_worker(worker, submit)
+    widget.detail_pane.attach_submit(submit)
     shares = predicted_class_shares(run, ALPHA)
     widget.show_result(PrototypeRunResult(run, explain_class(run, setup["class"], ALPHA), shares,
                                           model.describe(ALPHA), "scaleprotoseg-cityscapes", str(tmp_path / "x.pth"),
@@ -438,13 +437,12 @@ def test_a_node_click_opens_the_detail_pane_with_the_source(qtbot, panel, setup,
     assert not pane.isVisible()
 
 
-def test_the_window_runs_detail_jobs_with_the_tab_model_and_remembers_the_folder(qtbot, tmp_path, monkeypatch):
+def test_the_window_runs_detail_jobs_with_the_tab_model_and_remembers_the_folder(qtbot, tmp_path, make_window):
     """Through the main window: the Prototypes run, then a node click; the source view is computed
     by the worker with the tab's checkpoint, and the dataset folder goes into the settings."""
-    from fssgui.gui.main_window import MainWindow
-    from fssgui.gui.settings import Autosave, Settings
+    from fssgui.settings import Settings
     from fssgui.models.scaleprotoseg import ScaleProtoSeg, ScaleProtoSegConfig
-    from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, make_gui_episode, register_tiny_model
+    from testkit import make_episode
 
     torch.manual_seed(3)
     model = ScaleProtoSeg(ScaleProtoSegConfig(n_blocks=(1, 1, 1, 1))).eval()
@@ -462,35 +460,26 @@ def test_the_window_runs_detail_jobs_with_the_tab_model_and_remembers_the_folder
     cv2.imwrite(str(data / "img_with_margin_0" / "train" / "t0.png"), _image(4)[..., ::-1])
     (data / "all_images.json").write_text(json.dumps({"train": ["t0"]}))
 
-    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
-    register_tiny_model()
-    window = MainWindow(Settings(model=TINY_MODEL, device="cpu", explainer="test-mask"),
-                        explainer_factories=TEST_EXPLAINERS, autosave=Autosave(tmp_path / "autosave"),
-                        unattended=True)
-    qtbot.addWidget(window)
-    try:
-        window.resize(1600, 1000)
-        window.show()
-        panel = window.proto_panel
-        pane = panel.detail_pane
-        window.set_episode(make_gui_episode(shots=1, size=(40, 56)))
-        panel.set_model("scaleprotoseg-cityscapes")
-        window.set_prototype_checkpoint(checkpoint)
-        assert pane.set_dataset_folder(data)
-        with qtbot.waitSignal(panel.resultShown, timeout=60000):
-            window.run_prototypes()
-        shown = panel.view.result
-        assert shown.run.projection is not None
-        node = shown.prototypes[0].node_id
-        with qtbot.waitSignal(pane.sourceShown, timeout=60000) as done:
-            panel.view.select_node(node)  # as a click on the node does
-        view = done.args[0]
-        assert view.prototype_index == shown.prototypes[0].index and view.image_id == "t0"
-        assert view.box == (4, 20, 6, 30) and view.receptive_box is None
-        assert "no bb-receptive_fieldNone.npy record: no cell box" in pane.messages()
-        expected = run_scaleprotoseg(model, _image(4)).activations[shown.prototypes[0].index]
-        np.testing.assert_allclose(view.activation_grid, expected, rtol=1e-4, atol=1e-5)  # the tab's model
-        window._store_settings()
-        assert Settings.load().proto_dataset_dir == str(data)
-    finally:
-        window.shutdown()
+    window = make_window()
+    panel = window.proto_panel
+    pane = panel.detail_pane
+    window.set_episode(make_episode(shots=1, size=(40, 56)))
+    panel.set_model("scaleprotoseg-cityscapes")
+    panel.set_checkpoint(checkpoint)
+    assert pane.set_dataset_folder(data)
+    with qtbot.waitSignal(panel.resultShown, timeout=60000):
+        panel.run()
+    shown = panel.view.result
+    assert shown.run.projection is not None
+    node = shown.prototypes[0].node_id
+    with qtbot.waitSignal(pane.sourceShown, timeout=60000) as done:
+        panel.view.select_node(node)  # as a click on the node does
+    view = done.args[0]
+    assert view.prototype_index == shown.prototypes[0].index and view.image_id == "t0"
+    assert view.box == (4, 20, 6, 30) and view.receptive_box is None
+    assert "no bb-receptive_fieldNone.npy record: no cell box" in pane.messages()
+    expected = run_scaleprotoseg(model, _image(4)).activations[shown.prototypes[0].index]
+    np.testing.assert_allclose(view.activation_grid, expected, rtol=1e-4, atol=1e-5)  # the tab's model
+    window.store_settings()
+    assert Settings.load().proto_dataset_dir == str(data)
+

@@ -4,9 +4,6 @@ same layout for the same class."""
 from __future__ import annotations
 
 import json
-import os
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import cv2
 import numpy as np
@@ -123,7 +120,9 @@ def test_panel_export_reports_errors_in_the_window(qtbot, model, run, top_class,
     assert panel.export_button.isEnabled()
     assert panel.compare_view.first_combo.currentData() == top_class
     panel.view.inspect_cell(2, 3)
-    files = panel.export_to(tmp_path / "export")
+    handle = panel.export_to(tmp_path / "export")  # written on the pool
+    assert handle.wait(30000) and handle.error is None, handle.message
+    files = handle.result
     assert files and all(p.is_file() for p in files) and "exported" in panel.status_label.text()
     assert any(p.name == f"cell_2_3_class_{class_slug(result.explanation.class_name, top_class)}.json"
                for p in files)
@@ -135,10 +134,10 @@ def test_panel_export_reports_errors_in_the_window(qtbot, model, run, top_class,
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    assert panel.export_to(blocker) is None  # shown, not raised
+    assert panel.export_to(blocker).wait(10000)  # shown, not raised
     assert "export to" in errors[-1] and "not a folder" in errors[-1]
     assert "failed" in panel.status_label.text() and panel.status_label.isVisibleTo(panel)
-    assert panel.export_to(blocker / "sub") is None and "failed" in errors[-1]  # an OSError too
+    assert panel.export_to(blocker / "sub").wait(10000) and "failed" in errors[-1]  # an OSError too
 
     # a new run clears the inspected cell (it belonged to the previous image)
     panel.show_result(result)
@@ -203,7 +202,7 @@ def test_the_tab_and_the_command_write_the_same_layout(qtbot, official_file, tmp
     panel.view.inspect_cell(1, 1)
     by_tab = tmp_path / "tab"
     written = panel.export_to(by_tab)
-    assert written and panel.view.result.class_index == car
+    assert written.wait(30000) and written.result and panel.view.result.class_index == car
 
     def names(folder):
         return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}

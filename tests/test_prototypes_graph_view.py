@@ -1,9 +1,6 @@
 """The ScaleProtoSeg group-graph widget, offscreen: build it, show a result, click a node."""
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 import pytest
@@ -66,7 +63,8 @@ def test_graph_view_click_threshold_and_maps(qtbot, explanation):
     # the threshold slider re-thresholds the groups without renormalising
     thresholds: list[float] = []
     view.thresholdChanged.connect(thresholds.append)
-    view.threshold_slider.setValue(30)
+    with qtbot.waitSignal(view.thresholdChanged, timeout=10000):  # recomputed on the view's pool
+        view.threshold_slider.setValue(30)
     assert thresholds == [0.3] and view.result.threshold == pytest.approx(0.3)
     assert sum(e.active for e in view.result.edges) < sum(e.active for e in explanation.edges)
     assert view.current_node == "g1"

@@ -7,9 +7,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import cv2
 import numpy as np
@@ -145,7 +142,8 @@ def test_a_click_on_the_map_inspects_that_cell(qtbot, model, run, top_class):
     view.set_result(explain_class(run, other, ALPHA))
     assert view.inspection.cell == (i, j) and view.inspection.class_index == other
     assert table.values(table.prototype_table, 0) == model.class_prototypes[other]
-    view.threshold_slider.setValue(30)
+    with qtbot.waitSignal(view.thresholdChanged, timeout=10000):  # recomputed on the view's pool
+        view.threshold_slider.setValue(30)
     assert view.inspection.threshold == pytest.approx(0.3) and len(shown) == 3
     assert view.inspect_pixel(-5, 3) is None and view.inspection.cell == (i, j)  # outside: ignored
     # clicking a prototype row shows that prototype's map
@@ -328,24 +326,29 @@ def test_compare_view_follows_pickers_swap_and_threshold(qtbot, run, top_class):
     items = [(CITYSCAPES_CLASSES[c], c) for c in range(19)]
     shown: list = []
     view.comparisonShown.connect(shown.append)
-    view.set_run(run, ALPHA, items, top_class, other)
-    assert shown and view.comparison.class_indices == (top_class, other)
+
+    def compared(change):  # the comparison is computed on the view's pool
+        with qtbot.waitSignal(view.comparisonShown, timeout=10000):
+            change()
+        return view.comparison
+
+    assert compared(lambda: view.set_run(run, ALPHA, items, top_class, other)).class_indices == (top_class, other)
     expected = compare_classes(run, top_class, other, ALPHA)
     assert view.comparison.limits == expected.limits
     assert view.sheet() is not None and not view.sheet_label.pixmap().isNull()
-    view.swap()
-    assert view.comparison.class_indices == (other, top_class)
-    view.set_threshold(0.3)
-    assert view.comparison.explanations[0].threshold == pytest.approx(0.3)
-    view.mask_check.setChecked(False)
-    assert view.comparison.region is None
+    assert compared(view.swap).class_indices == (other, top_class)
+    assert compared(lambda: view.set_threshold(0.3)).explanations[0].threshold == pytest.approx(0.3)
+    assert compared(lambda: view.mask_check.setChecked(False)).region is None
     view.set_classes(other, other)
     assert view.comparison is None and "two different" in view.summary_label.text()
+    assert len(shown) == 4
 
-    hidden = ClassCompareView()  # hidden: computed lazily, on demand
+    hidden = ClassCompareView()  # hidden: computed when shown
     qtbot.addWidget(hidden)
     hidden.set_run(run, ALPHA, items, top_class, other)
-    assert hidden.comparison is None
+    assert hidden.comparison is None and hidden.current_comparison() is None
+    with qtbot.waitSignal(hidden.comparisonShown, timeout=10000):
+        hidden.show()
     assert hidden.current_comparison().class_indices == (top_class, other)
 
 

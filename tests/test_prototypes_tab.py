@@ -1,22 +1,18 @@
 """The Prototypes tab end to end: a tiny random-weight ScaleProtoSeg checkpoint (an official-style
 whole-module pickle) is run on the query by the worker thread and shown in the group graph."""
-import os
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 import pytest
 import torch
 from PySide6.QtCore import QThread
 
-from fssgui.gui import jobs
-from fssgui.gui.main_window import MainWindow
-from fssgui.gui.settings import Autosave, Settings
+from fssgui.gui.prototypes.panel import PanelState
+from fssgui.pipeline import jobs
 from fssgui.models.registry import TASK_SEMSEG, list_models
 from fssgui.models.scaleprotoseg import ScaleProtoSeg, ScaleProtoSegConfig, load_scaleprotoseg
 from fssgui.prototypes.graph import explain_class
 from fssgui.prototypes.run import DEFAULT_THRESHOLD, image_key, run_scaleprotoseg
-from gui_testkit import TEST_EXPLAINERS, TINY_MODEL, make_gui_episode, register_tiny_model
+from testkit import make_episode
 from prototypes_testkit import save_official_pickle
 
 MODEL = "scaleprotoseg-cityscapes"
@@ -31,34 +27,20 @@ def checkpoint(tmp_path_factory):
     return save_official_pickle(model, folder / "th-0.05-nopush-group_last.pth")
 
 
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
-    register_tiny_model()
-    settings = Settings(model=TINY_MODEL, device="cpu", explainer="test-mask")
-    w = MainWindow(settings, explainer_factories=TEST_EXPLAINERS, autosave=Autosave(tmp_path / "autosave"),
-                   unattended=True)
-    qtbot.addWidget(w)
-    w.resize(1600, 1000)
-    w.show()
-    yield w
-    w.shutdown()
-
-
 def test_prototypes_tab_runs_the_checkpoint_on_the_query(qtbot, window, checkpoint):
     panel = window.proto_panel
-    assert window.proto_widget is panel.view
+    assert window.proto_panel.view is panel.view
     # one registry, two pickers: the tab lists the semseg models, the workspace only few-shot ones
     semseg = [e.name for e in list_models(TASK_SEMSEG)]
     assert [panel.model_combo.itemData(i) for i in range(panel.model_combo.count())] == semseg
-    assert MODEL in semseg and all(window.model_combo.findData(name) < 0 for name in semseg)
-    window.set_episode(make_gui_episode(shots=1, size=(56, 72)))
+    assert MODEL in semseg and all(window.model_bar.model_combo.findData(name) < 0 for name in semseg)
+    window.set_episode(make_episode(shots=1, size=(56, 72)))
     assert not panel.run_button.isEnabled()  # no checkpoint yet: the button says why
     assert "checkpoint" in panel.run_button.toolTip()
-    assert window.run_prototypes() is None and "needs a checkpoint" in window.errors[-1]
+    assert window.proto_panel.run() is None and "needs a checkpoint" in window.errors[-1]
 
     panel.set_model(MODEL)
-    window.set_prototype_checkpoint(checkpoint)
+    window.proto_panel.set_checkpoint(checkpoint)
     assert panel.run_button.isEnabled()
     threads = []
     original = jobs.prototypes
@@ -68,8 +50,12 @@ def test_prototypes_tab_runs_the_checkpoint_on_the_query(qtbot, window, checkpoi
         return original(*args, **kwargs)
 
     started, progress = [], []
-    window.worker.jobStarted.connect(lambda job, text: started.append(text))
-    window.worker.progress.connect(lambda job, fraction, text: progress.append(fraction))
+
+    def follow(handle):
+        handle.started.connect(lambda: started.append(handle.description))
+        handle.progress.connect(lambda fraction, _text: progress.append(fraction))
+
+    window.device_worker.jobSubmitted.connect(follow)
     jobs.prototypes, restore = recording, original
     try:
         with qtbot.waitSignal(panel.resultShown, timeout=60000) as blocker:
@@ -83,7 +69,7 @@ def test_prototypes_tab_runs_the_checkpoint_on_the_query(qtbot, window, checkpoi
     assert panel.run_button.text() == "Run on query"
 
     # the graph shows the class predicted on the largest area, computed on the query image
-    query = window.query_image
+    query = window.query.image
     assert result.run.image_hw == query.shape[:2] and result.image_key == image_key(query)
     shares = [share for _, share in result.class_shares]
     assert shares == sorted(shares, reverse=True) and sum(shares) == pytest.approx(1.0)
@@ -99,10 +85,11 @@ def test_prototypes_tab_runs_the_checkpoint_on_the_query(qtbot, window, checkpoi
     assert "stage 2" in panel.info_label.text() and "228 prototypes" in panel.info_label.text()
 
     # another class from the picker, keeping the threshold chosen on the graph's slider
-    panel.view.threshold_slider.setValue(20)
+    with qtbot.waitSignal(panel.view.thresholdChanged, timeout=10000):
+        panel.view.threshold_slider.setValue(20)
     other = next(panel.class_combo.itemData(i) for i in range(panel.class_combo.count())
                  if panel.class_combo.itemData(i) not in (None, top))
-    with qtbot.waitSignal(panel.classShown, timeout=5000) as picked:
+    with qtbot.waitSignal(panel.classShown, timeout=10000) as picked:  # computed on the compute pool
         panel.select_class(other)
     assert picked.args == [other]
     assert panel.view.result.class_index == other and panel.view.result.threshold == pytest.approx(0.2)
@@ -110,28 +97,28 @@ def test_prototypes_tab_runs_the_checkpoint_on_the_query(qtbot, window, checkpoi
                        result.run.activations[result.run.head.class_prototypes[other]])
 
     # a new query makes the shown graph stale
-    window.set_episode(make_gui_episode(shots=1, size=(56, 72), seed=5))
+    window.set_episode(make_episode(shots=1, size=(56, 72), seed=5))
     assert "previous query" in panel.info_label.text()
 
 
 def test_prototype_errors_and_cancel_are_reported(qtbot, window, checkpoint, tmp_path):
     panel = window.proto_panel
-    window.set_episode(make_gui_episode(shots=1))
+    window.set_episode(make_episode(shots=1, size=(48, 64)))
     panel.set_model("scaleprotoseg-pascal")  # 21 classes: the Cityscapes checkpoint does not fit
-    window.set_prototype_checkpoint(checkpoint)
-    with qtbot.waitSignal(window.errorReported, timeout=60000) as blocker:
-        window.run_prototypes()
+    window.proto_panel.set_checkpoint(checkpoint)
+    with qtbot.waitSignal(window.log_pane.errorReported, timeout=60000) as blocker:
+        window.proto_panel.run()
     assert "19 classes" in blocker.args[0] and "pascal" in blocker.args[0]
-    qtbot.waitUntil(lambda: panel.state == "idle", timeout=5000)
+    qtbot.waitUntil(lambda: panel.state is PanelState.IDLE, timeout=5000)
     assert "failed" in panel.info_label.text() and panel.view.result is None
 
     # cancelled while queued behind a slow job: the panel goes back to idle, nothing shown
     panel.set_model(MODEL)
-    index = window.explainer_combo.findData("test-slow")
-    window.explainer_combo.setCurrentIndex(index)
-    window.explain()
-    job = window.run_prototypes()
-    assert job is not None and panel.state == "running"
+    index = window.model_bar.explainer_combo.findData("test-slow")
+    window.model_bar.explainer_combo.setCurrentIndex(index)
+    window.runs.explain()
+    job = window.proto_panel.run()
+    assert job is not None and panel.state is PanelState.RUNNING
     panel.run_button.click()  # "Cancel"
-    qtbot.waitUntil(lambda: panel.state == "idle" and not window.worker.is_busy, timeout=30000)
+    qtbot.waitUntil(lambda: panel.state is PanelState.IDLE and not window.device_worker.is_busy, timeout=30000)
     assert "cancelled" in panel.info_label.text() and panel.view.result is None

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 import pytest
-
 
 import pyqtgraph as pg  # noqa: E402
 from PySide6.QtCore import QPoint  # noqa: E402
@@ -206,20 +204,24 @@ def test_group_graph_follows_a_theme_switch_at_run_time(qtbot, panel, themes):
     _grab(panel, "proto-tab-dark.png")
 
     # a rebuild while dark (another threshold, another class) keeps the dark colours
-    view.threshold_slider.setValue(20)
+    with qtbot.waitSignal(view.thresholdChanged, timeout=10000):  # recomputed on the pool
+        view.threshold_slider.setValue(20)
     _check_graph(view, dark=True)
     run, shown = view.result.run, view.result.class_index
     negative_class = next(c for c in range(len(run.head.class_names)) if run.head.class_prototypes[c] and any(
         e.active and e.weight < 0 for e in explain_class(run, c, 0.2).edges))
-    panel.select_class(negative_class)
+    with qtbot.waitSignal(panel.classShown, timeout=10000):
+        panel.select_class(negative_class)
     assert _check_graph(view, dark=True) > 0  # negative weights: red, readable on the dark base
     _grab(view.graph_widget, "proto-graph-negative-dark.png")
     themes(THEME_LIGHT)
     assert _check_graph(view, dark=False) > 0
     themes(THEME_DARK)
-    panel.select_class(shown)
+    with qtbot.waitSignal(panel.classShown, timeout=10000):
+        panel.select_class(shown)
 
-    view.threshold_slider.setValue(int(ALPHA * 100))
+    with qtbot.waitSignal(view.thresholdChanged, timeout=10000):
+        view.threshold_slider.setValue(int(ALPHA * 100))
     view.graph_box.setRange(xRange=(1.0, 6.0), yRange=(0.0, 4.0), padding=0.0)  # the user zooms in
     zoomed = view.graph_box.viewRange()
     themes(THEME_LIGHT)  # and back
@@ -297,12 +299,19 @@ def _span_colour(html_text: str) -> QColor:
 
 def test_compare_sheet_and_messages_follow_the_theme(qtbot, panel, themes, tmp_path, monkeypatch):
     compare = panel.compare_view
-    panel.inner_tabs.setCurrentWidget(compare)
+
+    def drawn():  # the comparison and its sheet are computed on the pool
+        qtbot.waitUntil(lambda: not compare.job.running, timeout=10000)
+        return compare.sheet()
+
+    with qtbot.waitSignal(compare.comparisonShown, timeout=10000):
+        panel.inner_tabs.setCurrentWidget(compare)
     comparison = compare.current_comparison()
     assert comparison is not None
-    light_sheet = compare.sheet().copy()
+    light_sheet = drawn().copy()
     assert (light_sheet[0, 0] == 255).all()  # the light theme shows the white figure
     themes(THEME_DARK)
+    drawn()
     # the sheet is redrawn dark: same layout, the same map pixels, a dark background and light captions
     dark_sheet = compare.sheet()
     assert dark_sheet.shape == light_sheet.shape
@@ -324,14 +333,16 @@ def test_compare_sheet_and_messages_follow_the_theme(qtbot, panel, themes, tmp_p
     exported = comparison.render_sheet()
     assert (exported[0, 0] == 255).all()
     themes(THEME_LIGHT)
-    assert np.array_equal(compare.sheet(), light_sheet)
+    assert np.array_equal(drawn(), light_sheet)
     themes(THEME_DARK)
+    drawn()
 
     # messages: the export error and the stale warning in the panel, a failed comparison
     window = lambda: panel.palette().color(QPalette.ColorRole.Window)  # noqa: E731
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    assert panel.export_to(blocker) is None
+    failed = panel.export_to(blocker)  # written on the pool: the failure is shown, not raised
+    assert failed.wait(10000) and failed.error is not None
     panel.mark_stale("the query changed")
 
     def failing(*_args, **_kwargs):
@@ -339,7 +350,8 @@ def test_compare_sheet_and_messages_follow_the_theme(qtbot, panel, themes, tmp_p
 
     monkeypatch.setattr(compare_view, "compare_classes", failing)
     compare.refresh()
-    assert "compare failed: boom" in compare.summary_label.text()
+    drawn()
+    assert "compare failed" in compare.summary_label.text() and "boom" in compare.summary_label.text()
     colours = {}
     for theme in (THEME_DARK, THEME_LIGHT):
         themes(theme)

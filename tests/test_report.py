@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import zipfile
 from html.parser import HTMLParser
@@ -15,70 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_episode
 from fssgui import io as fio
 from fssgui import report as R
 from fssgui.io import _umask
 from fssgui.metrics.causal import curve_value
-from fssgui.episode import episode_to_tensors
-from fssgui.models.base import EpisodeTensors, FSSModel, Prediction
+from fssgui.models.base import EpisodeTensors
+from testkit import TINY_REPORT_SIZE as TINY_SIZE, TinyModel, make_episode, tiny_run, tiny_setup
 from fssgui.models.registry import ModelEntry
-
-TINY_SIZE = 16
-
-
-class TinyModel(FSSModel):
-    """A deterministic few-shot 'model' in microseconds: the foreground logit at each query pixel
-    grows with the share of support-mask pixels still present and with the query's brightness,
-    so insertion raises the confidence and deletion lowers it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entry = ModelEntry("tiny", TinyModel, TINY_SIZE, needs_checkpoint=False, description="test model",
-                                matching=False)
-        self.forwards = 0
-
-    def encode_query(self, query):
-        return query.mean(1)  # [1, S, S]
-
-    def predict(self, batch: EpisodeTensors, *, with_scores: bool = False, query_features=None) -> Prediction:
-        self.forwards += 1
-        q = batch.query.mean(1) if query_features is None else query_features.expand(batch.batch_size, -1, -1)
-        kept = batch.support_masks.flatten(1).mean(1)  # [B]
-        # the support images count too (inside their masks), so gradient explainers see something
-        seen = (batch.supports.mean(2) * batch.support_masks).flatten(1).mean(1)
-        foreground = 30.0 * kept[:, None, None] - 1.0 + 0.8 * q + 2.0 * seen[:, None, None]
-        logits = torch.stack([torch.zeros_like(foreground), foreground], dim=1)
-        return Prediction(logits=logits)
-
-
-def tiny_builder(name, checkpoint=None, device="cpu", log=None):
-    return TinyModel().to(device).eval()
-
-
-def tiny_run(model, episode):
-    """The pipeline's run of ``episode`` on the tiny model."""
-    from fssgui.pipeline import EpisodeRun, LoadedModel, ModelSpec
-
-    return EpisodeRun(LoadedModel(ModelSpec("tiny", None, "cpu"), model, torch.device("cpu")), episode)
-
-
-def tiny_setup(shots: int = 2, seed: int = 0):
-    """(model, episode, batch, region at S, attributions at S) for a small synthetic episode."""
-    from fssgui.pipeline.regions import region_from_mask
-
-    model = TinyModel().eval()
-    episode = make_episode(shots=shots, size=(24, 32), seed=seed)
-    batch = episode_to_tensors(episode, model.entry)
-    region = torch.from_numpy(region_from_mask(episode.query_mask, TINY_SIZE))
-    generator = torch.Generator().manual_seed(seed)
-    masks = batch.support_masks[0]
-    attributions = {
-        "good": masks + 0.1 * torch.rand(masks.shape, generator=generator),  # mask pixels first
-        "random": torch.rand(masks.shape, generator=generator),
-    }
-    return model, episode, batch, region, attributions
-
 
 @pytest.fixture(scope="module")
 def computed():

@@ -14,6 +14,8 @@ from fssgui.train import SegmentationMeter, TrainConfig, train
 
 from synthetic_fss import make_synthetic_fss
 
+pytestmark = pytest.mark.slow  # trains small models (minutes on a CPU)
+
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -311,41 +313,30 @@ def test_explain_cli_affex_on_trained_i2r_checkpoint(trained_i2r, same_class_roo
 
 # ------------------------------------------------------------------ explaining trained checkpoints in the app
 def test_app_explains_trained_simpropnet_and_i2r(qtbot, trained_simpropnet, trained_i2r, same_class_root,
-                                                 tmp_path, monkeypatch):
+                                                 tmp_path, make_window):
     """The desktop app loads each trained checkpoint (rebuilt at the trained size and options),
     predicts, and shows one attribution map per support: prototype-share for SimPropNet, signed
     AffEx with per-block weights for I²R."""
-    import os
-
-    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from fssgui.episode import load_episode
-    from fssgui.gui.main_window import MainWindow
-    from fssgui.gui.settings import Autosave, Settings
 
-    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
     episode = load_episode(_val_episode_dir(same_class_root, tmp_path))
-    window = MainWindow(Settings(device="cpu"), autosave=Autosave(tmp_path / "autosave"), unattended=True)
-    qtbot.addWidget(window)
-    window.show()
-    try:
-        for (config, _), explainer, levels in ((trained_simpropnet, "prototype-share", None),
-                                               (trained_i2r, "affex-signed", 5)):
-            window.model_combo.setCurrentIndex(window.model_combo.findData(config.model))
-            window.set_checkpoint(Path(config.out_dir) / "model_best.pt")
-            window.set_episode(episode)
-            window.explainer_combo.setCurrentIndex(window.explainer_combo.findData(explainer))
-            assert window.explainer_combo.currentData() == explainer
-            with qtbot.waitSignal(window.resultShown, timeout=300000) as shown:
-                assert window.explain() is not None
-            result = shown.args[0]
-            assert len(result.maps) == 1 and np.isfinite(result.maps[0]).all() and np.abs(result.maps[0]).sum() > 0
-            assert window.prediction is not None and window.query_canvas.has_layer("prediction")
-            tiles = window.heatmap_view.grid.tiles
-            assert len(tiles) == 1 and tiles[0].canvas.has_layer("heat")
-            if levels is None:
-                assert result.level_weights is None
-            else:
-                assert len(result.level_weights) == levels
-            assert not window.errors, window.errors
-    finally:
-        window.shutdown()
+    window = make_window()
+    for (config, _), explainer, levels in ((trained_simpropnet, "prototype-share", None),
+                                           (trained_i2r, "affex-signed", 5)):
+        window.model_bar.model_combo.setCurrentIndex(window.model_bar.model_combo.findData(config.model))
+        window.model_bar.set_checkpoint(Path(config.out_dir) / "model_best.pt")
+        window.set_episode(episode)
+        window.model_bar.explainer_combo.setCurrentIndex(window.model_bar.explainer_combo.findData(explainer))
+        assert window.model_bar.explainer_combo.currentData() == explainer
+        with qtbot.waitSignal(window.runs.resultShown, timeout=300000) as shown:
+            assert window.runs.explain() is not None
+        result = shown.args[0]
+        assert len(result.maps) == 1 and np.isfinite(result.maps[0]).all() and np.abs(result.maps[0]).sum() > 0
+        assert window.query.prediction is not None and window.query.canvas.has_layer("prediction")
+        tiles = window.analysis.heatmap_view.grid.tiles
+        assert len(tiles) == 1 and tiles[0].canvas.has_layer("heat")
+        if levels is None:
+            assert result.level_weights is None
+        else:
+            assert len(result.level_weights) == levels
+        assert not window.errors, window.errors

@@ -5,10 +5,7 @@ save it as an episode folder; `fssgui --dataset` and a results folder of `fssgui
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import numpy as np
 import pytest
@@ -17,8 +14,6 @@ from PySide6.QtCore import Qt
 from evaluate_testkit import SMALL_MODEL, register_small_model
 from fssgui.episode import load_episode
 from fssgui.evaluate.episodes import EpisodeSource
-from fssgui.gui.main_window import MainWindow
-from fssgui.gui.settings import Autosave, Settings
 from fssgui.pipeline import BRUSHED, FALSE_NEGATIVE, EpisodeRun, ModelSpec, load_model
 from fssgui.triage.sweep import DatasetChoice
 from triage_testkit import EPISODES, SEED, make_voc_dataset, sweep_args
@@ -32,16 +27,9 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("FSSGUI_HOME", str(tmp_path / "home"))
+def window(make_window):
     register_small_model()
-    settings = Settings(model=SMALL_MODEL, device="cpu", explainer="affex-signed")
-    w = MainWindow(settings, autosave=Autosave(tmp_path / "home" / "autosave"), unattended=True)
-    qtbot.addWidget(w)
-    w.resize(1600, 1000)
-    w.show()
-    yield w
-    w.shutdown()
+    return make_window(model=SMALL_MODEL, explainer="affex-signed")
 
 
 def _run(qtbot, panel, start, timeout=SWEEP_TIMEOUT_MS):
@@ -59,7 +47,8 @@ def test_sweep_sort_open_the_worst_episode_and_explain_it(qtbot, window, data, t
     panel.open_dataset(DatasetChoice(str(data), "folders", episodes=str(EPISODES), seed=SEED))
     qtbot.waitUntil(lambda: "Nothing swept yet" in panel.summary_label.text())
     messages = []
-    window.worker.progress.connect(lambda _job, _fraction, text: messages.append(text))
+    window.device_worker.jobSubmitted.connect(
+        lambda handle: handle.progress.connect(lambda _fraction, text: messages.append(text)))
     _run(qtbot, panel, panel.sweep)
     results = panel.results
     assert results.predicted_count == EPISODES and panel.model.rowCount() == EPISODES
@@ -94,8 +83,8 @@ def test_sweep_sort_open_the_worst_episode_and_explain_it(qtbot, window, data, t
     assert panel.error_combo.currentData() == FALSE_NEGATIVE
     _run(qtbot, panel, panel.open_selected)
     loaded = EpisodeSource(data, "folders").load(worst.row)
-    assert np.array_equal(window.query_image, loaded.episode.query_image)
-    assert np.array_equal(window.query_mask, loaded.episode.query_mask)
+    assert np.array_equal(window.query.image, loaded.episode.query_image)
+    assert np.array_equal(window.query.truth, loaded.episode.query_mask)
     supports = window.support_panel.supports()
     assert len(supports) == len(loaded.episode.supports) == 1
     for shown_support, dataset_support in zip(supports, loaded.episode.supports):
@@ -103,11 +92,11 @@ def test_sweep_sort_open_the_worst_episode_and_explain_it(qtbot, window, data, t
         assert np.array_equal(shown_support.mask, dataset_support.mask)
     model = load_model(ModelSpec(SMALL_MODEL, None, "cpu"))
     expected = EpisodeRun(model, loaded.episode, ignore=loaded.ignore).region(FALSE_NEGATIVE).image
-    assert window.region_source == BRUSHED and np.array_equal(window.region.as_bool(), expected)
-    assert "largest false negative" in window.region_note
+    assert window.query.region_source == BRUSHED and np.array_equal(window.query.region.as_bool(), expected)
+    assert "largest false negative" in window.query.region_note
 
-    with qtbot.waitSignal(window.resultShown, timeout=SWEEP_TIMEOUT_MS) as blocker:
-        assert window.explain() is not None
+    with qtbot.waitSignal(window.runs.resultShown, timeout=SWEEP_TIMEOUT_MS) as blocker:
+        assert window.runs.explain() is not None
     result = blocker.args[0]
     assert result.method == "affex-signed" and result.region_source == BRUSHED
     assert np.array_equal(result.region, expected) and len(result.maps) == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fork_writers import ForkServer, shared_server, version
-from fssgui.gui.settings import MAX_RECENT, Autosave, Settings
+from fssgui.settings import MAX_RECENT, Autosave, Settings
 from fssgui.locks import FileLock
 from hostile_testkit import REPO
 

@@ -53,9 +53,8 @@ def register(subparsers) -> None:
 def parse_options(items: list[str]) -> dict:
     """``["foreground_weight=3", "detach-merge-input=false"]`` -> ``{"foreground_weight": 3,
     "detach_merge_input": False}`` (JSON values; anything that is not JSON stays a string)."""
-    import json
-
     from ..train import TrainingError
+    from ..train_setup import parse_option_value
 
     options: dict = {}
     for item in items:
@@ -63,10 +62,7 @@ def parse_options(items: list[str]) -> dict:
         name = name.strip().replace("-", "_")
         if not sep or not name.isidentifier():
             raise TrainingError(f"--option {item!r}: expected NAME=VALUE, e.g. foreground_weight=3")
-        try:
-            options[name] = json.loads(text)
-        except json.JSONDecodeError:
-            options[name] = text
+        options[name] = parse_option_value(text)
     return options
 
 

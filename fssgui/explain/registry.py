@@ -72,6 +72,12 @@ def explainer_parameters(name: str) -> list[str]:
     return names
 
 
+def explainer_doc(name: str) -> str:
+    """The docstring of explainer ``name``'s class ("" when it has none)."""
+    factory = _factory(name)
+    return getattr(getattr(factory, "target", factory), "__doc__", "") or ""
+
+
 def get_explainer(name: str, **params) -> Explainer:
     """Build the explainer ``name``; unknown parameters are a user error naming the valid ones."""
     factory = _factory(name)

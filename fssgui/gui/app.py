@@ -76,7 +76,7 @@ def run_gui(args) -> int:
         # settings, and keeps its autosave out of the user's data folder.
         import tempfile
 
-        from .settings import Autosave, Settings
+        from ..settings import Autosave, Settings
 
         scratch = Path(tempfile.mkdtemp(prefix="fssgui-screenshot-"))
         window = MainWindow(Settings(), autosave=Autosave(scratch), unattended=True)
@@ -89,15 +89,15 @@ def run_gui(args) -> int:
     window.show()
     if episode is not None:
         # read on the episode I/O thread; a screenshot run waits for it (the window keeps painting)
-        if not window.open_episode(episode, wait=bool(screenshot)):
+        if not window.episode_io.open(episode, wait=bool(screenshot)):
             if screenshot:
                 print(f"fssgui: error: {window.errors[-1] if window.errors else 'could not open ' + str(episode)}",
                       file=sys.stderr)
                 window.shutdown()
                 return 1
-    elif not window.restore_autosave_if_any():
+    elif not window.episode_io.restore_if_any():
         try:
-            window.open_default_demo()
+            window.episode_io.open_default_demo()
         except Exception as exc:  # noqa: BLE001 - no demo: the window still opens, empty
             window.log_error(f"could not open the demo episode: {exc}")
     if getattr(args, "dataset", None):
@@ -118,8 +118,8 @@ def _screenshot(app, window, path: Path) -> int:
         outcome.update(ok=ok, message=message)
         loop.quit()
 
-    window.pipelineFinished.connect(done)
-    QTimer.singleShot(0, window.run_pipeline)
+    window.runs.pipelineFinished.connect(done)
+    QTimer.singleShot(0, window.runs.run_pipeline)
     timer = QTimer()
     timer.setSingleShot(True)
     timer.timeout.connect(loop.quit)
@@ -149,12 +149,14 @@ def _shown_summary(window) -> str:
     if window.source_folder is not None:
         parts.append(f"episode {window.source_folder.name}")
     parts.append(f"K = {window.support_panel.count()}")
-    if window.region is not None:
-        parts.append(f"R = {window.region_source} {window.region.count()} px")
-    if window.prediction is not None:
-        parts.append(f"prediction {float(window.prediction.mask.mean()) * 100:.1f}% of the query")
-    result = window.heatmap_view.result
+    query = window.query
+    if query.region is not None:
+        parts.append(f"R = {query.region_source} {query.region.count()} px")
+    if query.prediction is not None:
+        parts.append(f"prediction {float(query.prediction.mask.mean()) * 100:.1f}% of the query")
+    heatmaps = window.analysis.heatmap_view
+    result = heatmaps.result
     if result is not None:
-        tiles = sum(1 for tile in window.heatmap_view.grid.tiles if tile.canvas.has_layer("heat"))
+        tiles = sum(1 for tile in heatmaps.grid.tiles if tile.canvas.has_layer("heat"))
         parts.append(f"{result.method} maps on {tiles} of {len(result.maps)} supports")
     return ", ".join(parts)

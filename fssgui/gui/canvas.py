@@ -7,7 +7,7 @@
   shape to the mask, the right button removes it; each shape is one undoable edit;
 * brush and eraser with their own sizes (``[``/``]``, Ctrl+wheel), a circular cursor whose
   colour says which tool is active (not the mask colour), right drag erases;
-* strokes go to an :class:`~fssgui.gui.mask_edit.EditableMask`; only the stroke's dirty
+* strokes go to an :class:`~fssgui.editing.EditableMask`; only the stroke's dirty
   rectangle is recoloured (numpy, on a buffer the layer's QImage wraps) and repainted, so
   painting stays smooth on 2048 x 2048 masks;
 * raster overlay layers (prediction, ground truth, heat map) with their own opacity, all hidden
@@ -45,8 +45,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..editing import EditableMask, Rect
 from ..look import MASK_OPACITY, REGION_COLOUR
-from .mask_edit import EditableMask, Rect
 
 TOOL_PAN = "pan"
 TOOL_BRUSH = "brush"
@@ -278,10 +278,6 @@ class ImageCanvas(QGraphicsView):
         if name == "mask" and self._mask_layer is not None:
             self._mask_layer.setOpacity(float(opacity))
 
-    def set_layer_visible(self, name: str, visible: bool) -> None:
-        if name in self._layers:
-            self._layers[name].setVisible(visible and self._overlays_visible)
-
     def set_overlays_visible(self, visible: bool) -> None:
         """Hide or show every overlay (mask included) at once: look at the raw image."""
         self._overlays_visible = bool(visible)
@@ -290,10 +286,6 @@ class ImageCanvas(QGraphicsView):
         if self._mask_layer is not None:
             self._mask_layer.setVisible(self._overlays_visible)
         self.viewport().update()
-
-    @property
-    def overlays_visible(self) -> bool:
-        return self._overlays_visible
 
     def set_mask(self, mask: Optional[EditableMask], colour: tuple[int, int, int] = REGION_COLOUR) -> None:
         """The mask this canvas edits (and shows tinted); ``None`` removes it."""
@@ -308,12 +300,6 @@ class ImageCanvas(QGraphicsView):
         self._mask_layer.setOpacity(self._layer_opacity.get("mask", MASK_OPACITY))
         self._mask_layer.setVisible(self._overlays_visible)
         self.scene().addItem(self._mask_layer)
-
-    def rebind_mask(self) -> None:
-        """Rebuild the mask layer (after :meth:`EditableMask.reset` changed its size)."""
-        if self._mask is not None:
-            colour = self._mask_colour()
-            self.set_mask(self._mask, colour)
 
     def _mask_colour(self) -> tuple[int, int, int]:
         if self._mask_layer is None:
@@ -443,6 +429,11 @@ class ImageCanvas(QGraphicsView):
     # ------------------------------------------------------------------------------ view
     def zoom(self) -> float:
         return float(self.transform().m11())
+
+    def fit_to_view(self) -> None:
+        """Fit the image to the view, and keep it fitted when the view is resized (until a zoom)."""
+        self._auto_fit = True
+        self.fit()
 
     def fit(self) -> None:
         if self._image_size == (0, 0):
@@ -600,8 +591,7 @@ class ImageCanvas(QGraphicsView):
             event.accept()
             return
         if self._tool == TOOL_PAN or not self.editable:
-            self._auto_fit = True
-            self.fit()
+            self.fit_to_view()
             event.accept()
             return
         self.mousePressEvent(event)

@@ -439,6 +439,7 @@ class LevelView(QWidget):
         layout.addWidget(splitter, 1)
         self.shot.currentIndexChanged.connect(self._show_maps)
         self._labels: list[QLabel] = []
+        self._maps_pending = False  # the maps are drawn when the tab is shown
 
     def show_result(self, result: ExplanationResult) -> None:
         self.result = result
@@ -483,7 +484,15 @@ class LevelView(QWidget):
             label.deleteLater()
         self._labels = []
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if self._maps_pending:
+            self._show_maps()
+
     def _show_maps(self) -> None:
+        self._maps_pending = not self.isVisible()  # a hidden tab draws its maps when it is shown
+        if self._maps_pending:
+            return
         self._clear_maps()
         result = self.result
         if result is None or result.level_maps is None:
@@ -560,6 +569,12 @@ class CompareView(QWidget):
         self.difference.toggled.connect(self.refresh)
         self.swap.clicked.connect(self._swap)
         settings.changed.connect(self.refresh)
+        self._pending = False  # drawn when the tab is shown
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if self._pending:
+            self.refresh()
 
     def add_result(self, result: ExplanationResult, images, masks, max_items: int = 20) -> None:
         self.history.append((result, list(images), list(masks)))
@@ -608,6 +623,9 @@ class CompareView(QWidget):
                 link_views(left.canvas, right.canvas)
 
     def refresh(self) -> None:
+        self._pending = not self.isVisible()  # a hidden tab draws when it is shown
+        if self._pending:
+            return
         ia, ib = self.combo_a.currentIndex(), self.combo_b.currentIndex()
         if ia < 0 or ib < 0 or not self.history:
             return

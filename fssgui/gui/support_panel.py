@@ -1,9 +1,9 @@
 """The support-set panel: thumbnails (mask tinted), add / remove / reorder, and the mask editor.
 
 The panel owns the supports being edited: each is an image and an
-:class:`~fssgui.gui.mask_edit.EditableMask` (with its own undo history). Reordering is by drag
+:class:`~fssgui.editing.EditableMask` (with its own undo history). Reordering is by drag
 in the list or the ↑/↓ buttons; files dropped on the list become supports (see
-:func:`fssgui.gui.drops.classify_drop`).
+:func:`fssgui.drops.classify_drop`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from ..episode import Support
 from ..imaging import resize_image, resize_mask
 from ..look import SUPPORT_MASK_COLOUR, tint
 from .canvas import ImageCanvas, rgb_to_qimage
-from .mask_edit import EditableMask
+from ..editing import EditableMask
 
 THUMB = 88
 
@@ -153,7 +153,7 @@ class SupportPanel(QWidget):
         self.up_button.clicked.connect(lambda: self.move(self.current_index(), -1))
         self.down_button.clicked.connect(lambda: self.move(self.current_index(), +1))
         self.mask_button.clicked.connect(self.maskFromFileRequested)
-        self.canvas.strokeFinished.connect(lambda _: self._on_mask_edited(self.current_index()))
+        self.canvas.strokeFinished.connect(lambda _: self.mask_changed(self.current_index()))
         self._update_header()
 
     def _button(self, text: str, tip: str) -> QToolButton:
@@ -178,10 +178,6 @@ class SupportPanel(QWidget):
 
     def current_index(self) -> int:
         return self.list.currentRow()
-
-    def current_item(self) -> Optional[SupportItem]:
-        i = self.current_index()
-        return self.items[i] if 0 <= i < len(self.items) else None
 
     def select(self, index: int) -> None:
         if 0 <= index < len(self.items):
@@ -221,14 +217,15 @@ class SupportPanel(QWidget):
             h, w = item.mask.shape
             raise ValueError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but support {index + 1} is {w}x{h}")
         if item.mask.replace(mask, "mask from file") is not None:
-            self._on_mask_edited(index)
+            self.mask_changed(index)
 
     def _on_reordered(self, order: list[int]) -> None:
         self.items = [self.items[i] for i in order]
         self._rebuild(select=self.list.currentRow())
         self.supportsChanged.emit()
 
-    def _on_mask_edited(self, index: int) -> None:
+    def mask_changed(self, index: int) -> None:
+        """Support ``index``'s mask changed (a stroke, undo, a mask file): its thumbnail, ``maskEdited``."""
         if 0 <= index < len(self.items):
             self.refresh_thumbnail(index)
             self.maskEdited.emit(index)

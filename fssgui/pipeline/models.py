@@ -181,3 +181,11 @@ def device_description(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"{torch.cuda.get_device_name(index)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
     return f"CPU, torch {torch.__version__}"
+
+
+def cuda_devices() -> list[tuple[str, str]]:
+    """``[("cuda:0", "NVIDIA H100 ..."), ...]``: every CUDA device torch can use (empty without CUDA).
+    The query can take a while the first time (driver start-up): front-ends call it off their GUI thread."""
+    if not torch.cuda.is_available():
+        return []
+    return [(f"cuda:{i}", torch.cuda.get_device_name(i)) for i in range(torch.cuda.device_count())]

@@ -8,6 +8,7 @@ class region (the image is shown plain outside it) or over the whole image. Boxe
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import cv2
@@ -86,3 +87,34 @@ def draw_boxes(image: np.ndarray, boxes: Sequence[tuple[Box, tuple[int, int, int
     for (y0, y1, x0, x1), colour in boxes:
         cv2.rectangle(out, (int(x0), int(y0)), (int(x1) - 1, int(y1) - 1), tuple(int(c) for c in colour), thickness)
     return out
+
+
+@dataclass
+class ExplanationImages:
+    """Everything the Prototypes tab draws of one explanation, computed off the GUI thread: the
+    per-scale overlays, the class-mask and group-assignment overlays, and each node's map at image
+    size (normalised; NaN outside the class mask when ``masked``)."""
+
+    masked: bool
+    scales: list[np.ndarray]
+    class_mask: np.ndarray
+    assignment: Optional[np.ndarray]
+    node_maps: dict[str, np.ndarray]
+
+
+def explanation_images(explanation, masked: bool = True) -> ExplanationImages:
+    """The :class:`ExplanationImages` of a :class:`~fssgui.prototypes.graph.PrototypeExplanation`
+    (``masked``: normalise inside the predicted class region, when it is not empty)."""
+    from ..look import PREDICTION_COLOUR, tint
+
+    image = explanation.image
+    mask = explanation.class_mask if masked and explanation.class_mask.any() else None
+    scales = [explanation.overlay(f"s{s}", masked=mask is not None) for s in range(len(explanation.scale_maps))]
+    assignment = (assignment_overlay(image, explanation.group_assignment)
+                  if explanation.group_assignment is not None else None)
+    node_maps = {}
+    for node_id in explanation.node_ids():
+        values = normalise_map(explanation.image_map(node_id), mask)
+        node_maps[node_id] = np.where(mask, values, np.nan).astype(np.float32) if mask is not None else values
+    return ExplanationImages(mask is not None, scales, tint(image, explanation.class_mask, PREDICTION_COLOUR),
+                             assignment, node_maps)

@@ -4,6 +4,8 @@ A thin view of :func:`fssgui.prototypes.compare.compare_classes`: pick the two c
 default the shown class and the other class predicted on the largest area), and the sheet shows
 for each its logit map, its group maps and its prototype maps in scale columns, every map kind
 coloured with ONE min/max shared by both classes, so that "hotter" means the same on both sides.
+The comparison and its sheet are computed on the worker pool (a newer request discards an older
+one); a change made while the tab is hidden is computed when it is shown.
 
 Theme: the sheet is drawn on the theme's side (dark background and light captions in the dark
 theme; the maps are the same pixels), the exported PNG is always the white figure; the area around
@@ -32,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from ...prototypes.compare import ClassComparison, compare_classes
 from ..theme import palette_is_dark
+from ..workers import LatestJob, WorkerPool
 from .inspector import message_html, text_label
 
 
@@ -41,8 +44,10 @@ class ClassCompareView(QWidget):
     comparisonShown = Signal(object)  # ClassComparison
     errorRaised = Signal(str)
 
-    def __init__(self, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, pool: Optional[WorkerPool] = None, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
+        self.pool = pool if pool is not None else WorkerPool("prototype-compare", 1, self)
+        self.job = LatestJob()
         self.run = None
         self.threshold: Optional[float] = None
         self.comparison: Optional[ClassComparison] = None
@@ -123,10 +128,15 @@ class ClassCompareView(QWidget):
         self._request_refresh()
 
     def current_comparison(self) -> Optional[ClassComparison]:
-        """The comparison for the current inputs (computed now if they changed while hidden)."""
-        if self._dirty:
-            self.refresh()
-        return self.comparison
+        """The comparison shown (None while the inputs changed and it is not recomputed yet)."""
+        return None if self._dirty or self.job.running else self.comparison
+
+    def current_choice(self) -> Optional[tuple[int, int, Optional[float], bool]]:
+        """(first class, second class, threshold, masked) of the comparison the pickers ask for."""
+        first, second = self.first_combo.currentData(), self.second_combo.currentData()
+        if self.run is None or first is None or second is None or first == second:
+            return None
+        return int(first), int(second), self.threshold, self.mask_check.isChecked()
 
     def _request_refresh(self) -> None:
         if self.isVisible():
@@ -145,28 +155,42 @@ class ClassCompareView(QWidget):
             self.set_classes(second, first)
 
     def refresh(self) -> None:
+        """Compute the comparison the pickers ask for (on the pool) and show it when it arrives."""
         self._dirty = False
         self._error = ""
         first, second = self.first_combo.currentData(), self.second_combo.currentData()
         if self.run is None or first is None or second is None:
             return
-        if first == second:
+        choice = self.current_choice()
+        if choice is None:
+            self.job.discard()
             self.comparison = None
             self._show_sheet(None)
             self.summary_label.setText("Pick two different classes.")
             return
-        try:
-            comparison = compare_classes(self.run, int(first), int(second), self.threshold,
-                                         masked=self.mask_check.isChecked())
-        except Exception as exc:  # shown, never raised into Qt's event loop
-            self.comparison = None
-            self._show_sheet(None)
-            self._error = f"compare failed: {exc}"
-            self.summary_label.setText(message_html(self._error, "error", self.palette()))
-            self.errorRaised.emit(self._error)
-            return
+        tile, dark = self._fitting_tile(), palette_is_dark(self.palette())
+        run = self.run
+
+        def compare(ctx) -> tuple[ClassComparison, np.ndarray]:
+            comparison = compare_classes(run, choice[0], choice[1], choice[2], masked=choice[3])
+            ctx.check()
+            return comparison, comparison.render_sheet(tile=tile, dark=dark)
+
+        handle = self.job.start(self.pool.submit(compare, description="compare two classes"))
+        handle.finished.connect(lambda done: self._show_comparison(*done, tile))
+        handle.failed.connect(lambda message, _trace: self._failed(message))
+
+    def _failed(self, message: str) -> None:
+        self.comparison = None
+        self._show_sheet(None)
+        self._error = f"compare failed: {message}"
+        self.summary_label.setText(message_html(self._error, "error", self.palette()))
+        self.errorRaised.emit(self._error)
+
+    def _show_comparison(self, comparison: ClassComparison, sheet: np.ndarray, tile: int) -> None:
         self.comparison = comparison
-        self._render()
+        self._tile = tile
+        self._show_sheet(sheet)
         a, b = comparison.explanations
         region = ("the union of both predicted regions" if comparison.region is not None
                   else "the whole image" + (" (neither class is predicted)" if self.mask_check.isChecked() else ""))
@@ -187,10 +211,15 @@ class ClassCompareView(QWidget):
         return int(max(72, min(220, (width - 30) // 8 - 8)))
 
     def _render(self) -> None:
-        if self.comparison is None:
+        """Draw the shown comparison again (another width or theme), on the pool."""
+        comparison = self.comparison
+        if comparison is None or self.job.running:
             return
-        self._tile = self._fitting_tile()
-        self._show_sheet(self.comparison.render_sheet(tile=self._tile, dark=palette_is_dark(self.palette())))
+        tile, dark = self._fitting_tile(), palette_is_dark(self.palette())
+        self._tile = tile
+        handle = self.job.start(self.pool.submit(lambda ctx: comparison.render_sheet(tile=tile, dark=dark),
+                                                 description="draw the comparison"))
+        handle.finished.connect(lambda sheet: comparison is self.comparison and self._show_sheet(sheet))
 
     def _show_sheet(self, sheet: Optional[np.ndarray]) -> None:
         self._sheet = sheet

@@ -16,10 +16,11 @@ graph, a row of the inspector's tables) opens the pane beside the graph; it show
   number of images searched is shown;
 * without the metadata or the dataset folder: one line per missing piece, nothing invented.
 
-The pane never runs the model itself: it emits ``jobRequested(request)`` through the submit
-function given to :meth:`PrototypeDetailPane.attach_worker` (the main window submits the request
-on its worker thread with the tab's ScaleProtoSeg model) and listens to the worker's outcome
-signals for the jobs it asked for; results of a prototype no longer shown are ignored.
+The pane never runs the model itself: it emits ``jobRequested(request)`` and hands the request
+to the submit function given to :meth:`PrototypeDetailPane.attach_submit` (the main window submits
+it on the device worker with the tab's ScaleProtoSeg model), then follows the job's handle. One job
+per kind (source, nearest): a newer request discards the older one, and results of a prototype no
+longer shown are ignored.
 
 Theme: the image views follow the app theme (:func:`~fssgui.gui.theme.follow_theme`: background
 and titles); the images and their boxes are the same in both themes; messages are coloured for the
@@ -67,9 +68,10 @@ from ...prototypes.nearest import (
 from ...prototypes.overlays import BOX_COLOUR
 from ...prototypes.run import ScaleProtoSegRun
 from ..theme import follow_theme
+from ..workers import JobHandle, LatestJob
 from .inspector import message_html, text_label
 
-Submit = Callable[[Any], Optional[int]]
+Submit = Callable[[Any], Optional["JobHandle"]]
 
 
 def _view(widget: pg.GraphicsLayoutWidget, title: str, row: int, col: int
@@ -104,10 +106,8 @@ class PrototypeDetailPane(QWidget):
         self.source: Optional[SourceView] = None
         self.nearest: Optional[NearestPatches] = None
         self.size_provider: Callable[[], Optional[int]] = lambda: None  # the tab's model input size
-        self._worker = None
         self._submit: Optional[Submit] = None
-        self._jobs: dict[int, Any] = {}  # job id -> request
-        self._running: dict[str, int] = {}  # kind -> job id
+        self._jobs: dict[str, LatestJob] = {"source": LatestJob(), "nearest": LatestJob()}  # one job per kind
         self._messages: list[tuple[str, str]] = []  # (kind "warning"/"error"/"", text)
         self._nearest_status: tuple[str, str] = ("", "")  # (plain text, kind)
         self._box_items: list[tuple[pg.ViewBox, QGraphicsRectItem]] = []  # (view, box item)
@@ -189,14 +189,9 @@ class PrototypeDetailPane(QWidget):
         self._update_nearest_button()
 
     # ------------------------------------------------------------------ public API
-    def attach_worker(self, worker, submit: Submit) -> None:
-        """Run requests with ``submit(request) -> job id or None`` and follow ``worker``'s
-        outcome signals (``finished``, ``failed``, ``cancelled``, ``dropped``)."""
-        self._worker, self._submit = worker, submit
-        worker.finished.connect(self._on_job_finished)
-        worker.failed.connect(self._on_job_failed)
-        worker.cancelled.connect(self._on_job_cancelled)
-        worker.dropped.connect(self._on_job_dropped)
+    def attach_submit(self, submit: Submit) -> None:
+        """Run requests with ``submit(request) -> JobHandle or None`` (None: refused, said in the log)."""
+        self._submit = submit
 
     @property
     def dataset_folder(self) -> str:
@@ -298,9 +293,8 @@ class PrototypeDetailPane(QWidget):
         return self._request(request)
 
     def cancel_nearest(self) -> None:
-        job = self._running.get("nearest")
-        if job is not None and self._worker is not None:
-            self._worker.cancel(job)
+        if self.is_running("nearest"):
+            self._jobs["nearest"].cancel()
             self._set_nearest_status("cancelling…")
 
     def messages(self) -> list[str]:
@@ -308,7 +302,7 @@ class PrototypeDetailPane(QWidget):
         return [text for _kind, text in self._messages]
 
     def is_running(self, kind: str) -> bool:
-        return kind in self._running
+        return self._jobs[kind].running
 
     def close_pane(self) -> None:
         self._cancel_jobs()
@@ -357,51 +351,42 @@ class PrototypeDetailPane(QWidget):
             self.source_title.setText(f"push source {self.location.image_id}: computing…")
             self._request(SourceRequest(self.detail, self.location, self.size_provider()))
 
-    def _request(self, request) -> Optional[int]:
+    def _request(self, request) -> Optional[JobHandle]:
         self.jobRequested.emit(request)
         if self._submit is None:
             self._set_messages(self._messages + [("warning", "no worker thread attached: the model cannot run here")])
             return None
-        job_id = self._submit(request)
-        if job_id is None:
+        handle = self._submit(request)
+        if handle is None:
             self._set_messages(self._messages + [("error", f"{request.description}: could not be started "
                                                             "(see the log)")])
             return None
-        previous = self._running.get(request.kind)
-        if previous is not None:
-            self._jobs.pop(previous, None)
-        self._jobs[job_id] = request
-        self._running[request.kind] = job_id
+        self._jobs[request.kind].start(handle)
+        handle.finished.connect(lambda result: self._on_job_finished(request, result))
+        handle.failed.connect(lambda message, _trace: self._on_job_failed(request, message))
+        handle.cancelled.connect(lambda: self._on_job_cancelled(request))
+        handle.ended.connect(self._update_nearest_button)
         self._update_nearest_button()
-        return job_id
+        return handle
 
     def _cancel_jobs(self) -> None:
-        if self._worker is not None:
-            for job_id in list(self._running.values()):
-                self._worker.cancel(job_id)
-
-    def _job_ended(self, job_id: int) -> Optional[Any]:
-        request = self._jobs.pop(job_id, None)
-        if request is not None and self._running.get(request.kind) == job_id:
-            del self._running[request.kind]
+        for job in self._jobs.values():
+            job.discard()
         self._update_nearest_button()
-        return request
 
     def _current(self, request) -> bool:
         return self.detail is not None and request.prototype_index == self.detail.index
 
-    def _on_job_finished(self, job_id: int, result: object) -> None:
-        request = self._job_ended(job_id)
-        if request is None or not self._current(request):
+    def _on_job_finished(self, request, result: object) -> None:
+        if not self._current(request):
             return
         if request.kind == "source":
             self.show_source(result)
         else:
             self.show_nearest(result)
 
-    def _on_job_failed(self, job_id: int, message: str, _trace: str = "") -> None:
-        request = self._job_ended(job_id)
-        if request is None or not self._current(request):
+    def _on_job_failed(self, request, message: str) -> None:
+        if not self._current(request):
             return
         text = f"{request.description} failed: {message}"
         if request.kind == "source":
@@ -410,15 +395,11 @@ class PrototypeDetailPane(QWidget):
         else:
             self._set_nearest_status(text, "error")
 
-    def _on_job_cancelled(self, job_id: int) -> None:
-        request = self._job_ended(job_id)
-        if request is not None and self._current(request) and request.kind == "nearest":
+    def _on_job_cancelled(self, request) -> None:
+        if self._current(request) and request.kind == "nearest":
             self._set_nearest_status("nearest patches: cancelled")
-        elif request is not None and self._current(request):
+        elif self._current(request):
             self.source_title.setText("push source: cancelled")
-
-    def _on_job_dropped(self, job_id: int) -> None:
-        self._job_ended(job_id)
 
     def _on_nearest_clicked(self) -> None:
         if self.is_running("nearest"):

@@ -1,11 +1,13 @@
 """ScaleProtoSeg group graph view: prototypes by scale -> groups -> class (pyqtgraph).
 
-API for the main window::
+API for the Prototypes tab::
 
-    view = ProtoGraphView(parent)
+    view = ProtoGraphView(pool, parent)         # the pool recomputes a class or a threshold
     view.set_result(explanation, image)        # a fssgui.prototypes.graph.PrototypeExplanation
+    view.request(class_index=3)                # another class (at the slider's threshold), on the pool
     view.nodeClicked.connect(lambda node_id: ...)   # "p<index>", "g<n>" or "class"
     view.thresholdChanged.connect(lambda alpha: ...)
+    view.resultShown.connect(lambda explanation: ...)
 
 The left pane is a ``pg.GraphItem``: prototype nodes in four scale columns (colour = scale,
 grey when no group uses them at the current threshold), the class's groups (red/green/blue)
@@ -14,7 +16,9 @@ Clicking a node shows its activation map over the image (``ImageItem`` with a JE
 masked to the predicted class unless "mask" is unticked), its numbers, and for a prototype the
 push's training patch when projection metadata exists. Under it: the per-scale maps, the
 predicted class mask and (stage 2) the group-assignment map. The threshold slider re-thresholds
-the group weights without renormalising and recomputes everything from the stored activations.
+the group weights without renormalising and recomputes everything from the stored activations
+(:func:`~fssgui.prototypes.graph.explain_class`: full-size upsampling and argmax) on the pool; a
+newer request (slider move, class pick) discards an older one, so the view shows the latest.
 
 Pixel inspector: a click on the map image picks the feature cell under it
 (:class:`~fssgui.prototypes.inspection.CellGrid`), outlines the cell in white and the boxes of
@@ -42,11 +46,13 @@ import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
 from PySide6.QtGui import QColor
 
-from ...look import PREDICTION_COLOUR, colormap_lut, tint
+from ...look import colormap_lut
 from ...prototypes.graph import PrototypeExplanation, graph_layout
 from ...prototypes.inspection import CellGrid, CellInspection, inspect_cell
-from ...prototypes.overlays import CELL_COLOUR, GROUP_COLOURS, assignment_overlay, normalise_map
+from ...prototypes.overlays import CELL_COLOUR, GROUP_COLOURS, ExplanationImages, explanation_images
+from ...prototypes.graph import explain_class
 from ..theme import CURVE_CONTRAST, GRAPHICS_CONTRAST, PlotColours, follow_theme, plot_colours, readable_colour
+from ..workers import LatestJob, WorkerPool
 from .inspector import NEAREST_COLOURS, CellInspectorWidget
 
 SCALE_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (148, 103, 189)]
@@ -107,17 +113,22 @@ class ProtoGraphView(QtWidgets.QWidget):
     """Group graph + activation maps of one :class:`PrototypeExplanation` (see module doc)."""
 
     nodeClicked = QtCore.Signal(str)
-    thresholdChanged = QtCore.Signal(float)
+    thresholdChanged = QtCore.Signal(float)  # a recomputed explanation at another α is shown
+    resultShown = QtCore.Signal(object)  # PrototypeExplanation: a recomputed class or threshold is shown
+    errorRaised = QtCore.Signal(str)
     cellInspected = QtCore.Signal(object)  # CellInspection
     cellClicked = QtCore.Signal(int, int)  # (i, j) picked by a click on the map (not by code)
     #: a prototype picked by the user: its graph node (click or ``select_node``), a row of the
     #: inspector's prototype table, or a nearest-prototype row (any class): global index
     prototypeSelected = QtCore.Signal(int)
 
-    def __init__(self, parent: Optional[QtWidgets.QWidget] = None):
+    def __init__(self, pool: Optional[WorkerPool] = None, parent: Optional[QtWidgets.QWidget] = None):
         super().__init__(parent)
+        self.pool = pool if pool is not None else WorkerPool("prototype-maps", 1, self)
+        self.job = LatestJob()  # the class / threshold being recomputed
         self._result: Optional[PrototypeExplanation] = None
         self._image: Optional[np.ndarray] = None
+        self._images: Optional[ExplanationImages] = None  # what is drawn of the result (see set_result)
         self._node_ids: list[str] = []
         self._labels: list[pg.TextItem] = []
         self._header_labels: list[pg.TextItem] = []  # the scale headers among _labels
@@ -144,7 +155,7 @@ class ProtoGraphView(QtWidgets.QWidget):
         self.threshold_slider.valueChanged.connect(self._on_threshold_slider)
         self.mask_check = QtWidgets.QCheckBox("mask to predicted class")
         self.mask_check.setChecked(True)
-        self.mask_check.toggled.connect(lambda _checked: self._refresh_maps())
+        self.mask_check.toggled.connect(lambda _checked: self._render())
         self.summary_label = QtWidgets.QLabel("")
         self.summary_label.setWordWrap(True)
 
@@ -232,9 +243,13 @@ class ProtoGraphView(QtWidgets.QWidget):
     def result(self) -> Optional[PrototypeExplanation]:
         return self._result
 
-    def set_result(self, result: PrototypeExplanation, image: Optional[np.ndarray] = None) -> None:
-        """Show an explanation. ``image`` (RGB uint8) defaults to the one it was computed on."""
+    def set_result(self, result: PrototypeExplanation, image: Optional[np.ndarray] = None,
+                   images: Optional[ExplanationImages] = None) -> None:
+        """Show an explanation. ``image`` (RGB uint8) defaults to the one it was computed on;
+        ``images``: its overlays and node maps drawn on a worker (:func:`explanation_images`);
+        without them they are drawn here, on the GUI thread."""
         self._result = result
+        self._images = images
         self._image = result.image if image is None else np.ascontiguousarray(image)
         if self._image.shape[:2] != result.class_mask.shape:
             raise ValueError(f"image {self._image.shape[:2]} differs from the explanation's {result.class_mask.shape}")
@@ -397,32 +412,48 @@ class ProtoGraphView(QtWidgets.QWidget):
             return self._result.class_mask
         return None
 
+    def _drawn(self) -> ExplanationImages:
+        """The images of the shown result for the mask setting (drawn here when none were given)."""
+        masked = self._mask() is not None
+        if self._images is None or self._images.masked != masked:
+            self._images = explanation_images(self._result, masked=masked)
+        return self._images
+
+    def _render(self) -> None:
+        """The mask setting changed: draw the images again on the pool, then show them."""
+        result = self._result
+        if result is None:
+            return
+        masked = self.mask_check.isChecked()
+        handle = self.job.start(self.pool.submit(lambda ctx: explanation_images(result, masked),
+                                                 description="draw the prototype maps"))
+        handle.finished.connect(lambda images: result is self._result and self._show_images(images))
+
+    def _show_images(self, images: ExplanationImages) -> None:
+        self._images = images
+        self._refresh_maps()
+
     def _refresh_maps(self) -> None:
         result = self._result
         if result is None:
             return
-        mask = self._mask()
+        images = self._drawn()
         for s, item in enumerate(self.scale_items):
-            if s < len(result.scale_maps):
-                item.setImage(result.overlay(f"s{s}", masked=mask is not None), autoLevels=False, levels=(0, 255))
+            if s < len(images.scales):
+                item.setImage(images.scales[s], autoLevels=False, levels=(0, 255))
             else:
                 item.clear()
-        self.extra_items["class mask"].setImage(
-            tint(self._image, result.class_mask, PREDICTION_COLOUR), autoLevels=False, levels=(0, 255))
-        if result.group_assignment is not None:
-            self.extra_items["group assignment"].setImage(
-                assignment_overlay(self._image, result.group_assignment), autoLevels=False, levels=(0, 255))
+        self.extra_items["class mask"].setImage(images.class_mask, autoLevels=False, levels=(0, 255))
+        if images.assignment is not None:
+            self.extra_items["group assignment"].setImage(images.assignment, autoLevels=False, levels=(0, 255))
         else:
             self.extra_items["group assignment"].clear()
         if self.current_node is not None:
             self._show_node_map()
 
     def _show_node_map(self) -> None:
-        result, node_id = self._result, self.current_node
-        values = normalise_map(result.image_map(node_id), self._mask())
-        mask = self._mask()
-        shown = np.where(mask, values, np.nan).astype(np.float32) if mask is not None else values
-        self.heat_item.setImage(shown, autoLevels=False, levels=(0.0, 1.0))
+        node_id = self.current_node
+        self.heat_item.setImage(self._drawn().node_maps[node_id], autoLevels=False, levels=(0.0, 1.0))
         self.map_box.autoRange(padding=0.0)
         self.node_label.setText(self._describe(node_id))
         self._show_source(node_id)
@@ -532,10 +563,34 @@ class ProtoGraphView(QtWidgets.QWidget):
     def _on_threshold_slider(self, value: int) -> None:
         alpha = value / 100.0
         self.threshold_label.setText(f"α = {alpha:.2f}")
-        if self._result is None or not self._result.grouped:
+        if self._result is not None and self._result.grouped:
+            self.request(threshold=alpha if alpha > 0 else None)
+
+    def request(self, class_index: Optional[int] = None, threshold: float | None | str = "slider") -> None:
+        """Recompute the graph of ``class_index`` (default: the shown class) at ``threshold``
+        (default: the slider's α) on the pool; shown when it arrives unless a newer request came."""
+        if self._result is None:
             return
-        self._result = self._result.with_threshold(alpha if alpha > 0 else None)
-        self._rebuild_graph()
-        self._refresh_maps()
-        self._reinspect()
-        self.thresholdChanged.emit(alpha)
+        run = self._result.run
+        class_index = self._result.class_index if class_index is None else int(class_index)
+        if threshold == "slider":
+            alpha = self.threshold_slider.value() / 100.0
+            threshold = (alpha if alpha > 0 else None) if self._result.grouped else self._result.threshold
+        masked = self.mask_check.isChecked()
+
+        def recompute(ctx):
+            explanation = explain_class(run, class_index, threshold)
+            ctx.check()
+            return explanation, explanation_images(explanation, masked)
+
+        handle = self.job.start(self.pool.submit(recompute, description=f"prototype graph of class {class_index}"))
+        handle.finished.connect(lambda done: self._show_recomputed(*done))
+        handle.failed.connect(lambda message, _trace: self.errorRaised.emit(f"prototype graph failed: {message}"))
+
+    def _show_recomputed(self, result: PrototypeExplanation, images: ExplanationImages) -> None:
+        threshold_changed = self._result is None or result.threshold != self._result.threshold
+        self.set_result(result, self._image if self._image is not None and
+                        self._image.shape[:2] == result.class_mask.shape else None, images)
+        self.resultShown.emit(result)
+        if threshold_changed:
+            self.thresholdChanged.emit(result.threshold or 0.0)

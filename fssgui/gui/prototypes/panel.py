@@ -1,35 +1,36 @@
 """The Prototypes tab: pick a ScaleProtoSeg model and checkpoint, run it on the query, show the
 class's group graph (:class:`~fssgui.gui.prototypes.graph_view.ProtoGraphView`) with a class picker.
 
-The panel only holds the controls and shows results; the window owns the job (channel
-``"prototypes"`` on the one worker thread, with the window's progress bar, cancel and error log):
+The panel owns its jobs: "Run on query" submits :func:`fssgui.pipeline.jobs.prototypes` for the
+window's query image on the device worker (the window's status bar follows it, errors go to the
+window's log through ``errorRaised``); Cancel cancels it:
 
-* ``runRequested`` -> the window submits :func:`fssgui.gui.jobs.prototypes` for the query image;
 * :meth:`show_result` gets the :class:`~fssgui.prototypes.graph.PrototypeRunResult` (one forward + the
   graph of the class predicted on the largest area);
-* picking another class recomputes its graph from the stored activations (cheap numpy, no model),
-  keeping the threshold α chosen on the graph's slider;
+* picking another class recomputes its graph from the stored activations (no model, but full-size
+  upsampling: on the compute pool, see :meth:`ProtoGraphView.request`), keeping the threshold α
+  chosen on the graph's slider;
 * two inner tabs: "Group graph" (the graph, the maps and the pixel inspector: click the map) and
   "Compare classes" (:class:`~fssgui.gui.prototypes.compare_view.ClassCompareView`, shared normalisation);
 * selecting a prototype (its graph node, a row of the inspector's prototype or nearest table)
   opens the detail pane beside the tabs (:class:`~fssgui.gui.prototypes.detail_pane.PrototypeDetailPane`):
   its push source image with boxes, its self-activation and its nearest patches in a dataset
-  folder; the window runs the pane's model jobs on its worker thread
-  (``detail_pane.attach_worker``);
+  folder; the pane's model jobs run on the device worker with the shown result's model;
 * "Export…" writes the shown class in the one export format that ``fssgui protos`` writes too
   (:func:`fssgui.prototypes.export.export_class`: graph JSON and PNG, grid maps, overlays,
   group-assignment map, official ``proto_info.json`` lists), plus the comparison and the
-  inspected cell, with the run's provenance; failures are shown in the tab and sent to the
-  window's error log (``errorRaised``), never raised.
+  inspected cell, with the run's provenance, written on the file pool; failures are shown in the
+  tab and sent to the window's error log (``errorRaised``), never raised.
 
 The tab's plots and tables follow the app's theme (see the two views); the panel's own messages
 (errors, the stale-result warning) are coloured for the theme in use and recoloured on a switch.
 """
 from __future__ import annotations
 
+import enum
 import html
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import (
@@ -48,30 +49,45 @@ from PySide6.QtWidgets import (
 )
 
 from ...models.registry import TASK_SEMSEG, list_models
+from ...pipeline import ModelSpec, jobs
 from ...prototypes.graph import PrototypeRunResult
+from ...prototypes.run import image_key
 from .compare_view import ClassCompareView
 from .detail_pane import PrototypeDetailPane
 from .graph_view import ProtoGraphView
+from ..workers import DeviceWorker, JobHandle, LatestJob, WorkerPool
 from .inspector import message_html, text_label
 
-STATE_IDLE, STATE_RUNNING = "idle", "running"
+CHECKPOINT_FILTER = "Checkpoints (*.pt *.pth *.ckpt *.tar *.bin *.safetensors);;All files (*)"
+
+
+class PanelState(str, enum.Enum):
+    IDLE = "idle"
+    RUNNING = "running"
 
 
 class PrototypePanel(QWidget):
     """Controls of the Prototypes tab above the group-graph view (see the module docstring)."""
 
-    runRequested = Signal()
-    cancelRequested = Signal()
-    browseRequested = Signal()
     classShown = Signal(int)  # model class index now shown in the graph
     resultShown = Signal(object)  # PrototypeRunResult
     errorRaised = Signal(str)  # a one-line message for the window's error log
+    message = Signal(str)  # a line for the window's log
     exported = Signal(list)  # the files written by an export
 
-    def __init__(self, parent: Optional[QWidget] = None) -> None:
+    def __init__(self, device: Optional[DeviceWorker] = None, compute: Optional[WorkerPool] = None,
+                 files: Optional[WorkerPool] = None, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
+        self.device = device
+        self.compute = compute if compute is not None else WorkerPool("prototype-maps", 1, self)
+        self.files = files if files is not None else self.compute
+        self.job = LatestJob()  # the model run on the query
+        self.query_image = None  # the window's query (set_query)
+        self.spec: Optional[ModelSpec] = None  # the model of the result shown (detail jobs use it)
+        self.device_choice: Callable[[], str] = lambda: "auto"  # the window's device picker
+        self.checkpoint_folder: Callable[[], str] = lambda: ""  # where Browse… starts without a checkpoint
         self.result: Optional[PrototypeRunResult] = None
-        self.state = STATE_IDLE
+        self.state = PanelState.IDLE
         self._stale = ""
         self._status: tuple[str, bool] = ("", False)  # the status message (plain text) and whether it is an error
         root = QVBoxLayout(self)
@@ -137,8 +153,8 @@ class PrototypePanel(QWidget):
         self.status_label.setVisible(False)
         root.addWidget(self.status_label)
 
-        self.view = ProtoGraphView(self)
-        self.compare_view = ClassCompareView(self)
+        self.view = ProtoGraphView(self.compute, self)
+        self.compare_view = ClassCompareView(self.compute, self)
         self.inner_tabs = QTabWidget(self)
         self.inner_tabs.setDocumentMode(True)
         self.inner_tabs.addTab(self.view, "Group graph")
@@ -159,7 +175,7 @@ class PrototypePanel(QWidget):
         root.addWidget(self.detail_splitter, 1)
 
         self.run_button.clicked.connect(self._on_run_clicked)
-        self.browse_button.clicked.connect(self.browseRequested)
+        self.browse_button.clicked.connect(self.choose_checkpoint)
         self.class_combo.currentIndexChanged.connect(self._on_class_picked)
         self.model_combo.currentIndexChanged.connect(lambda _i: self._update_run_button())
         self.export_button.clicked.connect(self.choose_export_folder)
@@ -169,6 +185,9 @@ class PrototypePanel(QWidget):
         self.view.prototypeSelected.connect(self.show_prototype_detail)
         self.view.thresholdChanged.connect(lambda alpha: self.detail_pane.set_threshold(alpha if alpha > 0 else None))
         self.detail_pane.errorRaised.connect(self.errorRaised)
+        self.detail_pane.attach_submit(self._submit_detail)
+        self.view.resultShown.connect(self._on_graph_shown)
+        self.view.errorRaised.connect(self._report_error)
         self._update_run_button()
 
     def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt override
@@ -201,10 +220,77 @@ class PrototypePanel(QWidget):
         self._update_run_button()
 
     def set_running(self, running: bool, message: str = "") -> None:
-        self.state = STATE_RUNNING if running else STATE_IDLE
+        self.state = PanelState.RUNNING if running else PanelState.IDLE
         self._update_run_button()
         if message:
             self._set_info(message)
+
+    def choose_checkpoint(self) -> None:
+        start = str(Path(self.checkpoint).parent) if self.checkpoint else (self.checkpoint_folder() or str(Path.home()))
+        path, _ = QFileDialog.getOpenFileName(self, "ScaleProtoSeg checkpoint", start, CHECKPOINT_FILTER)
+        if path:
+            self.set_checkpoint(str(Path(path).resolve()))
+            self.message.emit(f"ScaleProtoSeg checkpoint: {self.checkpoint}")
+
+    # ------------------------------------------------------------------------- jobs
+    def set_query(self, image) -> None:
+        """The window's query image (what Run explains); a result of another image is marked stale."""
+        self.query_image = image
+        if self.result is not None and (image is None or image_key(image) != self.result.image_key):
+            self.mark_stale("computed on a previous query image: press Run on query again")
+
+    def run(self) -> Optional[JobHandle]:
+        """Run the chosen ScaleProtoSeg model on the query, on the device worker; returns the job."""
+        problem = ("no episode is open: the Prototypes tab explains the query image" if self.query_image is None
+                   else "no ScaleProtoSeg model is available in this build" if not self.model_name
+                   else f"{self.model_name} needs a checkpoint: choose its file in the Prototypes tab (Browse…)"
+                   if not self.checkpoint else "no worker thread attached: the model cannot run here"
+                   if self.device is None else "")
+        if problem:
+            self._report_error(problem)
+            return None
+        spec = ModelSpec(self.model_name, self.checkpoint, self.device_choice())
+        handle = self.job.start(self.device.submit(jobs.prototypes, spec, self.query_image, self.input_size,
+                                                   description=f"Prototypes ({spec.name})"))
+        handle.finished.connect(lambda result: self._ran(spec, result))
+        handle.failed.connect(lambda message, _trace: (
+            self.set_running(False, message_html(f"failed: {message}", "error", self.palette())),
+            self.errorRaised.emit(f"prototypes failed: {message}")))
+        handle.cancelled.connect(lambda: self.set_running(False, "cancelled; the previous graph is kept"))
+        self.set_running(True, f"running {spec.name} on the query…")
+        return handle
+
+    def cancel(self) -> None:
+        if self.job.running:
+            self.job.cancel()
+            self.set_running(True, "cancelling…")
+
+    def _ran(self, spec: ModelSpec, result: PrototypeRunResult) -> None:
+        """The model ran: draw the graph's images on the compute pool, then show the result."""
+        from ...prototypes.overlays import explanation_images
+
+        masked = self.view.mask_check.isChecked()
+        handle = self.job.start(self.compute.submit(lambda ctx: explanation_images(result.explanation, masked),
+                                                    description="draw the prototype maps"))
+        handle.finished.connect(lambda images: self._show_ran(spec, result, images))
+        handle.failed.connect(lambda message, _trace: (self.set_running(False), self._report_error(message)))
+        handle.cancelled.connect(lambda: self.set_running(False, "cancelled; the previous graph is kept"))
+
+    def _show_ran(self, spec: ModelSpec, result: PrototypeRunResult, images) -> None:
+        self.set_running(False)
+        self.spec = spec
+        self.show_result(result, images)
+        self.message.emit(f"prototypes: {result.model} on the query in {result.seconds:.1f} s on {result.device}; "
+                          f"class {result.explanation.class_name}")
+        if self.query_image is None or image_key(self.query_image) != result.image_key:
+            self.mark_stale("computed on another query image: press Run on query again")
+
+    def _submit_detail(self, request) -> Optional[JobHandle]:
+        """A prototype-detail request, run with the shown result's model on the device worker."""
+        if self.spec is None or self.device is None:
+            self._report_error("prototype detail: run the ScaleProtoSeg model on the query first")
+            return None
+        return self.device.submit(jobs.prototype_detail, self.spec, request, description=request.description)
 
     def mark_stale(self, reason: str) -> None:
         """The query changed after the shown result was computed."""
@@ -213,7 +299,7 @@ class PrototypePanel(QWidget):
             self._show_info()
 
     def _update_run_button(self) -> None:
-        if self.state == STATE_RUNNING:
+        if self.state == PanelState.RUNNING:
             self.run_button.setText("Cancel")
             self.run_button.setToolTip("Cancel the ScaleProtoSeg run (the previous graph is kept)")
             self.run_button.setEnabled(True)
@@ -230,14 +316,15 @@ class PrototypePanel(QWidget):
         self.run_button.setToolTip(tip)
 
     def _on_run_clicked(self) -> None:
-        if self.state == STATE_RUNNING:
-            self.cancelRequested.emit()
+        if self.state == PanelState.RUNNING:
+            self.cancel()
         else:
-            self.runRequested.emit()
+            self.run()
 
     # ------------------------------------------------------------------------ results
-    def show_result(self, result: PrototypeRunResult) -> None:
-        """A new run: fill the class picker (default = the predicted class with the largest area)."""
+    def show_result(self, result: PrototypeRunResult, images=None) -> None:
+        """A new run: fill the class picker (default = the predicted class with the largest area).
+        ``images``: the graph's images drawn on a worker (else the graph view draws them)."""
         self.result = result
         self._stale = ""
         names = result.run.head.class_names
@@ -263,7 +350,7 @@ class PrototypePanel(QWidget):
         self.class_combo.blockSignals(False)
         self.view.clear_inspection()  # a new image: the old cell means nothing on it
         self.detail_pane.set_run(result.run, result.explanation.threshold)  # closes the old run's detail
-        self.view.set_result(result.explanation)
+        self.view.set_result(result.explanation, images=images)
         self.export_button.setEnabled(True)
         self._set_status("")
         shown = result.explanation.class_index
@@ -289,11 +376,17 @@ class PrototypePanel(QWidget):
         shown = self.view.result
         if class_index is None or (shown is not None and shown.class_index == class_index):
             return
-        threshold = shown.threshold if shown is not None else self.result.explanation.threshold
-        from ...prototypes.graph import explain_class
+        self.view.request(class_index=int(class_index))  # computed on the pool; shown by _on_graph_shown
 
-        self.view.set_result(explain_class(self.result.run, int(class_index), threshold))
-        if self.compare_view.second_combo.currentData() != class_index:
+    def _on_graph_shown(self, explanation) -> None:
+        """The graph view shows a recomputed class or threshold."""
+        class_index = explanation.class_index
+        combo_index = self.class_combo.findData(class_index)
+        if combo_index >= 0 and self.class_combo.currentIndex() != combo_index:
+            self.class_combo.blockSignals(True)
+            self.class_combo.setCurrentIndex(combo_index)
+            self.class_combo.blockSignals(False)
+        if self.compare_view.first_combo.currentData() != class_index:
             self.compare_view.set_classes(int(class_index), self.compare_view.second_combo.currentData())
         self._show_info()
         self.classShown.emit(int(class_index))
@@ -330,32 +423,59 @@ class PrototypePanel(QWidget):
         if folder:
             self.export_to(folder)
 
-    def export_to(self, folder: str | Path) -> Optional[list[Path]]:
-        """Export the shown class (see the module docstring); returns the files, None on failure
-        (the message is shown in the tab and emitted as ``errorRaised``)."""
+    def export_to(self, folder: str | Path) -> Optional[JobHandle]:
+        """Export the shown class (see the module docstring) on the file pool; returns the job
+        (its result: the files written), None when there is nothing to export. A failure is shown in
+        the tab and emitted as ``errorRaised``."""
         explanation = self.view.result
         if explanation is None:
             self._report_error("nothing to export: run the model first")
             return None
+        from ...prototypes.compare import compare_classes
         from ...prototypes.export import export_class
 
-        try:
-            files = export_class(explanation, folder, masked=self.view.mask_check.isChecked(),
-                                 comparison=self.compare_view.current_comparison(),
-                                 inspection=self.view.inspection, provenance=self._provenance())
-        except Exception as exc:  # a failed export is reported in the window, never a crash
-            self._report_error(f"export to {folder} failed: {exc}")
-            return None
+        comparison, choice = self.compare_view.current_comparison(), self.compare_view.current_choice()
+        masked, inspection, provenance = self.view.mask_check.isChecked(), self.view.inspection, self._provenance()
+
+        def export(ctx) -> list[Path]:
+            shown = comparison
+            if shown is None and choice is not None:  # asked for, not computed yet: computed here
+                shown = compare_classes(explanation.run, choice[0], choice[1], choice[2], masked=choice[3])
+            return export_class(explanation, folder, masked=masked, comparison=shown, inspection=inspection,
+                                provenance=provenance)
+
+        handle = self.files.submit(export, description=f"exporting {explanation.class_name}")
+        self._set_status(f"exporting to {folder}…")
+        handle.finished.connect(lambda files: self._exported(folder, files))
+        handle.failed.connect(lambda message, _trace: self._report_error(f"export to {folder} failed: {message}"))
+        return handle
+
+    def _exported(self, folder, files: list[Path]) -> None:
         self.export_dir = str(folder)
         self._set_status(f"exported {len(files)} files to {folder}")
         self.exported.emit(files)
-        return files
 
     def _provenance(self) -> dict:
         """The shown run's model, checkpoint and device, and the image it ran on (the query)."""
         if self.result is None:
             return {}
         return {**self.result.provenance(), "image": "the query image of the open episode"}
+
+    # ------------------------------------------------------------------------- settings
+    def apply_settings(self, s) -> None:
+        if s.proto_model:
+            self.set_model(s.proto_model)
+        if s.proto_checkpoint and Path(s.proto_checkpoint).is_file():
+            self.set_checkpoint(s.proto_checkpoint)
+        self.size_spin.setValue(max(0, int(s.proto_size)))
+        if s.proto_dataset_dir and Path(s.proto_dataset_dir).is_dir():
+            self.detail_pane.set_dataset_folder(s.proto_dataset_dir, announce=False)
+
+    def store_settings(self, s) -> None:
+        s.proto_model = self.model_name or s.proto_model
+        s.proto_checkpoint = self.checkpoint
+        s.proto_size = int(self.size_spin.value())
+        s.proto_dataset_dir = self.detail_pane.dataset_folder or s.proto_dataset_dir
 
     def _report_error(self, message: str) -> None:
         self._set_status(message, error=True)

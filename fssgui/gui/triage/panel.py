@@ -3,18 +3,17 @@ device worker, sort and filter the failure table, open an episode in the workspa
 largest error, save it as an episode folder, explain the worst N into one report.
 
 The panel talks to the window through :attr:`TriagePanel.openEpisode` ``(Episode, region mask or
-None, note)``, a ``model_spec()`` callable (the toolbar's model, checkpoint and device) and the
-device worker's ``submit(channel, fn(ctx, cache), description)``; every job function is a plain
-call into :mod:`fssgui.triage` (Qt-free), so another job runner can replace the worker.
+None, note)`` and a ``model_spec()`` callable (the toolbar's model, checkpoint and device). Its model
+jobs run on the device worker, its file reads on a worker pool, each followed on its own job handle
+(:mod:`fssgui.gui.workers`); every job function is a plain call into :mod:`fssgui.triage` (Qt-free).
 """
 from __future__ import annotations
 
 import html
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from PySide6.QtCore import QItemSelectionModel, QSize, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QItemSelectionModel, QSize, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -40,6 +39,7 @@ from ...triage.results import FailureRecord, TriageResults, open_results
 from ...triage.sweep import DatasetChoice, SweepRequest, causal_pair, results_folder, with_method
 from .dataset_form import DatasetForm
 from .table_model import FailureFilter, FailureTableModel
+from ..workers import DeviceWorker, JobHandle, LatestJob, WorkerPool
 from .thumbnails import ThumbnailCache
 
 THUMBNAIL_SIDE = 48
@@ -69,12 +69,12 @@ class TriagePanel(QWidget):
     jobEnded = Signal(str, bool, str)  # kind ("sweep", "open", "save", "report"), ok, message
     message = Signal(str)
     errorRaised = Signal(str)
-    _read = Signal(object)  # (request id, folder, TriageResults | None, error | None) from the reader thread
 
-    def __init__(self, worker, model_spec: Callable[[], ModelSpec], results_base: Path,
-                 parent: Optional[QWidget] = None, unattended: bool = False) -> None:
+    def __init__(self, device: DeviceWorker, pool: WorkerPool, model_spec: Callable[[], ModelSpec],
+                 results_base: Path, parent: Optional[QWidget] = None, unattended: bool = False) -> None:
         super().__init__(parent)
-        self.worker = worker
+        self.device = device
+        self.pool = pool
         self._window_spec = model_spec
         self.results_base = Path(results_base)
         self.unattended = unattended
@@ -83,10 +83,9 @@ class TriagePanel(QWidget):
         self.spec_override: Optional[ModelSpec] = None  # the model of a results folder opened as it is
         self.results: Optional[TriageResults] = None
         self.source: Optional[EpisodeSource] = None
-        self._jobs: dict[int, str] = {}
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fssgui-triage-read")
-        self._read_request = 0
-        self.thumbnails = ThumbnailCache(self, side=THUMBNAIL_SIDE)
+        self.jobs: dict[JobHandle, str] = {}  # the model jobs running: handle -> kind (sweep, open, save, report)
+        self.read_job = LatestJob()  # the results folder being read
+        self.thumbnails = ThumbnailCache(None, self, side=THUMBNAIL_SIDE)  # its own pool: many short jobs
         self.model = FailureTableModel(self.thumbnails, self)
         self.proxy = FailureFilter(self)
         self.proxy.setSourceModel(self.model)
@@ -94,11 +93,6 @@ class TriagePanel(QWidget):
         self._refresh.setInterval(REFRESH_MS)
         self._refresh.timeout.connect(lambda: self.reload(quiet=True))
         self._build()
-        self._read.connect(self._on_read)
-        for signal, slot in ((worker.finished, self._on_finished), (worker.failed, self._on_failed),
-                             (worker.cancelled, self._on_cancelled), (worker.dropped, self._on_cancelled),
-                             (worker.progress, self._on_progress)):
-            signal.connect(slot)
 
     # ---------------------------------------------------------------------------- layout
     def _build(self) -> None:
@@ -214,14 +208,14 @@ class TriagePanel(QWidget):
         return window
 
     def _running(self, kind: str) -> bool:
-        return kind in self._jobs.values()
+        return kind in self.jobs.values()
 
     def _update_buttons(self) -> None:
         has_results = self.results is not None
-        self.progress.setVisible(bool(self._jobs))
+        self.progress.setVisible(bool(self.jobs))
         sweeping = self._running("sweep")
         self.sweep_button.setEnabled(not sweeping)
-        self.cancel_button.setEnabled(bool(self._jobs))
+        self.cancel_button.setEnabled(bool(self.jobs))
         for button in (self.open_button, self.save_button, self.report_button):
             button.setEnabled(has_results)
         spec = self.model_spec()
@@ -293,34 +287,19 @@ class TriagePanel(QWidget):
         return QFileDialog.getExistingDirectory(self, title) or None
 
     def _read_folder(self, folder: Path, wait: bool) -> None:
-        """Read ``folder`` on the reader thread (the table shows it when done)."""
-        self._read_request += 1
-        request = self._read_request
+        """Read ``folder`` on the pool (the table shows it when done; a newer read replaces this one)."""
+        def read(ctx) -> Optional[TriageResults]:
+            return open_results(folder) if (folder / "settings.json").is_file() else None
 
-        def read() -> None:
-            try:
-                results = open_results(folder) if (folder / "settings.json").is_file() else None
-                self._read.emit((request, folder, results, None))
-            except Exception as exc:  # noqa: BLE001 - shown, the panel keeps working
-                self._read.emit((request, folder, None, exc))
-
-        future = self._reader.submit(read)
+        handle = self.read_job.start(self.pool.submit(read, description=f"reading {folder.name}"))
+        handle.finished.connect(lambda results: folder == self.folder and self.show_results(results))
+        handle.failed.connect(lambda message, _trace: folder == self.folder and self._error(f"{folder}: {message}"))
         if wait:
-            future.result()
+            handle.wait()
 
     def reload(self, quiet: bool = False) -> None:
         if self.folder is not None:
             self._read_folder(self.folder, wait=False)
-
-    @Slot(object)
-    def _on_read(self, payload) -> None:
-        request, folder, results, error = payload
-        if request != self._read_request or folder != self.folder:
-            return
-        if error is not None:
-            self._error(f"{folder}: {error}")
-            return
-        self.show_results(results)
 
     def show_results(self, results: Optional[TriageResults]) -> None:
         """Fill the table (keeping the sort and the selection's episode)."""
@@ -339,7 +318,7 @@ class TriagePanel(QWidget):
         self.apply_filters()
         self._show_summary()
         self._fit_columns()
-        if results is not None and not self._jobs:
+        if results is not None and not self.jobs:
             self.status_label.setText(f"results folder {results.folder}")
         if selected is not None:
             self.select_episode(selected.episode)
@@ -403,15 +382,21 @@ class TriagePanel(QWidget):
                 return
 
     # ------------------------------------------------------------------------ jobs
-    def _submit(self, kind: str, description: str, function: Callable[[Any, Any], Any]) -> int:
-        job_id = self.worker.submit(f"triage-{kind}", function, description)
-        self._jobs[job_id] = kind
+    def _submit(self, kind: str, description: str, function: Callable[[Any, Any], Any]) -> JobHandle:
+        queued = self.device.is_busy
+        handle = self.device.submit(function, description=description)
+        self.jobs[handle] = kind
+        handle.progress.connect(self._on_progress)
+        handle.finished.connect(lambda result: self._on_finished(kind, result))
+        handle.failed.connect(lambda message, _trace: self._on_failed(kind, message))
+        handle.cancelled.connect(lambda: self._on_cancelled(kind))
+        handle.ended.connect(lambda: (self.jobs.pop(handle, None), self._update_buttons()))
         self.progress.setValue(0)
         self.progress.show()
-        if self.worker.job_description(job_id) and len(self.worker.pending_jobs()) > 1:
+        if queued:
             self.status_label.setText(f"{description}: queued behind the device's other work")
         self._update_buttons()
-        return job_id
+        return handle
 
     def _sweep_request(self, method: Optional[str] = None) -> SweepRequest:
         """The sweep of the open dataset; with ``method``, its IAUC/DAUC (or the metrics of a results
@@ -421,7 +406,7 @@ class TriagePanel(QWidget):
         request = SweepRequest(self.choice, self.model_spec(), str(self.folder))
         return with_method(request, method, causal_pair(self.measure_combo.currentText())) if method else request
 
-    def sweep(self) -> Optional[int]:
+    def sweep(self) -> Optional[JobHandle]:
         """Sweep (or resume) the open dataset on the worker; optionally with IAUC/DAUC of a method."""
         if self.choice is None and not self.load(wait=True):
             return None
@@ -438,8 +423,8 @@ class TriagePanel(QWidget):
                             _worker_job(run_sweep, request))
 
     def cancel(self) -> None:
-        for job_id in list(self._jobs):
-            self.worker.cancel(job_id)
+        for handle in list(self.jobs):
+            handle.cancel()
 
     def _diagnosis_job(self, record: FailureRecord, save_to: Optional[Path] = None):
         from ...triage.diagnosis import open_for_diagnosis, save_for_diagnosis
@@ -454,7 +439,7 @@ class TriagePanel(QWidget):
 
         return job
 
-    def open_record(self, record: Optional[FailureRecord]) -> Optional[int]:
+    def open_record(self, record: Optional[FailureRecord]) -> Optional[JobHandle]:
         """Open ``record``'s episode in the workspace with R on its largest error."""
         if record is None or self.source is None:
             self._error("select an episode of the table first")
@@ -462,10 +447,10 @@ class TriagePanel(QWidget):
         title = region_title(self.error_combo.currentData())
         return self._submit("open", f"Open episode {record.episode} (R = {title})", self._diagnosis_job(record))
 
-    def open_selected(self) -> Optional[int]:
+    def open_selected(self) -> Optional[JobHandle]:
         return self.open_record(self.selected_record())
 
-    def save_selected(self, folder: Optional[str | Path] = None) -> Optional[int]:
+    def save_selected(self, folder: Optional[str | Path] = None) -> Optional[JobHandle]:
         """Write the selected episode (R preset) as an episode folder."""
         record = self.selected_record()
         if record is None or self.source is None:
@@ -476,7 +461,7 @@ class TriagePanel(QWidget):
             return None
         return self._submit("save", f"Save episode {record.episode}", self._diagnosis_job(record, Path(folder)))
 
-    def explain_worst(self, out: Optional[str | Path] = None, count: Optional[int] = None) -> Optional[int]:
+    def explain_worst(self, out: Optional[str | Path] = None, count: Optional[int] = None) -> Optional[JobHandle]:
         """Explain the worst episodes (by IoU) with the chosen method into one report in ``out``."""
         from ...triage.batch import BatchRequest, explain_worst
 
@@ -494,17 +479,11 @@ class TriagePanel(QWidget):
                             _worker_job(explain_worst, request))
 
     # -------------------------------------------------------------------- job events
-    @Slot(int, float, str)
-    def _on_progress(self, job_id: int, fraction: float, message: str) -> None:
-        if job_id in self._jobs:
-            self.progress.setValue(int(1000 * fraction))
-            self.status_label.setText(message)
+    def _on_progress(self, fraction: float, message: str) -> None:
+        self.progress.setValue(int(1000 * fraction))
+        self.status_label.setText(message)
 
-    @Slot(int, object)
-    def _on_finished(self, job_id: int, result: object) -> None:
-        kind = self._jobs.pop(job_id, None)
-        if kind is None:
-            return
+    def _on_finished(self, kind: str, result: object) -> None:
         self.progress.setValue(1000)
         if kind == "sweep":
             self._refresh.stop()
@@ -520,33 +499,22 @@ class TriagePanel(QWidget):
             self.reload()
         self.status_label.setText(text)
         self.message.emit(text)
-        self._update_buttons()
         self.jobEnded.emit(kind, True, text)
 
-    @Slot(int, str, str)
-    def _on_failed(self, job_id: int, message: str, _trace: str) -> None:
-        kind = self._jobs.pop(job_id, None)
-        if kind is None:
-            return
+    def _on_failed(self, kind: str, message: str) -> None:
         self._refresh.stop()
         self._error(f"{kind} failed: {message}")
         if kind == "sweep":
             self.reload()
-        self._update_buttons()
         self.jobEnded.emit(kind, False, message)
 
-    @Slot(int)
-    def _on_cancelled(self, job_id: int) -> None:
-        kind = self._jobs.pop(job_id, None)
-        if kind is None:
-            return
+    def _on_cancelled(self, kind: str) -> None:
         self._refresh.stop()
         self.status_label.setText(f"{kind} cancelled: what was computed is kept (Sweep resumes)")
         self.reload()
-        self._update_buttons()
         self.jobEnded.emit(kind, False, "cancelled")
 
     def shutdown(self) -> None:
         self._refresh.stop()
         self.thumbnails.shutdown()
-        self._reader.shutdown(wait=False, cancel_futures=True)
+        self.read_job.discard()

@@ -1,39 +1,38 @@
-"""Lazily rendered thumbnails of the failure table: a row's pictures are drawn (on a small thread
-pool, by :func:`fssgui.triage.thumbnails.episode_thumbnails`) the first time the view asks for
-them, kept in a bounded cache, and announced with ``ready(episode)`` so the model repaints that
-row. Only the rows on screen are ever drawn, so a table of thousands of episodes stays fluid."""
+"""Lazily rendered thumbnails of the failure table: a row's pictures are drawn (on a worker pool,
+by :func:`fssgui.triage.thumbnails.episode_thumbnails`) the first time the view asks for them, kept
+in a bounded cache, and announced with ``ready(episode)`` so the model repaints that row. Only the
+rows on screen are ever drawn, so a table of thousands of episodes stays fluid."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QPixmap
 
 from ...triage.results import FailureRecord
 from ...triage.thumbnails import PREDICTION, episode_thumbnails
 from ..canvas import rgb_to_pixmap
+from ..workers import WorkerPool
 
 
 class ThumbnailCache(QObject):
     """``pixmap(record, kind)``: the picture, or None while it is being drawn (``ready`` follows)."""
 
     ready = Signal(int)  # episode
-    _drawn = Signal(object)  # (generation, episode, {kind: RGB} or None)
 
-    def __init__(self, parent: Optional[QObject] = None, side: int = 64, capacity: int = 1500,
-                 workers: int = 2) -> None:
+    def __init__(self, pool: Optional[WorkerPool] = None, parent: Optional[QObject] = None, side: int = 64,
+                 capacity: int = 1500) -> None:
         super().__init__(parent)
         self.side = side
         self.capacity = capacity
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fssgui-thumbnails")
+        self._own_pool = pool is None
+        self._pool = pool if pool is not None else WorkerPool("thumbnails", 2, self)
         self._source = None
         self._generation = 0
         self._cache: OrderedDict[int, dict[str, QPixmap]] = OrderedDict()
         self._pending: set[int] = set()
         self._failed: set[int] = set()
-        self._drawn.connect(self._on_drawn)
 
     def set_source(self, source) -> None:
         """The dataset the pictures come from (an EpisodeSource, or None); forgets every picture."""
@@ -51,20 +50,15 @@ class ThumbnailCache(QObject):
             return pictures.get(kind)
         if self._source is not None and record.episode not in self._pending and record.episode not in self._failed:
             self._pending.add(record.episode)
-            generation, source = self._generation, self._source
-            self._pool.submit(self._draw, generation, source, record)
+            generation, source, side = self._generation, self._source, self.side
+            handle = self._pool.submit(lambda ctx: episode_thumbnails(source, record, side),
+                                       description=f"thumbnails of episode {record.episode}")
+            # an unreadable file: that row shows no picture
+            handle.finished.connect(lambda pictures: self._on_drawn(generation, record.episode, pictures))
+            handle.failed.connect(lambda _message, _trace: self._on_drawn(generation, record.episode, None))
         return None if pictures is None else pictures.get(kind)
 
-    def _draw(self, generation: int, source, record: FailureRecord) -> None:  # in the pool
-        try:
-            pictures = episode_thumbnails(source, record, self.side)
-        except Exception:  # noqa: BLE001 - an unreadable file: that row shows no picture
-            pictures = None
-        self._drawn.emit((generation, record.episode, pictures))
-
-    @Slot(object)
-    def _on_drawn(self, payload) -> None:
-        generation, episode, pictures = payload
+    def _on_drawn(self, generation: int, episode: int, pictures) -> None:
         if generation != self._generation:
             return
         self._pending.discard(episode)
@@ -81,4 +75,5 @@ class ThumbnailCache(QObject):
 
     def shutdown(self) -> None:
         self._generation += 1
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._own_pool:
+            self._pool.shutdown(wait=False)

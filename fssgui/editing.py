@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import cv2
 import numpy as np
 
-from ..io import write_bytes_atomic
+from .io import write_bytes_atomic
 
 Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 Listener = Callable[[Rect], None]
@@ -248,15 +248,6 @@ class EditableMask:
 
     def clear(self) -> Optional[Rect]:
         return self.replace(np.zeros(self.data.shape, dtype=bool), "clear")
-
-    def reset(self, mask: np.ndarray) -> None:
-        """Load a new mask (any shape) and forget the history (not undoable)."""
-        self.data = np.ascontiguousarray(np.asarray(mask) > 0, dtype=np.uint8)
-        self._undo.clear()
-        self._redo.clear()
-        self._stroke_before = None
-        self._stroke_rect = None
-        self._notify((0, 0, self.data.shape[1], self.data.shape[0]))
 
     # ------------------------------------------------------------------------------ history
     def _push(self, record: _EditRecord) -> None:

@@ -15,7 +15,7 @@ changes (see :class:`Settings`).
 The snapshot folder also holds ``undo_history.npz``: the per-stroke undo/redo history of every mask
 under edit (region R and the support masks), bounded to :attr:`Autosave.history_max_steps` records
 per mask and :attr:`Autosave.history_max_bytes` bytes in all, in the versioned plain-array format of
-:func:`fssgui.gui.mask_edit.history_bytes` (read back with ``allow_pickle=False``). It is swapped in
+:func:`fssgui.editing.history_bytes` (read back with ``allow_pickle=False``). It is swapped in
 together with the masks, so a restored history always belongs to the restored pixels.
 """
 from __future__ import annotations
@@ -31,14 +31,13 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 
-from .. import look
-from ..episode import EPISODE_FILE, Episode, load_episode, write_episode_files
-from ..io import recover_replaced_folder, replace_folder_atomic, write_bytes_atomic
-from ..locks import FileLock
-from ..look import COLORMAPS
-from .mask_edit import EditableMask, HistoryFileError, HistoryState, capture_histories, load_histories, save_histories
+from . import look
+from .editing import EditableMask, HistoryFileError, HistoryState, capture_histories, load_histories, save_histories
+from .episode import EPISODE_FILE, Episode, load_episode, write_episode_files
+from .io import recover_replaced_folder, replace_folder_atomic, write_bytes_atomic
+from .locks import FileLock
+from .look import COLORMAPS
 
 APP_NAME = "fssgui"
 MAX_RECENT = 12
@@ -480,7 +479,3 @@ def read_episode_snapshot(folder: Path) -> Episode:
     episode = load_episode(folder, allow_incomplete=True)
     episode.folder = None
     return episode
-
-
-def empty_mask_like(image: np.ndarray) -> np.ndarray:
-    return np.zeros(image.shape[:2], dtype=bool)

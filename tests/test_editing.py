@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fssgui.gui.mask_edit import EditableMask, brush_radius
+from fssgui.editing import EditableMask, brush_radius
 
 
 def test_stroke_paints_a_round_brush_along_the_path():
@@ -113,7 +113,7 @@ def test_replace_is_undoable_and_rejects_other_shapes():
 import io  # noqa: E402
 import zipfile  # noqa: E402
 
-from fssgui.gui.mask_edit import (  # noqa: E402
+from fssgui.editing import (  # noqa: E402
     HISTORY_FORMAT,
     HISTORY_VERSION,
     HistoryFileError,
@@ -282,12 +282,12 @@ def test_corrupt_history_files_are_refused(tmp_path, corrupt):
 
 
 def test_history_that_unpacks_too_large_is_refused_before_reading(tmp_path, monkeypatch):
-    import fssgui.gui.mask_edit as mask_edit
+    import fssgui.editing as editing
 
     mask, _ = _edited_mask(10)
     path = save_histories(tmp_path / "big.npz", capture_histories({"region": mask}))
     with zipfile.ZipFile(path) as archive:
         unpacked = sum(i.file_size for i in archive.infolist())
-    monkeypatch.setattr(mask_edit, "HISTORY_MAX_FILE_BYTES", unpacked - 1)
+    monkeypatch.setattr(editing, "HISTORY_MAX_FILE_BYTES", unpacked - 1)
     with pytest.raises(HistoryFileError, match="unpacks to"):
         load_histories(path)
