@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from ..errors import ModelError
 from .backbones import build_resnet, resnet_bottleneck_features
-from .base import EpisodeTensors, FSSModel, Prediction, resize_masks
+from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks
 from .hsnet_learner import HPNLearner, LearnerRun
 from .registry import ModelEntry, register
 
@@ -132,6 +132,8 @@ class DMTNet(FSSModel):
     """DMTNet adapter (ResNet-50); its state dict is the official ``DMTNetwork``'s."""
 
     is_matching = True
+    #: ``predict(..., score_sink=...)`` hands each level's scores over one at a time (base.py)
+    streams_scores = True
     #: ablation reruns per learner call on an accelerator (rows that ablate the same pyramid group:
     #: at most 6); not measured on a GPU yet (bench/device_check.sh)
     ablation_chunk = 6
@@ -280,11 +282,15 @@ class DMTNet(FSSModel):
         *,
         with_scores: bool = False,
         query_features: Any = None,
+        score_sink: Optional[ScoreSink] = None,
     ) -> Prediction:
         """See the module docstring for ``logits`` at K > 1.
 
         ``matching_scores``: 13 levels ``[B, h·w, K·h·w]`` = corr + bg_corr of each pyramid channel,
         shots concatenated on the support axis, ordered [3 × 13², 6 × 25², 4 × 50²] (AffEx order).
+        With ``score_sink`` (streaming, see ``base``) each level's scores are built after the
+        forward, handed to the sink and dropped one at a time: only the correlation pyramids, which
+        the ablation reruns need anyway, are held, never the 13 sums at once.
         ``extras``: ``shot_logits`` / ``bg_logits`` ``[K, B, 2, S, S]``, ``vote_mask`` ``[B, S, S]``
         bool, ``pseudo_similarity`` / ``pseudo_masks`` (per shot, 13 maps in backbone order), and
         ``shots`` (the per-shot :class:`ShotResult`, with the correlation pyramids).
@@ -311,12 +317,17 @@ class DMTNet(FSSModel):
         vote_mask = self.vote(shot_logits)
         scores = None
         shapes = [tuple(shots[0].corr[g].shape[2:4]) for g in range(3) for _ in range(LAYER_GROUPS[g])]
-        if with_scores:
-            scores = []
-            for g in range(3):
-                for j in range(LAYER_GROUPS[g]):
-                    per_shot = [(s.corr[g][:, j] + s.bg_corr[g][:, j]).flatten(3).flatten(1, 2) for s in shots]
-                    scores.append(per_shot[0] if k == 1 else torch.cat(per_shot, 2))
+
+        def level_scores(g: int, j: int) -> Tensor:
+            per_shot = [(s.corr[g][:, j] + s.bg_corr[g][:, j]).flatten(3).flatten(1, 2) for s in shots]
+            return per_shot[0] if k == 1 else torch.cat(per_shot, 2)
+
+        groups_and_channels = [(g, j) for g in range(3) for j in range(LAYER_GROUPS[g])]
+        if score_sink is not None:
+            for level, (g, j) in enumerate(groups_and_channels):
+                score_sink(level, tuple(int(v) for v in shapes[level]), level_scores(g, j))
+        elif with_scores:
+            scores = [level_scores(g, j) for g, j in groups_and_channels]
 
         def head(keep: Tensor) -> Tensor:
             outs = [self._learner_rerun(s, keep, size, bg=False) for s in shots]  # K x [N, B, 2, S, S]

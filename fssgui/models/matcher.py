@@ -20,14 +20,14 @@ softmax of the logits is exactly ``[1-p, p]`` and the argmax is ``p > 0.5``. Abl
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ModelError
-from .base import EpisodeTensors, FSSModel, Prediction, resize_masks
+from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks
 from .registry import ModelEntry, register
 
 TAU = 20.0
@@ -72,6 +72,8 @@ def _lite0_backbone() -> nn.Module:
 
 class EffNetMatcher(FSSModel):
     is_matching = True
+    #: ``predict(..., score_sink=...)`` hands each level's scores over as computed (base.py)
+    streams_scores = True
 
     def __init__(self, tau: float = TAU) -> None:
         super().__init__()
@@ -98,7 +100,8 @@ class EffNetMatcher(FSSModel):
 
     # ------------------------------------------------------------------------------- predict
     def predict(
-        self, batch: EpisodeTensors, *, with_scores: bool = False, query_features: Any = None
+        self, batch: EpisodeTensors, *, with_scores: bool = False, query_features: Any = None,
+        score_sink: Optional[ScoreSink] = None,
     ) -> Prediction:
         b, k = batch.supports.shape[:2]
         size = batch.query.shape[-2:]
@@ -114,7 +117,11 @@ class EffNetMatcher(FSSModel):
             score = self.tau * torch.bmm(q, s.transpose(1, 2))  # [B, hw, K*hw]
             m = resize_masks(batch.support_masks, (h, w)).reshape(b, k * h * w, 1)
             coarse.append(torch.bmm(torch.softmax(score, dim=-1), m).view(b, 1, h, w))
-            scores.append(score)
+            if score_sink is not None:  # streamed: handed over, not kept
+                score_sink(len(shapes), (h, w), score)
+            elif with_scores:
+                scores.append(score)
+            del score
             shapes.append((h, w))
         upsampled = torch.cat(
             [F.interpolate(c, size=size, mode="bilinear", align_corners=True) for c in coarse], dim=1
@@ -126,11 +133,11 @@ class EffNetMatcher(FSSModel):
             return _probability_logits(p)
 
         logits = _probability_logits(upsampled.mean(dim=1, keepdim=False)[None])[0]
-        if not with_scores:
+        if not with_scores and score_sink is None:
             return Prediction(logits=logits, extras={"coarse_masks": coarse})
         return Prediction(
             logits=logits,
-            matching_scores=scores,
+            matching_scores=None if score_sink is not None else scores,
             level_shapes=shapes,
             head=head,
             extras={"coarse_masks": coarse, "level_names": _level_names()},
