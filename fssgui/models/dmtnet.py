@@ -47,7 +47,8 @@ from torch import Tensor, nn
 
 from ..errors import ModelError
 from .backbones import build_resnet, resnet_bottleneck_features
-from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks
+from .base import EpisodeTensors, FSSModel, Prediction, resize_masks
+from .base import ScoreSink
 from .hsnet_learner import HPNLearner, LearnerRun
 from .registry import ModelEntry, register
 
