@@ -216,17 +216,23 @@ def test_non_streaming_model_still_explains(monkeypatch):
     monkeypatch.setattr(matcher, "streams_scores", False)
     size = 64
     batch = _episode(2, seed=4, size=size)
-    region = _region(size)
-    recorder = PredictRecorder(matcher)
-    monkeypatch.setattr(matcher, "predict", recorder)
-    explainer = AffinityExplainer(variant="masked")
-    own = explainer.explain(matcher, batch, region)
-    assert [used_sink for used_sink, _ in recorder.calls] == [False]
     with torch.no_grad():
         prediction = matcher.predict(batch, with_scores=True)
-    given = explainer.explain(matcher, batch, region, prediction=prediction)
-    _assert_same(own, given)
+    sinks, own = _own_forward_equals_given(matcher, batch, _region(size), AffinityExplainer(variant="masked"),
+                                           prediction, monkeypatch)
+    assert sinks == [False]
     assert own.level_maps.shape[0] == prediction.num_levels == len(prediction.level_shapes) > 0
+
+
+def _own_forward_equals_given(model, batch, region, explainer, prediction, monkeypatch):
+    """AffEx running its own forward gives what AffEx given ``prediction`` (with scores) gives;
+    returns whether each of AffEx's own forwards got a score sink, and its attribution."""
+    recorder = PredictRecorder(model)
+    monkeypatch.setattr(model, "predict", recorder)
+    own = explainer.explain(model, batch, region)
+    sinks = [used_sink for used_sink, _ in recorder.calls]
+    _assert_same(own, explainer.explain(model, batch, region, prediction=prediction))
+    return sinks, own
 
 
 def _small_dmtnet():
@@ -269,14 +275,9 @@ def test_other_streaming_models(build, monkeypatch):
     assert streamed.matching_scores is None and streamed.num_levels == scored.num_levels
     torch.testing.assert_close(streamed.logits, scored.logits, rtol=0, atol=0)
 
-    region = _region(size)
-    recorder = PredictRecorder(model)
-    monkeypatch.setattr(model, "predict", recorder)
-    explainer = AffinityExplainer(variant="signed")
-    own = explainer.explain(model, batch, region)
-    assert [used_sink for used_sink, _ in recorder.calls] == [True]
-    given = explainer.explain(model, batch, region, prediction=scored)
-    _assert_same(own, given)
+    sinks, _ = _own_forward_equals_given(model, batch, _region(size), AffinityExplainer(variant="signed"), scored,
+                                         monkeypatch)
+    assert sinks == [True]
 
 
 def test_num_levels_without_scores():
