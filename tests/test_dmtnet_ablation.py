@@ -147,6 +147,12 @@ def test_center_pivot_conv_equals_official(channels, kernel, stride, query, supp
     want = naive_center_pivot(conv, x)
     assert ours.shape == want.shape
     torch.testing.assert_close(ours, want, rtol=1e-5, atol=1e-5)
+    # a channel scale goes into the weights: equal to the layer on the scaled input
+    scale = torch.linspace(0.0, 2.0, channels)
+    with torch.no_grad():
+        scaled = conv(stored, channel_scale=scale, pruned=conv.pruned_input(stored))
+    want = naive_center_pivot(conv, x * scale.view(1, -1, 1, 1, 1, 1))
+    torch.testing.assert_close(scaled, want, rtol=1e-5, atol=1e-5)
     if support == 2 and stride == 1:  # the 9-product path agrees with the 16 position pairs
         pairs = torch.zeros_like(want.permute(0, 4, 5, 2, 3, 1).reshape(batch, 4, -1, 16))
         xs = to_smcl(x).permute(0, 4, 5, 2, 3, 1).reshape(batch, 4, -1, channels)
@@ -155,7 +161,7 @@ def test_center_pivot_conv_equals_official(channels, kernel, stride, query, supp
         assert len(conv._position_pairs(2, 2)) == 16
         winograd = torch.zeros_like(pairs)
         with torch.no_grad():
-            conv._support_conv_2x2(xs, winograd)
+            conv._support_conv_2x2(xs, winograd, conv.conv2.weight)
         torch.testing.assert_close(winograd, pairs.detach(), rtol=1e-5, atol=1e-5)
 
 

@@ -28,7 +28,9 @@ Reruns
 :meth:`HPNLearner.run` keeps what the forward computed (:class:`LearnerRun`: the pyramid, the
 three squeezed groups, ``encoder_layer4to3``'s output and the raw logits); :meth:`HPNLearner.rerun`
 evaluates the learner with pyramid channels scaled by ``keep`` (0 ablates a level) and recomputes
-only what a scaled level reaches: the squeeze of its own group, then ``encoder_layer4to3`` only
+only what a scaled level reaches: the squeeze of its own group (the scale applied to the first
+layer's weights, which is linear in its input, and that layer's subsampled input shared by all
+rows: no scaled copy of the pyramid), then ``encoder_layer4to3`` only
 when a level of l4 or l3 is scaled (an l2 ablation reuses it), then ``encoder_layer3to2`` and the
 decoder. The unablated row is the forward's own output. ``encoder_layer3to2``'s GroupNorms span
 the whole 50² query map, so nothing after it can be restricted to a region of the query.
@@ -36,7 +38,7 @@ the whole 50² query map, so nothing after it can be restricted to a region of t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,30 +89,6 @@ def repeat_batch(x: Tensor, times: int) -> Tensor:
     return _from_smcl_memory(mem.unsqueeze(0).expand(times, *mem.shape).reshape(-1, *mem.shape[1:]))
 
 
-def scale_channels(pyramid: Tensor, keep: Tensor, scratch: dict | None = None) -> Tensor:
-    """``pyramid`` ``[B, n, ...]`` and ``keep`` ``[m, n]`` -> ``[m·B, n, ...]`` QMCL, channel j of
-    copy i multiplied by ``keep[i, j]``.
-
-    Written as a copy whose scaled channels are then rewritten in place (a broadcast product over
-    the innermost n-channel axis is several times slower). ``scratch`` (a dict the caller keeps
-    across calls) lends the output buffer of a previous call of the same shape: a fresh 40 MB
-    buffer costs more in page faults than the copy itself."""
-    mem = to_qmcl(pyramid).permute(0, 2, 3, 4, 5, 1)  # [B, ha, wa, hb, wb, n]
-    m, n = keep.shape
-    shape = (m, *mem.shape)
-    out = None if scratch is None else scratch.get(shape)
-    if out is None or out.dtype != mem.dtype or out.device != mem.device:
-        out = mem.new_empty(shape)
-        if scratch is not None:
-            scratch[shape] = out
-    out.copy_(mem.unsqueeze(0).expand(shape))
-    for i, row in enumerate(keep.detach().cpu().tolist()):
-        for j, value in enumerate(row):
-            if value != 1:
-                out[i, ..., j].mul_(value)
-    return out.view(-1, *mem.shape[1:]).permute(0, 5, 1, 2, 3, 4)
-
-
 def _lanes(positions: int, channels: int, widest: int = 1024) -> int:
     """The largest k dividing ``positions`` with ``k·channels <= widest``: an ``[N, C]`` map is
     viewed as ``[N/k, k·C]`` so that per-channel reductions and broadcasts run along a wide
@@ -138,23 +116,31 @@ class CenterPivotConv4d(nn.Module):
         self.support_stride = support_stride
         self._pairs: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, channel_scale: Optional[Tensor] = None, pruned: Optional[Tensor] = None) -> Tensor:
+        """``channel_scale`` ``[C]``: input channel j multiplied by ``channel_scale[j]``, applied
+        to the weights (the convolution is linear: no scaled copy of ``x``); ``pruned``: this
+        layer's :meth:`pruned_input` of ``x`` when the caller keeps it (it does not depend on the
+        scale)."""
         b, c, ha, wa, hb, wb = x.shape
         s = self.support_stride
-        pruned = to_smcl(x[..., ::s, ::s] if s > 1 else x)
+        w1, w2 = self.conv1.weight, self.conv2.weight
+        if channel_scale is not None:
+            scale = channel_scale.to(w1).view(1, c, 1, 1)
+            w1, w2 = w1 * scale, w2 * scale
+        if pruned is None:
+            pruned = self.pruned_input(x)
         ph, pw = pruned.shape[-2:]
-        out = F.conv2d(_query_images(pruned), self.conv1.weight, self.conv1.bias + self.conv2.bias,
-                       padding=self.conv1.padding)
+        out = F.conv2d(_query_images(pruned), w1, self.conv1.bias + self.conv2.bias, padding=self.conv1.padding)
         out = out.contiguous(memory_format=torch.channels_last)
         oc = out.shape[1]
         acc = out.permute(0, 2, 3, 1).view(b, ph * pw, ha * wa, oc)  # memory [B, P', Q, OC]
         if (hb, wb, s) == (2, 2, 1) and self.conv2.kernel_size == (3, 3) and self.conv2.padding == (1, 1):
             xs = _smcl_memory(to_smcl(x)).reshape(b, 4, ha * wa, c).to(acc.dtype)
-            self._support_conv_2x2(xs, acc)
+            self._support_conv_2x2(xs, acc, w2)
         elif hb * wb <= PAIR_SUPPORT_MAX:
             # tiny support maps: conv2 = one small matrix product per linked position pair
             xs = _smcl_memory(to_smcl(x)).reshape(b, hb * wb, ha * wa, c).to(acc.dtype)
-            weight = self.conv2.weight.to(acc.dtype)
+            weight = w2.to(acc.dtype)
             for p_in, p_out, ky, kx in self._position_pairs(hb, wb):
                 tap = weight[:, :, ky, kx].t()  # [C, OC]
                 if b == 1:
@@ -163,14 +149,19 @@ class CenterPivotConv4d(nn.Module):
                     acc[:, p_out].baddbmm_(xs[:, p_in], tap.expand(b, c, oc))
         else:
             images = to_qmcl(x).permute(0, 2, 3, 4, 5, 1).reshape(b * ha * wa, hb, wb, c).permute(0, 3, 1, 2)
-            out2 = F.conv2d(images, self.conv2.weight, None, stride=s, padding=self.conv2.padding)
+            out2 = F.conv2d(images, w2, None, stride=s, padding=self.conv2.padding)
             if tuple(out2.shape[-2:]) != (ph, pw):  # pragma: no cover - kernel/stride/padding are fixed
                 raise RuntimeError(f"support output {tuple(out2.shape[-2:])} != pruned grid {(ph, pw)}")
             out2 = out2.contiguous(memory_format=torch.channels_last)
             acc.add_(out2.permute(0, 2, 3, 1).reshape(b, ha * wa, ph * pw, oc).transpose(1, 2))
         return _from_smcl_memory(acc.view(b, ph, pw, ha, wa, oc))
 
-    def _support_conv_2x2(self, xs: Tensor, acc: Tensor) -> None:
+    def pruned_input(self, x: Tensor) -> Tensor:
+        """conv1's input: ``x`` at the stride-subsampled support positions, stored SMCL."""
+        s = self.support_stride
+        return to_smcl(x[..., ::s, ::s] if s > 1 else x)
+
+    def _support_conv_2x2(self, xs: Tensor, acc: Tensor, weight: Tensor) -> None:
         """conv2 (3x3, stride 1, padding 1) on 2x2 support maps, added into ``acc``, with 9 matrix
         products instead of the 16 position pairs.
 
@@ -178,9 +169,10 @@ class CenterPivotConv4d(nn.Module):
         matrix of kernel taps), which three products give: ``A = w1 (i0 + i1)``,
         ``B = (w2 - w1) i1``, ``C = (w0 - w1) i0``, ``o0 = A + B``, ``o1 = A + C`` (Winograd's
         F(2, 2)); the 2-D map is that along both axes. ``xs`` ``[B, 4, Q, C]`` and ``acc``
-        ``[B, 4, Q, OC]`` hold the support positions row-major."""
+        ``[B, 4, Q, OC]`` hold the support positions row-major; ``weight`` is conv2's (or a
+        scaled copy)."""
         b, _, q, c = xs.shape
-        w = self.conv2.weight.to(acc.dtype)  # [OC, C, 3, 3]
+        w = weight.to(acc.dtype)  # [OC, C, 3, 3]
 
         def along(t: Tensor, dim: int) -> list[Tensor]:  # taps 0, 1, 2 on ``dim`` -> A, B, C
             w0, w1, w2 = t.unbind(dim)
@@ -307,8 +299,21 @@ class HPNLearner(nn.Module):
 
     def squeeze(self, group: int, corr: Tensor) -> Tensor:
         """Encoder of pyramid group ``group`` (0: l4, 1: l3, 2: l2)."""
-        encoder = (self.encoder_layer4, self.encoder_layer3, self.encoder_layer2)[group]
-        return encoder(corr)
+        return self.encoder(group)(corr)
+
+    def encoder(self, group: int) -> nn.Sequential:
+        return (self.encoder_layer4, self.encoder_layer3, self.encoder_layer2)[group]
+
+    def squeeze_scaled(self, group: int, corr: Tensor, keep: Tensor, pruned: Optional[Tensor] = None) -> Tensor:
+        """:meth:`squeeze` of ``[B, n, ...]`` with its channel j scaled by ``keep[i, j]``, for each
+        row i of ``keep`` ``[m, n]`` -> ``[m·B, ...]``. The scale goes into the first layer's
+        weights (no scaled copy of the pyramid); ``pruned`` is that layer's
+        :meth:`CenterPivotConv4d.pruned_input` of ``corr``, kept by the caller across rows."""
+        first, rest = self.encoder(group)[0], self.encoder(group)[1:]
+        rows = [first(corr, channel_scale=row, pruned=pruned) for row in keep]
+        if len(rows) == 1:
+            return rest(rows[0])
+        return rest(_from_smcl_memory(torch.cat([_smcl_memory(to_smcl(r)) for r in rows], 0)))
 
     def mix(self, sqz4: Tensor, sqz3: Tensor) -> Tensor:
         """``encoder_layer4to3`` on l4 (resized to l3's query size) + l3."""
@@ -356,7 +361,7 @@ class HPNLearner(nn.Module):
             rows_by_groups.setdefault(scaled, []).append(row)
         b = run.raw.shape[0]
         out = run.raw.new_empty(keep.shape[0], *run.raw.shape)
-        scratch: dict = {}  # scaled-pyramid buffers, reused from row to row
+        pruned: dict[int, Tensor] = {}  # each group's first-layer input, shared by its rows
         for groups, rows in rows_by_groups.items():
             if not groups:
                 out[rows] = run.raw
@@ -364,11 +369,15 @@ class HPNLearner(nn.Module):
             for start in range(0, len(rows), max(1, int(chunk))):
                 part = rows[start : start + max(1, int(chunk))]
                 m = len(part)
-                squeezed = [
-                    self.squeeze(g, scale_channels(run.pyramid[g], keep[part, bounds[g] : bounds[g + 1]], scratch))
-                    if g in groups else repeat_batch(run.squeezed[g], m)
-                    for g in range(len(sizes))
-                ]
+                squeezed = []
+                for g in range(len(sizes)):
+                    if g not in groups:
+                        squeezed.append(repeat_batch(run.squeezed[g], m))
+                        continue
+                    if g not in pruned:
+                        pruned[g] = self.encoder(g)[0].pruned_input(run.pyramid[g])
+                    squeezed.append(self.squeeze_scaled(g, run.pyramid[g], keep[part, bounds[g] : bounds[g + 1]],
+                                                        pruned[g]))
                 if 0 in groups or 1 in groups:
                     mixed = self.mix(squeezed[0], squeezed[1])
                 else:
