@@ -17,7 +17,8 @@ than channels-first ones on the CPU, so the tensors are stored
 
 For support maps of at most :data:`PAIR_SUPPORT_MAX` positions (every layer after the second),
 conv2 is a few small matrix products instead, one per (input, output) support position pair that
-a kernel tap links, accumulated in place into conv1's output: no layout change at all.
+a kernel tap links, accumulated in place into conv1's output: no layout change at all. On the
+2 x 2 maps of the mixing blocks those 16 products are 9 (:meth:`CenterPivotConv4d._support_conv_2x2`).
 
 :class:`GroupNorm4d` normalises that layout itself (per-channel sums in float32 cascade
 summation, group statistics in float64, the variance from the centred values): PyTorch's own
@@ -29,10 +30,10 @@ Reruns
 three squeezed groups, ``encoder_layer4to3``'s output and the raw logits); :meth:`HPNLearner.rerun`
 evaluates the learner with pyramid channels scaled by ``keep`` (0 ablates a level) and recomputes
 only what a scaled level reaches: the squeeze of its own group (the scale applied to the first
-layer's weights, which is linear in its input, and that layer's subsampled input shared by all
-rows: no scaled copy of the pyramid), then ``encoder_layer4to3`` only
-when a level of l4 or l3 is scaled (an l2 ablation reuses it), then ``encoder_layer3to2`` and the
-decoder. The unablated row is the forward's own output. ``encoder_layer3to2``'s GroupNorms span
+layer's weights, that layer being linear in its input, and its subsampled input shared by all
+rows: no scaled copy of the pyramid), then ``encoder_layer4to3`` only when a level of l4 or l3 is
+scaled (an l2 ablation reuses it), then ``encoder_layer3to2`` and the decoder. The unablated row
+is the forward's own output. ``encoder_layer3to2``'s GroupNorms span
 the whole 50² query map, so nothing after it can be restricted to a region of the query.
 """
 from __future__ import annotations
