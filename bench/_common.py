@@ -87,10 +87,29 @@ def synthetic_batch(size: int, shots: int, device: str, seed: int = 0):
     return EpisodeTensors(query[None], torch.stack(supports)[None], torch.stack(masks)[None]).to(device)
 
 
-def centre_region(size: int, device: str) -> torch.Tensor:
+def centred_square(size: int, side: int, device: str) -> torch.Tensor:
+    """R ``[S, S]`` bool: the centred square of ``side`` pixels (clamped to 1..S)."""
+    side = max(1, min(size, int(side)))
+    start = (size - side) // 2
     region = torch.zeros(size, size, dtype=torch.bool, device=device)
-    region[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = True
+    region[start : start + side, start : start + side] = True
     return region
+
+
+def centre_region(size: int, device: str, fraction: float = 0.25) -> torch.Tensor:
+    """The centred square covering ``fraction`` of the query (0.25: the S/2 square)."""
+    return centred_square(size, round(size * fraction**0.5), device)
+
+
+def autocast(device: str, enabled: bool):
+    """``torch.autocast`` for ``device`` (float16 on CUDA, bfloat16 elsewhere) when ``enabled``,
+    else a context that does nothing (the benchmarks' ``--amp``)."""
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext()
+    kind = torch.device(device).type
+    return torch.autocast(device_type=kind, dtype=torch.float16 if kind == "cuda" else torch.bfloat16)
 
 
 # ------------------------------------------------------------------------------------- timing

@@ -3,10 +3,16 @@ same model and episode.
 
     python bench/affex.py [--model matcher-effnet] [--random-weights] [--shots 1 5] [--size E]
                           [--variant signed] [--device cpu] [--rounds 3] [--threads 1] [--rss]
-                          [--region-side N] [--ablation-rows]
+                          [--region-fractions 0.01 0.25 0.5 1] [--region-side N] [--ablation-rows]
+                          [--amp] [--input-size S]
 
-R is the centred square of side S/2 (a quarter of the query), or of side N pixels at S with
-``--region-side N`` (a small R shows the region-aware feature ablation of DCAMA at its best).
+R is a centred square covering each fraction of the query given by ``--region-fractions``
+(default 0.25: the S/2 square), or the centred square of side N pixels at S with
+``--region-side N``. With several fractions the R-dependent rows (``affex``, ``affex|pred``,
+``ablation``, ``ablation(base)``) are repeated per R, named ``affex R=25%`` and so on; the
+forward rows are shared. ``--amp`` runs every row under ``torch.autocast`` (float16 on CUDA,
+bfloat16 on the CPU); ``--input-size`` overrides the model's input size S (quick checks of
+models that take any square size).
 
 Rows per K:
 * ``forward``: ``model.predict(batch)`` (what a plain prediction costs; the ratios' reference);
@@ -42,8 +48,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    autocast,
     build,
     centre_region,
+    centred_square,
     interleaved_medians,
     set_cpu_threads,
     load_average,
@@ -74,7 +82,9 @@ def _ablation_functions(model, region, size, prediction):
     return functions
 
 
-def _functions(model, batch, region, explainer, prediction):
+def _functions(model, batch, regions, explainer, prediction, ablation_size=None):
+    """The rows for one K: the forward rows once, the R-dependent rows per region (``regions``:
+    ``{suffix: R}``; suffix "" for a single R); ``ablation_size`` adds the ``--ablation-rows``."""
     def forward():
         with torch.no_grad():
             return model.predict(batch)
@@ -90,28 +100,34 @@ def _functions(model, batch, region, explainer, prediction):
         with torch.no_grad():
             return model.predict(batch, with_scores=True, score_sink=drop)
 
-    functions = {
-        "forward": forward,
-        "forward+scores": forward_scores,
-        "forward+stream": forward_stream,
-        "affex": lambda: explainer.explain(model, batch, region),
-        "affex|pred": lambda: explainer.explain(model, batch, region, prediction=prediction),
-    }
+    functions = {"forward": forward, "forward+scores": forward_scores, "forward+stream": forward_stream}
     if not getattr(model, "streams_scores", False):
         del functions["forward+stream"]
-    assert all(name in ROWS for name in functions)
+    for suffix, region in regions.items():
+        functions["affex" + suffix] = lambda region=region: explainer.explain(model, batch, region)
+        functions["affex|pred" + suffix] = lambda region=region: explainer.explain(
+            model, batch, region, prediction=prediction)
+        if ablation_size is not None:
+            for name, fn in _ablation_functions(model, region, ablation_size, prediction).items():
+                functions[name + suffix] = fn
+    assert all(name.split(" R=")[0] in ROWS + ABLATION_ROWS for name in functions)
     return functions
 
 
-def _region(args, size: int) -> torch.Tensor:
-    """R at the input size S: the centred S/2 square, or the centred ``--region-side`` square."""
-    if args.region_side is None:
-        return centre_region(size, args.device)
-    side = max(1, min(size, int(args.region_side)))
-    start = (size - side) // 2
-    region = torch.zeros(size, size, dtype=torch.bool, device=args.device)
-    region[start : start + side, start : start + side] = True
-    return region
+def _regions(args, size: int) -> dict[str, torch.Tensor]:
+    """``{row suffix: R}`` at the input size S: the centred ``--region-side`` square, or a centred
+    square covering each ``--region-fractions`` share of the query (suffix " R=25%"; none for a
+    single R)."""
+    if args.region_side is not None:
+        return {"": centred_square(size, args.region_side, args.device)}
+    fractions = args.region_fractions
+    regions = {}
+    for fraction in fractions:
+        if not 0 < fraction <= 1:
+            raise SystemExit(f"--region-fractions: {fraction} is not in (0, 1]")
+        suffix = "" if len(fractions) == 1 else f" R={100 * fraction:g}%"
+        regions[suffix] = centre_region(size, args.device, fraction)
+    return regions
 
 
 def _bbox(region: torch.Tensor) -> str:
@@ -120,23 +136,23 @@ def _bbox(region: torch.Tensor) -> str:
     return f"rows {int(rows[0])}-{int(rows[-1])}, cols {int(cols[0])}-{int(cols[-1])}"
 
 
+def _build(args):
+    """The model and its input size S (``--input-size`` overrides the registry's)."""
+    model = build(args.model, args.device, args.random_weights)
+    return model, int(args.input_size or model.entry.input_size)
+
+
 def _rss_child(args) -> None:
     """``--rss-child ROW K``: build, one warm-up call, then print the RSS growth of a second call."""
     from fssgui.explain.affex import AffinityExplainer
 
     row, shots = args.rss_child[0], int(args.rss_child[1])
-    model = build(args.model, args.device, args.random_weights)
-    size = int(model.entry.input_size)
+    model, size = _build(args)
     batch = synthetic_batch(size, shots, args.device)
-    prediction = None
-    if row in ("affex|pred", *ABLATION_ROWS):
-        with torch.no_grad():
-            prediction = model.predict(batch, with_scores=True)
+    with torch.no_grad():
+        prediction = model.predict(batch, with_scores=True) if row.startswith(("affex|pred", *ABLATION_ROWS)) else None
     explainer = AffinityExplainer(variant=args.variant, size=args.size)
-    region = _region(args, size)
-    fns = _functions(model, batch, region, explainer, prediction)
-    if row in ABLATION_ROWS:
-        fns = _ablation_functions(model, region, args.size or size, prediction)
+    fns = _functions(model, batch, _regions(args, size), explainer, prediction, args.size or size)
     fn = fns[row]
     fn()  # warm-up: one-time caches (oneDNN primitives, reordered weights) are not the call's cost
     print(rss_peak_mib(fn))
@@ -148,33 +164,41 @@ def main() -> None:
     parser.add_argument("--random-weights", action="store_true", help="build without a checkpoint (DCAMA etc.)")
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--size", type=int, default=None, help="explanation size E (default: input size)")
+    parser.add_argument("--input-size", type=int, default=None, help="input size S (default: the model's)")
     parser.add_argument("--variant", default="signed")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true", help="run every row under torch.autocast")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median)")
     parser.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0 = torch's default)")
     parser.add_argument("--rss", action="store_true", help="also measure RSS growth in fresh processes (CPU)")
+    parser.add_argument("--region-fractions", type=float, nargs="+", default=[0.25],
+                        help="R = centred squares covering these shares of the query (default 0.25)")
     parser.add_argument("--region-side", type=int, default=None,
-                        help="R = the centred square of this side in pixels at S (default: S/2)")
+                        help="R = the centred square of this side in pixels at S (instead of the fractions)")
     parser.add_argument("--ablation-rows", action="store_true",
                         help="also time the feature-ablation weights alone (the model's and the base class's)")
     parser.add_argument("--rss-child", nargs=2, metavar=("ROW", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.device == "cpu":
         set_cpu_threads(args.threads)
-    if args.rss_child:
-        _rss_child(args)
-        return
+    with autocast(args.device, args.amp):
+        if args.rss_child:
+            _rss_child(args)
+        else:
+            _measure(args)
 
+
+def _measure(args) -> None:
     from fssgui.explain.affex import AffinityExplainer
 
-    model = build(args.model, args.device, args.random_weights)
-    size = int(model.entry.input_size)
+    model, size = _build(args)
     weights = parameter_mib(model)
-    region = _region(args, size)
+    regions = _regions(args, size)
     explainer = AffinityExplainer(variant=args.variant, size=args.size)
+    described = "; ".join(f"R{suffix or ''} {int(r.sum())} px (bbox {_bbox(r)})" for suffix, r in regions.items())
     print(f"# bench/affex.py: model {args.model}{' (random weights)' if args.random_weights else ''}, S={size}, "
-          f"E={args.size or size}, R {int(region.sum())} px (bbox {_bbox(region)}), variant {args.variant}, "
-          f"device {args.device}, "
+          f"E={args.size or size}, {described}, variant {args.variant}, device {args.device}"
+          f"{' (autocast)' if args.amp else ''}, "
           f"median of {args.rounds} interleaved rounds; weights+buffers {weights:.1f} MiB")
     print(f"# machine: {machine()}", flush=True)
     results = []
@@ -182,9 +206,8 @@ def main() -> None:
         batch = synthetic_batch(size, shots, args.device)
         with torch.no_grad():
             prediction = model.predict(batch, with_scores=True)
-        fns = _functions(model, batch, region, explainer, prediction)
-        if args.ablation_rows:
-            fns.update(_ablation_functions(model, region, args.size or size, prediction))
+        fns = _functions(model, batch, regions, explainer, prediction,
+                         (args.size or size) if args.ablation_rows else None)
         for fn in fns.values():  # warm-up (oneDNN primitives, caches)
             fn()
         memory = {name: tensor_peak_mib(fn, args.device) for name, fn in fns.items()}
@@ -195,17 +218,20 @@ def main() -> None:
         if args.rss and args.device == "cpu":
             script = Path(__file__).resolve()
             common = ["--model", args.model, "--variant", args.variant, "--device", "cpu",
-                      "--threads", str(args.threads)]
+                      "--threads", str(args.threads), "--region-fractions", *map(str, args.region_fractions)]
             common += ["--random-weights"] if args.random_weights else []
             common += ["--size", str(args.size)] if args.size else []
+            common += ["--input-size", str(args.input_size)] if args.input_size else []
             common += ["--region-side", str(args.region_side)] if args.region_side is not None else []
+            common += ["--amp"] if args.amp else []
             for name in fns:
                 rss[name] = rss_peak_in_subprocess(script, common + ["--rss-child", name, str(shots)])
         results.append((shots, times, memory, rss))
         rows = list(fns)
         print(f"# load average after K={shots}: {load_average()}", flush=True)
 
-    header = (f"{'K':>2} {'what':<15} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9} {'wall x':>7} {'cpu x':>6} "
+    width = max(15, *(len(name) for name in rows))
+    header = (f"{'K':>2} {'what':<{width}} {'wall s':>8} {'cpu s':>8} {'peak MiB':>9} {'wall x':>7} {'cpu x':>6} "
               f"{'mem x':>6} {'mem x +w':>8}")
     if any(r[3] for r in results):
         header += f" {'RSS MiB':>8} {'RSS x':>6}"
@@ -214,7 +240,7 @@ def main() -> None:
         base, base_m = times["forward"], memory["forward"]
         for name in rows:
             t, m = times[name], memory[name]
-            line = (f"{shots:>2} {name:<15} {t.wall_median:>8.2f} {t.cpu_median:>8.2f} {m:>9.1f} "
+            line = (f"{shots:>2} {name:<{width}} {t.wall_median:>8.2f} {t.cpu_median:>8.2f} {m:>9.1f} "
                     f"{t.wall_median / base.wall_median:>7.2f} {t.cpu_median / base.cpu_median:>6.2f} "
                     f"{m / max(base_m, 1e-9):>6.2f} {(m + weights) / (base_m + weights):>8.2f}")
             if rss:

@@ -1,10 +1,12 @@
 """Batched causal metrics against sequential forwards, measured in one run, interleaved.
 
     python bench/causal.py [--model matcher-effnet] [--random-weights] [--shots 1] [--steps 75]
-                           [--batch-size 8] [--sequential N] [--device cpu] [--threads 1]
+                           [--batch-size N] [--sequential N] [--device cpu] [--threads 1] [--amp]
+                           [--input-size S]
 
 * batched: IAUC then DAUC with ``run_causal_metric`` (mIoU measure, skip_empty: ``steps`` states
-  each), ``--batch-size`` states per forward, the query's features encoded **once** for both
+  each), ``--batch-size`` states per forward (default: ``default_causal_batch_size``, the
+  device's choice: 1 on the CPU, from the free memory on CUDA), the query's features encoded **once** for both
   metrics and passed in (``query_features=``), as the evaluate and report code now do;
 * sequential: the reference's cost, one full ``model.predict`` (query + supports encoded again)
   per state, on that state's perturbed supports: 2 x steps forwards.
@@ -16,7 +18,8 @@ see the same machine load. Wall and process CPU time are both reported; on a loa
 CPU-time ratio at one thread (``--threads 1``, the CPU default) is the robust one (see
 ``_common.py``). ``--sequential N`` runs a sequential forward only for every
 (2*steps/N)-th state and scales the sum to 2 x steps (said in the output); 0 = all of them.
-Goal (issue 10): batched / sequential <= 0.3.
+Goals (issue 20): batched / sequential <= 0.6 on the CPU (K = 1), <= 0.3 on a GPU. ``--amp``
+runs both under ``torch.autocast``; ``--input-size`` overrides S (quick checks).
 """
 from __future__ import annotations
 
@@ -28,7 +31,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import build, centre_region, load_average, machine, set_cpu_threads, synthetic_batch  # noqa: E402
+from _common import (  # noqa: E402
+    autocast, build, centre_region, load_average, machine, set_cpu_threads, synthetic_batch,
+)
 
 
 def main() -> None:
@@ -37,27 +42,37 @@ def main() -> None:
     parser.add_argument("--random-weights", action="store_true")
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--steps", type=int, default=75)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="states per forward (default: the device's)")
     parser.add_argument("--sequential", type=int, default=0, help="time only N sequential forwards and scale")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (0 = torch's default)")
+    parser.add_argument("--amp", action="store_true", help="run under torch.autocast")
+    parser.add_argument("--input-size", type=int, default=None, help="input size S (default: the model's)")
     args = parser.parse_args()
     if args.device == "cpu":
         set_cpu_threads(args.threads)
+    with autocast(args.device, args.amp):
+        _measure(args)
 
+
+def _measure(args) -> None:
     from fssgui.explain.causal import run_causal_metric
-    from fssgui.models.base import EpisodeTensors
+    from fssgui.models.base import EpisodeTensors, default_causal_batch_size
 
     model = build(args.model, args.device, args.random_weights)
-    size = int(model.entry.input_size)
+    size = int(args.input_size or model.entry.input_size)
     batch = synthetic_batch(size, args.shots, args.device)
+    chosen = args.batch_size is None
+    if chosen:
+        args.batch_size = default_causal_batch_size(model, batch)
     region = centre_region(size, args.device)
     attribution = torch.rand(args.shots, size, size, generator=torch.Generator().manual_seed(0)).to(args.device)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     total = 2 * args.steps
     every = 1 if args.sequential <= 0 else max(1, total // min(args.sequential, total))
     print(f"# bench/causal.py: model {args.model}{' (random weights)' if args.random_weights else ''}, S={size}, "
-          f"K={args.shots}, {args.steps} steps, batch size {args.batch_size}, device {args.device}")
+          f"K={args.shots}, {args.steps} steps, batch size {args.batch_size}"
+          f"{' (default_causal_batch_size)' if chosen else ''}, device {args.device}{' (autocast)' if args.amp else ''}")
     print(f"# machine: {machine()}", flush=True)
 
     with torch.no_grad():  # warm-up: the sequential shape and both batched shapes

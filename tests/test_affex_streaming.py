@@ -207,25 +207,77 @@ def test_streamed_progress_and_cancellation(model, episodes, monkeypatch):
 
 
 def test_non_streaming_model_still_explains(monkeypatch):
-    """matcher-effnet does not stream: AffEx takes the old path (no ``score_sink`` is passed) and
-    its own forward gives what a given prediction gives."""
+    """A model that does not stream (here the matcher with streaming switched off): AffEx takes
+    the old path (no ``score_sink`` is passed) and its own forward gives what a given prediction
+    gives."""
     from fssgui.models.matcher import EffNetMatcher
 
     matcher = EffNetMatcher().eval()
-    assert not getattr(matcher, "streams_scores", False)
+    monkeypatch.setattr(matcher, "streams_scores", False)
     size = 64
     batch = _episode(2, seed=4, size=size)
-    region = _region(size)
-    recorder = PredictRecorder(matcher)
-    monkeypatch.setattr(matcher, "predict", recorder)
-    explainer = AffinityExplainer(variant="masked")
-    own = explainer.explain(matcher, batch, region)
-    assert [used_sink for used_sink, _ in recorder.calls] == [False]
     with torch.no_grad():
         prediction = matcher.predict(batch, with_scores=True)
-    given = explainer.explain(matcher, batch, region, prediction=prediction)
-    _assert_same(own, given)
+    sinks, own = _own_forward_equals_given(matcher, batch, _region(size), AffinityExplainer(variant="masked"),
+                                           prediction, monkeypatch)
+    assert sinks == [False]
     assert own.level_maps.shape[0] == prediction.num_levels == len(prediction.level_shapes) > 0
+
+
+def _own_forward_equals_given(model, batch, region, explainer, prediction, monkeypatch):
+    """AffEx running its own forward gives what AffEx given ``prediction`` (with scores) gives;
+    returns whether each of AffEx's own forwards got a score sink, and its attribution."""
+    recorder = PredictRecorder(model)
+    monkeypatch.setattr(model, "predict", recorder)
+    own = explainer.explain(model, batch, region)
+    sinks = [used_sink for used_sink, _ in recorder.calls]
+    _assert_same(own, explainer.explain(model, batch, region, prediction=prediction))
+    return sinks, own
+
+
+def _small_dmtnet():
+    from fssgui.models.dmtnet import DMTNet
+
+    torch.manual_seed(0)
+    return DMTNet().eval(), 136
+
+
+def _small_matcher():
+    from fssgui.models.matcher import EffNetMatcher
+
+    return EffNetMatcher().eval(), 64
+
+
+@pytest.mark.parametrize("build", [_small_matcher, _small_dmtnet], ids=["matcher-effnet", "dmtnet"])
+def test_other_streaming_models(build, monkeypatch):
+    """The built-in matcher and DMTNet stream too: the sink gets every level once, in order, with
+    the scores ``with_scores`` returns, and no reference to them outlives the sink's call; AffEx
+    from the streamed forward equals AffEx from the returned scores (K = 2)."""
+    model, size = build()
+    assert model.streams_scores
+    batch = _episode(2, seed=5, size=size)
+    with torch.no_grad():
+        scored = model.predict(batch, with_scores=True)
+    received: list[tuple[int, tuple[int, int]]] = []
+    refs: list[weakref.ref] = []
+    alive_at_next_level: list[bool] = []
+
+    def sink(level: int, shape: tuple[int, int], scores: torch.Tensor) -> None:
+        alive_at_next_level.append(any(ref() is not None for ref in refs))
+        received.append((level, shape))
+        torch.testing.assert_close(scores, scored.matching_scores[level], rtol=0, atol=0)
+        refs.append(weakref.ref(scores))
+
+    with torch.no_grad():
+        streamed = model.predict(batch, with_scores=True, score_sink=sink)
+    assert received == list(enumerate(scored.level_shapes)) and len(received) == scored.num_levels > 0
+    assert not any(alive_at_next_level) and not any(ref() is not None for ref in refs)
+    assert streamed.matching_scores is None and streamed.num_levels == scored.num_levels
+    torch.testing.assert_close(streamed.logits, scored.logits, rtol=0, atol=0)
+
+    sinks, _ = _own_forward_equals_given(model, batch, _region(size), AffinityExplainer(variant="signed"), scored,
+                                         monkeypatch)
+    assert sinks == [True]
 
 
 def test_num_levels_without_scores():

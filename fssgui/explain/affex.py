@@ -21,12 +21,12 @@ upsampled query map: its sum over R and its total sum. With the (linear) upsampl
 for up- and antialiased down-sampling alike) and step 2 becomes two matrix-vector products over
 the (softmaxed) scores, chunked over query rows so the extra memory stays bounded.
 
-**Streaming.** When ``explain`` runs its own forward on a model with ``streams_scores`` (DCAMA),
-it passes a ``score_sink`` to ``predict`` and reduces each level's scores to step 2's
-``[K, h, w]`` inside the sink, so the model never holds more than one level's score matrix and
-AffEx's peak memory is the plain forward's (the level maps are built after the forward). The
-result is the same as with all the scores returned (tests/test_affex_streaming.py). A caller's
-prediction that already holds scores is used as it is.
+**Streaming.** When ``explain`` runs its own forward on a model with ``streams_scores`` (DCAMA,
+DMTNet, the built-in matcher), it passes a ``score_sink`` to ``predict`` and reduces each level's
+scores to step 2's ``[K, h, w]`` inside the sink, so the model never holds more than one level's
+score matrix and AffEx's peak memory is the plain forward's (the level maps are built after the
+forward). The result is the same as with all the scores returned (tests/test_affex_streaming.py).
+A caller's prediction that already holds scores is used as it is.
 
 Modes: ``"paper"`` (default) asks the adapter for weights paired with their own level;
 ``"reference"`` asks for the reference code's pairing (DCAMA: the 1/8 and 1/32 groups swapped;

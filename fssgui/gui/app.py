@@ -129,7 +129,7 @@ def _screenshot(app, window, path: Path) -> int:
     for _ in range(5):
         app.processEvents()
     path.parent.mkdir(parents=True, exist_ok=True)
-    saved = window.grab().save(str(path))
+    saved = window.grab().save(str(path), quality=80)  # light PNG compression: 2-3x faster, ~10% larger
     window.shutdown()
     if not saved:
         print(f"fssgui: error: could not write the screenshot {path}", file=sys.stderr)

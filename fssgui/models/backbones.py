@@ -24,12 +24,14 @@ their released checkpoints load unchanged:
 from __future__ import annotations
 
 import importlib
-from typing import Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models import resnet as tv_resnet
+
+if TYPE_CHECKING:  # imported when a ResNet is built: ``torchvision.models`` takes seconds to import
+    from torchvision.models import resnet as tv_resnet
 
 from ..errors import ModelError
 
@@ -39,6 +41,8 @@ RESNET_LAYOUT = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 
 def build_resnet(name: str) -> tv_resnet.ResNet:
     """torchvision ResNet with random init (``weights=None``: never downloads)."""
+    from torchvision.models import resnet as tv_resnet
+
     if name == "resnet50":
         return tv_resnet.resnet50(weights=None)
     if name == "resnet101":

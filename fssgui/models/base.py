@@ -207,6 +207,54 @@ def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
     return out.reshape(*lead, h, w)
 
 
+#: causal-metric states per forward on an accelerator are capped at this (75 states a curve: 3 forwards)
+MAX_CAUSAL_BATCH = 32
+#: share of the free accelerator memory that the states of one forward may take
+CAUSAL_MEMORY_SHARE = 0.5
+#: states per forward on an accelerator that has no memory query (not CUDA; not measured)
+OTHER_ACCELERATOR_BATCH = 8
+
+
+def default_causal_batch_size(model: FSSModel, batch: EpisodeTensors, *, query_features: Any = None,
+                              max_batch: int = MAX_CAUSAL_BATCH) -> int:
+    """How many perturbed states of one episode (``batch``, B = 1) the causal metrics should put
+    through one forward of ``model`` on the device that holds ``batch``; the one place this is
+    decided (``bench/causal.py`` measures it).
+
+    * CPU: 1. Batching does not make a state cheaper there (measured, one thread: EfficientNet
+      features 0.16 s per image alone, 0.21 s per image in a batch of 8; the matching's products
+      and softmaxes do not shrink either), and it multiplies the working memory.
+    * CUDA: as many states as fit in :data:`CAUSAL_MEMORY_SHARE` of the free memory
+      (``torch.cuda.mem_get_info``), the memory of one state being the peak of a probe forward on
+      the unperturbed episode (``query_features`` reused when given, else encoded here: the probe
+      costs one forward), at most ``max_batch``, at least 1.
+    * Other accelerators: :data:`OTHER_ACCELERATOR_BATCH` (no memory query; not measured).
+    """
+    device = batch.query.device
+    if device.type == "cpu":
+        return 1
+    if device.type != "cuda":
+        return max(1, min(int(max_batch), OTHER_ACCELERATOR_BATCH))
+    with torch.no_grad():
+        if query_features is None:
+            query_features = model.encode_query(batch.query)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        held = torch.cuda.memory_allocated(device)
+        model.predict(batch, query_features=query_features)
+        torch.cuda.synchronize(device)
+        state_bytes = torch.cuda.max_memory_allocated(device) - held
+    free_bytes, _ = torch.cuda.mem_get_info(device)
+    return batch_size_for_memory(free_bytes, state_bytes, max_batch)
+
+
+def batch_size_for_memory(free_bytes: int, state_bytes: int, max_batch: int = MAX_CAUSAL_BATCH,
+                          share: float = CAUSAL_MEMORY_SHARE) -> int:
+    """``share`` of ``free_bytes`` divided by the bytes of one state, within ``[1, max_batch]``."""
+    fitting = int(free_bytes * share // max(1, int(state_bytes)))
+    return max(1, min(int(max_batch), fitting))
+
+
 def resize_masks(masks: Tensor, size: Sequence[int]) -> Tensor:
     """Bilinear, align_corners=True downsampling of {0,1} masks ``[..., H, W]`` (soft values)."""
     shape = masks.shape

