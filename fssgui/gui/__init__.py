@@ -1,5 +1,1 @@
-"""The Qt application (see :mod:`.main_window`). Importing it guards against PySide6's emit
-reference-count bug before any signal is emitted (:mod:`.pyside_refcounts`)."""
-from .pyside_refcounts import guard
-
-guard()
+"""The Qt application (see :mod:`.main_window`): a thin shell over the pipeline."""
