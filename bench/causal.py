@@ -4,7 +4,7 @@
                            [--batch-size N] [--sequential N] [--device cpu] [--threads 1] [--amp]
                            [--input-size S]
 
-* batched: IAUC then DAUC with ``run_causal_metric`` (mIoU measure, skip_empty: ``steps`` states
+* batched: IAUC then DAUC with the pipeline's runner (``fssgui.metrics.causal.CausalRun``) (mIoU measure, skip_empty: ``steps`` states
   each), ``--batch-size`` states per forward (default: ``default_causal_batch_size``, the
   device's choice: 1 on the CPU, from the free memory on CUDA), the query's features encoded **once** for both
   metrics and passed in (``query_features=``), as the evaluate and report code now do;
@@ -56,7 +56,7 @@ def main() -> None:
 
 
 def _measure(args) -> None:
-    from fssgui.explain.causal import run_causal_metric
+    from fssgui.metrics.causal import CausalRun
     from fssgui.models.base import EpisodeTensors, default_causal_batch_size
 
     model = build(args.model, args.device, args.random_weights)
@@ -107,9 +107,11 @@ def _measure(args) -> None:
     with torch.no_grad():
         features = model.encode_query(batch.query)  # once for both metrics (counted in batched)
     for metric in ("iauc", "dauc"):
-        result = run_causal_metric(model, batch, attribution, region, metric, "miou", steps=args.steps, gt=gt,
-                                   batch_size=args.batch_size, query_features=features,
-                                   on_step=sequential_forward)
+        result = CausalRun(model, batch, attribution, region, metric, "miou", steps=args.steps, gt=gt,
+                           batch_size=args.batch_size, query_features=features)
+        for step in result:
+            sequential_forward(step)
+        result = result.curve
         assert len(result.scores) == args.steps
         print(f"# {metric}: {result.value:.4f} ({len(result.scores)} states)", flush=True)
     sync()

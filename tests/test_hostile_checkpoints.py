@@ -343,7 +343,8 @@ def test_cli_checkpoints_with_nan_or_overflowing_weights_exit_2(matcher_state, s
                                     "blocks.3.0.conv_pw.weight"),
                         ("huge.pth", "matcher-effnet: the prediction is not finite")):
         out = folder / f"out_{name}"
-        args = ["predict", str(folder / "ep"), "--checkpoint", str(folder / name), "--device", "cpu", "--out", str(out)]
+        args = ["predict", str(folder / "ep"), "--model", "matcher-effnet", "--checkpoint", str(folder / name),
+                "--device", "cpu", "--out", str(out)]
         if name == "huge.pth":
             code, _, stderr = cli(*args)
         else:

@@ -72,7 +72,8 @@ def register(subparsers) -> None:
     parser.add_argument("--mode", choices=("paper", "reference"), help="AffEx mode (default paper)")
     parser.add_argument("--no-ignore", dest="use_ignore", action="store_false",
                         help="count label-255 pixels as background in the IoU (default: ignore them)")
-    parser.add_argument("--batch-size", type=int, default=8, help="perturbed states per forward pass (default 8)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="perturbed states per forward pass (default: 1 on the CPU, what fits in free GPU memory)")
     parser.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda when available; "
                                                        "under torchrun cuda:LOCAL_RANK)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

@@ -53,7 +53,8 @@ def register(subparsers) -> None:
     parser.add_argument("--region", choices=REGIONS,
                         help="R of the explanations (default: that of --results, else the ground truth: a failure's "
                              "prediction may be empty)")
-    parser.add_argument("--batch-size", type=int, default=8, help="perturbed states per forward pass (default 8)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="perturbed states per forward pass (default: 1 on the CPU, what fits in free GPU memory)")
     parser.add_argument("--results", metavar="EVALDIR",
                         help="results folder to use and extend (an fssgui evaluate --out folder; default DIR/results)")
     parser.add_argument("--no-pdf", action="store_true", help="write no report.pdf")

@@ -75,7 +75,7 @@ class EvaluationConfig:
     size: Optional[int] = None  # AffEx explanation size E
     mode: Optional[str] = None  # AffEx mode
     use_ignore: bool = True
-    batch_size: int = 8
+    batch_size: Optional[int] = None  # None: the device's choice (EpisodeRun.causal_batch_size)
     device: Optional[str] = None
     progress: bool = True
     dist_backend: str = "gloo"
@@ -192,7 +192,7 @@ def prepare_evaluation(config: EvaluationConfig) -> EvaluationSetup:
 
     if config.region not in REGIONS:
         raise ExplainError(f"unknown region {config.region!r} (use {' or '.join(REGIONS)})")
-    if config.batch_size < 1:
+    if config.batch_size is not None and config.batch_size < 1:
         raise ExplainError(f"--batch-size must be at least 1, got {config.batch_size}")
     if len(set(config.methods)) != len(config.methods):
         raise ExplainError(f"a method is given twice in --methods {','.join(config.methods)}")

@@ -23,13 +23,10 @@ import torch
 from ..errors import CancelledFn, ExplainError, ProgressFn, check_cancelled
 from ..imaging import resize_map
 from ..metrics.causal import CausalRun, Curve
-from ..models.base import check_finite, resize_logits
+from ..models.base import check_finite, default_causal_batch_size, resize_logits
 from . import regions as R
 from .models import LoadedModel
 from .results import ExplanationResult, PredictionResult, input_key
-
-#: metric states per forward pass when the caller does not choose
-DEFAULT_CAUSAL_BATCH = 8
 
 
 def make_explainer(method: Any, params: Optional[dict] = None):
@@ -80,6 +77,7 @@ class EpisodeRun:
         self._prediction_seconds = 0.0
         self._result: Optional[PredictionResult] = None
         self._query_features = None
+        self._causal_batch: Optional[int] = None
 
     # ------------------------------------------------------------------------------- inputs
     @property
@@ -241,6 +239,14 @@ class EpisodeRun:
                 self._query_features = self.model.encode_query(self.batch.query)
         return self._query_features
 
+    def causal_batch_size(self) -> int:
+        """Metric states per forward on this run's device (:func:`default_causal_batch_size`:
+        1 on the CPU, what fits in the free memory on a GPU), decided once per run."""
+        if self._causal_batch is None:
+            self._causal_batch = default_causal_batch_size(self.model, self.batch,
+                                                           query_features=self.query_features())
+        return self._causal_batch
+
     def causal(self, maps, region: R.Region, metric: str = "iauc", measure: str = "confidence", *,
                method: str = "", steps: Optional[int] = None, percentage: Optional[float] = None,
                skip_empty: Optional[bool] = None, batch_size: Optional[int] = None,
@@ -260,7 +266,7 @@ class EpisodeRun:
         return CausalRun(
             self.model, self.batch, attribution, region.tensor(self.device), metric, measure, method=method,
             steps=steps, percentage=percentage, skip_empty=skip_empty, gt=gt,
-            batch_size=DEFAULT_CAUSAL_BATCH if batch_size is None else batch_size,
+            batch_size=self.causal_batch_size() if batch_size is None else batch_size,
             query_features=self.query_features(), reference_logits=prediction.logits, cancelled=cancelled,
             params={"region": region.source, **({"ground_truth": gt_source} if gt_source else {})},
         )

@@ -51,7 +51,7 @@ class SweepRequest:
     method: Optional[str] = None
     metrics: tuple[MetricSpec, ...] = ()
     region: str = "prediction"
-    batch_size: int = 8
+    batch_size: Optional[int] = None  # None: the device's choice
     affex_size: Optional[int] = None  # AffEx explanation size E (fssgui evaluate --size)
     affex_mode: Optional[str] = None  # AffEx mode (fssgui evaluate --mode)
 
