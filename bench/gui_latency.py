@@ -100,6 +100,28 @@ def run_loop_until(app, done, timeout_s: float = 600.0) -> None:
         app.processEvents(QEventLoop.ProcessEventsFlag.WaitForMoreEvents, 20)
 
 
+def wait_signal(app, signal, start) -> None:
+    """Call ``start()`` and let the event loop run until ``signal`` is emitted."""
+    box = {}
+
+    def done(*_args) -> None:
+        box["done"] = True
+
+    signal.connect(done)
+    try:
+        start()
+        run_loop_until(app, lambda: "done" in box)
+    finally:
+        signal.disconnect(done)
+
+
+def wait_handle(app, handle) -> None:
+    """Let the event loop run until the job of ``handle`` is over; raise when it failed."""
+    run_loop_until(app, lambda: not handle.running)
+    if handle.error is not None:
+        raise RuntimeError(f"{handle.description}: {handle.message}")
+
+
 def later(app, steps, gap_ms: int = 15) -> None:
     """Run the callables of ``steps`` one by one from the event loop, ``gap_ms`` apart (like input events)."""
     from PySide6.QtCore import QTimer
@@ -194,45 +216,34 @@ def main(argv=None) -> int:
     print(f"  {'action':<36} {'wall ms':>8} {'cpu ms':>8} {'s':>8}", flush=True)
     measure("idle window, 3 s (the machine's noise)", lambda: later(app, [lambda: None] * 2, gap_ms=1500))
 
-    def wait_signal(signal, start) -> None:
-        box = {}
-        signal.connect(lambda *a: box.setdefault("done", True))
-        start()
-        run_loop_until(app, lambda: "done" in box)
-
-    def wait_handle(handle) -> None:
-        run_loop_until(app, lambda: not handle.running)
-        if handle.error is not None:
-            raise RuntimeError(f"{handle.description}: {handle.message}")
-
-    measure("open the demo episode", lambda: wait_signal(window.episode_io.opened, window.episode_io.open_default_demo))
-    measure("predict", lambda: wait_signal(window.runs.predictionShown, window.runs.predict))
+    measure("open the demo episode", lambda: wait_signal(app, window.episode_io.opened, window.episode_io.open_default_demo))
+    measure("predict", lambda: wait_signal(app, window.runs.predictionShown, window.runs.predict))
     h, w = window.query.image.shape[:2]
     points = [(w * (0.3 + 0.02 * i), h * (0.4 + 0.01 * i)) for i in range(15)]
     window.actions["region_brushed"].trigger()
     measure("brush R (3 strokes)", lambda: later(app, stroke_steps(window.query.canvas, points) * 3))
-    measure("explain R (affex-signed)", lambda: wait_signal(window.runs.resultShown, window.runs.explain))
+    measure("explain R (affex-signed)", lambda: wait_signal(app, window.runs.resultShown, window.runs.explain))
     measure("undo / redo", lambda: later(app, [window.actions["undo"].trigger, window.actions["redo"].trigger] * 3))
 
     playback = window.playback_widget
     window.analysis.tabs.setCurrentWidget(window.analysis.tabs.widget(3))
     playback.set_parameters(steps=args.steps)
-    measure("playback: run IAUC / DAUC", lambda: wait_signal(playback.runFinished, playback.run))
+    measure("playback: run IAUC / DAUC", lambda: wait_signal(app, playback.runFinished, playback.run))
     frames = playback.frame_count()
     measure(f"playback: scrub {frames} frames", lambda: later(app, [lambda i=i: playback.set_frame(i)
                                                                    for i in range(frames)], gap_ms=10))
     measure("playback: play to the end", lambda: (playback.fps_spin.setValue(30), playback.set_frame(0),
                                                   playback.play(),
                                                   run_loop_until(app, lambda: not playback.is_playing())))
-    measure("export: all frames (ZIP)", lambda: wait_handle(playback.exports.frames(scratch / "frames.zip")))
-    measure("export: report (HTML + PDF)", lambda: wait_handle(playback.exports.report(scratch / "report")))
+    measure("export: all frames (ZIP)", lambda: wait_handle(app, playback.exports.frames(scratch / "frames.zip")))
+    measure("export: report (HTML + PDF)", lambda: wait_handle(app, playback.exports.report(scratch / "report")))
 
     panel = window.proto_panel
     window.analysis.tabs.setCurrentWidget(window.analysis.tabs.widget(4))
     panel.set_model("scaleprotoseg-cityscapes")
     panel.set_checkpoint(str(scaleprotoseg_checkpoint(scratch)))
     panel.size_spin.setValue(args.proto_size)
-    measure("prototypes: run on the query", lambda: wait_signal(panel.resultShown, panel.run))
+    measure("prototypes: run on the query", lambda: wait_signal(app, panel.resultShown, panel.run))
     slider = panel.view.threshold_slider
     sweep = [lambda v=v: slider.setValue(v) for v in list(range(5, 51, 3)) + list(range(50, 0, -4))]
     measure("prototypes: threshold slider sweep", lambda: (later(app, sweep, gap_ms=10),
@@ -245,7 +256,7 @@ def main(argv=None) -> int:
     compare = panel.compare_view
     measure("prototypes: compare tab", lambda: (panel.inner_tabs.setCurrentWidget(compare),
                                                 run_loop_until(app, lambda: not compare.job.running)))
-    measure("export: prototypes", lambda: wait_handle(panel.export_to(scratch / "protos")))
+    measure("export: prototypes", lambda: wait_handle(app, panel.export_to(scratch / "protos")))
     measure("theme: dark and back", lambda: later(app, [lambda: window.set_theme("dark"),
                                                         lambda: window.set_theme("light")], gap_ms=50))
 

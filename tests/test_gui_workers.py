@@ -191,3 +191,37 @@ def test_shutdown_cancels_a_running_job_and_joins_the_thread(qtbot):
     with pytest.raises(RuntimeError):
         w.submit(long_job)
     assert w.shutdown()  # idempotent
+
+
+def test_an_ended_handle_and_its_result_are_freed_even_when_a_slot_holds_the_handle(qtbot, worker, pool):
+    """A slot that holds its own handle (``lambda h=handle: ...``) made a cycle through PySide's
+    connection that the garbage collector cannot see: every handle, with its result, stayed alive
+    for the life of the app (found by bench/soak.py). Finished, failed, cancelled and discarded
+    handles are all freed once they have ended."""
+    import gc
+    import weakref
+
+    def fail(ctx, cache):
+        raise ValueError("no")
+
+    def slow(ctx, cache):
+        for _ in range(200):
+            ctx.check()
+            time.sleep(0.01)
+
+    latest, refs, outcomes = LatestJob(), [], []
+    handles = [pool.submit(lambda ctx: np.ones(1000)), worker.submit(_steps(2, 0.01)), worker.submit(fail),
+               worker.submit(slow), latest.start(worker.submit(slow))]
+    for handle in handles:
+        handle.finished.connect(lambda result, h=handle: outcomes.append((h.id, "finished")))
+        handle.failed.connect(lambda message, trace: outcomes.append((handle.id, handle.error)))
+        handle.ended.connect(lambda h=handle: outcomes.append((h.id, "ended")))
+        refs.append(weakref.ref(handle))
+    qtbot.waitUntil(lambda: handles[3].state is JobState.RUNNING, timeout=5000)
+    handles[3].cancel()
+    latest.discard()
+    del handles, handle
+    qtbot.waitUntil(lambda: not worker.is_busy and not pool.is_busy, timeout=10000)
+    assert sum(1 for _, what in outcomes if what == "ended") == 5
+    gc.collect()
+    assert [ref() for ref in refs] == [None] * 5

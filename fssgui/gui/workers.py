@@ -38,7 +38,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
-from PySide6.QtCore import QEventLoop, QObject, QThread, QTimer, Qt, Signal, Slot
+from PySide6.QtCore import QEventLoop, QMetaMethod, QObject, QThread, QTimer, Qt, Signal, Slot
 
 from ..errors import Cancelled
 from ..pipeline import ModelCache, device_info
@@ -144,6 +144,20 @@ class JobHandle(QObject):
                 else:
                     self.cancelled.emit()
             self.ended.emit()
+            self._drop_connections()
+
+    def _drop_connections(self) -> None:
+        """Disconnect every slot of this handle once it has ended (nothing is emitted after ``ended``).
+
+        A slot is often a lambda that holds the handle itself (``lambda h=handle: ...``, or one that
+        reads ``handle.error``): PySide keeps such a slot alive as long as the sender lives, and the
+        sender lives as long as the slot holds it, a cycle the garbage collector cannot see. Without
+        this every handle, and the result it holds, stayed in memory for the life of the app."""
+        meta = self.metaObject()
+        for index in range(meta.methodOffset(), meta.methodCount()):
+            method = meta.method(index)
+            if method.methodType() == QMetaMethod.MethodType.Signal and self.isSignalConnected(method):
+                getattr(self, bytes(method.name()).decode()).disconnect()
 
     # ------------------------------------------------------------------ the job's thread
     def _post(self, kind: str, payload: Any = None) -> None:
