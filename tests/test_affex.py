@@ -67,7 +67,7 @@ class FakeModel(FSSModel):
             level_shapes=self.shapes,
         )
 
-    def feature_ablation_weights(self, prediction, region, size, *, mode="paper"):
+    def feature_ablation_weights(self, prediction, region, size, *, mode="paper", cancelled=None):
         self.modes.append(mode)
         return self.weights
 

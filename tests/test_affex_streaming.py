@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from fssgui.explain.affex import AffinityExplainer, region_at_size
-from fssgui.explain.base import Cancelled
+from fssgui.errors import Cancelled
 from fssgui.models.base import EpisodeTensors, Prediction
 from fssgui.models.dcama import DCAMA
 from test_dcama_ablation import _random_dcama

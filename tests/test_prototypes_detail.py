@@ -20,8 +20,7 @@ import torch
 from PySide6 import QtCore
 from torch import nn
 
-from fssgui.errors import ExplainError
-from fssgui.explain.base import Cancelled
+from fssgui.errors import Cancelled, ExplainError
 from fssgui.look import colormap_lut
 from fssgui.prototypes import nearest
 from fssgui.prototypes.dataset import NO_DATASET_TEXT, DatasetFolder

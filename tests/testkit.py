@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fssgui.episode import Episode, Support, episode_to_tensors, save_episode
-from fssgui.explain.base import Attribution, Explainer, check_cancelled
+from fssgui.errors import check_cancelled
+from fssgui.explain.base import Attribution, Explainer
 from fssgui.models.base import EpisodeTensors, FSSModel, Prediction, resize_masks
 from fssgui.models.registry import ModelEntry, get_entry, register
 

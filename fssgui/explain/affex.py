@@ -52,7 +52,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import ExplainError
-from .base import Attribution, CancelledFn, Explainer, ProgressFn, check_cancelled
+from ..errors import CancelledFn, ProgressFn, check_cancelled
+from .base import Attribution, Explainer
 
 VARIANTS = ("unmasked", "masked", "signed")
 MODES = ("paper", "reference")
@@ -379,7 +380,7 @@ class AffinityExplainer(Explainer):
         contributions.clear()
         assert level_maps is not None
         check_cancelled(cancelled)
-        weights = self._level_weights(model, prediction, region_e, size, level_count)
+        weights = self._level_weights(model, prediction, region_e, size, level_count, cancelled)
         out, zero_level = aggregate(
             level_maps, weights, batch.support_masks[0], self.variant, input_size,
             self.blur_kernel_size, self.blur_sigma,
@@ -403,12 +404,13 @@ class AffinityExplainer(Explainer):
             prediction=prediction if streamed_forward else None,
         )
 
-    def _level_weights(self, model, prediction, region_e: Tensor, size: int, level_count: int) -> Tensor:
+    def _level_weights(self, model, prediction, region_e: Tensor, size: int, level_count: int,
+                       cancelled: CancelledFn = None) -> Tensor:
         device = prediction.logits.device
         if self.aggregation == "mean":
             return torch.full((level_count,), 1.0 / level_count, device=device)
         try:
-            weights = model.feature_ablation_weights(prediction, region_e, size, mode=self.mode)
+            weights = model.feature_ablation_weights(prediction, region_e, size, mode=self.mode, cancelled=cancelled)
         except ExplainError:
             raise
         except (ValueError, NotImplementedError) as exc:

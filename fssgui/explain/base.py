@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from torch import Tensor
 
-from ..errors import Cancelled, CancelledFn, ProgressFn, check_cancelled  # noqa: F401 (re-exported until every caller imports fssgui.errors)
+from ..errors import CancelledFn, ProgressFn
 
 
 @dataclass

@@ -48,7 +48,8 @@ from torch import Tensor
 from ..errors import ExplainError
 from ..models.base import resize_masks
 from ..models.simpropnet import COS_EPS, MAP_EPS
-from .base import Attribution, Explainer, check_cancelled
+from ..errors import check_cancelled
+from .base import Attribution, Explainer
 
 
 def prototype_shares(query_features: Tensor, support_features: Tensor, support_masks: Tensor,

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ModelError
+from ..errors import CancelledFn, ModelError, check_cancelled
 
 #: ``sink(level, (h, w), scores)``: receives one matching level's pre-softmax scores
 #: ``[B, Hq*Wq, K*Hs*Ws]`` from a streaming ``predict`` (see the module docstring)
@@ -158,6 +158,7 @@ class FSSModel(nn.Module):
         size: int,
         *,
         mode: str = "paper",
+        cancelled: CancelledFn = None,
     ) -> Tensor:
         """Feature-ablation level weights ``[L]`` summing to 1 (AffEx aggregation).
 
@@ -166,6 +167,7 @@ class FSSModel(nn.Module):
         to ``size`` (bilinear, align_corners=False) and weigh level j by
         ``|mean_R fg_logit - mean_R fg_logit_without_j|``, normalised to sum 1.
         Models whose reference code differs override this (``mode='reference'``).
+        ``cancelled()`` is checked before each head call (:class:`fssgui.errors.Cancelled`).
         """
         if prediction.head is None:
             raise ValueError("this model exposes no head: feature ablation is not available")
@@ -189,6 +191,7 @@ class FSSModel(nn.Module):
             # ablated logits never dominate peak memory), one at a time on the CPU
             per_call = self.ablation_chunk_cpu if prediction.logits.device.type == "cpu" else self.ablation_chunk
             for chunk in keep.split(max(1, int(per_call))):
+                check_cancelled(cancelled)
                 fg.append(region_mean_fg(prediction.head(chunk)))  # [n, B]
             fg = torch.cat(fg)  # [L, B]
             diff = (unablated - fg).abs().mean(-1)  # [L]

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ModelError
+from ..errors import CancelledFn, ModelError, check_cancelled
 from .backbones import SwinTransformer, build_resnet, resnet_bottleneck_features
 from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks
 from .registry import ModelEntry, register
@@ -570,6 +570,7 @@ class DCAMA(FSSModel):
         size: int,
         *,
         mode: str = "paper",
+        cancelled: CancelledFn = None,
     ) -> Tensor:
         """AffEx feature-ablation weights ``[L]`` (sum 1).
 
@@ -590,17 +591,18 @@ class DCAMA(FSSModel):
             raise ValueError(f"unknown mode {mode!r} (paper or reference)")
         call = prediction.head
         if isinstance(call, DCAMADecoderCall) and call.model is self and bool(region.any()):
-            unablated, ablated = self.region_ablation_means(prediction, region, size)
+            unablated, ablated = self.region_ablation_means(prediction, region, size, cancelled)
             diff = (unablated - ablated).abs().mean(-1)  # [L]
             weights = diff / diff.sum()
         else:  # a head from elsewhere, or an empty R (NaN weights, as the base class gives)
-            weights = super().feature_ablation_weights(prediction, region, size, mode="paper")
+            weights = super().feature_ablation_weights(prediction, region, size, mode="paper", cancelled=cancelled)
         if mode == "reference":
             order = torch.as_tensor(self.reference_level_order(), device=weights.device)
             weights = weights[order]
         return weights
 
-    def region_ablation_means(self, prediction: Prediction, region: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    def region_ablation_means(self, prediction: Prediction, region: Tensor, size: int,
+                              cancelled: CancelledFn = None) -> tuple[Tensor, Tensor]:
         """What the feature-ablation weights are made of: the region-mean foreground logit
         (logits bilinearly resized to ``size``, align_corners=False, mean over R ``[size, size]``)
         of the prediction, ``[B]``, and with each level's coarse mask zeroed, ``[L, B]`` (level
@@ -665,6 +667,7 @@ class DCAMA(FSSModel):
             for lo, hi in ((s0, s1), (s1, s2), (s2, self.num_features)):
                 channels = list(range(hi - lo))
                 for start in range(0, len(channels), per_call):
+                    check_cancelled(cancelled)
                     chunk = channels[start : start + per_call]
                     if lo == s0:  # a 1/8 level: conv4's output is unchanged
                         m5 = head.conv5(broadcast_add(head.conv3(ablated(c3, chunk)), up_m4))

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ModelError
+from ..errors import CancelledFn, ModelError, check_cancelled
 from .backbones import build_resnet, resnet_bottleneck_features
 from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_logits, resize_masks
 from .hsnet_learner import HPNLearner, LearnerRun
@@ -364,7 +364,8 @@ class DMTNet(FSSModel):
 
     # --- head reruns ---------------------------------------------------------------------------
     def _learner_rerun(
-        self, shot: ShotResult, keep: Tensor, size: Optional[Sequence[int]], *, bg: bool
+        self, shot: ShotResult, keep: Tensor, size: Optional[Sequence[int]], *, bg: bool,
+        cancelled: CancelledFn = None,
     ) -> Tensor:
         """HPN learner on the (bg_)corr pyramid with level j scaled by ``keep[:, j]``.
 
@@ -376,7 +377,7 @@ class DMTNet(FSSModel):
         run = shot.bg_learner if bg else shot.learner
         device = run.raw.device
         chunk = self.ablation_chunk_cpu if device.type == "cpu" else self.ablation_chunk
-        out = self.hpn_learner.rerun(run, keep, chunk)
+        out = self.hpn_learner.rerun(run, keep, chunk, cancelled)
         if size is not None:
             n, b = out.shape[:2]
             out = self._to_size(out.flatten(0, 1), size).view(n, b, 2, *size)
@@ -390,6 +391,7 @@ class DMTNet(FSSModel):
         size: int,
         *,
         mode: str = "paper",
+        cancelled: CancelledFn = None,
     ) -> Tensor:
         """AffEx feature-ablation weights ``[13]`` (sum 1), DMTNet variant.
 
@@ -409,7 +411,7 @@ class DMTNet(FSSModel):
         with torch.no_grad():
             per_shot = []
             for s in shots:
-                fg_raw, bg_raw = self.ablation_outputs(s)  # [L+1, B, 2, h, w] (raw learner output)
+                fg_raw, bg_raw = self.ablation_outputs(s, cancelled)  # [L+1, B, 2, h, w] (raw learner output)
                 fg = self._to_size(fg_raw.flatten(0, 1), target).view(*fg_raw.shape[:3], *target)[..., region]
                 bg = self._to_size(bg_raw.flatten(0, 1), target).view(*bg_raw.shape[:3], *target)[..., region]
                 per_shot.append((fg, bg))  # [L+1, B, 2, |R|]
@@ -422,7 +424,7 @@ class DMTNet(FSSModel):
             dist = torch.stack(d).mean(0)
         return dist / dist.sum()
 
-    def ablation_outputs(self, shot: ShotResult) -> tuple[Tensor, Tensor]:
+    def ablation_outputs(self, shot: ShotResult, cancelled: CancelledFn = None) -> tuple[Tensor, Tensor]:
         """Raw learner outputs (fg, bg) ``[L+1, B, 2, h, w]`` for "nothing ablated" and each level
         zeroed in turn; computed once per shot and memoised (they do not depend on the region or
         the explanation size)."""
@@ -434,8 +436,8 @@ class DMTNet(FSSModel):
             keep[1:] -= torch.eye(levels, device=dev, dtype=dtype)
             with torch.no_grad():
                 cached = (
-                    self._learner_rerun(shot, keep, None, bg=False),
-                    self._learner_rerun(shot, keep, None, bg=True),
+                    self._learner_rerun(shot, keep, None, bg=False, cancelled=cancelled),
+                    self._learner_rerun(shot, keep, None, bg=True, cancelled=cancelled),
                 )
             shot.extra["ablation_outputs"] = cached
         return cached

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import CancelledFn, check_cancelled
+
 #: support maps up to this many positions run conv2 as per-position-pair matrix products
 PAIR_SUPPORT_MAX = 16
 
@@ -344,7 +346,7 @@ class HPNLearner(nn.Module):
     def forward(self, pyramid: Sequence[Tensor]) -> Tensor:
         return self.run(pyramid).raw
 
-    def rerun(self, run: LearnerRun, keep: Tensor, chunk: int = 1) -> Tensor:
+    def rerun(self, run: LearnerRun, keep: Tensor, chunk: int = 1, cancelled: CancelledFn = None) -> Tensor:
         """Raw logits ``[N, B, 2, h, w]`` with pyramid level j (levels numbered through l4, l3, l2)
         scaled by ``keep[:, j]``; ``chunk`` rows that scale the same groups share a batch.
 
@@ -368,6 +370,7 @@ class HPNLearner(nn.Module):
                 out[rows] = run.raw
                 continue
             for start in range(0, len(rows), max(1, int(chunk))):
+                check_cancelled(cancelled)
                 part = rows[start : start + max(1, int(chunk))]
                 m = len(part)
                 squeezed = []

@@ -31,14 +31,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import ExplainError
-from ..explain.base import Cancelled
+from ..errors import CancelledFn, ExplainError, check_cancelled
 from ..imaging import load_rgb
 from .dataset import IMAGES_JSON, NO_DATASET_TEXT, DatasetFolder
 from .inspection import CellGrid
 from .overlays import BOX_COLOUR, CELL_COLOUR, Box, activation_overlay, clip_box, draw_boxes, upsample_cubic
 from .projection import ProjectionInfo
-from .run import CancelledFn, ProgressFn, ScaleProtoSegRun, apply_threshold, run_scaleprotoseg
+from .run import ProgressFn, ScaleProtoSegRun, apply_threshold, run_scaleprotoseg
 
 
 @dataclass(frozen=True)
@@ -247,8 +246,7 @@ def compute_source_view(model, detail: PrototypeDetail, location: SourceLocation
     if progress:
         progress(0.1, f"p{detail.index}: training image {location.image_id}")
     image = load_rgb(location.path)
-    if cancelled and cancelled():
-        raise Cancelled()
+    check_cancelled(cancelled)
     if progress:
         progress(0.3, f"p{detail.index}: self-activation")
     run = run_scaleprotoseg(model, image, size)

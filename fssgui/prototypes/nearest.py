@@ -11,7 +11,7 @@ unchanged and the model is the same object.
 
 :class:`NearestRequest` bundles a search for a worker thread:
 ``request.run(model, progress, cancelled)``; ``cancelled()`` turning true between two images
-raises :class:`~fssgui.explain.base.Cancelled`.
+raises :class:`~fssgui.errors.Cancelled`.
 """
 from __future__ import annotations
 
@@ -25,14 +25,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..errors import ExplainError
-from ..explain.base import Cancelled
+from ..errors import CancelledFn, ExplainError, check_cancelled
 from ..imaging import ImageError, load_rgb
 from .dataset import DatasetFolder
 from .detail import check_prototype
 from .inspection import CellGrid
 from .overlays import CELL_COLOUR, Box, activation_overlay, draw_boxes, upsample_cubic
-from .run import CancelledFn, ProgressFn, forward_image
+from .run import ProgressFn, forward_image
 
 #: the official ``nearest_img`` keeps 3 images per prototype
 DEFAULT_NEAREST_K = 3
@@ -202,8 +201,7 @@ def find_nearest_patches(model, prototype_index: int, dataset: DatasetFolder, sp
     missing, unreadable = [], []
     searched = cached = 0
     for position, image_id in enumerate(chosen):
-        if cancelled and cancelled():
-            raise Cancelled()
+        check_cancelled(cancelled)
         if progress:
             progress(position / len(chosen), f"p{prototype_index}: image {position + 1} of {len(chosen)}")
         path = dataset.image_path(split, image_id)
@@ -234,11 +232,11 @@ def find_nearest_patches(model, prototype_index: int, dataset: DatasetFolder, sp
             best.append(candidate)
             best.sort(key=lambda c: (c[0], c[1]))
             del best[k:]
-    if cancelled and cancelled():
-        raise Cancelled()
+    check_cancelled(cancelled)
     patches = []
     for rank, (distance, _pos, image_id, path, cell, input_hw, grid_hw, payload) in enumerate(best, start=1):
         if payload is None:  # from the cache: one forward for the activation map shown
+            check_cancelled(cancelled)
             try:
                 image = load_rgb(path)
             except ImageError:

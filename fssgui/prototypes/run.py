@@ -26,7 +26,6 @@ from .projection import ProjectionMetadata
 DEFAULT_THRESHOLD = 0.05
 
 ProgressFn = Callable[[float, str], None]  # progress(fraction 0..1, message)
-CancelledFn = Callable[[], bool]  # true once the caller wants the work stopped
 
 
 @dataclass
