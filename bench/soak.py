@@ -22,7 +22,9 @@ collection; the resident set (``VmRSS``) is read then. Printed per phase:
   then) and job N, and the same after ``malloc_trim`` (what the C allocator holds but could give back);
 * live Python objects: ``gc.get_objects()`` counted by type at job 50 and every 25 jobs after; the
   types with the largest growth, and those that grew at every count (monotone growth: a leak);
-  for the window also its Qt children (``findChildren(QObject)``), and live job handles;
+  for the window also its Qt descendants (walked with ``children()``: PySide's ``findChildren`` keeps
+  a reference from the window to every wrapper it returns, so counting with it made the wrappers of
+  deleted widgets pile up, a leak of the measurement), and live job handles;
 * torch's allocator: ``torch.cuda.memory_allocated`` when the model runs on CUDA; on the CPU
   torch has no allocator statistic, so the live tensors (counted by gc) and the RSS stand for it;
 * the slowest job relative to the median of the same work (same kind, method and number of
@@ -95,14 +97,27 @@ def trimmed_rss_mib() -> float:
     return rss_mib()
 
 
-def object_counts() -> collections.Counter:
+class Tally(collections.Counter):
+    """Object counts by type; a type of this module, so the soak's own records are not counted."""
+
+
+def object_counts() -> Tally:
     """Live gc-tracked objects by type (module-qualified name), the soak's own records left out."""
-    counts = collections.Counter()
+    counts = Tally()
     for obj in gc.get_objects():
         kind = type(obj)
         if kind.__module__ != __name__:
             counts[f"{kind.__module__}.{kind.__qualname__}"] += 1
     return counts
+
+
+@dataclasses.dataclass
+class Count:
+    index: int
+    counts: Tally
+
+    def __iter__(self):  # (index, counts), as a pair
+        return iter((self.index, self.counts))
 
 
 @dataclasses.dataclass
@@ -124,7 +139,7 @@ class Soak:
         self.extra_counts = extra_counts or (lambda: {})
         self.trace = trace
         self.records: list[Job] = []
-        self.counts: list[tuple[int, collections.Counter]] = []
+        self.counts: list[Count] = []
         self.cuda: list[tuple[int, int]] = []
         self.snapshot = None
 
@@ -141,7 +156,7 @@ class Soak:
                 or index == self.jobs:
             counts = object_counts()
             counts.update(self.extra_counts())
-            self.counts.append((index, counts))
+            self.counts.append(Count(index, counts))
             import torch
 
             if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -235,7 +250,6 @@ class Soak:
 # ------------------------------------------------------------------------------- the window
 def window_phase(args, model: str, scratch: Path) -> Soak:
     import numpy as np
-    from PySide6.QtCore import QObject
     from PySide6.QtWidgets import QApplication
 
     from gui_latency import later, run_loop_until, stroke_steps, wait_handle, wait_signal
@@ -256,11 +270,14 @@ def window_phase(args, model: str, scratch: Path) -> Soak:
     tabs = window.analysis.tabs
     explained = [0]
 
+    def descendants(obj) -> int:
+        return sum(1 + descendants(child) for child in obj.children())
+
     def live_handles() -> int:
         return sum(1 for obj in gc.get_objects() if type(obj) is JobHandle)
 
     def qt_counts() -> dict:
-        return {"qt.QObjects under the window": len(window.findChildren(QObject)),
+        return {"qt.QObjects under the window": descendants(window),
                 "qt.JobHandles alive": live_handles()}
 
     soak = Soak("window", args.jobs, args.start, qt_counts, args.tracemalloc)
