@@ -112,11 +112,9 @@ def test_cancel_keeps_the_previous_result(qtbot, window):
     qtbot.waitUntil(lambda: not window.device_worker.is_busy, timeout=10000)
     assert window.analysis.heatmap_view.result is first
     assert "cancelled" in window.log_pane.text()
-    _select_explainer(window, first.method)  # the next job runs normally, with the same result as before
-    again = _explain(qtbot, window)
-    assert again is not first and again.method == first.method
-    for a, b in zip(again.maps, first.maps):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    again = _explain(qtbot, window)  # the same job again runs normally to its end
+    assert again is not first and again.method == "test-slow"
+    assert window.analysis.heatmap_view.result is again
 
 
 def test_job_errors_are_shown_and_the_window_keeps_working(qtbot, window):

@@ -225,3 +225,39 @@ def test_an_ended_handle_and_its_result_are_freed_even_when_a_slot_holds_the_han
     assert sum(1 for _, what in outcomes if what == "ended") == 5
     gc.collect()
     assert [ref() for ref in refs] == [None] * 5
+
+
+def test_what_a_job_reports_after_shutdown_reaches_nobody(qtbot):
+    """A window shutting down discards its jobs: a result already on its way (posted, not yet
+    delivered) must not reach slots of widgets the window is deleting, nor the runner's busy signal."""
+    pool = WorkerPool("late")
+    gate = threading.Event()
+    handle = pool.submit(lambda ctx: gate.wait(5) and "late")
+    got, ended = [], []
+    handle.finished.connect(got.append)
+    handle.failed.connect(lambda message, trace: got.append(message))
+    pool.busyChanged.connect(got.append)
+    handle.ended.connect(lambda: ended.append(True))
+    gate.set()
+    pool.shutdown(wait=True)  # the job has ended in its thread; its events wait in the GUI thread's queue
+    qtbot.waitUntil(lambda: bool(ended), timeout=5000)
+    assert got == [] and handle.discarded
+
+
+def test_a_pool_deleted_with_its_widget_discards_its_jobs(qtbot):
+    """A widget closed while its pool draws: the drawing's result reaches nobody (its slots would
+    touch deleted widgets)."""
+    from PySide6.QtWidgets import QWidget
+
+    owner = QWidget()
+    pool = WorkerPool("owned", 1, owner)
+    gate = threading.Event()
+    handle = pool.submit(lambda ctx: gate.wait(5) and "drawn")
+    got, ended = [], []
+    handle.finished.connect(got.append)
+    handle.ended.connect(lambda: ended.append(True))
+    owner.deleteLater()
+    qtbot.waitUntil(lambda: handle.discarded, timeout=5000)  # the pool went with its owner
+    gate.set()
+    qtbot.waitUntil(lambda: bool(ended), timeout=5000)
+    assert got == []

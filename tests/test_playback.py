@@ -21,6 +21,9 @@ from testkit import TINY_REPORT_SIZE as TINY_SIZE, TinyModel, tiny_setup
 
 STEPS = 6
 POINTS = STEPS + 1
+#: forwards until the first curve is complete: the prediction (its logits give the target class), then
+#: one per state (the causal batch size on the CPU is 1: EpisodeRun.causal_batch_size)
+FIRST_CURVE = 1 + POINTS
 
 
 class GatedModel(TinyModel):
@@ -131,7 +134,7 @@ def test_frames_are_in_sync_with_the_curve_marker(qtbot, make_worker, setup):
 
 def test_frames_stream_in_while_the_job_runs(qtbot, make_worker, setup):
     gate = threading.Event()
-    worker = make_worker(lambda: GatedModel(gate, free=2))  # the prediction (its logits give the target class), first batch
+    worker = make_worker(lambda: GatedModel(gate, free=FIRST_CURVE))
     widget = make_widget(qtbot, worker, setup)
     try:
         widget.run()
@@ -151,7 +154,7 @@ def test_frames_stream_in_while_the_job_runs(qtbot, make_worker, setup):
 
 def test_cancel_stops_the_job_and_keeps_the_computed_frames(qtbot, make_worker, setup):
     gate = threading.Event()
-    worker = make_worker(lambda: GatedModel(gate, free=2))
+    worker = make_worker(lambda: GatedModel(gate, free=FIRST_CURVE))
     widget = make_widget(qtbot, worker, setup)
     widget.run()
     qtbot.waitUntil(lambda: widget.frame_count() == POINTS, timeout=20000)
@@ -173,7 +176,7 @@ def test_cancel_stops_the_job_and_keeps_the_computed_frames(qtbot, make_worker, 
 
 def test_a_new_run_drops_the_old_runs_frames(qtbot, make_worker, setup):
     gate = threading.Event()
-    worker = make_worker(lambda: GatedModel(gate, free=2))
+    worker = make_worker(lambda: GatedModel(gate, free=FIRST_CURVE))
     widget = make_widget(qtbot, worker, setup)
     first = widget.run()
     qtbot.waitUntil(lambda: widget.frame_count() == POINTS, timeout=20000)

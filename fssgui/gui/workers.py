@@ -30,6 +30,7 @@ says how much is left).
 from __future__ import annotations
 
 import enum
+import functools
 import inspect
 import itertools
 import threading
@@ -38,6 +39,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
+import shiboken6
 from PySide6.QtCore import QEventLoop, QMetaMethod, QObject, QThread, QTimer, Qt, Signal, Slot
 
 from ..errors import Cancelled
@@ -218,6 +220,9 @@ class _Runner(QObject):
         super().__init__(parent)
         self._active: dict[int, JobHandle] = {}
         self._running = True
+        # deleted with its owner (a widget closing while a job runs): the jobs report to nobody, as
+        # after shutdown (the slot holds the handles, not this runner, whose C++ side is gone)
+        self.destroyed.connect(functools.partial(_discard_all, self._active))
 
     def _track(self, handle: JobHandle) -> JobHandle:
         if not self._running:
@@ -231,8 +236,15 @@ class _Runner(QObject):
         return handle
 
     def _untrack(self, handle: JobHandle) -> None:
-        if self._active.pop(handle.id, None) is not None and not self._active:
-            self.busyChanged.emit(False)
+        if self._active.pop(handle.id, None) is not None and not self._active and self._running \
+                and shiboken6.isValid(self):
+            self.busyChanged.emit(False)  # (after shutdown or deletion, nobody listens)
+
+    def _close(self) -> None:
+        """No new job; every job not over yet is discarded: what it still reports (a result drawn
+        for a widget the closing window is deleting) reaches nobody."""
+        self._running = False
+        _discard_all(self._active)
 
     @property
     def is_busy(self) -> bool:
@@ -350,8 +362,7 @@ class DeviceWorker(_Runner):
         Returns True when the thread ended within ``timeout_ms``."""
         if not self._running:
             return True
-        self._running = False
-        self.cancel_all()
+        self._close()
         self._core.stopping.set()
         self._stop.emit()
         ended = self._thread.wait(timeout_ms)
@@ -361,6 +372,11 @@ class DeviceWorker(_Runner):
             ended = self._thread.wait(5000)
         self._active.clear()
         return bool(ended)
+
+
+def _discard_all(active: dict[int, JobHandle]) -> None:
+    for handle in list(active.values()):
+        handle.discard()
 
 
 # ============================================================================ the pool
@@ -382,8 +398,7 @@ class WorkerPool(_Runner):
         """Cancel the queued jobs; with ``wait``, let the running ones end first."""
         if not self._running:
             return
-        self._running = False
-        self.cancel_all()
+        self._close()
         self._executor.shutdown(wait=wait)
 
 
