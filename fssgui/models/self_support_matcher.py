@@ -54,7 +54,7 @@ from torch import Tensor
 
 from .backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, EFFICIENTNET_STAGE_STRIDES
 from .base import EpisodeTensors, Prediction, ScoreSink, resize_masks
-from .matcher import EfficientNetLiteMatching
+from .matcher import EfficientNetLiteMatching, probability_logits
 from .registry import ModelEntry, register
 
 INPUT_SIZE = 384
@@ -66,7 +66,6 @@ BIAS = -1.0
 GUIDE_RADIUS = 16  # pixels at S
 GUIDE_EPS = 1e-3  # on a 0..1 grey guide
 _TINY = 1e-30
-_EPS = 1e-4  # the probability is kept in [_EPS, 1 - _EPS], as matcher-effnet's
 
 
 class SelfSupportMatcher(EfficientNetLiteMatching):
@@ -172,8 +171,8 @@ class _Head:
 
     def __init__(self, levels: list[_Level], weights: Tensor, guide: Tensor, size: tuple[int, int]) -> None:
         self.levels = levels
-        self.weights = weights.to(guide)  # [L]
-        self.guide = guide  # [B, 1, S, S] grey, 0..1
+        self.weights = weights.to(guide)  # [L]; guide: [B, 1, S, S] grey, 0..1
+        self.filter = GuidedFilter(guide, GUIDE_RADIUS, GUIDE_EPS)  # the guide's statistics, once per head
         self.size = size
         self.grid = max((lv.shape for lv in levels), key=lambda hw: hw[0] * hw[1])  # the finest level
         self.first = torch.stack([self._to_grid(lv.evidence(), lv.shape) for lv in levels], 1)  # [B, L, gh, gw]
@@ -200,34 +199,46 @@ class _Head:
             second.append(self._to_grid(lv.self_support_evidence(p0), lv.shape))
         z = torch.einsum("l,blhw->bhw", level_weights, torch.stack(second, 1)) + BIAS
         z = F.interpolate(z[:, None], size=self.size, mode="bilinear", align_corners=True)
-        p = guided_filter(torch.sigmoid(z), self.guide, GUIDE_RADIUS, GUIDE_EPS)[:, 0].clamp(_EPS, 1.0 - _EPS)
-        return torch.stack([torch.log1p(-p), torch.log(p)], dim=1)  # softmax = [1 - p, p]
+        return probability_logits(self.filter(torch.sigmoid(z))[:, 0])  # softmax = [1 - p, p]
 
 
-def guided_filter(values: Tensor, guide: Tensor, radius: int, eps: float) -> Tensor:
-    """He et al.'s guided filter (grey guide): ``values`` and ``guide`` ``[B, 1, H, W]``; linear in
-    ``values``. Box means over a window of ``2 radius + 1`` pixels, normalised at the borders,
-    computed from running sums (cost independent of the radius)."""
-    mean_g, mean_v = box_mean(guide, radius), box_mean(values, radius)
-    covariance = box_mean(guide * values, radius) - mean_g * mean_v
-    variance = box_mean(guide * guide, radius) - mean_g * mean_g
-    a = covariance / (variance + eps)
-    offset = mean_v - a * mean_g
-    return box_mean(a, radius) * guide + box_mean(offset, radius)
+class GuidedFilter:
+    """He et al.'s guided filter with a grey ``guide`` ``[B, 1, H, W]``: ``filter(values)`` for
+    ``values`` of the same shape; linear in ``values``. Box means over a window of ``2 radius + 1``
+    pixels, normalised at the borders, computed from running sums (cost independent of the
+    radius). What depends on the guide alone (its mean and variance) is computed once, here: the
+    head filters once per forward and once per feature-ablation pass, all with the same guide."""
+
+    def __init__(self, guide: Tensor, radius: int, eps: float) -> None:
+        self.guide, self.radius = guide, radius
+        self.mean_g = box_mean(guide, radius)
+        self.variance_eps = box_mean(guide * guide, radius) - self.mean_g * self.mean_g + eps
+
+    def __call__(self, values: Tensor) -> Tensor:
+        radius, guide, mean_g = self.radius, self.guide, self.mean_g
+        mean_v = box_mean(values, radius)
+        covariance = box_mean(guide * values, radius) - mean_g * mean_v
+        a = covariance / self.variance_eps
+        offset = mean_v - a * mean_g
+        return box_mean(a, radius) * guide + box_mean(offset, radius)
 
 
 def box_mean(x: Tensor, radius: int) -> Tensor:
     """Mean over the ``(2 radius + 1)``-pixel square window of every pixel of ``x [..., H, W]``,
-    over the pixels inside the image (as ``avg_pool2d(..., count_include_pad=False)``)."""
+    over the pixels inside the image (as ``avg_pool2d(..., count_include_pad=False)``).
+
+    Per axis, from the running sums ``s`` (``s[i] = x[:i].sum()``, ``s[0] = 0``): the window of
+    pixel ``i`` sums to ``s[min(i + r + 1, n)] - s[max(i - r, 0)]``. Padding ``s`` with ``r`` copies
+    of its first and last value makes both terms plain slices of one tensor (no gather)."""
     for dim in (-1, -2):
         n = x.shape[dim]
-        sums = F.pad(x.cumsum(dim).movedim(dim, -1), (1, 0)).movedim(-1, dim)  # sums[i] = x[:i].sum()
+        moved = x.movedim(dim, -1)
+        sums = F.pad(moved.cumsum(-1), (radius + 1, 0))  # s[0..n], s[0] = 0
+        extended = torch.cat([sums, sums[..., -1:].expand(*sums.shape[:-1], radius)], -1)  # + r copies of s[n]
+        window = extended[..., 2 * radius + 1: 2 * radius + 1 + n] - extended[..., :n]  # s[hi] - s[lo], r zeros first
         idx = torch.arange(n, device=x.device)
-        hi, lo = (idx + radius + 1).clamp(max=n), (idx - radius).clamp(min=0)
-        shape = [1] * x.dim()
-        shape[dim] = n
-        count = (hi - lo).to(x.dtype).view(shape)
-        x = (sums.index_select(dim, hi) - sums.index_select(dim, lo)) / count
+        count = ((idx + radius + 1).clamp(max=n) - (idx - radius).clamp(min=0)).to(x.dtype)
+        x = (window / count).movedim(-1, dim)
     return x
 
 
