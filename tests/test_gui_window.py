@@ -667,3 +667,22 @@ def test_the_status_bar_progress_text_fits_its_bar(qtbot, window):
     assert bar.toolTip() == message
     window.status.set_progress(0.5, "short")
     assert bar.text() == "short 50%"
+
+
+def test_preload_builds_the_model_before_the_first_predict(qtbot, window):
+    """At launch the app loads the chosen model on the device thread; the first Predict then finds
+    it built (no second "ready" line). A model that needs a checkpoint not chosen yet is left alone."""
+    window.set_episode(make_episode(shots=1, size=(48, 64)))
+    handle = window.runs.preload()
+    assert handle is not None
+    qtbot.waitUntil(lambda: not handle.running, timeout=30000)
+    assert handle.result == window.model_bar.model_name() and handle.error is None
+    ready = [line for line in window.log_pane.text().splitlines() if " ready on " in line]
+    assert len(ready) == 1
+    with qtbot.waitSignal(window.runs.predictionShown, timeout=30000):
+        window.runs.predict()
+    assert len([line for line in window.log_pane.text().splitlines() if " ready on " in line]) == 1
+    index = window.model_bar.model_combo.findData("dcama-resnet50")
+    assert index >= 0
+    window.model_bar.model_combo.setCurrentIndex(index)
+    assert window.runs.preload() is None  # needs a checkpoint: nothing to load yet

@@ -1,7 +1,8 @@
 """``run_gui(args)``: the window, called by ``fssgui`` when no subcommand is given.
 
 * ``fssgui`` opens the window: it offers to restore unsaved edits of the last session, else opens
-  the default demo episode (so the first explanation is one click away);
+  the default demo episode, and loads the chosen model on the device thread while the person looks
+  at the window (so the first explanation is one click away and does not wait for the weights);
 * ``fssgui --episode DIR`` opens that episode; ``fssgui --demo`` the default demo episode;
 * ``fssgui --dataset ROOT --layout folders|pascal5i|coco20i`` also opens the dataset panel on that
   dataset (what was already swept of it with the current model shows at once);
@@ -104,6 +105,7 @@ def run_gui(args) -> int:
         window.open_dataset_dialog(args.dataset, getattr(args, "dataset_layout", "folders"))
     if screenshot:
         return _screenshot(app, window, Path(screenshot))
+    window.runs.preload()  # while the person looks at the window, not after their first click
     return int(app.exec())
 
 

@@ -17,6 +17,7 @@ from typing import Optional
 
 from PySide6.QtCore import QObject, Signal
 
+from ..models.registry import get_entry
 from ..pipeline import BRUSHED, ExplanationResult, PredictionResult, input_key, jobs, region_title
 from .workers import JobHandle, LatestJob
 
@@ -56,6 +57,20 @@ class RunController(QObject):
             w.log_error("no model is available")
             return False
         return True
+
+    # ------------------------------------------------------------------ preload
+    def preload(self) -> Optional[JobHandle]:
+        """Load the chosen model on the device thread now (at launch), so the first Predict or
+        Explain does not wait for its imports and weights; a model that needs a checkpoint not
+        chosen yet is left alone (None)."""
+        w = self.window
+        name = w.model_bar.model_name()
+        spec = w.model_bar.model_spec()
+        if not name or (get_entry(name).needs_checkpoint and spec.checkpoint is None):
+            return None
+        handle = w.device_worker.submit(jobs.load, spec, description=f"Load {name}")
+        handle.failed.connect(lambda message, trace: w.log_error(f"loading {name} failed: {message}", trace))
+        return handle
 
     # ------------------------------------------------------------------ predict
     def predict(self) -> Optional[JobHandle]:

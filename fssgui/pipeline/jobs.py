@@ -60,6 +60,12 @@ class JobContext:
 
 
 # ---------------------------------------------------------------------------- the chain
+def load(ctx: JobContext, cache: ModelCache, spec: ModelSpec) -> str:
+    """Build the model of ``spec`` (imports, weights) ahead of the first job that needs it."""
+    cache.get(spec, ctx.log)
+    return spec.name
+
+
 def predict(ctx: JobContext, cache: ModelCache, spec: ModelSpec, episode: Episode) -> PredictionResult:
     """The pipeline's prediction of the episode (probability and mask at the query's resolution)."""
     loaded = cache.get(spec, ctx.log)
