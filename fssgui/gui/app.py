@@ -83,6 +83,9 @@ def run_gui(args) -> int:
         window = MainWindow(Settings(), autosave=Autosave(scratch), unattended=True)
     else:
         window = MainWindow()
+    # the model's imports and weights load on the device thread while the window paints and the
+    # episode is read, not after the first click (or, for a screenshot, after the first paint)
+    window.runs.preload()
     if screenshot:
         window.resize(*SCREENSHOT_SIZE)
     elif not window.settings.window_geometry:
@@ -105,7 +108,6 @@ def run_gui(args) -> int:
         window.open_dataset_dialog(args.dataset, getattr(args, "dataset_layout", "folders"))
     if screenshot:
         return _screenshot(app, window, Path(screenshot))
-    window.runs.preload()  # while the person looks at the window, not after their first click
     return int(app.exec())
 
 
