@@ -7,6 +7,7 @@ import json
 import re
 import zipfile
 from html.parser import HTMLParser
+import os
 from pathlib import Path
 
 import cv2
@@ -495,3 +496,34 @@ def test_report_core_imports_without_qt():
             "bad = [m for m in sys.modules if m.startswith(('PySide6', 'shiboken6', 'pyqtgraph'))]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_pdf_made_in_a_worker_thread_leaves_qt_silent():
+    """The app writes reports from its worker pools (Python threads, no Qt event dispatcher): Qt's
+    text layout warned there ("QBasicTimer::start: ...", three times per PDF with a figure) until the
+    printing moved into a QThread of its own. A fresh process, as the app's."""
+    import subprocess
+    import sys
+
+    code = """
+import threading, cv2, numpy as np
+from PySide6.QtCore import qInstallMessageHandler
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+messages = []
+qInstallMessageHandler(lambda mode, context, text: messages.append(text))
+from fssgui.report.pdf import pdf_bytes
+png = cv2.imencode(".png", np.zeros((200, 300, 3), np.uint8))[1].tobytes()
+text = "<h1>t</h1>" + "<p>a paragraph of the report</p>" * 1500 + '<img src="a.png" width="300">'
+out = []
+thread = threading.Thread(target=lambda: out.extend(pdf_bytes(text, {"a.png": png}) for _ in range(2)))
+thread.start()
+thread.join(120)
+assert len(out) == 2 and all(pdf.startswith(b"%PDF") for pdf in out)
+print(len(messages), messages[:3])
+"""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("0 "), done.stdout

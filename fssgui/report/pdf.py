@@ -160,7 +160,34 @@ def pdf_document(html_text: str, images: Mapping[str, bytes]):
 
 
 def pdf_bytes(html_text: str, images: Mapping[str, bytes], title: str = "fssgui report") -> bytes:
-    """Print ``html_text`` (its ``<img src>`` naming keys of ``images``: PNG bytes) to an A4 PDF."""
+    """Print ``html_text`` (its ``<img src>`` naming keys of ``images``: PNG bytes) to an A4 PDF.
+
+    Qt's text layout starts timers, which need the thread's Qt event dispatcher: a thread Qt did not
+    start (the app's worker pools are Python threads) has none, and Qt then warns on the terminal
+    three times per report; the printing runs in a short-lived QThread there."""
+    _ensure_gui_application()
+    from PySide6.QtCore import QThread
+
+    if QThread.currentThread().eventDispatcher() is not None:
+        return _print_pdf(html_text, images, title)
+    outcome: dict = {}
+
+    class Printer(QThread):
+        def run(self) -> None:
+            try:
+                outcome["pdf"] = _print_pdf(html_text, images, title)
+            except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+                outcome["error"] = exc
+
+    printer = Printer()
+    printer.start()
+    printer.wait()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["pdf"]
+
+
+def _print_pdf(html_text: str, images: Mapping[str, bytes], title: str) -> bytes:
     document = pdf_document(html_text, images)
     from PySide6.QtCore import QBuffer, QByteArray, QIODevice
     from PySide6.QtGui import QPdfWriter
