@@ -26,7 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, efficientnet_block_features, efficientnet_lite
+from .backbones import (
+    EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, EFFICIENTNET_STAGE_STRIDES, efficientnet_block_features,
+    efficientnet_lite,
+)
 from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks
 from .registry import ModelEntry, register
 
@@ -60,6 +63,18 @@ class EfficientNetLiteMatching(FSSModel):
 
     def encode_query(self, query: Tensor) -> list[Tensor]:
         return self._features(query)
+
+    def level_stages(self) -> list[int]:
+        """The block stage of each matching level, in level order (one level per block)."""
+        return [stage for stage in self.match_stages for _ in range(len(self.blocks[stage]))]
+
+    def level_names(self) -> list[str]:
+        """``stage<s>.<i> (1/<stride>)`` for each matching level, in level order."""
+        names, seen = [], {}
+        for stage in self.level_stages():
+            seen[stage] = seen.get(stage, -1) + 1
+            names.append(f"stage{stage}.{seen[stage]} (1/{EFFICIENTNET_STAGE_STRIDES[stage]})")
+        return names
 
 
 class EffNetMatcher(EfficientNetLiteMatching):
@@ -109,7 +124,7 @@ class EffNetMatcher(EfficientNetLiteMatching):
             matching_scores=None if score_sink is not None else scores,
             level_shapes=shapes,
             head=head,
-            extras={"coarse_masks": coarse, "level_names": _level_names()},
+            extras={"coarse_masks": coarse, "level_names": self.level_names()},
         )
 
 
@@ -126,15 +141,6 @@ def log_one_minus(p: Tensor) -> Tensor:
     ``log(u) * p / (1 - u)`` corrects the rounding of ``u`` (Goldberg's formula)."""
     u = 1.0 - p
     return torch.log(u) * (p / (1.0 - u))
-
-
-def _level_names() -> list[str]:
-    names = []
-    stride = {2: 8, 3: 16, 4: 16, 5: 32, 6: 32}
-    counts = {2: 2, 3: 3, 4: 3, 5: 4, 6: 1}
-    for stage in _MATCH_STAGES:
-        names += [f"stage{stage}.{i} (1/{stride[stage]})" for i in range(counts[stage])]
-    return names
 
 
 register(

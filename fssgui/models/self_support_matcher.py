@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, EFFICIENTNET_STAGE_STRIDES
+from .backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 from .base import EpisodeTensors, Prediction, ScoreSink, resize_masks
 from .matcher import EfficientNetLiteMatching, probability_logits
 from .registry import ModelEntry, register
@@ -102,10 +102,10 @@ class SelfSupportMatcher(EfficientNetLiteMatching):
             masks = resize_masks(batch.support_masks, (h, w)).reshape(b, k * h * w)
             levels.append(_Level.from_scores(scores, masks, q, (h, w)))
             del scores
-        stages = [stage for stage in MATCH_STAGES for _ in range(_blocks_in(self, stage))]
+        stages = self.level_stages()
         head = _Head(levels, _fusion_weights(stages), _guide(batch.query), tuple(batch.query.shape[-2:]))
         logits = head(torch.ones(1, len(levels), device=batch.query.device, dtype=batch.query.dtype))[0]
-        extras = {"level_names": _level_names(self)}
+        extras = {"level_names": self.level_names()}
         if not (with_scores or score_sink is not None):
             return Prediction(logits=logits, extras=extras)
         return Prediction(
@@ -253,18 +253,6 @@ def _fusion_weights(stages: list[int]) -> Tensor:
     """Level weights: the mean over the block stages of the mean over each stage's levels."""
     counts = {stage: stages.count(stage) for stage in stages}
     return torch.tensor([1.0 / (len(counts) * counts[stage]) for stage in stages])
-
-
-def _blocks_in(model: SelfSupportMatcher, stage: int) -> int:
-    return len(model.blocks[stage])
-
-
-def _level_names(model: SelfSupportMatcher) -> list[str]:
-    return [
-        f"stage{stage}.{i} (1/{EFFICIENTNET_STAGE_STRIDES[stage]})"
-        for stage in MATCH_STAGES
-        for i in range(_blocks_in(model, stage))
-    ]
 
 
 register(
