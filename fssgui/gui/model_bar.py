@@ -194,8 +194,12 @@ class ModelBar(QObject):
         needs = entry.needs_checkpoint
         tip = f"{entry.name}: " + (entry.checkpoint_format or ("needs a checkpoint" if needs else "no checkpoint needed"))
         self.checkpoint_combo.setToolTip(tip)
-        missing = needs and self.checkpoint_combo.currentData() is None
-        self.checkpoint_combo.setStyleSheet("QComboBox { color: #d9822b; }" if missing else "")
+        self.checkpoint_combo.setStyleSheet("QComboBox { color: #d9822b; }" if self.checkpoint_missing() else "")
+
+    def checkpoint_missing(self) -> bool:
+        """The chosen model needs a checkpoint file and none is chosen."""
+        entry = self.current_entry()
+        return entry is not None and entry.needs_checkpoint and self.checkpoint_combo.currentData() is None
 
     def _on_model_changed(self, _index: int) -> None:
         self._update_checkpoint_hint()

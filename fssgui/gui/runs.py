@@ -17,7 +17,6 @@ from typing import Optional
 
 from PySide6.QtCore import QObject, Signal
 
-from ..models.registry import get_entry
 from ..pipeline import BRUSHED, ExplanationResult, PredictionResult, input_key, jobs, region_title
 from .workers import JobHandle, LatestJob
 
@@ -65,10 +64,9 @@ class RunController(QObject):
         chosen yet is left alone (None)."""
         w = self.window
         name = w.model_bar.model_name()
-        spec = w.model_bar.model_spec()
-        if not name or (get_entry(name).needs_checkpoint and spec.checkpoint is None):
+        if not name or w.model_bar.checkpoint_missing():
             return None
-        handle = w.device_worker.submit(jobs.load, spec, description=f"Load {name}")
+        handle = w.device_worker.submit(jobs.load, w.model_bar.model_spec(), description=f"Load {name}")
         handle.failed.connect(lambda message, trace: w.log_error(f"loading {name} failed: {message}", trace))
         return handle
 
