@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -21,18 +20,16 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:  # running as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from fssgui.models.registry import get_entry, list_models, register  # noqa: E402
+if str(HERE) not in sys.path:  # testkit, when run as a script from elsewhere
+    sys.path.insert(0, str(HERE))
+from testkit import register_at_size  # noqa: E402
 
 SMALL_MODEL = "matcher-effnet-small"
 SMALL_SIZE = 96
 
 
 def register_small_model() -> str:
-    if SMALL_MODEL not in {entry.name for entry in list_models()}:
-        base = get_entry("matcher-effnet")
-        register(dataclasses.replace(base, name=SMALL_MODEL, input_size=SMALL_SIZE,
-                                     description="matcher-effnet at a 96-pixel input (tests)"))
-    return SMALL_MODEL
+    return register_at_size("matcher-effnet", SMALL_MODEL, SMALL_SIZE, "matcher-effnet at a 96-pixel input (tests)")
 
 
 register_small_model()

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from fssgui.errors import Cancelled
-from fssgui.models.registry import build_model, get_entry, list_models, register
+from fssgui.models.registry import build_model, get_entry
 from fssgui.pipeline import GROUND_TRUTH, EpisodeRun, LoadedModel
-from testkit import make_episode
+from testkit import make_episode, register_at_size
 
 BUILTIN = "matcher-lite2"
 SMALL = {BUILTIN: ("cancel-lite2", 96), "dcama-resnet50": ("cancel-dcama", 64), "dmtnet": ("cancel-dmtnet", 128)}
@@ -80,9 +80,7 @@ class Steps:
 
 
 def small_model(base: str):
-    name, size = SMALL[base]
-    if name not in {entry.name for entry in list_models()}:
-        register(dataclasses.replace(get_entry(base), name=name, input_size=size, description="cancel tests"))
+    name = register_at_size(base, *SMALL[base], "cancel tests")
     torch.manual_seed(0)
     entry = get_entry(name)
     if entry.needs_checkpoint:  # random weights: the architecture is what is tested

@@ -9,7 +9,6 @@ own episode list, so all front-ends read the very same files. Heavy cases run fe
 metrics (the plumbing under test is the same for every method)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from fssgui.pipeline import jobs
 from fssgui.pipeline.playback import curves_job, method_input
 from fssgui.imaging import load_mask
 from fssgui.io import save_png_atomic
-from fssgui.models.registry import get_entry, list_models, register
+from fssgui.models.registry import get_entry
+from testkit import register_at_size
 from fssgui.pipeline import BRUSHED, ModelCache, ModelSpec
 
 STEPS = 2
@@ -54,10 +54,8 @@ def models(tmp_path_factory):
     """Model key -> (registry name, checkpoint or None); random weights saved as checkpoints."""
     root = tmp_path_factory.mktemp("consistency-models")
     out = {"builtin": (SMALL_MODEL, None)}
-    registered = {entry.name for entry in list_models()}
     for key, (name, base, size) in RANDOM_MODELS.items():
-        if name not in registered:
-            register(dataclasses.replace(get_entry(base), name=name, input_size=size, description="random (tests)"))
+        register_at_size(base, name, size, "random (tests)")
         torch.manual_seed(3)
         checkpoint = root / f"{name}.pt"
         torch.save(get_entry(name).builder().state_dict(), checkpoint)

@@ -13,6 +13,7 @@ explainers.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -26,7 +27,15 @@ from fssgui.episode import Episode, Support, episode_to_tensors, save_episode
 from fssgui.errors import check_cancelled
 from fssgui.explain.base import Attribution, Explainer
 from fssgui.models.base import EpisodeTensors, FSSModel, Prediction, resize_masks
-from fssgui.models.registry import ModelEntry, get_entry, register
+from fssgui.models.registry import ModelEntry, get_entry, list_models, register
+
+
+def register_at_size(base: str, name: str, size: int, description: str) -> str:
+    """Registry model ``base`` registered again as ``name`` at a ``size``-pixel input (the same
+    network; fewer pixels keep the tests short), once per process."""
+    if name not in {entry.name for entry in list_models()}:
+        register(dataclasses.replace(get_entry(base), name=name, input_size=size, description=description))
+    return name
 
 TINY_MODEL = "gui-test-tiny"
 TINY_SIZE = 32
