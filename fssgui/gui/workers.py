@@ -357,7 +357,7 @@ class DeviceWorker(_Runner):
         return handle
 
     def shutdown(self, timeout_ms: int = 30000) -> bool:
-        """Cancel every job, release the models in the device thread, stop and join it.
+        """Discard every job (see WorkerPool.shutdown), release the models in the device thread, stop and join it.
 
         Returns True when the thread ended within ``timeout_ms``."""
         if not self._running:
@@ -395,7 +395,8 @@ class WorkerPool(_Runner):
         return handle
 
     def shutdown(self, wait: bool = True) -> None:
-        """Cancel the queued jobs; with ``wait``, let the running ones end first."""
+        """Discard the jobs not over (the queued ones never start, what the running ones still report
+        reaches nobody); with ``wait``, let the running ones end first."""
         if not self._running:
             return
         self._close()
