@@ -58,13 +58,17 @@ def test_contract_scores_levels_and_head(model, two_shot):
     assert {tuple(s) for s in prediction.level_shapes} == {(24, 24), (12, 12)}
     with torch.no_grad():
         out = prediction.head(torch.ones(1, levels))
-        torch.testing.assert_close(out[0], prediction.logits)
+        assert torch.equal(out[0], prediction.logits)  # one row: the forward's own computation
         keep = torch.ones(2, levels)
         keep[1, :8] = 0.0  # the stride-16 levels removed
         ablated = prediction.head(keep)
     assert ablated.shape == (2, 1, 2, size, size)
-    torch.testing.assert_close(ablated[0], prediction.logits)
-    assert not torch.allclose(ablated[1], prediction.logits)
+    # rows computed together share one product with the self-affinities, whose float32 rounding
+    # depends on the number of rows: equal probabilities and decision, not equal bits (log p near
+    # the 1e-4 clamp magnifies a 1e-6 difference in p)
+    torch.testing.assert_close(ablated[0].exp(), prediction.logits.exp(), atol=1e-5, rtol=0)
+    assert torch.equal(ablated[0].argmax(1), prediction.logits.argmax(1))
+    assert not torch.allclose(ablated[1].exp(), prediction.logits.exp(), atol=1e-3, rtol=0)
     # the logits are [log(1-p), log(p)]: softmax and argmax agree with the decision p > 0.5
     p = torch.softmax(prediction.logits, 1)[:, 1]
     torch.testing.assert_close(p, prediction.logits[:, 1].exp())

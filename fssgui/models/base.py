@@ -175,14 +175,16 @@ class FSSModel(nn.Module):
         # L ablations, each with one level zeroed; the unablated output is ``prediction.logits``
         # (``head(ones)[0]`` by the interface convention), so it costs no head pass
         keep = 1.0 - torch.eye(levels, device=prediction.logits.device, dtype=prediction.logits.dtype)
-        region = region.to(prediction.logits.device)
+        # R's pixels as flat indices, found once (a boolean index searches the mask on every call);
+        # gathered in the same order, so the means are those of ``fg[..., region]``
+        pixels = region.to(prediction.logits.device).flatten().nonzero()[:, 0]
 
         def region_mean_fg(out: Tensor) -> Tensor:  # [n, B, 2, S, S] -> [n, B]
             n, b = out.shape[:2]
             if tuple(out.shape[-2:]) != (size, size):
                 out = F.interpolate(out.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False)
                 out = out.view(n, b, 2, size, size)
-            return out[:, :, 1][..., region].mean(-1)
+            return out[:, :, 1].flatten(-2).index_select(-1, pixels).mean(-1)
 
         fg = []
         with torch.no_grad():

@@ -40,7 +40,10 @@ Explanation contract (``fssgui/models/base.py``): ``matching_scores`` are the L 
 (``streams_scores``: only one level's scores are alive at a time); ``head(keep)`` reruns the
 fusion, self-support and finish from per-level tensors kept by the forward (the support sums of
 step 1 and the query's self-affinities, both small at strides 16 and 32), with ``keep_l`` scaling
-level l's evidence in both fusions (0 removes the level), so ``head(ones)[0]`` is ``logits``.
+level l's evidence in both fusions (0 removes the level), so ``head(ones)[0]`` is ``logits``
+(one row; rows computed in one call share a product whose float32 rounding depends on their
+number, so their probabilities agree to about 1e-6). The feature ablation passes all its rows
+in one call (the self-affinities are read once for all of them).
 Everything is differentiable with respect to the support images (captum baselines).
 """
 from __future__ import annotations
@@ -70,6 +73,9 @@ _TINY = 1e-30
 
 class SelfSupportMatcher(EfficientNetLiteMatching):
     streams_scores = True
+    #: feature ablation: every row in one head call (the self-support step reads all levels'
+    #: self-affinities once per call, whatever the rows; the finish at S runs row by row)
+    ablation_chunk = ablation_chunk_cpu = 64
 
     def __init__(self) -> None:
         super().__init__(2, MATCH_STAGES)
@@ -118,7 +124,8 @@ class SelfSupportMatcher(EfficientNetLiteMatching):
 
 
 class _Level:
-    """What the head needs of one matching level (all small: no support-sized axis is kept).
+    """What the head needs of one matching level (all small: no support-sized axis is kept); the
+    head stacks the levels of one grid shape into a :class:`_LevelGroup`, which computes with them.
 
     ``log_fg``/``log_bg``: ``[B, hw]`` ``log sum_s m_s exp(S_qs)`` (and with ``1 - m``);
     ``fg_mass``/``bg_mass``: ``[B]`` ``sum_s m_s`` (and ``1 - m``); ``self_affinity``
@@ -143,22 +150,6 @@ class _Level:
         own_top = own.amax(-1, keepdim=True).detach()
         return cls(log_fg, log_bg, masks.sum(-1), (1.0 - masks).sum(-1), torch.exp(own - own_top), own_top[..., 0], shape)
 
-    def evidence(self) -> Tensor:
-        """Step 1: ``[B, hw]`` log mean-exp over the foreground minus the same over the background."""
-        return (self.log_fg - _log(self.fg_mass)[:, None]) - (self.log_bg - _log(self.bg_mass)[:, None])
-
-    def self_support_evidence(self, probability: Tensor) -> Tensor:
-        """Step 2: the evidence with the query's confident positions as extra keys. ``probability``
-        is ``[B, hw]`` (the first fusion at this level's grid)."""
-        fg_w = ((probability - 0.5) / (CONFIDENT - 0.5)).clamp(0.0, 1.0)  # [B, hw]
-        bg_w = ((0.5 - probability) / (CONFIDENT - 0.5)).clamp(0.0, 1.0)
-        own_fg = _log(torch.bmm(self.self_affinity, fg_w[..., None])[..., 0]) + self.own_top
-        own_bg = _log(torch.bmm(self.self_affinity, bg_w[..., None])[..., 0]) + self.own_top
-        weight = math.log(SUPPORT_WEIGHT)
-        fg = torch.logaddexp(weight + self.log_fg, own_fg) - _log(SUPPORT_WEIGHT * self.fg_mass + fg_w.sum(-1))[:, None]
-        bg = torch.logaddexp(weight + self.log_bg, own_bg) - _log(SUPPORT_WEIGHT * self.bg_mass + bg_w.sum(-1))[:, None]
-        return fg - bg
-
 
 def _log(values: Tensor) -> Tensor:
     """``log`` that stays finite for an empty side (no foreground or no background key: the
@@ -166,38 +157,91 @@ def _log(values: Tensor) -> Tensor:
     return torch.log(values.clamp_min(_TINY))
 
 
+class _LevelGroup:
+    """The levels that share one grid shape, stacked on a level axis (``n`` levels), so that the
+    head runs each step once per grid shape instead of once per level (the stride-16 and stride-32
+    levels: two groups). ``indices`` are the levels' positions in the level order."""
+
+    def __init__(self, indices: list[int], levels: list[_Level]) -> None:
+        self.indices, self.shape = indices, levels[0].shape
+        self.log_fg = torch.stack([lv.log_fg for lv in levels], 1)  # [B, n, hw]
+        self.log_bg = torch.stack([lv.log_bg for lv in levels], 1)
+        self.fg_mass = torch.stack([lv.fg_mass for lv in levels], 1)  # [B, n]
+        self.bg_mass = torch.stack([lv.bg_mass for lv in levels], 1)
+        self.own_top = torch.stack([lv.own_top for lv in levels], 1)  # [B, n, hw]
+        b, n, hw = self.own_top.shape
+        self.self_affinity = torch.stack([lv.self_affinity for lv in levels], 1).view(b, n * hw, hw)
+
+    def evidence(self) -> Tensor:
+        """Step 1 for every level of the group: ``[B, n, hw]``, the log mean-exp score over the
+        foreground minus the same over the background."""
+        return (self.log_fg - _log(self.fg_mass)[..., None]) - (self.log_bg - _log(self.bg_mass)[..., None])
+
+    def self_support_evidence(self, probability: Tensor) -> Tensor:
+        """Step 2 for every level of the group and every row: ``[N, B, n, hw]``, the evidence with
+        the query's confident positions as extra keys. ``probability`` is ``[N, B, hw]`` (each
+        row's first fusion at the group's grid). The rows' weights go through one product with
+        the self-affinities (``2N`` columns), which are read once whatever ``N``: on the CPU that
+        read, not the arithmetic, is what this step costs."""
+        fg_w = ((probability - 0.5) / (CONFIDENT - 0.5)).clamp(0.0, 1.0)  # [N, B, hw]
+        bg_w = ((0.5 - probability) / (CONFIDENT - 0.5)).clamp(0.0, 1.0)
+        rows = fg_w.shape[0]
+        b, n, hw = self.own_top.shape
+        columns = torch.cat([fg_w, bg_w]).permute(1, 2, 0)  # [B, hw, 2N]: fg rows, then bg rows
+        own = torch.bmm(self.self_affinity, columns).view(b, n, hw, 2 * rows).permute(3, 0, 1, 2)  # [2N, B, n, hw]
+        own = _log(own) + self.own_top
+        weight = math.log(SUPPORT_WEIGHT)
+        fg_norm = _log(SUPPORT_WEIGHT * self.fg_mass + fg_w.sum(-1)[..., None])[..., None]  # [N, B, n, 1]
+        bg_norm = _log(SUPPORT_WEIGHT * self.bg_mass + bg_w.sum(-1)[..., None])[..., None]
+        fg = torch.logaddexp(weight + self.log_fg, own[:rows]) - fg_norm
+        bg = torch.logaddexp(weight + self.log_bg, own[rows:]) - bg_norm
+        return fg - bg
+
+
 class _Head:
-    """``keep [N, L] -> logits [N, B, 2, S, S]``: both fusions, self-support and the finish."""
+    """``keep [N, L] -> logits [N, B, 2, S, S]``: both fusions and self-support for all N rows at
+    once (small maps at the levels' grids), then the finish at S one row at a time (its maps are
+    384² per row: several rows at once leave the cache and run slower)."""
 
     def __init__(self, levels: list[_Level], weights: Tensor, guide: Tensor, size: tuple[int, int]) -> None:
-        self.levels = levels
+        shapes = list(dict.fromkeys(lv.shape for lv in levels))  # in order of first appearance
+        self.groups = [_LevelGroup([i for i, lv in enumerate(levels) if lv.shape == shape],
+                                   [lv for lv in levels if lv.shape == shape]) for shape in shapes]
+        order = [i for group in self.groups for i in group.indices]
+        # the groups' levels, concatenated, back in level order (None: already in order)
+        self.order = None if order == sorted(order) else torch.tensor(order).argsort().to(guide.device)
         self.weights = weights.to(guide)  # [L]; guide: [B, 1, S, S] grey, 0..1
         self.filter = GuidedFilter(guide, GUIDE_RADIUS, GUIDE_EPS)  # the guide's statistics, once per head
         self.size = size
-        self.grid = max((lv.shape for lv in levels), key=lambda hw: hw[0] * hw[1])  # the finest level
-        self.first = torch.stack([self._to_grid(lv.evidence(), lv.shape) for lv in levels], 1)  # [B, L, gh, gw]
+        self.grid = max(shapes, key=lambda hw: hw[0] * hw[1])  # the finest level
+        self.first = self._in_level_order([g.evidence() for g in self.groups])  # [B, L, gh, gw]
 
     def _to_grid(self, values: Tensor, shape: tuple[int, int], size: Optional[tuple[int, int]] = None) -> Tensor:
-        """``[B, h*w]`` -> ``[B, gh, gw]`` (bilinear, align_corners=True)."""
-        b = values.shape[0]
-        grid = values.view(b, 1, *shape)
+        """``[..., n, h*w]`` -> ``[..., n, gh, gw]`` (bilinear, align_corners=True; each map on its own)."""
+        lead, n = values.shape[:-2], values.shape[-2]
+        grid = values.reshape(-1, n, *shape)
         target = size or self.grid
         if tuple(shape) != tuple(target):
             grid = F.interpolate(grid, size=target, mode="bilinear", align_corners=True)
-        return grid[:, 0]
+        return grid.view(*lead, n, *target)
+
+    def _in_level_order(self, per_group: list[Tensor]) -> Tensor:
+        """The groups' ``[..., n, h*w]`` maps at the finest grid, as ``[..., L, gh, gw]`` in level order."""
+        stacked = torch.cat([self._to_grid(v, g.shape) for v, g in zip(per_group, self.groups)], -3)
+        return stacked if self.order is None else stacked.index_select(-3, self.order)
 
     def __call__(self, keep: Tensor) -> Tensor:
-        return torch.stack([self._one(row) for row in keep.to(self.weights)])
-
-    def _one(self, keep: Tensor) -> Tensor:
-        """``keep [L]`` -> logits ``[B, 2, S, S]``."""
-        level_weights = keep * self.weights  # [L]
-        z0 = torch.einsum("l,blhw->bhw", level_weights, self.first)
+        level_weights = keep.to(self.weights) * self.weights  # [N, L]
+        z0 = torch.einsum("nl,blhw->nbhw", level_weights, self.first)  # [N, B, gh, gw]
         second = []
-        for lv in self.levels:
-            p0 = torch.sigmoid(self._to_grid(z0.flatten(1), self.grid, lv.shape)).flatten(1)
-            second.append(self._to_grid(lv.self_support_evidence(p0), lv.shape))
-        z = torch.einsum("l,blhw->bhw", level_weights, torch.stack(second, 1)) + BIAS
+        for group in self.groups:
+            p0 = torch.sigmoid(self._to_grid(z0.flatten(-2)[..., None, :], self.grid, group.shape))  # [N, B, 1, h, w]
+            second.append(group.self_support_evidence(p0.flatten(-3)))
+        z = torch.einsum("nl,nblhw->nbhw", level_weights, self._in_level_order(second)) + BIAS
+        return torch.stack([self._finish(row) for row in z])
+
+    def _finish(self, z: Tensor) -> Tensor:
+        """One row's fused evidence ``[B, gh, gw]`` -> logits ``[B, 2, S, S]``."""
         z = F.interpolate(z[:, None], size=self.size, mode="bilinear", align_corners=True)
         return probability_logits(self.filter(torch.sigmoid(z))[:, 0])  # softmax = [1 - p, p]
 
@@ -216,11 +260,11 @@ class GuidedFilter:
 
     def __call__(self, values: Tensor) -> Tensor:
         radius, guide, mean_g = self.radius, self.guide, self.mean_g
-        mean_v = box_mean(values, radius)
-        covariance = box_mean(guide * values, radius) - mean_g * mean_v
-        a = covariance / self.variance_eps
+        mean_v, mean_gv = box_mean(torch.cat([values, guide * values], 1), radius).chunk(2, 1)  # both in one pass
+        a = (mean_gv - mean_g * mean_v) / self.variance_eps
         offset = mean_v - a * mean_g
-        return box_mean(a, radius) * guide + box_mean(offset, radius)
+        mean_a, mean_offset = box_mean(torch.cat([a, offset], 1), radius).chunk(2, 1)
+        return mean_a * guide + mean_offset
 
 
 def box_mean(x: Tensor, radius: int) -> Tensor:
@@ -228,17 +272,22 @@ def box_mean(x: Tensor, radius: int) -> Tensor:
     over the pixels inside the image (as ``avg_pool2d(..., count_include_pad=False)``).
 
     Per axis, from the running sums ``s`` (``s[i] = x[:i].sum()``, ``s[0] = 0``): the window of
-    pixel ``i`` sums to ``s[min(i + r + 1, n)] - s[max(i - r, 0)]``. Padding ``s`` with ``r`` copies
-    of its first and last value makes both terms plain slices of one tensor (no gather)."""
+    pixel ``i`` sums to ``s[min(i + r + 1, n)] - s[max(i - r, 0)]``. Written into one buffer with
+    ``r`` more zeros before ``s`` and ``r`` copies of ``s[n]`` after it, both terms are plain slices
+    of it (no gather, no transposed copy: each axis is summed where it lies)."""
     for dim in (-1, -2):
         n = x.shape[dim]
-        moved = x.movedim(dim, -1)
-        sums = F.pad(moved.cumsum(-1), (radius + 1, 0))  # s[0..n], s[0] = 0
-        extended = torch.cat([sums, sums[..., -1:].expand(*sums.shape[:-1], radius)], -1)  # + r copies of s[n]
-        window = extended[..., 2 * radius + 1: 2 * radius + 1 + n] - extended[..., :n]  # s[hi] - s[lo], r zeros first
+        shape = list(x.shape)
+        shape[dim] = n + 2 * radius + 1
+        extended = x.new_empty(shape)  # [r + 1 zeros | s[1..n] | r copies of s[n]] along dim
+        extended.narrow(dim, 0, radius + 1).zero_()
+        extended.narrow(dim, radius + 1, n).copy_(x.cumsum(dim))
+        tail = extended.narrow(dim, n + radius + 1, radius)
+        tail.copy_(extended.narrow(dim, n + radius, 1).expand_as(tail))
+        window = extended.narrow(dim, 2 * radius + 1, n) - extended.narrow(dim, 0, n)  # s[hi] - s[lo]
         idx = torch.arange(n, device=x.device)
         count = ((idx + radius + 1).clamp(max=n) - (idx - radius).clamp(min=0)).to(x.dtype)
-        x = (window / count).movedim(-1, dim)
+        x = window / (count if dim == -1 else count[:, None])
     return x
 
 
