@@ -1,5 +1,5 @@
 """DCAMA's region-aware feature ablation (``DCAMA.feature_ablation_weights`` /
-``region_ablation_means``) against the base class's L full-decoder reruns.
+``dcama_ablation.region_ablation_means``) against the base class's L full-decoder reruns.
 
 A random-weight DCAMA-R50 at S = 128 (decoder weights He-normal, so that the logits are O(1) and
 every level's ablation moves the region-mean logit measurably). The reference values are
@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from fssgui.models.base import EpisodeTensors, FSSModel, Prediction
-from fssgui.models.dcama import DCAMA, DCAMADecoderCall, DCAMAHead, ResizeMatrix
+from fssgui.models.dcama import DCAMA, DCAMADecoderCall, DCAMAHead
+from fssgui.models.dcama_ablation import ResizeMatrix, region_ablation_means, region_decode_plan
 
 SIZE = 128  # S
 LEVELS = 13
@@ -115,7 +116,7 @@ def _check_against_reference(model, prediction, full, region, size):
     scale = float(prediction.logits.abs().max())
     want_unablated = _reference_means(prediction.logits[None], region, size)[0]
     want = _reference_means(full, region, size)
-    unablated, ablated = model.region_ablation_means(prediction, region, size)
+    unablated, ablated = region_ablation_means(model, prediction, region, size)
     assert ablated.shape == want.shape
     torch.testing.assert_close(unablated, want_unablated, rtol=0, atol=1e-5 * scale)
     torch.testing.assert_close(ablated, want, rtol=0, atol=1e-5 * scale)
@@ -142,7 +143,7 @@ def _forbid_full_decoder(monkeypatch):
 def _plan(model, prediction, region, size):
     call = prediction.head
     assert isinstance(call, DCAMADecoderCall)
-    return model.region_decode_plan(tuple(call.level_coarse[0].shape[-2:]), call.skip, call.size, region, size)
+    return region_decode_plan(model, tuple(call.level_coarse[0].shape[-2:]), call.skip, call.size, region, size)
 
 
 @pytest.mark.parametrize("name,size,region,large", CASES, ids=[c[0] for c in CASES])
@@ -183,7 +184,7 @@ def test_fallback_to_the_full_decoder(model, prediction, full_outputs, name, siz
     monkeypatch.setattr(DCAMAHead, "decode", counting_decode)
     monkeypatch.setattr(DCAMA, "_head", refuse)
     scale = float(prediction.logits.abs().max())
-    _, ablated = model.region_ablation_means(prediction, region, size)
+    _, ablated = region_ablation_means(model, prediction, region, size)
     assert sum(decoded) == LEVELS
     torch.testing.assert_close(ablated, _reference_means(full_outputs, region, size), rtol=0, atol=1e-5 * scale)
 
@@ -195,7 +196,7 @@ def test_windowed_decoder_on_a_whole_map(model, prediction, full_outputs, monkey
     assert plan.windowed and plan.cost_fraction == pytest.approx(1.0)
     _forbid_full_decoder(monkeypatch)
     scale = float(prediction.logits.abs().max())
-    _, ablated = model.region_ablation_means(prediction, region, SIZE)
+    _, ablated = region_ablation_means(model, prediction, region, SIZE)
     torch.testing.assert_close(ablated, _reference_means(full_outputs, region, SIZE), rtol=0, atol=1e-5 * scale)
 
 
@@ -237,13 +238,13 @@ def test_decoder_output_resized_to_the_input_size(model, prediction):
 def test_empty_region_and_foreign_head(model, prediction):
     empty = torch.zeros(SIZE, SIZE, dtype=torch.bool)
     with pytest.raises(ValueError, match="empty"):
-        model.region_ablation_means(prediction, empty, SIZE)
+        region_ablation_means(model, prediction, empty, SIZE)
     # as the base class: an empty R gives NaN weights (AffEx then falls back to uniform weights)
     assert torch.isnan(model.feature_ablation_weights(prediction, empty, SIZE)).all()
     foreign = Prediction(logits=prediction.logits, matching_scores=prediction.matching_scores,
                          level_shapes=prediction.level_shapes, head=lambda keep: prediction.head(keep))
     with pytest.raises(ValueError, match="does not come from this DCAMA"):
-        model.region_ablation_means(foreign, _box(SIZE, (0, 5), (0, 5)), SIZE)
+        region_ablation_means(model, foreign, _box(SIZE, (0, 5), (0, 5)), SIZE)
 
 
 @pytest.mark.parametrize("in_len,out_len,align_corners", [(12, 24, True), (48, 96, True), (64, 40, False),
