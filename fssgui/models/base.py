@@ -175,16 +175,10 @@ class FSSModel(nn.Module):
         # L ablations, each with one level zeroed; the unablated output is ``prediction.logits``
         # (``head(ones)[0]`` by the interface convention), so it costs no head pass
         keep = 1.0 - torch.eye(levels, device=prediction.logits.device, dtype=prediction.logits.dtype)
-        # R's pixels as flat indices, found once (a boolean index searches the mask on every call);
-        # gathered in the same order, so the means are those of ``fg[..., region]``
-        pixels = region.to(prediction.logits.device).flatten().nonzero()[:, 0]
+        pixels = region_pixels(region, prediction.logits.device)
 
         def region_mean_fg(out: Tensor) -> Tensor:  # [n, B, 2, S, S] -> [n, B]
-            n, b = out.shape[:2]
-            if tuple(out.shape[-2:]) != (size, size):
-                out = F.interpolate(out.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False)
-                out = out.view(n, b, 2, size, size)
-            return out[:, :, 1].flatten(-2).index_select(-1, pixels).mean(-1)
+            return region_mean_foreground(out, pixels, size)
 
         fg = []
         with torch.no_grad():
@@ -198,6 +192,24 @@ class FSSModel(nn.Module):
             fg = torch.cat(fg)  # [L, B]
             diff = (unablated - fg).abs().mean(-1)  # [L]
         return diff / diff.sum()
+
+
+def region_pixels(region: Tensor, device: torch.device) -> Tensor:
+    """R ``[E, E]`` bool -> its pixels' flat indices (row-major), for :func:`region_mean_foreground`:
+    found once per explanation (a boolean index would search the mask on every ablation pass)."""
+    return region.to(device).flatten().nonzero()[:, 0]
+
+
+def region_mean_foreground(logits: Tensor, pixels: Tensor, size: int) -> Tensor:
+    """``[n, B, 2, S, S]`` logits -> ``[n, B]``: the mean foreground logit over R (``pixels``, from
+    :func:`region_pixels`) after the bilinear (align_corners=False) resize to the explanation size
+    ``size``: what the feature ablation compares (the same values, gathered in the same order, as
+    ``logits[:, :, 1][..., region].mean(-1)``)."""
+    n, b = logits.shape[:2]
+    if tuple(logits.shape[-2:]) != (size, size):
+        logits = F.interpolate(logits.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False)
+        logits = logits.view(n, b, 2, size, size)
+    return logits[:, :, 1].flatten(-2).index_select(-1, pixels).mean(-1)
 
 
 def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CancelledFn, check_cancelled
-from .base import Prediction
+from .base import Prediction, region_mean_foreground, region_pixels
 from .dcama import DCAMA, DCAMADecoderCall
 
 
@@ -214,12 +214,13 @@ def region_ablation_means(model: DCAMA, prediction: Prediction, region: Tensor, 
     logits = prediction.logits
     device = logits.device
     region = region.to(device).bool()
+    pixels = region_pixels(region, device)
     head = model.model
     s0, s1, s2, _ = model.stack_ids
     levels = len(call.level_coarse)
     b = int(logits.shape[0])
     with torch.no_grad():
-        unablated = _region_mean_foreground(logits[None], region, size)[0]  # [B]
+        unablated = region_mean_foreground(logits[None], pixels, size)[0]  # [B]
         c1, c2, c3 = model._group_levels(call.level_coarse)
         a1, a2, a3 = head.conv1(c1), head.conv2(c2), head.conv3(c3)
         up_a1 = F.interpolate(a1, a2.shape[-2:], mode="bilinear", align_corners=True)
@@ -256,12 +257,12 @@ def region_ablation_means(model: DCAMA, prediction: Prediction, region: Tensor, 
                     up = F.interpolate(m4, a3.shape[-2:], mode="bilinear", align_corners=True)
                     m5 = head.conv5(broadcast_add(up, a3))
                 first = lo - s0 + start
-                fg[first : first + len(chunk)] = _region_mean_from_mix(model, m5, call, plan, region, size)
+                fg[first : first + len(chunk)] = _region_mean_from_mix(model, m5, call, plan, pixels, size)
     return unablated, fg
 
 
 def _region_mean_from_mix(
-    model: DCAMA, mix: Tensor, call: DCAMADecoderCall, plan: RegionDecodePlan, region: Tensor, size: int
+    model: DCAMA, mix: Tensor, call: DCAMADecoderCall, plan: RegionDecodePlan, pixels: Tensor, size: int
 ) -> Tensor:
     """``mix [m·B, 128, h8, w8]`` (conv5's output) -> region-mean foreground logit ``[m, B]``."""
     b = call.skip.shape[0]
@@ -269,7 +270,7 @@ def _region_mean_from_mix(
         out = model.model.decode(mix, call.skip)
         if tuple(out.shape[-2:]) != call.size:
             out = F.interpolate(out, call.size, mode="bilinear", align_corners=True)
-        return _region_mean_foreground(out.view(-1, b, *out.shape[1:]), region, size)
+        return region_mean_foreground(out.view(-1, b, *out.shape[1:]), pixels, size)
     (h0, h1), (w0, w1) = plan.windows[0]
     x = mix[..., h0:h1, w0:w1].permute(0, 2, 3, 1).contiguous()  # channels-last window
     for i, op in enumerate(plan.ops):
@@ -410,13 +411,3 @@ def region_decode_plan(
         cost_fraction=fraction,
         windowed=fraction <= limit,
     )
-
-
-def _region_mean_foreground(logits: Tensor, region: Tensor, size: int) -> Tensor:
-    """``[n, B, 2, S, S]`` logits -> ``[n, B]`` mean foreground logit over R after the bilinear
-    (align_corners=False) resize to ``size`` (exactly :meth:`FSSModel.feature_ablation_weights`)."""
-    n, b = logits.shape[:2]
-    if tuple(logits.shape[-2:]) != (size, size):
-        logits = F.interpolate(logits.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False)
-        logits = logits.view(n, b, 2, size, size)
-    return logits[:, :, 1][..., region].mean(-1)
