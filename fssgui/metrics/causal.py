@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CancelledFn, ExplainError, check_cancelled
+from ..models.base import foreground_mask
 
 METRICS = ("iauc", "dauc", "iauc@p", "miou-loss@p")
 MEASURES = ("confidence", "miou")
@@ -66,7 +67,7 @@ class CausalStep:
 
     @property
     def prediction_mask(self) -> Tensor:
-        return self.logits.argmax(dim=0) == 1
+        return foreground_mask(self.logits, dim=0)
 
 
 @dataclass
@@ -135,7 +136,7 @@ def step_boundaries(total: int, steps: int, percentage: Optional[float] = None, 
 def foreground_iou(logits: Tensor, gt: Tensor) -> Tensor:
     """Per-item foreground IoU ``[N]`` of argmax(logits ``[N, 2, S, S]``) vs gt ``[S, S]`` (long,
     1 = foreground, IGNORE_INDEX excluded); 0 when the union is empty (torchmetrics' convention)."""
-    return mask_iou(logits.argmax(dim=1) == 1, gt)
+    return mask_iou(foreground_mask(logits, dim=1), gt)
 
 
 def mask_iou(pred: Tensor, gt: Tensor) -> Tensor:

@@ -93,7 +93,18 @@ class Prediction:
         prediction is another rule (DMTNet's K-shot vote) override this. Every front-end takes the
         predicted mask, R = prediction and the fallback ground truth from here."""
         logits = self.logits if size is None else resize_logits(self.logits, size)
-        return logits.argmax(dim=1) == 1
+        return foreground_mask(logits, dim=1)
+
+
+def foreground_mask(logits: Tensor, dim: int = 1) -> Tensor:
+    """``argmax(logits, dim) == 1`` as a bool mask (the class axis ``dim`` removed). With the two
+    classes of few-shot segmentation it is ``logits[1] > logits[0]`` (a tie is background, as
+    argmax takes the first maximum): a comparison, where an argmax over an axis of 2 strided by
+    S² costs ~16 ms at 384² on this CPU (250x)."""
+    if logits.shape[dim] != 2:
+        return logits.argmax(dim=dim) == 1
+    background, foreground = logits.unbind(dim)
+    return foreground > background
 
 
 def check_finite(prediction: "Prediction | Tensor", model_name: str) -> None:

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 
 from ..errors import CancelledFn, ModelError, check_cancelled
 from .backbones import build_resnet, resnet_bottleneck_features
-from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_logits, resize_masks
+from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, foreground_mask, resize_logits, resize_masks
 from .hsnet_learner import HPNLearner, LearnerRun
 from .registry import ModelEntry, register
 
@@ -344,7 +344,7 @@ class DMTNet(FSSModel):
             "bg_logits": bg_logits,
             "vote_mask": vote_mask,
             "pseudo_similarity": [s.pseudo_similarity for s in shots],
-            "pseudo_masks": [[p.argmax(1) == 1 for p in s.pseudo_similarity] for s in shots],
+            "pseudo_masks": [[foreground_mask(p, 1) for p in s.pseudo_similarity] for s in shots],
             "shots": shots,
         }
         return VotedPrediction(
@@ -358,7 +358,7 @@ class DMTNet(FSSModel):
     @staticmethod
     def vote(shot_logits: Tensor) -> Tensor:
         """The official K-shot vote on ``[K, B, 2, S, S]`` -> ``[B, S, S]`` bool."""
-        votes = shot_logits.argmax(dim=2).sum(0)  # [B, S, S]
+        votes = foreground_mask(shot_logits, dim=2).sum(0)  # [B, S, S]: shots voting foreground
         max_vote = votes.flatten(1).max(dim=1).values.clamp_min(1).view(-1, 1, 1)
         return (votes.float() / max_vote) >= 0.5
 

@@ -80,6 +80,11 @@ class SelfSupportMatcher(EfficientNetLiteMatching):
     def __init__(self) -> None:
         super().__init__(2, MATCH_STAGES)
 
+    def encode_query(self, query: Tensor) -> "_QueryTerms":
+        """Everything that depends on the query alone (its features, self-affinities and guide):
+        a forward given it (``predict(query_features=...)``) computes only the support's part."""
+        return _QueryTerms(self._features(query), query)
+
     # ------------------------------------------------------------------------------- predict
     def predict(
         self,
@@ -90,11 +95,11 @@ class SelfSupportMatcher(EfficientNetLiteMatching):
         score_sink: Optional[ScoreSink] = None,
     ) -> Prediction:
         b, k = batch.supports.shape[:2]
-        qfeats = self._features(batch.query) if query_features is None else query_features
+        terms = self.encode_query(batch.query) if query_features is None else query_features
         sfeats = self._features(batch.supports.flatten(0, 1))
         levels: list[_Level] = []
         scores_out: list[Tensor] = []
-        for index, (qf, sf) in enumerate(zip(qfeats, sfeats)):
+        for index, (qf, sf) in enumerate(zip(terms.features, sfeats)):
             c, h, w = sf.shape[1:]
             if qf.shape[0] != b:
                 qf = qf.expand(b, -1, -1, -1)
@@ -106,10 +111,9 @@ class SelfSupportMatcher(EfficientNetLiteMatching):
             elif with_scores:
                 scores_out.append(scores)
             masks = resize_masks(batch.support_masks, (h, w)).reshape(b, k * h * w)
-            levels.append(_Level.from_scores(scores, masks, q, (h, w)))
+            levels.append(_Level.from_scores(scores, masks, (h, w)))
             del scores
-        stages = self.level_stages()
-        head = _Head(levels, _fusion_weights(stages), _guide(batch.query), tuple(batch.query.shape[-2:]))
+        head = _Head(levels, _fusion_weights(self.level_stages()), terms)
         logits = head(torch.ones(1, len(levels), device=batch.query.device, dtype=batch.query.dtype))[0]
         extras = {"level_names": self.level_names()}
         if not (with_scores or score_sink is not None):
@@ -123,32 +127,56 @@ class SelfSupportMatcher(EfficientNetLiteMatching):
         )
 
 
+class _QueryTerms:
+    """What depends on the query alone, computed once per query (:meth:`SelfSupportMatcher.encode_query`):
+    the matching features (L x ``[Bq, C, h, w]``); per grid shape, the self-affinities of that
+    grid's levels ``[Bq, n*hw, hw]`` = ``exp(TAU cos(f_q, f_q') - own_top_q)`` with a zero diagonal
+    (a position never matches itself), and their row maxima ``own_top`` ``[Bq, n, hw]``; the guided
+    filter of the query's grey image. The causal metrics and the gradient baselines run many
+    forwards on one query: there ``Bq`` is 1, broadcast over the perturbed supports' batch."""
+
+    def __init__(self, features: list[Tensor], query: Tensor) -> None:
+        self.features = features
+        self.filter = GuidedFilter(_guide(query), GUIDE_RADIUS, GUIDE_EPS)
+        self.size = tuple(query.shape[-2:])
+        self.self_affinity: dict[tuple[int, int], Tensor] = {}
+        self.own_top: dict[tuple[int, int], Tensor] = {}
+        shapes = [tuple(f.shape[-2:]) for f in features]
+        for shape in dict.fromkeys(shapes):
+            group = [f for f, hw in zip(features, shapes) if hw == shape]
+            bq, hw = group[0].shape[0], shape[0] * shape[1]
+            affinity = group[0].new_empty(bq, len(group), hw, hw)  # filled level by level: no stacked copy
+            tops = []
+            for i, f in enumerate(group):
+                q = f.flatten(2).transpose(1, 2)  # [Bq, hw, C]
+                own = TAU * torch.bmm(q, q.transpose(1, 2))  # [Bq, hw, hw]
+                own.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))
+                top = own.amax(-1, keepdim=True).detach()
+                affinity[:, i] = torch.exp(own - top)
+                tops.append(top[..., 0])
+            self.self_affinity[shape] = affinity.flatten(1, 2)
+            self.own_top[shape] = torch.stack(tops, 1)
+
+
 class _Level:
-    """What the head needs of one matching level (all small: no support-sized axis is kept); the
-    head stacks the levels of one grid shape into a :class:`_LevelGroup`, which computes with them.
+    """What the head needs of one matching level's support side (all small: no support-sized
+    axis is kept); the head stacks the levels of one grid shape into a :class:`_LevelGroup`,
+    which computes with them and the query's :class:`_QueryTerms`.
 
     ``log_fg``/``log_bg``: ``[B, hw]`` ``log sum_s m_s exp(S_qs)`` (and with ``1 - m``);
-    ``fg_mass``/``bg_mass``: ``[B]`` ``sum_s m_s`` (and ``1 - m``); ``self_affinity``
-    ``[B, hw, hw]`` = ``exp(TAU cos(f_q, f_q') - own_top_q)`` with a zero diagonal (a position
-    never matches itself) and ``own_top`` ``[B, hw]`` its row maximum."""
+    ``fg_mass``/``bg_mass``: ``[B]`` ``sum_s m_s`` (and ``1 - m``)."""
 
-    def __init__(self, log_fg, log_bg, fg_mass, bg_mass, self_affinity, own_top, shape) -> None:
+    def __init__(self, log_fg, log_bg, fg_mass, bg_mass, shape) -> None:
         self.log_fg, self.log_bg, self.fg_mass, self.bg_mass = log_fg, log_bg, fg_mass, bg_mass
-        self.self_affinity, self.own_top = self_affinity, own_top
         self.shape = shape
 
     @classmethod
-    def from_scores(cls, scores: Tensor, masks: Tensor, q: Tensor, shape: tuple[int, int]) -> "_Level":
+    def from_scores(cls, scores: Tensor, masks: Tensor, shape: tuple[int, int]) -> "_Level":
         top = scores.amax(-1, keepdim=True).detach()  # [B, hw, 1]
-        support = torch.exp(scores - top)  # [B, hw, K*hw]
-        log_fg = _log(torch.bmm(support, masks[..., None])[..., 0]) + top[..., 0]
-        log_bg = _log(torch.bmm(support, (1.0 - masks)[..., None])[..., 0]) + top[..., 0]
-        del support
-        own = TAU * torch.bmm(q, q.transpose(1, 2))  # [B, hw, hw]
-        eye = torch.eye(own.shape[-1], dtype=torch.bool, device=own.device)
-        own = own.masked_fill(eye, float("-inf"))
-        own_top = own.amax(-1, keepdim=True).detach()
-        return cls(log_fg, log_bg, masks.sum(-1), (1.0 - masks).sum(-1), torch.exp(own - own_top), own_top[..., 0], shape)
+        sides = torch.bmm(torch.exp(scores - top), torch.stack([masks, 1.0 - masks], -1))  # [B, hw, 2]
+        log_fg = _log(sides[..., 0]) + top[..., 0]
+        log_bg = _log(sides[..., 1]) + top[..., 0]
+        return cls(log_fg, log_bg, masks.sum(-1), (1.0 - masks).sum(-1), shape)
 
 
 def _log(values: Tensor) -> Tensor:
@@ -160,17 +188,16 @@ def _log(values: Tensor) -> Tensor:
 class _LevelGroup:
     """The levels that share one grid shape, stacked on a level axis (``n`` levels), so that the
     head runs each step once per grid shape instead of once per level (the stride-16 and stride-32
-    levels: two groups). ``indices`` are the levels' positions in the level order."""
+    levels: two groups). ``indices`` are the levels' positions in the level order;
+    ``self_affinity`` and ``own_top`` the query's for this grid (:class:`_QueryTerms`)."""
 
-    def __init__(self, indices: list[int], levels: list[_Level]) -> None:
+    def __init__(self, indices: list[int], levels: list[_Level], self_affinity: Tensor, own_top: Tensor) -> None:
         self.indices, self.shape = indices, levels[0].shape
         self.log_fg = torch.stack([lv.log_fg for lv in levels], 1)  # [B, n, hw]
         self.log_bg = torch.stack([lv.log_bg for lv in levels], 1)
         self.fg_mass = torch.stack([lv.fg_mass for lv in levels], 1)  # [B, n]
         self.bg_mass = torch.stack([lv.bg_mass for lv in levels], 1)
-        self.own_top = torch.stack([lv.own_top for lv in levels], 1)  # [B, n, hw]
-        b, n, hw = self.own_top.shape
-        self.self_affinity = torch.stack([lv.self_affinity for lv in levels], 1).view(b, n * hw, hw)
+        self.self_affinity, self.own_top = self_affinity, own_top  # [Bq, n*hw, hw], [Bq, n, hw]
 
     def evidence(self) -> Tensor:
         """Step 1 for every level of the group: ``[B, n, hw]``, the log mean-exp score over the
@@ -181,14 +208,20 @@ class _LevelGroup:
         """Step 2 for every level of the group and every row: ``[N, B, n, hw]``, the evidence with
         the query's confident positions as extra keys. ``probability`` is ``[N, B, hw]`` (each
         row's first fusion at the group's grid). The rows' weights go through one product with
-        the self-affinities (``2N`` columns), which are read once whatever ``N``: on the CPU that
-        read, not the arithmetic, is what this step costs."""
+        the self-affinities (``2N`` columns, times B when one query serves B supports), which are
+        read once whatever ``N``: on the CPU that read, not the arithmetic, is what this step costs."""
         fg_w = ((probability - 0.5) / (CONFIDENT - 0.5)).clamp(0.0, 1.0)  # [N, B, hw]
         bg_w = ((0.5 - probability) / (CONFIDENT - 0.5)).clamp(0.0, 1.0)
-        rows = fg_w.shape[0]
-        b, n, hw = self.own_top.shape
+        rows, b = fg_w.shape[:2]
+        n, hw = self.log_fg.shape[1:]
         columns = torch.cat([fg_w, bg_w]).permute(1, 2, 0)  # [B, hw, 2N]: fg rows, then bg rows
-        own = torch.bmm(self.self_affinity, columns).view(b, n, hw, 2 * rows).permute(3, 0, 1, 2)  # [2N, B, n, hw]
+        affinity = self.self_affinity
+        if affinity.shape[0] == b:
+            own = torch.bmm(affinity, columns)  # [B, n*hw, 2N]
+        else:  # one query for the B supports
+            own = (affinity[0] @ columns.transpose(0, 1).reshape(hw, b * 2 * rows)).view(n * hw, b, 2 * rows)
+            own = own.transpose(0, 1)
+        own = own.reshape(b, n, hw, 2 * rows).permute(3, 0, 1, 2)  # [2N, B, n, hw]
         own = _log(own) + self.own_top
         weight = math.log(SUPPORT_WEIGHT)
         fg_norm = _log(SUPPORT_WEIGHT * self.fg_mass + fg_w.sum(-1)[..., None])[..., None]  # [N, B, n, 1]
@@ -203,16 +236,18 @@ class _Head:
     once (small maps at the levels' grids), then the finish at S one row at a time (its maps are
     384² per row: several rows at once leave the cache and run slower)."""
 
-    def __init__(self, levels: list[_Level], weights: Tensor, guide: Tensor, size: tuple[int, int]) -> None:
+    def __init__(self, levels: list[_Level], weights: Tensor, terms: _QueryTerms) -> None:
         shapes = list(dict.fromkeys(lv.shape for lv in levels))  # in order of first appearance
         self.groups = [_LevelGroup([i for i, lv in enumerate(levels) if lv.shape == shape],
-                                   [lv for lv in levels if lv.shape == shape]) for shape in shapes]
+                                   [lv for lv in levels if lv.shape == shape],
+                                   terms.self_affinity[shape], terms.own_top[shape]) for shape in shapes]
         order = [i for group in self.groups for i in group.indices]
+        guide = terms.filter.guide
         # the groups' levels, concatenated, back in level order (None: already in order)
         self.order = None if order == sorted(order) else torch.tensor(order).argsort().to(guide.device)
-        self.weights = weights.to(guide)  # [L]; guide: [B, 1, S, S] grey, 0..1
-        self.filter = GuidedFilter(guide, GUIDE_RADIUS, GUIDE_EPS)  # the guide's statistics, once per head
-        self.size = size
+        self.weights = weights.to(guide)  # [L]
+        self.filter = terms.filter  # the guide's statistics, once per query
+        self.size = terms.size
         self.grid = max(shapes, key=lambda hw: hw[0] * hw[1])  # the finest level
         self.first = self._in_level_order([g.evidence() for g in self.groups])  # [B, L, gh, gw]
 
@@ -250,8 +285,8 @@ class GuidedFilter:
     """He et al.'s guided filter with a grey ``guide`` ``[B, 1, H, W]``: ``filter(values)`` for
     ``values`` of the same shape; linear in ``values``. Box means over a window of ``2 radius + 1``
     pixels, normalised at the borders, computed from running sums (cost independent of the
-    radius). What depends on the guide alone (its mean and variance) is computed once, here: the
-    head filters once per forward and once per feature-ablation pass, all with the same guide."""
+    radius). What depends on the guide alone (its mean and variance) is computed once, here: once
+    per query (:class:`_QueryTerms`), for every forward and feature-ablation pass on it."""
 
     def __init__(self, guide: Tensor, radius: int, eps: float) -> None:
         self.guide, self.radius = guide, radius
