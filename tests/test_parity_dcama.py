@@ -110,7 +110,8 @@ def test_per_head_scores_and_attention(ref, run):
             pe = model.model.pe[blk]
             q_tok = pe(qfeats[idx].flatten(2).transpose(1, 2))
             s_tok = pe(sfeats[idx].flatten(2).transpose(1, 2))
-            q, k = model.model.DCAMA_blocks[blk].project(q_tok, s_tok)
+            block = model.model.DCAMA_blocks[blk]
+            q, k = block.project_query(q_tok), block.project_support(s_tok)
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # [1, 8, N, N]
             p = f"scores_{level:02d}"
             assert list(scores.shape) == list(ref[p + "_shape"])
@@ -154,7 +155,7 @@ def test_head_reruns_decoder(run):
     with torch.no_grad():
         qf = run["qfeats"]
         manual = model.model.decode(
-            mix, model.model.skip_term(qf[6], run["sfeats"][6], qf[2], run["sfeats"][2])
+            mix, model.model.skip_query(qf[6], qf[2]) + model.model.skip_support(run["sfeats"][6], run["sfeats"][2])
         )
     torch.testing.assert_close(out[1], manual, atol=1e-5, rtol=1e-5)
 

@@ -91,13 +91,16 @@ class MaskAttention(nn.Module):
         self.d_k = dim // heads
         self.linears = nn.ModuleList([nn.Linear(dim, dim), nn.Linear(dim, dim)])
 
-    def project(self, query_tokens: Tensor, support_tokens: Tensor) -> tuple[Tensor, Tensor]:
-        """``[B, Nq, C]``, ``[B, Ns, C]`` -> per-head ``[B, H, Nq, d_k]``, ``[B, H, Ns, d_k]``."""
-        q = self.linears[0](query_tokens)
-        k = self.linears[1](support_tokens)
-        q = q.view(q.shape[0], q.shape[1], self.heads, self.d_k).transpose(1, 2)
-        k = k.view(k.shape[0], k.shape[1], self.heads, self.d_k).transpose(1, 2)
-        return q, k
+    def project_query(self, query_tokens: Tensor) -> Tensor:
+        """``[B, Nq, C]`` -> per-head queries ``[B, H, Nq, d_k]`` (``W_q``)."""
+        return self._heads(self.linears[0](query_tokens))
+
+    def project_support(self, support_tokens: Tensor) -> Tensor:
+        """``[B, Ns, C]`` -> per-head keys ``[B, H, Ns, d_k]`` (``W_k``)."""
+        return self._heads(self.linears[1](support_tokens))
+
+    def _heads(self, x: Tensor) -> Tensor:
+        return x.view(x.shape[0], x.shape[1], self.heads, self.d_k).transpose(1, 2)
 
     def attend(self, q: Tensor, k: Tensor, values: Tensor, want_scores: bool) -> tuple[Tensor, Optional[Tensor]]:
         """Head-mean of ``softmax(q kᵀ/√d_k) · values``: ``[B, Nq]``; and, if asked, the head-mean
@@ -175,33 +178,53 @@ class DCAMAHead(nn.Module):
         mix = self.conv4(F.interpolate(c1, c2.shape[-2:], mode="bilinear", align_corners=True) + c2)
         return self.conv5(F.interpolate(mix, c3.shape[-2:], mode="bilinear", align_corners=True) + c3)
 
-    def skip_term(self, q8: Tensor, s8: Tensor, q4: Tensor, s4: Tensor) -> Tensor:
-        """The part of ``mixer1[0]`` that depends only on the skip features (bias included)."""
-        size = (q8.shape[-2] * 2, q8.shape[-1] * 2)
-        skip8 = F.interpolate(torch.cat([q8, s8], 1), size, mode="bilinear", align_corners=True)
+    def skip_query(self, q8: Tensor, q4: Tensor) -> Tensor:
+        """The query's part of the skip term (bias included): ``mixer1[0]``, a convolution, is
+        linear in its input channels ``[up(q8), up(s8), q4, s4]`` (the bilinear upsampling acts on
+        each channel alone), so the skip term is this plus :meth:`skip_support`. The query's part
+        is computed once per query (:class:`DCAMAQueryFeatures`)."""
+        c8, c4 = q8.shape[1], q4.shape[1]
         weight = self.mixer1[0].weight[:, self.mix_channels :]
-        return F.conv2d(torch.cat([skip8, q4, s4], 1), weight, self.mixer1[0].bias, padding=1)
+        weight = torch.cat([weight[:, :c8], weight[:, 2 * c8 : 2 * c8 + c4]], 1)
+        return F.conv2d(torch.cat([self._up2(q8), q4], 1), weight, self.mixer1[0].bias, padding=1)
+
+    def skip_support(self, s8: Tensor, s4: Tensor) -> Tensor:
+        """The supports' part of the skip term (no bias; see :meth:`skip_query`)."""
+        c8, c4 = s8.shape[1], s4.shape[1]
+        weight = self.mixer1[0].weight[:, self.mix_channels :]
+        weight = torch.cat([weight[:, c8 : 2 * c8], weight[:, 2 * c8 + c4 :]], 1)
+        return F.conv2d(torch.cat([self._up2(s8), s4], 1), weight, None, padding=1)
+
+    @staticmethod
+    def _up2(x: Tensor) -> Tensor:
+        return F.interpolate(x, (x.shape[-2] * 2, x.shape[-1] * 2), mode="bilinear", align_corners=True)
 
     def decode(self, mix: Tensor, skip: Tensor) -> Tensor:
-        """``mix [M·B, 128, h8, w8]`` + ``skip [B, 128, h4, w4]`` (from :meth:`skip_term`) ->
+        """``mix [M·B, 128, h8, w8]`` + ``skip [B, 128, h4, w4]`` (:meth:`skip_query` + :meth:`skip_support`) ->
         logits ``[M·B, 2, 4·h4, 4·w4]``."""
-        up = F.interpolate(mix, (mix.shape[-2] * 2, mix.shape[-1] * 2), mode="bilinear", align_corners=True)
+        up = self._up2(mix)
         out = F.conv2d(up, self.mixer1[0].weight[:, : self.mix_channels], None, padding=1)
         b = skip.shape[0]
         out = (out.view(-1, b, *out.shape[1:]) + skip.unsqueeze(0)).flatten(0, 1)
         out = self.mixer1[3](self.mixer1[2](self.mixer1[1](out)))
-        out = F.interpolate(out, (out.shape[-2] * 2, out.shape[-1] * 2), mode="bilinear", align_corners=True)
+        out = self._up2(out)
         out = self.mixer2(out)
-        out = F.interpolate(out, (out.shape[-2] * 2, out.shape[-1] * 2), mode="bilinear", align_corners=True)
+        out = self._up2(out)
         return self.mixer3(out)
 
 
 @dataclass
 class DCAMAQueryFeatures:
-    """Backbone features of a query (what :meth:`DCAMA.encode_query` returns)."""
+    """What :meth:`DCAMA.encode_query` returns: the query's backbone features and what the forward
+    computes from them alone (filled by :meth:`DCAMA.query_terms` when missing), so that the many
+    forwards of a causal curve or a gradient baseline on one query compute only the supports' part."""
 
     features: list[Optional[Tensor]]  # per backbone block, None where unused
     image_size: tuple[int, int]
+    #: per matching level, the query's per-head projections ``W_q (f + PE)`` ``[B, H, N, d_k]``
+    projected: Optional[list[Tensor]] = None
+    #: the query's part of the decoder's skip term ``[B, 128, h4, w4]`` (:meth:`DCAMAHead.skip_query`)
+    skip: Optional[Tensor] = None
 
 
 class DCAMADecoderCall:
@@ -293,7 +316,22 @@ class DCAMA(FSSModel):
 
     def encode_query(self, query: Tensor) -> DCAMAQueryFeatures:
         self._check_size(query)
-        return DCAMAQueryFeatures(self.extract_features(query), tuple(query.shape[-2:]))
+        return self.query_terms(DCAMAQueryFeatures(self.extract_features(query), tuple(query.shape[-2:])))
+
+    def query_terms(self, qf: DCAMAQueryFeatures) -> DCAMAQueryFeatures:
+        """``qf`` with its query-only terms (per-level projections, skip part) filled in if missing."""
+        if qf.projected is None:
+            qf.projected = []
+            for idx in self.level_feature_ids:
+                feat = qf.features[idx]
+                assert feat is not None
+                blk = self.model.block_of(idx)
+                tokens = self.model.pe[blk](feat.flatten(2).transpose(1, 2))  # [B, N, C]
+                qf.projected.append(self.model.DCAMA_blocks[blk].project_query(tokens))
+        if qf.skip is None:
+            s0, s1 = self.stack_ids[0], self.stack_ids[1]
+            qf.skip = self.model.skip_query(qf.features[s1 - 1], qf.features[s0 - 1])
+        return qf
 
     def _check_size(self, images: Tensor) -> None:
         h, w = images.shape[-2:]
@@ -332,7 +370,7 @@ class DCAMA(FSSModel):
             qf = query_features
             if tuple(qf.image_size) != size:
                 raise ModelError(f"query features were computed at {qf.image_size}, supports are {size}")
-        qfeats = [None if f is None else (f.expand(b, *f.shape[1:]) if f.shape[0] != b else f) for f in qf.features]
+            self.query_terms(qf)
         sfeats = self.extract_features(supports.flatten(0, 1))
 
         want_scores = with_scores or score_sink is not None
@@ -340,15 +378,15 @@ class DCAMA(FSSModel):
         scores: list[Tensor] = []
         shapes: list[tuple[int, int]] = []
         for level, idx in enumerate(self.level_feature_ids):
-            q_feat = qfeats[idx]
             s_feat = sfeats[idx]
-            assert q_feat is not None and s_feat is not None
-            c, h, w = q_feat.shape[1:]
+            assert s_feat is not None
+            c, h, w = s_feat.shape[1:]
             blk = self.model.block_of(idx)
-            pe = self.model.pe[blk]
-            q_tokens = pe(q_feat.flatten(2).transpose(1, 2))  # [B, N, C]
-            s_tokens = pe(s_feat.view(b, k, c, h * w).transpose(2, 3))  # [B, K, N, C], PE per shot
-            q, kk = self.model.DCAMA_blocks[blk].project(q_tokens, s_tokens.reshape(b, k * h * w, c))
+            q = qf.projected[level]
+            if q.shape[0] != b:  # one query for the B supports
+                q = q.expand(b, *q.shape[1:])
+            s_tokens = self.model.pe[blk](s_feat.view(b, k, c, h * w).transpose(2, 3))  # [B, K, N, C], PE per shot
+            kk = self.model.DCAMA_blocks[blk].project_support(s_tokens.reshape(b, k * h * w, c))
             values = resize_masks(masks, (h, w)).reshape(b, k * h * w)
             coarse, mean_scores = self.model.DCAMA_blocks[blk].attend(q, kk, values, want_scores)
             level_coarse.append(coarse.view(b, 1, h, w))
@@ -362,10 +400,9 @@ class DCAMA(FSSModel):
             mean_scores = None
 
         s0, s1 = self.stack_ids[0], self.stack_ids[1]
-        q8, q4 = qfeats[s1 - 1], qfeats[s0 - 1]
         s8 = self._support_skip(sfeats[s1 - 1], b, k)
         s4 = self._support_skip(sfeats[s0 - 1], b, k)
-        skip = self.model.skip_term(q8, s8, q4, s4)
+        skip = self.model.skip_support(s8, s4) + qf.skip  # the query's part broadcast over B
         del sfeats
 
         ones = torch.ones(1, len(level_coarse), dtype=level_coarse[0].dtype, device=level_coarse[0].device)
