@@ -686,3 +686,22 @@ def test_preload_builds_the_model_before_the_first_predict(qtbot, window):
     assert index >= 0
     window.model_bar.model_combo.setCurrentIndex(index)
     assert window.runs.preload() is None  # needs a checkpoint: nothing to load yet
+
+
+def test_choosing_another_model_loads_it_shortly_after(qtbot, window):
+    """A model chosen in the model bar is loaded on the device thread once the person stops
+    changing it (the first Explain then finds it built); passing over a model loads nothing."""
+    window.set_episode(make_episode(shots=1, size=(48, 64)))
+    combo = window.model_bar.model_combo
+    chosen = window.model_bar.model_name()
+    passed = next(n for n in ("matcher-effnet", "matcher-lite2") if n != chosen)
+    combo.setCurrentIndex(combo.findData(passed))  # passed over: away and back within the delay
+    combo.setCurrentIndex(combo.findData(chosen))
+
+    def ready(name: str) -> bool:
+        return any(f"model {name} ready on " in line for line in window.log_pane.text().splitlines())
+
+    qtbot.waitUntil(lambda: ready(chosen), timeout=60000)  # no Predict or Explain was asked for
+    qtbot.wait(200)
+    assert not ready(passed)
+    assert window.runs.preload_job.handle is None  # the load ended

@@ -15,12 +15,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Optional
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from ..pipeline import BRUSHED, ExplanationResult, PredictionResult, input_key, jobs, region_title
 from .workers import JobHandle, LatestJob
 
 CACHE_SIZE = 8
+#: a model chosen in the model bar is loaded this long after the last change (a person going
+#: through the combo with the arrow keys loads only the model they stop on)
+PRELOAD_DELAY_MS = 600
 
 
 class RunController(QObject):
@@ -38,6 +41,11 @@ class RunController(QObject):
         self.last_result: Optional[ExplanationResult] = None
         self._cache: OrderedDict[str, ExplanationResult] = OrderedDict()
         self._count = 0
+        self.preload_job = LatestJob()
+        self._preload_timer = QTimer(self, singleShot=True, interval=PRELOAD_DELAY_MS)
+        self._preload_timer.timeout.connect(self.preload)
+        window.model_bar.modelChanged.connect(self._preload_timer.start)
+        window.model_bar.deviceChanged.connect(self._preload_timer.start)
 
     # ------------------------------------------------------------------ checks
     def _ready(self) -> bool:
@@ -59,14 +67,17 @@ class RunController(QObject):
 
     # ------------------------------------------------------------------ preload
     def preload(self) -> Optional[JobHandle]:
-        """Load the chosen model on the device thread now (at launch), so the first Predict or
-        Explain does not wait for its imports and weights; a model that needs a checkpoint not
-        chosen yet is left alone (None)."""
+        """Load the chosen model on the device thread now (at launch, and shortly after another
+        model, checkpoint or device is chosen), so the first Predict or Explain does not wait for
+        its imports and weights; a newer preload discards a pending one; a model that needs a
+        checkpoint not chosen yet is left alone (None)."""
+        self._preload_timer.stop()
         w = self.window
         name = w.model_bar.model_name()
         if not name or w.model_bar.checkpoint_missing():
             return None
-        handle = w.device_worker.submit(jobs.load, w.model_bar.model_spec(), description=f"Load {name}")
+        handle = self.preload_job.start(
+            w.device_worker.submit(jobs.load, w.model_bar.model_spec(), description=f"Load {name}"))
         handle.failed.connect(lambda message, trace: w.log_error(f"loading {name} failed: {message}", trace))
         return handle
 
