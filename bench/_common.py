@@ -30,7 +30,6 @@ figures there; the wall ratios are printed too.
 """
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import platform
@@ -209,11 +208,10 @@ def _status_kib(field: str) -> int:
 def rss_peak_mib(fn: Callable[[], object]) -> float:
     """Growth of this process's resident set during one call, MiB (Linux; run it in a fresh
     process, see :func:`rss_peak_in_subprocess`)."""
+    from fssgui.pipeline.models import release_freed_memory
+
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
+    release_freed_memory()
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current VmRSS
     base = _status_kib("VmRSS")
     result = fn()

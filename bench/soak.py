@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import ctypes
 import dataclasses
 import gc
 import os
@@ -89,11 +88,10 @@ def rss_mib() -> float:
 
 
 def trimmed_rss_mib() -> float:
-    """The resident set after glibc gave back the free memory it holds."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
+    """The resident set after glibc gave back the free memory it holds (``malloc_trim``)."""
+    from fssgui.pipeline.models import release_freed_memory
+
+    release_freed_memory()
     return rss_mib()
 
 

@@ -79,42 +79,11 @@ from .models.base import EpisodeTensors, FSSModel
 from .models.registry import get_entry, resolve_device
 
 from .train_setup import CONFIG_JSON, MODEL_BEST, MODEL_LAST, RESUME_KEYS, TRAIN_STATE  # noqa: F401 (the run's files)
+from .train_setup import TrainConfig  # defined without torch: the training dialog and `fssgui train` share its defaults
 
 
 class TrainingError(FssguiError):
     """Training cannot start or resume (wrong output folder, incompatible checkpoint...)."""
-
-
-@dataclass
-class TrainConfig:
-    model: str
-    data_root: str
-    layout: str
-    fold: int
-    shots: int
-    out_dir: str
-    epochs: int = 50
-    steps_per_epoch: int = 500
-    val_episodes: int = 1000
-    batch_size: int = 8
-    val_batch_size: int = 8
-    lr: Optional[float] = None
-    optimizer: Optional[str] = None  # "sgd" | "adamw"; default from the model entry
-    weight_decay: Optional[float] = None
-    size: Optional[int] = None  # input size; default the model entry's
-    device: Optional[str] = None  # None/"auto", "cpu", "cuda", "cuda:1"
-    backbone_weights: Optional[str] = None
-    resume: bool = False
-    seed: int = 0
-    num_workers: int = 0
-    amp: bool = True  # mixed precision on CUDA only
-    validate_untrained: bool = True  # evaluate once before the first epoch (epoch 0)
-    progress_bar: bool = True
-    model_options: dict = field(default_factory=dict)  # extra keyword arguments of the model's builder
-    # re-estimate the backbone's BatchNorm statistics on training images before training;
-    # None = only when no --backbone-weights are given (a random-init backbone)
-    calibrate_backbone: Optional[bool] = None
-    calibration_images: int = 128
 
 
 @dataclass

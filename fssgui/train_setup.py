@@ -1,7 +1,10 @@
 """Setting up a training run, without Qt and without torch: what the app's training dialog asks
 ``fssgui train`` to do, checked before the child process starts.
 
-* :class:`TrainRequest` and its ``fssgui train`` arguments; :func:`training_command` (the same
+* :class:`TrainConfig`, what :func:`fssgui.train.train` runs, and :class:`TrainRequest`, what the
+  dialog asks for, both :class:`TrainSettings` (the fields and defaults they share, defined once);
+  ``fssgui train``'s options take their defaults from TrainConfig (:func:`config_default`);
+* :class:`TrainRequest`'s ``fssgui train`` arguments; :func:`training_command` (the same
   program as the app: this interpreter with ``-m fssgui``, or the frozen bundle's executable);
 * :func:`check_request`: the output folder, the backbone file and the dataset (train and val splits,
   one episode of the chosen shots) are opened, so a wrong folder is refused with the reader's
@@ -17,7 +20,7 @@ import json
 import math
 import sys
 import typing
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -118,8 +121,10 @@ def read_saved_run(out_dir: str | Path) -> Optional[dict]:
 
 
 @dataclass
-class TrainRequest:
-    """What the dialog asks ``fssgui train`` to do; ``None`` = the model entry's default."""
+class TrainSettings:
+    """The settings of a training run that the app's training dialog sets, with their defaults
+    (``None`` = the model entry's default): the fields :class:`TrainConfig` and
+    :class:`TrainRequest` share, defined once."""
 
     model: str
     data_root: str
@@ -132,13 +137,50 @@ class TrainRequest:
     val_episodes: int = 1000
     batch_size: int = 8
     lr: Optional[float] = None
-    optimizer: Optional[str] = None
+    optimizer: Optional[str] = None  # "sgd" | "adamw"; default from the model entry
     weight_decay: Optional[float] = None
-    size: Optional[int] = None
-    device: Optional[str] = None  # None = auto
+    size: Optional[int] = None  # input size; default the model entry's
+    device: Optional[str] = None  # None/"auto", "cpu", "cuda", "cuda:1"
     backbone_weights: Optional[str] = None
-    model_options: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the model's builder
     resume: bool = False
+
+
+@dataclass
+class TrainConfig(TrainSettings):
+    """A training run (:func:`fssgui.train.train`): the dialog's settings and the rest. Defined
+    here, without torch, so the dialog and ``fssgui train``'s options share its defaults
+    (:func:`config_default`)."""
+
+    val_batch_size: int = 8
+    seed: int = 0
+    num_workers: int = 0
+    amp: bool = True  # mixed precision on CUDA only
+    validate_untrained: bool = True  # evaluate once before the first epoch (epoch 0)
+    progress_bar: bool = True
+    # re-estimate the backbone's BatchNorm statistics on training images before training;
+    # None = only when no --backbone-weights are given (a random-init backbone)
+    calibrate_backbone: Optional[bool] = None
+    calibration_images: int = 128
+
+
+def config_default(name: str) -> Any:
+    """:class:`TrainConfig`'s default of field ``name`` (a new object for a factory default);
+    :class:`KeyError` for a field without one."""
+    for item in fields(TrainConfig):
+        if item.name == name:
+            if item.default_factory is not MISSING:
+                return item.default_factory()
+            if item.default is not MISSING:
+                return item.default
+            break
+    raise KeyError(f"TrainConfig has no default for {name!r}")
+
+
+@dataclass
+class TrainRequest(TrainSettings):
+    """What the dialog asks ``fssgui train`` to do (:class:`TrainSettings`); the child's other
+    :class:`TrainConfig` fields are ``fssgui train``'s defaults (``val_batch_size`` = ``batch_size``)."""
 
     def arguments(self) -> list[str]:
         """The ``fssgui`` command-line arguments (``train ... --events --no-progress``)."""

@@ -48,3 +48,39 @@ def test_number_fields_and_texts():
     assert ts.parse_option_value("3") == 3 and ts.parse_option_value("false") is False
     assert ts.parse_option_value("abc") == "abc"
     assert ts.format_percent(None) == "—" and ts.format_percent(0.5) == "50.00"
+
+
+
+def test_dialog_defaults_are_train_config_defaults_and_its_arguments_give_that_config():
+    """The dialog's request has TrainConfig's fields and defaults, and ``fssgui train`` parses its
+    arguments back into the same TrainConfig (the options the dialog does not set: TrainConfig's
+    defaults, except the validation batch = the batch and no progress bar with --events)."""
+    from dataclasses import asdict, fields
+
+    from fssgui.cli import build_parser
+    from fssgui.commands.train import config_from_args
+
+    request_types = {f.name: f.type for f in fields(ts.TrainRequest)}
+    config_types = {f.name: f.type for f in fields(ts.TrainConfig)}
+    assert request_types == {name: config_types[name] for name in request_types}  # same names and types
+    required = dict(model=MODEL, data_root="/data", layout="folders", fold=-1, shots=1, out_dir="/out")
+    default = ts.TrainRequest(**required)
+    config = ts.TrainConfig(**required)
+    assert asdict(default) == {name: getattr(config, name) for name in request_types}
+    assert default.epochs == ts.config_default("epochs") == 50 and ts.config_default("model_options") == {}
+    assert ts.TrainRequest(**required).model_options is not default.model_options  # a new dict each
+
+    changed = ts.TrainRequest(model="i2r-resnet50", data_root="/d a/t", layout="pascal5i", fold=2, shots=5,
+                              out_dir="/o u/t", epochs=3, steps_per_epoch=7, val_episodes=11, batch_size=2,
+                              lr=2.5e-3, optimizer="adamw", weight_decay=1e-4, size=129, device="cpu",
+                              backbone_weights="/w/resnet50.pth", resume=True,
+                              model_options={"foreground_weight": 3.0, "feature_channels": 64,
+                                             "detach_merge_input": False, "name": "x y", "none": None})
+    # every field differs from its default, so each one must travel through the arguments
+    assert [n for n in request_types if getattr(changed, n) == getattr(default, n)] == []
+    parser = build_parser()
+    for request in (default, changed):
+        args = parser.parse_args(request.arguments())
+        assert args.command == "train" and args.events and args.no_progress
+        parsed = config_from_args(args)
+        assert parsed == ts.TrainConfig(**asdict(request), val_batch_size=request.batch_size, progress_bar=False)

@@ -218,6 +218,27 @@ def test_a_cancelled_sweep_keeps_its_rows_and_resumes(swept, tmp_path):
         assert record.values == pytest.approx(first[record.episode])
 
 
+def test_a_sweep_gives_freed_memory_back_between_episodes_and_once_at_the_end(swept, tmp_path, monkeypatch):
+    from fssgui.evaluate import runner
+    from fssgui.pipeline import ModelCache, ModelSpec, models
+    from fssgui.triage.sweep import DatasetChoice, SweepRequest, run_sweep
+
+    trims = []
+    monkeypatch.setattr(models, "_MALLOC_TRIM", trims.append)
+    cache = ModelCache()
+    dataset = DatasetChoice(str(swept["data"]), "folders", episodes=str(EPISODES), seed=SEED)
+    monkeypatch.setattr(runner, "RELEASE_MEMORY_EVERY_S", 0.0)
+    run_sweep(SweepRequest(dataset, ModelSpec(SMALL_MODEL, None, "cpu"), str(tmp_path / "every")),
+              load_model=lambda spec: cache.get(spec))
+    assert len(trims) == EPISODES + 1
+    trims.clear()
+    monkeypatch.setattr(runner, "RELEASE_MEMORY_EVERY_S", 3600.0)
+    monkeypatch.setattr(models, "_last_release", -math.inf)
+    run_sweep(SweepRequest(dataset, ModelSpec(SMALL_MODEL, None, "cpu"), str(tmp_path / "hourly")),
+              load_model=lambda spec: cache.get(spec))
+    assert len(trims) == 2  # after the first episode (none for an hour before), then at the end
+
+
 # ------------------------------------------------------------------------------ fssgui triage
 def _triage_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["triage", "--model", SMALL_MODEL, "--device", "cpu", "--data", str(data), "--layout", "folders",

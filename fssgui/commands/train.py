@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..train_setup import TrainConfig, config_default
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,16 +19,23 @@ def register(subparsers) -> None:
     p.add_argument("--fold", type=int, default=0, help="held-out class fold (0..3); -1 = all classes (default 0)")
     p.add_argument("--shots", type=int, default=1, help="support images per episode (default 1)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder for checkpoints")
-    p.add_argument("--epochs", type=int, default=50, help="number of epochs (default 50)")
-    p.add_argument("--steps-per-epoch", type=int, default=500, help="optimisation steps per epoch (default 500)")
-    p.add_argument("--val-episodes", type=int, default=1000, help="validation episodes per epoch (default 1000)")
-    p.add_argument("--batch-size", type=int, default=8, help="episodes per step (default 8)")
-    p.add_argument("--lr", type=float, default=None, help="base learning rate (default: the paper's)")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default=None, help="default: the paper's (SGD)")
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the model's)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
-    p.add_argument("--backbone-weights", default=None, metavar="FILE",
+    # the defaults are TrainConfig's (also the app's training dialog's)
+    p.add_argument("--epochs", type=int, default=config_default("epochs"),
+                   help="number of epochs (default %(default)s)")
+    p.add_argument("--steps-per-epoch", type=int, default=config_default("steps_per_epoch"),
+                   help="optimisation steps per epoch (default %(default)s)")
+    p.add_argument("--val-episodes", type=int, default=config_default("val_episodes"),
+                   help="validation episodes per epoch (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=config_default("batch_size"),
+                   help="episodes per step (default %(default)s)")
+    p.add_argument("--lr", type=float, default=config_default("lr"), help="base learning rate (default: the paper's)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default=config_default("optimizer"),
+                   help="default: the paper's (SGD)")
+    p.add_argument("--weight-decay", type=float, default=config_default("weight_decay"))
+    p.add_argument("--size", type=int, default=config_default("size"),
+                   help="input size in pixels (default: the model's)")
+    p.add_argument("--device", default=config_default("device"), help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--backbone-weights", default=config_default("backbone_weights"), metavar="FILE",
                    help="ImageNet ResNet-50 weights (torchvision .pth or timm .safetensors) to initialise the frozen backbone; without it "
                         "the backbone is random-init and its BatchNorm statistics are re-estimated on training "
                         "images before training (a deviation from the papers, said in the log)")
@@ -38,8 +47,9 @@ def register(subparsers) -> None:
                         "false, 64; names as in the model's docstring, e.g. for i2r-resnet50 "
                         "foreground_weight=3 feature_dropout=0 detach_merge_input=false, the settings that "
                         "learn without ImageNet weights; for simpropnet-resnet50 feature_channels=64)")
-    p.add_argument("--workers", type=int, default=0, help="data loading worker processes (default 0)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=config_default("num_workers"),
+                   help="data loading worker processes (default %(default)s)")
+    p.add_argument("--seed", type=int, default=config_default("seed"))
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
@@ -85,21 +95,12 @@ class EventWriter:
         self.stream.flush()
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..errors import FssguiError
-    from ..train import TrainConfig, train
-
-    events = EventWriter() if args.events else None
-    try:
-        options = parse_options(args.option)
-    except FssguiError as exc:
-        if events is not None:
-            events({"event": "error", "message": str(exc), "kind": type(exc).__name__})
-        raise
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run ``fssgui train`` is asked for (:class:`TrainingError` for a malformed ``--option``)."""
+    options = parse_options(args.option)
     if args.train_backbone:
         options["train_backbone"] = True
-
-    config = TrainConfig(
+    return TrainConfig(
         model=args.model, data_root=args.data, layout=args.layout, fold=args.fold, shots=args.shots,
         out_dir=args.out, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
         val_episodes=args.val_episodes, batch_size=args.batch_size, val_batch_size=args.batch_size,
@@ -108,6 +109,19 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers, amp=not args.no_amp, progress_bar=not (args.no_progress or args.events),
         model_options=options,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import FssguiError
+    from ..train import train
+
+    events = EventWriter() if args.events else None
+    try:
+        config = config_from_args(args)
+    except FssguiError as exc:
+        if events is not None:
+            events({"event": "error", "message": str(exc), "kind": type(exc).__name__})
+        raise
     if events is not None:  # stdout carries only the JSON lines; the log text is in the "log" events
         train(config, log=lambda _text: None, on_event=events)
         return 0

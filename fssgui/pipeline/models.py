@@ -4,9 +4,15 @@
 The device rule is one for every front-end: no device (or ``auto``) means CUDA when available,
 and the log says so when it falls back to the CPU; ``cuda`` asked for on a machine without it is
 an error, never a silent fallback.
+
+Memory: :func:`release_freed_memory` hands the host memory that freed tensors left with the C
+allocator back to the system (the dataset sweeps: between episodes every 30 s, and at the end).
 """
 from __future__ import annotations
 
+import ctypes
+import math
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -189,3 +195,41 @@ def cuda_devices() -> list[tuple[str, str]]:
     if not torch.cuda.is_available():
         return []
     return [(f"cuda:{i}", torch.cuda.get_device_name(i)) for i in range(torch.cuda.device_count())]
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where there is none (not Linux, or a C library without it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_size_t,)
+    function.restype = ctypes.c_int
+    return function
+
+
+_MALLOC_TRIM = _malloc_trim()
+_last_release = -math.inf  # time.monotonic() of the last malloc_trim
+
+
+def release_freed_memory(at_most_every: float = 0.0) -> bool:
+    """Give the memory freed since the last call back to the system; whether it was done.
+
+    glibc keeps freed blocks (the buffers of CPU tensors among them) in its heaps for reuse, so a
+    long run's resident set keeps what its largest steps once needed (``bench/soak.py``, headless
+    pipeline: +35 MiB over 150 jobs, +2 MiB after ``malloc_trim``). This is ``malloc_trim(0)`` on
+    Linux with glibc, and nothing elsewhere (another OS, a C library without it).
+
+    Not free: the call walks the heaps, and the next allocations fault the pages it gave back in
+    again. A prediction sweep (matcher-lite2, one CPU thread) trimmed after every episode took
+    2.6 ms per call + 11 ms more for the next 86 ms episode at 128 px, 17 ms + 78 ms for a 412 ms
+    episode at 384 px. ``at_most_every``: skip the call when the last one was less than that many
+    seconds ago, so a loop can call this after every step at a bounded cost."""
+    global _last_release
+    if _MALLOC_TRIM is None or time.monotonic() - _last_release < at_most_every:
+        return False
+    _MALLOC_TRIM(0)
+    _last_release = time.monotonic()
+    return True

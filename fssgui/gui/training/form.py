@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
                                QVBoxLayout, QWidget)
 
 from ...train_setup import (CONFIG_JSON, LAYOUTS, OPTION_PRESETS, PRESET_CUSTOM, PRESET_PAPER,
-                            TrainRequest, format_option_value, model_option_defaults, optional_number,
-                            parse_option_value, read_saved_run, trainable_entries)
+                            TrainRequest, config_default, format_option_value, model_option_defaults,
+                            optional_number, parse_option_value, read_saved_run, trainable_entries)
 from ..device_picker import DevicePicker
 from ..workers import WorkerPool
 
@@ -401,10 +401,9 @@ class TrainingForm(QWidget):
         self.fold_spin.setValue(int(saved.get("fold", 0)))
         self.shots_spin.setValue(int(saved.get("shots", 1)))
         self.out_edit.setText(str(saved.get("out_dir", "")))
-        self.epochs_spin.setValue(int(saved.get("epochs", 50)))
-        self.steps_spin.setValue(int(saved.get("steps_per_epoch", 500)))
-        self.val_spin.setValue(int(saved.get("val_episodes", 1000)))
-        self.batch_spin.setValue(int(saved.get("batch_size", 8)))
+        for spin, name in ((self.epochs_spin, "epochs"), (self.steps_spin, "steps_per_epoch"),
+                           (self.val_spin, "val_episodes"), (self.batch_spin, "batch_size")):
+            spin.setValue(int(saved.get(name, config_default(name))))
         if saved.get("lr") is not None:
             self.lr_edit.setText(f"{float(saved['lr']):g}")
         if saved.get("weight_decay") is not None:
