@@ -148,7 +148,7 @@ def test_streaming_forward_keeps_no_scores(model, episodes, monkeypatch):
 
     for block in model.model.DCAMA_blocks:
         monkeypatch.setattr(block, "attend", watch("attend", block.attend))
-    monkeypatch.setattr(model.model, "skip_term", watch("decoder", model.model.skip_term))
+    monkeypatch.setattr(model.model, "skip_support", watch("decoder", model.model.skip_support))
 
     def sink(level: int, shape: tuple[int, int], scores: torch.Tensor) -> None:
         received.append((level, shape))

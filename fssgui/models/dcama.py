@@ -215,11 +215,12 @@ class DCAMAHead(nn.Module):
 
 @dataclass
 class DCAMAQueryFeatures:
-    """What :meth:`DCAMA.encode_query` returns: the query's backbone features and what the forward
-    computes from them alone (filled by :meth:`DCAMA.query_terms` when missing), so that the many
-    forwards of a causal curve or a gradient baseline on one query compute only the supports' part."""
+    """What :meth:`DCAMA.encode_query` returns: what the forward computes from the query alone
+    (filled from the backbone ``features`` by :meth:`DCAMA.query_terms` when missing; ``encode_query``
+    then lets the features go), so that the many forwards of a causal curve or a gradient baseline
+    on one query compute only the supports' part."""
 
-    features: list[Optional[Tensor]]  # per backbone block, None where unused
+    features: Optional[list[Optional[Tensor]]]  # per backbone block, None where unused; None once the terms are in
     image_size: tuple[int, int]
     #: per matching level, the query's per-head projections ``W_q (f + PE)`` ``[B, H, N, d_k]``
     projected: Optional[list[Tensor]] = None
@@ -316,7 +317,9 @@ class DCAMA(FSSModel):
 
     def encode_query(self, query: Tensor) -> DCAMAQueryFeatures:
         self._check_size(query)
-        return self.query_terms(DCAMAQueryFeatures(self.extract_features(query), tuple(query.shape[-2:])))
+        qf = self.query_terms(DCAMAQueryFeatures(self.extract_features(query), tuple(query.shape[-2:])))
+        qf.features = None  # a forward reads only the terms: the 16 backbone maps (65 MB at 384) are let go
+        return qf
 
     def query_terms(self, qf: DCAMAQueryFeatures) -> DCAMAQueryFeatures:
         """``qf`` with its query-only terms (per-level projections, skip part) filled in if missing."""
