@@ -413,7 +413,7 @@ class DCAMA(FSSModel):
         head = DCAMADecoderCall(self, level_coarse, skip, size)
 
         extras = {
-            "coarse_masks": list(self._group_levels(level_coarse)),
+            "coarse_masks": list(self.group_levels(level_coarse)),
             "level_coarse": level_coarse,
             "reference_level_order": self.reference_level_order(),
         }
@@ -431,7 +431,7 @@ class DCAMA(FSSModel):
         feat = feat.view(b, k, *feat.shape[1:])
         return feat[:, 0] if k == 1 else feat.max(dim=1).values
 
-    def _group_levels(self, level_coarse: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def group_levels(self, level_coarse: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """Per-level coarse masks -> (1/32, 1/16, 1/8) channel stacks, official order."""
         s0, s1, s2, s3 = self.stack_ids
         pick = lambda lo, hi: torch.cat(list(level_coarse[lo - s0 : hi - s0]), 1)  # noqa: E731
@@ -452,7 +452,7 @@ class DCAMA(FSSModel):
             scaled = [
                 (c.unsqueeze(0) * kp[:, i].view(m, 1, 1, 1, 1)).flatten(0, 1) for i, c in enumerate(level_coarse)
             ]
-            out = self.model.decode(self.model.mix_maps(*self._group_levels(scaled)), skip)
+            out = self.model.decode(self.model.mix_maps(*self.group_levels(scaled)), skip)
             if tuple(out.shape[-2:]) != tuple(size):
                 out = F.interpolate(out, size, mode="bilinear", align_corners=True)
             outs.append(out.view(m, b, *out.shape[1:]))

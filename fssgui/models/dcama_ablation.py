@@ -221,7 +221,7 @@ def region_ablation_means(model: DCAMA, prediction: Prediction, region: Tensor, 
     b = int(logits.shape[0])
     with torch.no_grad():
         unablated = region_mean_foreground(logits[None], pixels, size)[0]  # [B]
-        c1, c2, c3 = model._group_levels(call.level_coarse)
+        c1, c2, c3 = model.group_levels(call.level_coarse)
         a1, a2, a3 = head.conv1(c1), head.conv2(c2), head.conv3(c3)
         up_a1 = F.interpolate(a1, a2.shape[-2:], mode="bilinear", align_corners=True)
         up_m4 = F.interpolate(head.conv4(up_a1 + a2), a3.shape[-2:], mode="bilinear", align_corners=True)
