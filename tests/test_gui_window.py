@@ -11,6 +11,7 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QKeySequence
 
 from fssgui.episode import load_episode
+from fssgui.gui.runs import PRELOAD_DELAY_MS
 from fssgui.pipeline import BRUSHED, GROUND_TRUTH, PREDICTION
 from fssgui.settings import Autosave, Settings
 from gui_testkit import drag
@@ -705,3 +706,14 @@ def test_choosing_another_model_loads_it_shortly_after(qtbot, window):
     qtbot.wait(200)
     assert not ready(passed)
     assert window.runs.preload_job.handle is None  # the load ended
+
+
+def test_a_model_chosen_while_the_window_closes_is_not_loaded(qtbot, window):
+    """A preload scheduled by a model change does not reach a device worker the closing window
+    has stopped (it raised in the event loop)."""
+    combo = window.model_bar.model_combo
+    combo.setCurrentIndex(combo.findData("matcher-effnet"))
+    window.shutdown()
+    window.model_bar.modelChanged.emit()
+    qtbot.wait(2 * PRELOAD_DELAY_MS)
+    assert window.runs.preload() is None and window.runs.preload_job.handle is None

@@ -472,6 +472,7 @@ class MainWindow(QMainWindow):
         self.triage_panel.shutdown()
         if self._train_dialog is not None:
             self._train_dialog.shutdown()  # a training child process does not outlive the app
+        self.runs.shutdown()  # no preload is scheduled on a stopped worker
         self.device_worker.shutdown()
         self.compute.shutdown()
         self.files.shutdown()  # queued episode writes end first

@@ -44,8 +44,18 @@ class RunController(QObject):
         self.preload_job = LatestJob()
         self._preload_timer = QTimer(self, singleShot=True, interval=PRELOAD_DELAY_MS)
         self._preload_timer.timeout.connect(self.preload)
-        window.model_bar.modelChanged.connect(self._preload_timer.start)
-        window.model_bar.deviceChanged.connect(self._preload_timer.start)
+        self._closed = False
+        window.model_bar.modelChanged.connect(self._schedule_preload)
+        window.model_bar.deviceChanged.connect(self._schedule_preload)
+
+    def shutdown(self) -> None:
+        """No more preloads (the window is closing: its device worker stops next)."""
+        self._closed = True
+        self._preload_timer.stop()
+
+    def _schedule_preload(self) -> None:
+        if not self._closed:
+            self._preload_timer.start()  # restarted by every change: loads what the person stops on
 
     # ------------------------------------------------------------------ checks
     def _ready(self) -> bool:
@@ -74,7 +84,7 @@ class RunController(QObject):
         self._preload_timer.stop()
         w = self.window
         name = w.model_bar.model_name()
-        if not name or w.model_bar.checkpoint_missing():
+        if self._closed or not name or w.model_bar.checkpoint_missing():
             return None
         handle = self.preload_job.start(
             w.device_worker.submit(jobs.load, w.model_bar.model_spec(), description=f"Load {name}"))
