@@ -309,3 +309,28 @@ def test_swin_small_kshot_forward():
     assert pred.matching_scores[0].shape == (1, 48 * 48, 2 * 48 * 48)
     with pytest.raises(Exception, match="384"):
         model.predict(_episodes(256, 1, 1, seed=9))
+
+
+@pytest.mark.parametrize("want_scores", [False, True])
+def test_fused_attention_equals_the_explicit_per_head_product(monkeypatch, want_scores):
+    """Large score matrices (several shots at 1/8) take PyTorch's fused attention and the
+    concatenated-heads score product: the same coarse masks and head-mean scores as the explicit
+    per-head softmax product (the path of one shot on the CPU), up to float rounding."""
+    from fssgui.models import dcama
+
+    torch.manual_seed(0)
+    block = dcama.MaskAttention(64).eval()
+    q = torch.randn(2, block.heads, 50, block.d_k)
+    k = torch.randn(2, block.heads, 3 * 50, block.d_k)
+    values = torch.rand(2, 3 * 50)
+    monkeypatch.setattr(dcama, "FUSED_ATTENTION_MIN_SCORES", 10**12)
+    explicit, explicit_scores = block.attend(q, k, values, want_scores)
+    monkeypatch.setattr(dcama, "FUSED_ATTENTION_MIN_SCORES", 0)
+    fused, fused_scores = block.attend(q, k, values, want_scores)
+    assert fused.shape == explicit.shape == (2, 50)
+    torch.testing.assert_close(fused, explicit, atol=1e-6, rtol=1e-5)
+    if want_scores:
+        assert fused_scores.shape == explicit_scores.shape == (2, 50, 150)
+        torch.testing.assert_close(fused_scores, explicit_scores, atol=1e-5, rtol=1e-5)
+    else:
+        assert fused_scores is None and explicit_scores is None
