@@ -148,3 +148,16 @@ def test_box_mean_is_the_border_normalised_average_pool():
     for radius in (1, 7, 16):
         expected = torch.nn.functional.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
         torch.testing.assert_close(box_mean(x, radius), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_support_without_foreground_explains_no_foreground(model, two_shot):
+    """An empty support mask (the first states of an insertion curve) gives no foreground: the
+    foreground side's empty mean stays very negative (it used to cancel to the best match and make
+    every pixel foreground); a mask covering the whole support gives foreground everywhere."""
+    empty = type(two_shot)(two_shot.query, two_shot.supports, torch.zeros_like(two_shot.support_masks))
+    full = type(two_shot)(two_shot.query, two_shot.supports, torch.ones_like(two_shot.support_masks))
+    with torch.no_grad():
+        none, everything = model.predict(empty).logits, model.predict(full).logits
+    assert torch.isfinite(none).all() and torch.isfinite(everything).all()
+    assert not model.predict(empty).mask().any()
+    assert model.predict(full).mask().all()

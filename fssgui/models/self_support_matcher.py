@@ -69,6 +69,7 @@ BIAS = -1.0
 GUIDE_RADIUS = 16  # pixels at S
 GUIDE_EPS = 1e-3  # on a 0..1 grey guide
 _TINY = 1e-30
+_MIN_MASS = 1e-6  # key masses (the denominators of the means) are floored here, far above _TINY
 
 
 class SelfSupportMatcher(EfficientNetLiteMatching):
@@ -185,6 +186,15 @@ def _log(values: Tensor) -> Tensor:
     return torch.log(values.clamp_min(_TINY))
 
 
+def _log_mass(mass: Tensor) -> Tensor:
+    """``log`` of a side's key mass, the denominator of its mean. Floored at ``_MIN_MASS``, far above
+    ``_TINY``: an empty side's mean, ``_log(0) - _log_mass(0)`` (about -55), stays very negative (a
+    support whose mask is empty explains no foreground) instead of the two floors cancelling to
+    the best match's score (which made every pixel foreground). Masses of real masks are far above
+    the floor, so nothing else changes."""
+    return torch.log(mass.clamp_min(_MIN_MASS))
+
+
 class _LevelGroup:
     """The levels that share one grid shape, stacked on a level axis (``n`` levels), so that the
     head runs each step once per grid shape instead of once per level (the stride-16 and stride-32
@@ -202,7 +212,7 @@ class _LevelGroup:
     def evidence(self) -> Tensor:
         """Step 1 for every level of the group: ``[B, n, hw]``, the log mean-exp score over the
         foreground minus the same over the background."""
-        return (self.log_fg - _log(self.fg_mass)[..., None]) - (self.log_bg - _log(self.bg_mass)[..., None])
+        return (self.log_fg - _log_mass(self.fg_mass)[..., None]) - (self.log_bg - _log_mass(self.bg_mass)[..., None])
 
     def self_support_evidence(self, probability: Tensor) -> Tensor:
         """Step 2 for every level of the group and every row: ``[N, B, n, hw]``, the evidence with
@@ -224,8 +234,8 @@ class _LevelGroup:
         own = own.reshape(b, n, hw, 2 * rows).permute(3, 0, 1, 2)  # [2N, B, n, hw]
         own = _log(own) + self.own_top
         weight = math.log(SUPPORT_WEIGHT)
-        fg_norm = _log(SUPPORT_WEIGHT * self.fg_mass + fg_w.sum(-1)[..., None])[..., None]  # [N, B, n, 1]
-        bg_norm = _log(SUPPORT_WEIGHT * self.bg_mass + bg_w.sum(-1)[..., None])[..., None]
+        fg_norm = _log_mass(SUPPORT_WEIGHT * self.fg_mass + fg_w.sum(-1)[..., None])[..., None]  # [N, B, n, 1]
+        bg_norm = _log_mass(SUPPORT_WEIGHT * self.bg_mass + bg_w.sum(-1)[..., None])[..., None]
         fg = torch.logaddexp(weight + self.log_fg, own[:rows]) - fg_norm
         bg = torch.logaddexp(weight + self.log_bg, own[rows:]) - bg_norm
         return fg - bg
