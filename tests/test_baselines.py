@@ -151,3 +151,15 @@ def test_gradient_shap_is_seeded_without_touching_the_global_rng(toy):
     assert torch.equal(torch.rand(1), expected_next)
     b = get_explainer("gradient-shap", seed=5).explain(toy, toy_episode(), toy_region()).maps
     assert torch.equal(a, b)
+
+
+def test_the_built_model_says_ahead_which_explainers_it_rules_out(toy):
+    """What the app greys out once a model is loaded: DeepLift for a model whose activations it has
+    no rule for (the built-in matchers' ReLU6) or that has none as modules; nothing for the toy."""
+    from fssgui.pipeline.explainers import built_model_unavailable
+
+    assert built_model_unavailable(toy) == {}
+    relu6 = ToyMatcher().eval()
+    relu6.relu2 = nn.ReLU6()
+    assert "ReLU6" in built_model_unavailable(relu6)["deeplift"]
+    assert "functional calls" in built_model_unavailable(FunctionalToy().eval())["deeplift"]

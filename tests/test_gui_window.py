@@ -677,7 +677,13 @@ def test_preload_builds_the_model_before_the_first_predict(qtbot, window):
     handle = window.runs.preload()
     assert handle is not None
     qtbot.waitUntil(lambda: not handle.running, timeout=30000)
-    assert handle.result == window.model_bar.model_name() and handle.error is None
+    assert handle.result.name == window.model_bar.model_name() and handle.error is None
+    # the built model rules DeepLift out (the tiny matcher has no nonlinearity modules): greyed, with the reason
+    reason = window.model_bar.unavailable_reason("deeplift")
+    assert "nonlinearity modules" in reason
+    combo = window.model_bar.explainer_combo
+    assert not combo.model().item(combo.findData("deeplift")).isEnabled()
+    assert reason in combo.model().item(combo.findData("deeplift")).toolTip()
     ready = [line for line in window.log_pane.text().splitlines() if " ready on " in line]
     assert len(ready) == 1
     with qtbot.waitSignal(window.runs.predictionShown, timeout=30000):

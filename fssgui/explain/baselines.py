@@ -141,6 +141,29 @@ class IntegratedGradientsExplainer(CaptumExplainer):
         return {"n_steps": self.n_steps, "internal_batch_size": self._used_batch, "method": self.method}
 
 
+def deeplift_unavailable_reason(model: nn.Module) -> str:
+    """Why captum's DeepLift cannot explain ``model``, as far as its modules tell ("" when they do
+    not rule it out): an activation module it has no rule for (it would be treated as linear, e.g.
+    the matchers' ReLU6), or no nonlinearity module at all (functional calls, which its hooks do not
+    see). A module called twice per forward is found only when DeepLift runs."""
+    from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
+
+    supported = tuple(SUPPORTED_NON_LINEAR)
+    modules = list(model.modules())
+    unsupported = sorted({
+        type(m).__name__ for m in modules
+        if type(m).__module__ == "torch.nn.modules.activation" and not isinstance(m, supported)
+        and not isinstance(m, nn.MultiheadAttention)
+    })
+    if unsupported:
+        return (f"it uses activation modules captum's DeepLift has no rule for ({', '.join(unsupported)}); "
+                "they would be treated as linear")
+    if not any(isinstance(m, supported) for m in modules):
+        return ("it has no nonlinearity modules (nn.ReLU, nn.Sigmoid, ...) for DeepLift's hooks; its "
+                "nonlinearities are functional calls")
+    return ""
+
+
 class DeepLiftExplainer(CaptumExplainer):
     """captum ``DeepLift`` from a zero baseline (multiply_by_inputs). DeepLift rewrites the
     gradients of nonlinearity *modules* through hooks: a model whose nonlinearities are
@@ -150,25 +173,10 @@ class DeepLiftExplainer(CaptumExplainer):
 
     def _attribute(self, forward, supports):
         from captum.attr import DeepLift
-        from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
 
-        supported = tuple(SUPPORTED_NON_LINEAR)
-        modules = list(forward.model.modules())
-        unsupported = sorted({
-            type(m).__name__ for m in modules
-            if type(m).__module__ == "torch.nn.modules.activation" and not isinstance(m, supported)
-            and not isinstance(m, nn.MultiheadAttention)
-        })
-        if unsupported:
-            raise ExplainError(
-                f"DeepLift cannot explain model {_name(forward.model)}: it uses activation modules captum's "
-                f"DeepLift has no rule for ({', '.join(unsupported)}); they would be treated as linear"
-            )
-        if not any(isinstance(m, supported) for m in modules):
-            raise ExplainError(
-                f"DeepLift cannot explain model {_name(forward.model)}: it has no nonlinearity modules "
-                "(nn.ReLU, nn.Sigmoid, ...) for DeepLift's hooks; its nonlinearities are functional calls"
-            )
+        reason = deeplift_unavailable_reason(forward.model)
+        if reason:
+            raise ExplainError(f"DeepLift cannot explain model {_name(forward.model)}: {reason}")
         try:
             with warnings.catch_warnings():  # captum's notice that it hooks the nonlinearities
                 warnings.filterwarnings("ignore", message="Setting forward, backward hooks")

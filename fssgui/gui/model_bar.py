@@ -48,6 +48,7 @@ class ModelBar(QObject):
         self.parent_widget = parent
         self.factories = dict(factories or {})
         self._availability: dict[tuple[str, str], str] = {}  # (model, explainer) -> reason
+        self._built: dict[str, dict[str, str]] = {}  # model -> {explainer: reason}, from the built model
         self._specific: Optional[dict[str, tuple[str, ...]]] = None
         self.model_combo = _combo(parent, 16)
         self.checkpoint_combo = _combo(parent, 18)
@@ -238,9 +239,20 @@ class ModelBar(QObject):
         combo.setCurrentIndex(max(0, index if index >= 0 else combo.findData(DEFAULT_EXPLAINER)))
         self._update_explainer_availability()
 
+    def set_built_restrictions(self, model: str, unavailable: dict[str, str]) -> None:
+        """What the built ``model`` rules out (``jobs.load``'s answer, known once it is loaded):
+        those explainers are greyed like the entry's, with the reason."""
+        self._built[model] = dict(unavailable)
+        if self.model_name() == model:
+            self._update_explainer_availability()
+
     def unavailable_reason(self, name: str) -> str:
-        """Why ``name`` cannot explain the current model ("" when it can)."""
+        """Why ``name`` cannot explain the current model ("" when it can): its registry entry's
+        rules, then what the built model ruled out (once it was loaded)."""
         entry = self.current_entry()
+        built = self._built.get(entry.name, {}).get(name, "") if entry is not None else ""
+        if built:
+            return built
         key = (entry.name if entry is not None else "", name)
         if key not in self._availability:
             try:

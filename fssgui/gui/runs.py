@@ -88,6 +88,7 @@ class RunController(QObject):
             return None
         handle = self.preload_job.start(
             w.device_worker.submit(jobs.load, w.model_bar.model_spec(), description=f"Load {name}"))
+        handle.finished.connect(lambda result: w.model_bar.set_built_restrictions(result.name, result.unavailable))
         handle.failed.connect(lambda message, trace: w.log_error(f"loading {name} failed: {message}", trace))
         return handle
 

@@ -112,6 +112,16 @@ def explainer_unavailable_reason(
     return ""
 
 
+def built_model_unavailable(model: Any) -> dict[str, str]:
+    """The explainers that the built ``model`` rules out, beyond its entry's rules
+    (:func:`explainer_unavailable_reason`): ``{name: reason}``. DeepLift, from the model's
+    activation modules (the built-in matchers' ReLU6 has no DeepLift rule)."""
+    from ..explain.baselines import deeplift_unavailable_reason
+
+    reason = deeplift_unavailable_reason(model)
+    return {"deeplift": reason} if reason else {}
+
+
 def parse_params(text: str) -> dict[str, Any]:
     """``"size=96, mode='reference'"`` -> ``{"size": 96, "mode": "reference"}`` (values as Python literals,
     bare words as strings)."""

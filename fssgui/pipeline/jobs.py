@@ -17,9 +17,9 @@ import torch
 
 from ..episode import Episode
 from ..errors import FssguiError, ModelError, check_cancelled
-from .explainers import ExplainerFactory, make_explainer
+from .explainers import ExplainerFactory, built_model_unavailable, make_explainer
 from .models import ModelCache, ModelSpec, is_out_of_memory, out_of_memory_message
-from .results import ExplanationResult, PredictionResult
+from .results import ExplanationResult, LoadResult, PredictionResult
 from .run import EpisodeRun
 
 
@@ -60,10 +60,11 @@ class JobContext:
 
 
 # ---------------------------------------------------------------------------- the chain
-def load(ctx: JobContext, cache: ModelCache, spec: ModelSpec) -> str:
-    """Build the model of ``spec`` (imports, weights) ahead of the first job that needs it."""
-    cache.get(spec, ctx.log)
-    return spec.name
+def load(ctx: JobContext, cache: ModelCache, spec: ModelSpec) -> LoadResult:
+    """Build the model of ``spec`` (imports, weights) ahead of the first job that needs it; say
+    which explainers the built model rules out."""
+    loaded = cache.get(spec, ctx.log)
+    return LoadResult(spec.name, built_model_unavailable(loaded.model))
 
 
 def predict(ctx: JobContext, cache: ModelCache, spec: ModelSpec, episode: Episode) -> PredictionResult:

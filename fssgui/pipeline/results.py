@@ -13,6 +13,15 @@ from .regions import Region
 
 
 @dataclass
+class LoadResult:
+    """A model built ahead of its first job (``jobs.load``): its name, and the explainers that the
+    built model itself rules out, ``{explainer: reason}`` (its registry entry cannot tell)."""
+
+    name: str
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class PredictionResult:
     """The model's prediction on the query, at the query's resolution (and the model size S)."""
 
