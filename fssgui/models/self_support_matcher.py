@@ -198,11 +198,11 @@ def _log_mass(mass: Tensor) -> Tensor:
 class _LevelGroup:
     """The levels that share one grid shape, stacked on a level axis (``n`` levels), so that the
     head runs each step once per grid shape instead of once per level (the stride-16 and stride-32
-    levels: two groups). ``indices`` are the levels' positions in the level order;
-    ``self_affinity`` and ``own_top`` the query's for this grid (:class:`_QueryTerms`)."""
+    levels: two groups); ``self_affinity`` and ``own_top`` are the query's for this grid
+    (:class:`_QueryTerms`)."""
 
-    def __init__(self, indices: list[int], levels: list[_Level], self_affinity: Tensor, own_top: Tensor) -> None:
-        self.indices, self.shape = indices, levels[0].shape
+    def __init__(self, levels: list[_Level], self_affinity: Tensor, own_top: Tensor) -> None:
+        self.shape = levels[0].shape
         self.log_fg = torch.stack([lv.log_fg for lv in levels], 1)  # [B, n, hw]
         self.log_bg = torch.stack([lv.log_bg for lv in levels], 1)
         self.fg_mass = torch.stack([lv.fg_mass for lv in levels], 1)  # [B, n]
@@ -248,14 +248,13 @@ class _Head:
 
     def __init__(self, levels: list[_Level], weights: Tensor, terms: _QueryTerms) -> None:
         shapes = list(dict.fromkeys(lv.shape for lv in levels))  # in order of first appearance
-        self.groups = [_LevelGroup([i for i, lv in enumerate(levels) if lv.shape == shape],
-                                   [lv for lv in levels if lv.shape == shape],
+        # the levels come in stage order, whose strides only grow: each grid's levels are
+        # consecutive, so the groups concatenated are the levels in their order
+        if [lv.shape for lv in levels] != sorted((lv.shape for lv in levels), key=shapes.index):
+            raise ValueError("the matching levels of one grid must be consecutive")
+        self.groups = [_LevelGroup([lv for lv in levels if lv.shape == shape],
                                    terms.self_affinity[shape], terms.own_top[shape]) for shape in shapes]
-        order = [i for group in self.groups for i in group.indices]
-        guide = terms.filter.guide
-        # the groups' levels, concatenated, back in level order (None: already in order)
-        self.order = None if order == sorted(order) else torch.tensor(order).argsort().to(guide.device)
-        self.weights = weights.to(guide)  # [L]
+        self.weights = weights.to(terms.filter.guide)  # [L]
         self.filter = terms.filter  # the guide's statistics, once per query
         self.size = terms.size
         self.grid = max(shapes, key=lambda hw: hw[0] * hw[1])  # the finest level
@@ -272,8 +271,7 @@ class _Head:
 
     def _in_level_order(self, per_group: list[Tensor]) -> Tensor:
         """The groups' ``[..., n, h*w]`` maps at the finest grid, as ``[..., L, gh, gw]`` in level order."""
-        stacked = torch.cat([self._to_grid(v, g.shape) for v, g in zip(per_group, self.groups)], -3)
-        return stacked if self.order is None else stacked.index_select(-3, self.order)
+        return torch.cat([self._to_grid(v, g.shape) for v, g in zip(per_group, self.groups)], -3)
 
     def __call__(self, keep: Tensor) -> Tensor:
         level_weights = keep.to(self.weights) * self.weights  # [N, L]
