@@ -677,8 +677,10 @@ def test_preload_builds_the_model_before_the_first_predict(qtbot, window):
     handle = window.runs.preload()
     assert handle is not None
     qtbot.waitUntil(lambda: not handle.running, timeout=30000)
-    assert handle.result.name == window.model_bar.model_name() and handle.error is None
-    # the built model rules DeepLift out (the tiny matcher has no nonlinearity modules): greyed, with the reason
+    assert handle.result == window.model_bar.model_name() and handle.error is None
+    # then a job of its own says what the built model rules out: DeepLift (the tiny matcher has no
+    # nonlinearity modules), greyed, with the reason
+    qtbot.waitUntil(lambda: window.model_bar.unavailable_reason("deeplift") != "", timeout=30000)
     reason = window.model_bar.unavailable_reason("deeplift")
     assert "nonlinearity modules" in reason
     combo = window.model_bar.explainer_combo

@@ -24,6 +24,8 @@ CACHE_SIZE = 8
 #: a model chosen in the model bar is loaded this long after the last change (a person going
 #: through the combo with the arrow keys loads only the model they stop on)
 PRELOAD_DELAY_MS = 600
+#: the explainers a loaded model rules out are asked for once the device thread has been idle this long
+RESTRICTIONS_IDLE_MS = 1500
 
 
 class RunController(QObject):
@@ -42,6 +44,10 @@ class RunController(QObject):
         self._cache: OrderedDict[str, ExplanationResult] = OrderedDict()
         self._count = 0
         self.preload_job = LatestJob()
+        self.restrictions_job = LatestJob()
+        self._restrictions_spec = None
+        self._restrictions_timer = QTimer(self, singleShot=True, interval=RESTRICTIONS_IDLE_MS)
+        self._restrictions_timer.timeout.connect(self._check_restrictions)
         self._preload_timer = QTimer(self, singleShot=True, interval=PRELOAD_DELAY_MS)
         self._preload_timer.timeout.connect(self.preload)
         self._closed = False
@@ -52,6 +58,7 @@ class RunController(QObject):
         """No more preloads (the window is closing: its device worker stops next)."""
         self._closed = True
         self._preload_timer.stop()
+        self._restrictions_timer.stop()
 
     def _schedule_preload(self) -> None:
         if not self._closed:
@@ -86,11 +93,33 @@ class RunController(QObject):
         name = w.model_bar.model_name()
         if self._closed or not name or w.model_bar.checkpoint_missing():
             return None
-        handle = self.preload_job.start(
-            w.device_worker.submit(jobs.load, w.model_bar.model_spec(), description=f"Load {name}"))
-        handle.finished.connect(lambda result: w.model_bar.set_built_restrictions(result.name, result.unavailable))
+        spec = w.model_bar.model_spec()
+        handle = self.preload_job.start(w.device_worker.submit(jobs.load, spec, description=f"Load {name}"))
+        handle.finished.connect(lambda _name: self._schedule_restrictions(spec))
         handle.failed.connect(lambda message, trace: w.log_error(f"loading {name} failed: {message}", trace))
         return handle
+
+    def _schedule_restrictions(self, spec) -> None:
+        self._restrictions_spec = spec
+        self._restrictions_timer.start()
+
+    def _check_restrictions(self) -> None:
+        """After a preload, once the device thread has been idle a while, ask which explainers the
+        built model rules out (greyed in the model bar). A job of its own, and not before the first
+        Predict or Explain: the check imports captum (about 1.5 s of CPU)."""
+        spec = self._restrictions_spec
+        if self._closed or spec is None:
+            return
+        w = self.window
+        if w.device_worker.is_busy:
+            self._restrictions_timer.start()  # try again once the device thread has been idle
+            return
+        self._restrictions_spec = None
+        handle = self.restrictions_job.start(w.device_worker.submit(
+            jobs.built_restrictions, spec, description=f"Check the explainers of {spec.name}"))
+        handle.finished.connect(lambda result: w.model_bar.set_built_restrictions(result.name, result.unavailable))
+        handle.failed.connect(lambda message, trace: w.log_error(
+            f"checking the explainers of {spec.name} failed: {message}", trace))
 
     # ------------------------------------------------------------------ predict
     def predict(self) -> Optional[JobHandle]:

@@ -19,7 +19,7 @@ from ..episode import Episode
 from ..errors import FssguiError, ModelError, check_cancelled
 from .explainers import ExplainerFactory, built_model_unavailable, make_explainer
 from .models import ModelCache, ModelSpec, is_out_of_memory, out_of_memory_message
-from .results import ExplanationResult, LoadResult, PredictionResult
+from .results import BuiltRestrictions, ExplanationResult, PredictionResult
 from .run import EpisodeRun
 
 
@@ -60,11 +60,18 @@ class JobContext:
 
 
 # ---------------------------------------------------------------------------- the chain
-def load(ctx: JobContext, cache: ModelCache, spec: ModelSpec) -> LoadResult:
-    """Build the model of ``spec`` (imports, weights) ahead of the first job that needs it; say
-    which explainers the built model rules out."""
+def load(ctx: JobContext, cache: ModelCache, spec: ModelSpec) -> str:
+    """Build the model of ``spec`` (imports, weights) ahead of the first job that needs it; its name."""
+    cache.get(spec, ctx.log)
+    return spec.name
+
+
+def built_restrictions(ctx: JobContext, cache: ModelCache, spec: ModelSpec) -> BuiltRestrictions:
+    """Which explainers the built model of ``spec`` rules out. Not part of :func:`load`: the check
+    imports captum (about 1.5 s of CPU, matplotlib included), which must not delay the jobs queued
+    behind a load."""
     loaded = cache.get(spec, ctx.log)
-    return LoadResult(spec.name, built_model_unavailable(loaded.model))
+    return BuiltRestrictions(spec.name, built_model_unavailable(loaded.model))
 
 
 def predict(ctx: JobContext, cache: ModelCache, spec: ModelSpec, episode: Episode) -> PredictionResult:

@@ -13,9 +13,9 @@ from .regions import Region
 
 
 @dataclass
-class LoadResult:
-    """A model built ahead of its first job (``jobs.load``): its name, and the explainers that the
-    built model itself rules out, ``{explainer: reason}`` (its registry entry cannot tell)."""
+class BuiltRestrictions:
+    """The explainers that a built model itself rules out (``jobs.built_restrictions``), ``{explainer:
+    reason}``: its registry entry cannot tell."""
 
     name: str
     unavailable: dict[str, str] = field(default_factory=dict)
