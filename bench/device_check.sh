@@ -59,7 +59,7 @@ NOT_RUN=0
 say() { echo "$*" | tee -a "$SUMMARY"; }
 
 # --------------------------------------------------------------------------------- the Python
-REQUIRED="import torch, torchvision, numpy, cv2, PySide6, pyqtgraph, captum, platformdirs, timm, safetensors, skimage, scipy, sklearn"
+REQUIRED="import torch, torchvision, numpy, cv2, PySide6, pyqtgraph, captum, platformdirs, safetensors, skimage, scipy, sklearn"
 if [ -n "${FSSGUI_PYTHON:-}" ]; then
   PY="$FSSGUI_PYTHON"
 elif [ -x "$REPO/.venv/bin/python" ]; then
