@@ -79,3 +79,22 @@ def test_bad_backbone_files_are_named_errors(tmp_path, source_state):
         load_backbone_weights(backbone, tmp_path / "absent.pth")
     for key, value in backbone.state_dict().items():  # nothing was half-loaded
         assert torch.equal(value, before[key]), key
+
+
+def test_the_backbone_is_torchvisions_resnet_with_one_relu_module_per_call():
+    """Same keys and outputs as torchvision's resnet50, but no ReLU module runs twice in a forward
+    (captum's DeepLift hooks each nonlinearity module once per forward)."""
+    from torchvision.models import resnet50
+
+    ours = build_resnet50().eval()
+    theirs = resnet50(weights=None).eval()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    theirs.load_state_dict(ours.state_dict())
+    calls: dict[int, int] = {}
+    relus = [m for m in ours.modules() if isinstance(m, torch.nn.ReLU)]
+    for m in relus:
+        m.register_forward_hook(lambda m, i, o: calls.__setitem__(id(m), calls.get(id(m), 0) + 1))
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+    assert len(relus) == 1 + 3 * 16 and sorted(calls.values()) == [1] * len(relus)

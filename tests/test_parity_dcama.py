@@ -334,3 +334,33 @@ def test_fused_attention_equals_the_explicit_per_head_product(monkeypatch, want_
         torch.testing.assert_close(fused_scores, explicit_scores, atol=1e-5, rtol=1e-5)
     else:
         assert fused_scores is None and explicit_scores is None
+
+
+def test_every_relu_module_of_the_backbone_walk_runs_once_per_forward(run):
+    """captum's DeepLift hooks each nonlinearity module once per forward: the bottleneck walk must
+    not call one ReLU twice (torchvision's Bottleneck.forward calls its ``relu`` three times)."""
+    backbone = run["model"].feature_extractor
+    calls: dict[int, int] = {}
+    relus = [m for m in backbone.modules() if isinstance(m, torch.nn.ReLU)]
+    hooks = [m.register_forward_hook(lambda m, i, o: calls.__setitem__(id(m), calls.get(id(m), 0) + 1)) for m in relus]
+    try:
+        with torch.no_grad():
+            resnet_bottleneck_features(backbone, torch.randn(1, 3, 64, 64))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(relus) == 1 + 3 * 16  # the stem's, and three per bottleneck
+    assert sorted(calls.values()) == [1] * len(relus)
+
+
+def test_deeplift_explains_dcama(run):
+    from fssgui.explain.baselines import deeplift_unavailable_reason
+    from fssgui.explain.registry import get_explainer
+
+    model, batch = run["model"], run["batch"]
+    assert deeplift_unavailable_reason(model) == ""
+    region = torch.zeros(384, 384, dtype=torch.bool)
+    region[96:192, 96:192] = True
+    maps = get_explainer("deeplift").explain(model, batch, region).maps
+    assert maps.shape == (1, 384, 384) and torch.isfinite(maps).all()
+    assert maps.std() > 0

@@ -18,6 +18,7 @@ their released checkpoints load unchanged:
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 import torch
@@ -33,21 +34,50 @@ from ..errors import ModelError
 RESNET_LAYOUT = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 
 
-def build_resnet(name: str) -> tv_resnet.ResNet:
-    """torchvision ResNet with random init (``weights=None``: never downloads)."""
+@functools.lru_cache(maxsize=None)
+def _hookable_bottleneck() -> type:
+    """torchvision's ``Bottleneck`` with one ReLU module per call site (``relu``, ``relu_mid``,
+    ``relu_out``; no parameters, so state dicts are unchanged): captum's DeepLift hooks a
+    nonlinearity module once per forward, and torchvision's own forward calls ``relu`` three
+    times. Same outputs as torchvision's."""
+    from torchvision.models.resnet import Bottleneck
+
+    class HookableBottleneck(Bottleneck):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.relu_mid = nn.ReLU(inplace=True)
+            self.relu_out = nn.ReLU()  # not in place: the walk below returns its input
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.relu_out(_bottleneck_sum(self, x))
+
+    return HookableBottleneck
+
+
+def _bottleneck_sum(block: nn.Module, x: Tensor) -> Tensor:
+    """A bottleneck's output after the residual add, before its final ReLU."""
+    identity = x if block.downsample is None else block.downsample(x)
+    out = block.relu(block.bn1(block.conv1(x)))
+    out = block.relu_mid(block.bn2(block.conv2(out)))
+    return block.bn3(block.conv3(out)) + identity
+
+
+def build_resnet(name: str, replace_stride_with_dilation: Sequence[bool] = (False, False, False)) -> tv_resnet.ResNet:
+    """torchvision ResNet-50/101 with random init (``weights=None``: never downloads), made of
+    :func:`_hookable_bottleneck` blocks (torchvision's key names and outputs)."""
     from torchvision.models import resnet as tv_resnet
 
-    if name == "resnet50":
-        return tv_resnet.resnet50(weights=None)
-    if name == "resnet101":
-        return tv_resnet.resnet101(weights=None)
-    raise ValueError(f"unknown ResNet {name!r}")
+    if name not in RESNET_LAYOUT:
+        raise ValueError(f"unknown ResNet {name!r}")
+    return tv_resnet.ResNet(_hookable_bottleneck(), list(RESNET_LAYOUT[name]),
+                            replace_stride_with_dilation=list(replace_stride_with_dilation))
 
 
 def resnet_bottleneck_features(
     net: tv_resnet.ResNet, images: Tensor, keep: Optional[Iterable[int]] = None
 ) -> list[Optional[Tensor]]:
-    """Outputs of every bottleneck (stage order), after the residual add, before the final ReLU.
+    """Outputs of every bottleneck (stage order), after the residual add, before the final ReLU
+    (``net`` from :func:`build_resnet`).
 
     ``keep`` lists the (0-based) bottleneck indices to return; the other entries of the returned
     list are ``None`` (their tensors are released as soon as they are used). Differentiable with
@@ -58,12 +88,9 @@ def resnet_bottleneck_features(
     feats: list[Optional[Tensor]] = []
     for stage in (net.layer1, net.layer2, net.layer3, net.layer4):
         for block in stage:
-            identity = x if block.downsample is None else block.downsample(x)
-            out = block.relu(block.bn1(block.conv1(x)))
-            out = block.relu(block.bn2(block.conv2(out)))
-            out = block.bn3(block.conv3(out)) + identity
+            out = _bottleneck_sum(block, x)
             feats.append(out if keep_set is None or len(feats) in keep_set else None)
-            x = torch.relu(out)  # not in place: ``out`` is a returned feature
+            x = block.relu_out(out)
     return feats
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CheckpointError
+from .backbones import build_resnet
 from .checkpoints import read_state_dict
 
 
@@ -25,14 +26,13 @@ def build_resnet50(
     dilate_layer4: bool = False,
     keep: Iterable[str] = ("layer1", "layer2", "layer3", "layer4", "fc"),
 ) -> nn.Module:
-    """torchvision ``resnet50(weights=None)``; the stages not in ``keep`` are removed.
+    """torchvision's ResNet-50 (:func:`~fssgui.models.backbones.build_resnet`: random init, one
+    ReLU module per call site); the stages not in ``keep`` are removed.
 
     ``dilate_layer3``/``dilate_layer4`` replace the stride of that stage by dilation 2
     (torchvision's ``replace_stride_with_dilation``), as CANet-style models do.
     """
-    from torchvision.models import resnet50  # here: torchvision.models takes seconds to import
-
-    net = resnet50(weights=None, replace_stride_with_dilation=[False, dilate_layer3, dilate_layer4])
+    net = build_resnet("resnet50", replace_stride_with_dilation=(False, dilate_layer3, dilate_layer4))
     keep = set(keep)
     for name in ("layer4", "fc"):
         if name not in keep:
