@@ -283,6 +283,22 @@ def batch_size_for_memory(free_bytes: int, state_bytes: int, max_batch: int = MA
     return max(1, min(int(max_batch), fitting))
 
 
+def expand_query_batch(features: Any, batch_size: int) -> Any:
+    """Features that ``encode_query`` computed for one query, made to fit a batch of
+    ``batch_size`` episodes sharing that query (causal states evaluated together, DeepLift's
+    input + baseline pair): every tensor with batch axis 1 is expanded along it (a view, no copy).
+    A tensor, or a dict / list / tuple of them; anything else is returned as it is."""
+    if isinstance(features, Tensor):
+        if features.shape[0] == 1 and batch_size != 1:
+            return features.expand(batch_size, *features.shape[1:])
+        return features
+    if isinstance(features, dict):
+        return {key: expand_query_batch(value, batch_size) for key, value in features.items()}
+    if isinstance(features, (list, tuple)):
+        return type(features)(expand_query_batch(value, batch_size) for value in features)
+    return features
+
+
 def resize_masks(masks: Tensor, size: Sequence[int]) -> Tensor:
     """Bilinear, align_corners=True downsampling of {0,1} masks ``[..., H, W]`` (soft values)."""
     shape = masks.shape

@@ -99,7 +99,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import EpisodeTensors, FSSModel, Prediction
+from .base import EpisodeTensors, FSSModel, Prediction, expand_query_batch
 from .registry import ModelEntry, register
 from .resnet_features import build_resnet50, freeze, load_backbone_weights, masked_average, recalibrate_batchnorm
 
@@ -367,7 +367,7 @@ class I2R(FSSModel):
     def decoder_inputs(self, batch: EpisodeTensors, query_features: Optional[dict] = None) -> tuple[DecoderInputs, dict]:
         bsz, k = batch.supports.shape[:2]
         size = tuple(batch.query.shape[-2:])
-        qf = query_features if query_features is not None else self.encode_query(batch.query)
+        qf = expand_query_batch(query_features, bsz) if query_features is not None else self.encode_query(batch.query)
         s_masks = batch.support_masks.flatten(0, 1).unsqueeze(1).to(batch.query.dtype)  # [BK, 1, S, S]
         sf = self._support_features(batch.supports.flatten(0, 1), s_masks)
         h, w = qf["layer3"].shape[-2:]

@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, EpisodeTensors, FSSModel, Prediction, resize_masks
+from .base import IMAGENET_MEAN, IMAGENET_STD, EpisodeTensors, FSSModel, Prediction, expand_query_batch, resize_masks
 from .registry import ModelEntry, register
 from .resnet_features import build_resnet50, freeze, load_backbone_weights, recalibrate_batchnorm, unfreeze
 
@@ -236,7 +236,7 @@ class SimPropNet(FSSModel):
 
     def prototype_terms(self, batch: EpisodeTensors, query_features: Any = None) -> PrototypeTerms:
         b, k = batch.supports.shape[:2]
-        f_q = query_features if query_features is not None else self.features(batch.query)
+        f_q = expand_query_batch(query_features, b) if query_features is not None else self.features(batch.query)
         f_s = self.features(batch.supports.flatten(0, 1))
         f_s = f_s.view(b, k, *f_s.shape[1:])
         z_f, z_b, small = self.prototypes(f_s, batch.support_masks)
