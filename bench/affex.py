@@ -19,8 +19,8 @@ Rows per K:
 * ``forward+scores``: ``predict(with_scores=True)`` (the forward AffEx needs when the model does
   not stream its scores; all L levels' score matrices are returned and held);
 * ``forward+stream`` (models with ``streams_scores``, e.g. DCAMA): ``predict`` handing each level's
-  scores to a sink that drops them (the forward AffEx runs on such a model: it builds each level
-  map inside the sink, so no level's scores outlive the level);
+  scores (whole or by chunks of rows) to a sink that drops them (the forward AffEx runs on such a
+  model: it reduces each chunk inside the sink, so no level's scores outlive the level);
 * ``affex``: ``AffinityExplainer().explain(model, batch, R)`` end to end: its own forward with
   scores (streamed on a model with ``streams_scores``), the level maps, the feature-ablation head passes, the aggregation (the reference's
   "AffEx" figure, which also includes its forward);
@@ -94,7 +94,7 @@ def _functions(model, batch, regions, explainer, prediction, ablation_size=None)
             return model.predict(batch, with_scores=True)
 
     def forward_stream():
-        def drop(level, shape, scores):  # the sink: receives each level's scores, keeps nothing
+        def drop(level, shape, start, scores):  # the sink: receives each level's scores (by rows), keeps nothing
             pass
 
         with torch.no_grad():

@@ -81,7 +81,12 @@ def _explain_both_ways(model, batch, explainer, monkeypatch):
 
 def _assert_same(streamed, plain):
     assert streamed.method == plain.method
-    assert streamed.params == plain.params
+    # the signed variant's zero level is a value of the maps, equal up to their float rounding
+    # (the streamed reduction may sum a level's rows in other chunks)
+    want_params = dict(plain.params)
+    if "zero_level" in want_params:
+        want_params["zero_level"] = pytest.approx(want_params["zero_level"], abs=1e-6)
+    assert streamed.params == want_params
     assert streamed.level_names == plain.level_names
     for got, want in ((streamed.maps, plain.maps), (streamed.level_maps, plain.level_maps),
                       (streamed.level_weights, plain.level_weights)):
@@ -150,8 +155,9 @@ def test_streaming_forward_keeps_no_scores(model, episodes, monkeypatch):
         monkeypatch.setattr(block, "attend", watch("attend", block.attend))
     monkeypatch.setattr(model.model, "skip_support", watch("decoder", model.model.skip_support))
 
-    def sink(level: int, shape: tuple[int, int], scores: torch.Tensor) -> None:
+    def sink(level: int, shape: tuple[int, int], start: int, scores: torch.Tensor) -> None:
         received.append((level, shape))
+        assert start == 0  # at S = 96 every level fits in one chunk (see test_streamed_by_rows)
         torch.testing.assert_close(scores, scored.matching_scores[level], rtol=0, atol=0)
         previous.append(weakref.ref(scores))
 
@@ -178,6 +184,136 @@ def test_streaming_forward_keeps_no_scores(model, episodes, monkeypatch):
         plain = model.predict(batch)
     assert plain.matching_scores is None
     torch.testing.assert_close(plain.logits, scored.logits, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------- levels streamed by rows
+#: a chunk budget that splits DCAMA's levels at S = 96, K = 2 (support axis 2 x h x w) into rows:
+#: 1/8 (12 x 12, 288 columns) in 7-row chunks (20 of 7 and one of 4), 1/16 (6 x 6, 72 columns)
+#: in 28 + 8 rows, 1/32 (3 x 3, 18 columns) whole
+ROWS_OF_SEVEN = 4 * 288 * 7
+
+
+def _chunks(model, batch) -> list[tuple[int, tuple[int, int], int, torch.Tensor]]:
+    """Every ``(level, shape, start, scores)`` a streamed forward hands to its sink, in order."""
+    calls: list[tuple[int, tuple[int, int], int, torch.Tensor]] = []
+
+    def sink(level: int, shape: tuple[int, int], start: int, scores: torch.Tensor) -> None:
+        calls.append((level, shape, start, scores.clone()))
+
+    with torch.no_grad():
+        model.predict(batch, with_scores=True, score_sink=sink)
+    return calls
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["per-head", "fused"])
+def test_streamed_by_rows(model, episodes, fused, monkeypatch):
+    """With a chunk budget smaller than a level (K = 2), DCAMA hands the levels over by chunks of
+    query rows, in level and row order, each within the budget, and put together they are the
+    scores ``with_scores`` returns. AffEx from these chunks equals AffEx from the returned scores,
+    every level map included, so a chunk dropped, doubled, put at other rows or out of order
+    would show. Both attention paths: the per-head product (one shot on the CPU) and the fused
+    one with the concatenated-heads score product (several shots at 1/8)."""
+    from fssgui.models import base, dcama
+
+    batch = episodes[2]
+    monkeypatch.setattr(base, "SCORE_CHUNK_BYTES", ROWS_OF_SEVEN)
+    if fused:
+        monkeypatch.setattr(dcama, "FUSED_ATTENTION_MIN_SCORES", 0)
+    with torch.no_grad():
+        scored = model.predict(batch, with_scores=True)
+    calls = _chunks(model, batch)
+    starts = {0: list(range(0, 144, 7)), 1: [0, 28], 2: [0]}  # by block: 1/8, 1/16, 1/32
+    want = [(level, tuple(shape), start) for level, shape in enumerate(scored.level_shapes)
+            for start in starts[{12: 0, 6: 1, 3: 2}[shape[0]]]]
+    assert [(level, tuple(shape), start) for level, shape, start, _ in calls] == want
+    assert all(4 * scores.numel() <= ROWS_OF_SEVEN for _, _, _, scores in calls)
+    for level, kept in enumerate(scored.matching_scores):
+        rows = torch.cat([scores for index, _, _, scores in calls if index == level], 1)
+        if fused:  # the returned level is one product, the streamed one a product per chunk
+            torch.testing.assert_close(rows, kept, rtol=1e-6, atol=1e-5)
+        else:  # chunks of the same per-head sum
+            torch.testing.assert_close(rows, kept, rtol=0, atol=0)
+
+    streamed, plain, (streamed_prediction, plain_prediction) = _explain_both_ways(
+        model, batch, AffinityExplainer(variant="signed"), monkeypatch
+    )
+    _assert_same(streamed, plain)
+    assert streamed_prediction.matching_scores is None
+    torch.testing.assert_close(streamed_prediction.logits, plain_prediction.logits, rtol=0, atol=0)
+
+
+def _drop_middle(calls):
+    return calls[:3] + calls[4:]
+
+
+def _double(calls):
+    return calls[:3] + [calls[3]] + calls[3:]
+
+
+def _swap(calls):
+    return calls[:3] + [calls[4], calls[3]] + calls[5:]
+
+
+def _skip_level(calls):
+    return [call for call in calls if call[0] != 5]
+
+
+def _cut_last(calls):
+    return calls[:-1]
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (_drop_middle, r"streamed matching level 0 from query row 4 out of order \(expected level 0 from row 3\)"),
+    (_double, r"streamed matching level 0 from query row 3 out of order \(expected level 0 from row 4\)"),
+    (_swap, r"streamed matching level 0 from query row 4 out of order \(expected level 0 from row 3\)"),
+    (_skip_level, r"streamed matching level 6 from query row 0 out of order \(expected level 5 from row 0\)"),
+    (_cut_last, r"streamed only 8 of the 9 query rows of matching level 12"),
+], ids=["chunk-dropped", "chunk-doubled", "chunks-swapped", "level-skipped", "last-level-incomplete"])
+def test_streaming_out_of_order_or_incomplete_is_an_error(model, episodes, tamper, message, monkeypatch):
+    """A model that streams a level's rows or its levels out of order, twice, or not at all gets a
+    clear ``ExplainError`` naming the model, instead of a wrong explanation. The model's real
+    chunks (1 row per chunk at 1/8 and 1/16, 4 + 4 + 1 rows at 1/32), tampered with."""
+    from fssgui.errors import ExplainError
+    from fssgui.models import base
+
+    batch = episodes[2]
+    monkeypatch.setattr(base, "SCORE_CHUNK_BYTES", 4 * 18 * 4)
+    calls = _chunks(model, batch)
+    assert [start for level, _, start, _ in calls if level == LEVELS - 1] == [0, 4, 8]
+    inner = model.predict
+
+    def tampered_predict(batch, *, score_sink, **kwargs):
+        prediction = inner(batch, score_sink=lambda *call: None, **kwargs)
+        for call in tamper(calls):
+            score_sink(*call)
+        return prediction
+
+    monkeypatch.setattr(model, "predict", tampered_predict)
+    with pytest.raises(ExplainError, match=message) as error:
+        AffinityExplainer(variant="signed").explain(model, batch, _region())
+    assert str(error.value).startswith("model ")
+
+
+def test_replayed_chunks_explain_as_streamed(model, episodes, monkeypatch):
+    """The control of the test above: the same chunks replayed untouched explain as the model's
+    own streaming does."""
+    from fssgui.models import base
+
+    batch = episodes[2]
+    monkeypatch.setattr(base, "SCORE_CHUNK_BYTES", 4 * 18 * 4)
+    explainer = AffinityExplainer(variant="signed")
+    streamed = explainer.explain(model, batch, _region())
+    calls = _chunks(model, batch)
+    inner = model.predict
+
+    def replaying_predict(batch, *, score_sink, **kwargs):
+        prediction = inner(batch, score_sink=lambda *call: None, **kwargs)
+        for call in calls:
+            score_sink(*call)
+        return prediction
+
+    monkeypatch.setattr(model, "predict", replaying_predict)
+    _assert_same(explainer.explain(model, batch, _region()), streamed)
 
 
 def test_streamed_progress_and_cancellation(model, episodes, monkeypatch):
@@ -262,9 +398,10 @@ def test_other_streaming_models(build, monkeypatch):
     refs: list[weakref.ref] = []
     alive_at_next_level: list[bool] = []
 
-    def sink(level: int, shape: tuple[int, int], scores: torch.Tensor) -> None:
+    def sink(level: int, shape: tuple[int, int], start: int, scores: torch.Tensor) -> None:
         alive_at_next_level.append(any(ref() is not None for ref in refs))
         received.append((level, shape))
+        assert start == 0  # whole levels
         torch.testing.assert_close(scores, scored.matching_scores[level], rtol=0, atol=0)
         refs.append(weakref.ref(scores))
 

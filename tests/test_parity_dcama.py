@@ -311,11 +311,14 @@ def test_swin_small_kshot_forward():
         model.predict(_episodes(256, 1, 1, seed=9))
 
 
+@pytest.mark.parametrize("rows", [None, 7], ids=["whole", "rows-of-7"])
 @pytest.mark.parametrize("want_scores", [False, True])
-def test_fused_attention_equals_the_explicit_per_head_product(monkeypatch, want_scores):
+def test_fused_attention_equals_the_explicit_per_head_product(monkeypatch, want_scores, rows):
     """Large score matrices (several shots at 1/8) take PyTorch's fused attention and the
     concatenated-heads score product: the same coarse masks and head-mean scores as the explicit
-    per-head softmax product (the path of one shot on the CPU), up to float rounding."""
+    per-head softmax product (the path of one shot on the CPU), up to float rounding. Both hand
+    the scores over by chunks of ``rows`` query rows (7: 50 = 7 x 7 + 1), in row order, after the
+    attention; the chunks put together are the head mean of ``q kᵀ / √d_k``."""
     from fssgui.models import dcama
 
     torch.manual_seed(0)
@@ -323,17 +326,30 @@ def test_fused_attention_equals_the_explicit_per_head_product(monkeypatch, want_
     q = torch.randn(2, block.heads, 50, block.d_k)
     k = torch.randn(2, block.heads, 3 * 50, block.d_k)
     values = torch.rand(2, 3 * 50)
+
+    def attend() -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
+        chunks: list[tuple[int, torch.Tensor]] = []
+        take = (lambda start, scores: chunks.append((start, scores.clone()))) if want_scores else None
+        return block.attend(q, k, values, take, rows), chunks
+
     monkeypatch.setattr(dcama, "FUSED_ATTENTION_MIN_SCORES", 10**12)
-    explicit, explicit_scores = block.attend(q, k, values, want_scores)
+    explicit, explicit_chunks = attend()
     monkeypatch.setattr(dcama, "FUSED_ATTENTION_MIN_SCORES", 0)
-    fused, fused_scores = block.attend(q, k, values, want_scores)
+    fused, fused_chunks = attend()
     assert fused.shape == explicit.shape == (2, 50)
     torch.testing.assert_close(fused, explicit, atol=1e-6, rtol=1e-5)
-    if want_scores:
-        assert fused_scores.shape == explicit_scores.shape == (2, 50, 150)
-        torch.testing.assert_close(fused_scores, explicit_scores, atol=1e-5, rtol=1e-5)
-    else:
-        assert fused_scores is None and explicit_scores is None
+    if not want_scores:
+        assert fused_chunks == explicit_chunks == []
+        return
+    step = 50 if rows is None else rows
+    for chunks in (explicit_chunks, fused_chunks):
+        assert [start for start, _ in chunks] == list(range(0, 50, step))
+        assert [tuple(c.shape) for _, c in chunks] == [(2, min(step, 50 - start), 150) for start, _ in chunks]
+    want = (torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(block.d_k)).mean(1)
+    explicit_scores = torch.cat([c for _, c in explicit_chunks], 1)
+    fused_scores = torch.cat([c for _, c in fused_chunks], 1)
+    torch.testing.assert_close(explicit_scores, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused_scores, explicit_scores, atol=1e-5, rtol=1e-5)
 
 
 def test_every_relu_module_of_the_backbone_walk_runs_once_per_forward(run):

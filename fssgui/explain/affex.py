@@ -22,11 +22,14 @@ for up- and antialiased down-sampling alike) and step 2 becomes two matrix-vecto
 the (softmaxed) scores, chunked over query rows so the extra memory stays bounded.
 
 **Streaming.** When ``explain`` runs its own forward on a model with ``streams_scores`` (DCAMA,
-DMTNet, the built-in matcher), it passes a ``score_sink`` to ``predict`` and reduces each level's
-scores to step 2's ``[K, h, w]`` inside the sink, so the model never holds more than one level's
-score matrix and AffEx's peak memory is the plain forward's (the level maps are built after the
-forward). The result is the same as with all the scores returned (tests/test_affex_streaming.py).
-A caller's prediction that already holds scores is used as it is.
+DMTNet, the built-in matcher), it passes a ``score_sink`` to ``predict`` and reduces the scores
+inside the sink as they come, a chunk of query rows at a time (step 2 is linear in the rows:
+:class:`LevelContributions`), to step 2's ``[K, h, w]`` per level. The model never holds more
+than one level's score matrix (DCAMA not even that: it hands its large levels over in chunks of
+rows, ``fssgui.models.base.SCORE_CHUNK_BYTES``), so AffEx's peak memory is the plain forward's
+(the level maps are built after the forward). The sink rejects levels or rows out of order and a
+level left incomplete (``ExplainError``). The result is the same as with all the scores returned
+(tests/test_affex_streaming.py). A caller's prediction that already holds scores is used as it is.
 
 Modes: ``"paper"`` (default) asks the adapter for weights paired with their own level;
 ``"reference"`` asks for the reference code's pairing (DCAMA: the 1/8 and 1/32 groups swapped;
@@ -53,6 +56,7 @@ from torch import Tensor
 
 from ..errors import ExplainError
 from ..errors import CancelledFn, ProgressFn, check_cancelled
+from ..models.base import SCORE_CHUNK_BYTES, score_chunk_rows
 from .base import Attribution, Explainer
 
 VARIANTS = ("unmasked", "masked", "signed")
@@ -150,6 +154,66 @@ def gaussian_blur(masks: Tensor, kernel_size: int = 31, sigma: float = 50.0) -> 
 
 
 # ------------------------------------------------------------------------------- level maps
+class LevelContributions:
+    """Steps 1-2 for one level, fed its scores by query rows: ``add(start, scores)`` with the
+    ``[n, K*h*w]`` scores of the rows ``start .. start + n - 1``, in row order, each call starting
+    where the previous one ended; :meth:`result` once all ``h*w`` rows are in. The sums are linear
+    in the rows (``totals += u[rows] @ softmax(scores[rows])``), so nothing of a call is kept; a call
+    is processed in chunks of about ``chunk_bytes``, so a whole level given at once costs no copy of
+    it either."""
+
+    def __init__(
+        self,
+        level_shape: tuple[int, int],
+        shots: int,
+        region_e: Tensor,
+        adjoints: tuple[Tensor, Tensor],
+        *,
+        use_softmax: bool = True,
+        chunk_bytes: int = SCORE_CHUNK_BYTES,
+    ) -> None:
+        self.shape = (int(level_shape[0]), int(level_shape[1]))
+        self.shots = shots
+        self.positions = self.shape[0] * self.shape[1]
+        self.supports = shots * self.positions
+        self.use_softmax = use_softmax
+        self.chunk_rows = score_chunk_rows(self.supports, chunk_bytes=chunk_bytes)
+        u_region, u_all = adjoints
+        self.functionals = torch.stack([u_region, u_all])  # [2, P]
+        self.count = region_e.sum().float().to(u_region.device)
+        self.totals = torch.zeros(2, self.supports, device=u_region.device, dtype=torch.float32)
+        #: query rows added so far: the next call must start here
+        self.rows = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.rows == self.positions
+
+    def add(self, start: int, scores: Tensor) -> None:
+        h, w = self.shape
+        if scores.dim() != 2 or scores.shape[1] != self.supports or start + scores.shape[0] > self.positions:
+            raise ExplainError(
+                f"matching scores of shape {tuple(scores.shape)} from query row {start} do not fit a {h}x{w} "
+                f"level with {self.shots} shot(s)"
+            )
+        if start != self.rows:
+            raise ExplainError(f"matching scores from query row {start} of a {h}x{w} level, expected row {self.rows}")
+        for offset in range(0, scores.shape[0], self.chunk_rows):
+            block = scores[offset : offset + self.chunk_rows].float()
+            if self.use_softmax:
+                block = torch.softmax(block, dim=-1)
+            first = start + offset
+            self.totals += self.functionals[:, first : first + block.shape[0]] @ block
+        self.rows = start + int(scores.shape[0])
+
+    def result(self) -> Tensor:
+        """``[K, h, w]`` float32: the region-mean normalised affinity of each support pixel."""
+        if not self.complete:
+            raise ExplainError(f"only {self.rows} of the {self.positions} query rows of a level were given")
+        values = self.totals[0] / (self.totals[1] + _EPS) / self.count
+        return values.view(self.shots, *self.shape)
+
+
 def level_contributions(
     scores: Tensor,
     level_shape: tuple[int, int],
@@ -157,13 +221,14 @@ def level_contributions(
     region_e: Tensor,
     *,
     use_softmax: bool = True,
-    chunk_bytes: int = 8 * 2**20,
+    chunk_bytes: int = SCORE_CHUNK_BYTES,
     adjoints: Optional[tuple[Tensor, Tensor]] = None,
 ) -> Tensor:
-    """Steps 1-2 for one level: the region-mean normalised affinity of each support pixel.
+    """Steps 1-2 for one held level: the region-mean normalised affinity of each support pixel.
 
     ``scores`` is ``[h*w, K*h*w]`` (one episode); returns ``[K, h, w]`` float32 (before the
-    support-side upsampling). Processes query rows in chunks of about ``chunk_bytes``."""
+    support-side upsampling), by :class:`LevelContributions` (query rows in chunks of about
+    ``chunk_bytes``)."""
     h, w = level_shape
     positions, supports = scores.shape
     if positions != h * w or supports != shots * h * w:
@@ -172,18 +237,10 @@ def level_contributions(
         )
     if adjoints is None:
         adjoints = region_adjoints(level_shape, region_e.to(scores.device))
-    u_region, u_all = adjoints
-    functionals = torch.stack([u_region, u_all])  # [2, P]
-    rows = max(1, int(chunk_bytes // (4 * supports)))
-    totals = torch.zeros(2, supports, device=scores.device, dtype=torch.float32)
-    for start in range(0, positions, rows):
-        block = scores[start : start + rows].float()
-        if use_softmax:
-            block = torch.softmax(block, dim=-1)
-        totals += functionals[:, start : start + rows] @ block
-    count = region_e.sum().float().to(scores.device)
-    values = totals[0] / (totals[1] + _EPS) / count
-    return values.view(shots, h, w)
+    level = LevelContributions(level_shape, shots, region_e, adjoints, use_softmax=use_softmax,
+                               chunk_bytes=chunk_bytes)
+    level.add(0, scores)
+    return level.result()
 
 
 def level_map(contributions: Tensor, size: int) -> Tensor:
@@ -246,7 +303,7 @@ class AffinityExplainer(Explainer):
         aggregation: str = "feature_ablation",
         blur_kernel_size: int = 31,
         blur_sigma: float = 50.0,
-        chunk_bytes: int = 8 * 2**20,
+        chunk_bytes: int = SCORE_CHUNK_BYTES,
     ) -> None:
         if variant not in VARIANTS:
             raise ExplainError(f"unknown AffEx variant {variant!r} (known: {', '.join(VARIANTS)})")
@@ -297,14 +354,17 @@ class AffinityExplainer(Explainer):
         # one (u_R, u_1) pair per distinct level shape, shared by all levels of that shape
         adjoints: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
 
+        def adjoints_of(shape: tuple[int, int], region_e: Tensor, device) -> tuple[Tensor, Tensor]:
+            if shape not in adjoints:
+                adjoints[shape] = region_adjoints(shape, region_e.to(device))
+            return adjoints[shape]
+
         def contributions_of(shape: tuple[int, int], scores: Tensor, region_e: Tensor) -> Tensor:
-            """Steps 1-2 for one level: scores ``[B=1, h*w, K*h*w]`` -> ``[K, h, w]``."""
+            """Steps 1-2 for one held level: scores ``[B=1, h*w, K*h*w]`` -> ``[K, h, w]``."""
             with torch.no_grad():
-                if shape not in adjoints:
-                    adjoints[shape] = region_adjoints(shape, region_e.to(scores.device))
                 return level_contributions(
-                    scores.detach()[0], shape, shots, region_e,
-                    use_softmax=self.use_softmax, chunk_bytes=self.chunk_bytes, adjoints=adjoints[shape],
+                    scores.detach()[0], shape, shots, region_e, use_softmax=self.use_softmax,
+                    chunk_bytes=self.chunk_bytes, adjoints=adjoints_of(shape, region_e, scores.device),
                 )
 
         contributions: list[Tensor] = []  # [K, h, w] per level (steps 1-2), small
@@ -319,20 +379,43 @@ class AffinityExplainer(Explainer):
             expected_levels = getattr(model, "num_levels", None)
             expected_levels = expected_levels if isinstance(expected_levels, int) and expected_levels > 0 else None
 
-            def sink(index: int, shape: tuple[int, int], scores: Tensor) -> None:
+            pending: Optional[LevelContributions] = None  # the level being streamed, until all its rows are in
+
+            def sink(index: int, shape: tuple[int, int], start: int, scores: Tensor) -> None:
+                nonlocal pending
                 check_cancelled(cancelled)
-                if index != len(contributions):
+                expected_row = 0 if pending is None else pending.rows
+                if index != len(contributions) or start != expected_row:
                     raise ExplainError(
-                        f"model {_model_name(model)} streamed matching level {index} out of order "
-                        f"(expected level {len(contributions)})"
+                        f"model {_model_name(model)} streamed matching level {index} from query row {start} out of "
+                        f"order (expected level {len(contributions)} from row {expected_row})"
                     )
-                contributions.append(contributions_of((int(shape[0]), int(shape[1])), scores, region_e))
+                shape = (int(shape[0]), int(shape[1]))
+                if pending is None:
+                    pending = LevelContributions(shape, shots, region_e, adjoints_of(shape, region_e, scores.device),
+                                                 use_softmax=self.use_softmax, chunk_bytes=self.chunk_bytes)
+                elif shape != pending.shape:
+                    raise ExplainError(
+                        f"model {_model_name(model)} streamed rows of matching level {index} as {shape[0]}x{shape[1]}, "
+                        f"its first rows as {pending.shape[0]}x{pending.shape[1]}"
+                    )
+                with torch.no_grad():
+                    pending.add(start, scores.detach()[0])
+                    if not pending.complete:
+                        return
+                    contributions.append(pending.result())
+                pending = None
                 if progress is not None and expected_levels is not None:
                     progress(min(index + 1, expected_levels) / (expected_levels + 1))
 
             with torch.no_grad():
                 prediction = model.predict(batch, with_scores=True, score_sink=sink)
             level_count = prediction.num_levels
+            if pending is not None:
+                raise ExplainError(
+                    f"model {_model_name(model)} streamed only {pending.rows} of the {pending.positions} query "
+                    f"rows of matching level {len(contributions)}"
+                )
             if not contributions:
                 raise ExplainError(
                     f"model {_model_name(model)} exposes no matching scores: AffEx needs a matching model"

@@ -17,11 +17,16 @@ Conventions
   logits. ``head(torch.ones(1, L))[0]`` equals ``logits``.
 * **Streaming the scores** (optional, for memory): a model whose class sets
   ``streams_scores = True`` accepts ``predict(..., score_sink=sink)``. It then calls
-  ``sink(level, (h, w), scores)`` once per matching level, in level order, with that level's
-  pre-softmax scores ``[B, Hq*Wq, K*Hs*Ws]`` (layout as above) as soon as they are computed, and
-  keeps no reference to them afterwards: the returned ``matching_scores`` is ``None``, while
+  ``sink(level, (h, w), start, scores)`` with each matching level's pre-softmax scores (layout as
+  above) as soon as they are computed, in row chunks: ``scores`` ``[B, n, K*Hs*Ws]`` holds the query
+  rows ``start .. start + n - 1`` of level ``level``. The calls come in level order and, within a
+  level, in row order, each chunk starting where the previous one ended (``start`` 0 first); a level
+  is complete when its ``Hq*Wq`` rows are all given, and every level is given. A model may hand a
+  level over whole (one call, ``start`` 0) or in chunks of at most :data:`SCORE_CHUNK_BYTES` (what
+  :func:`score_chunk_rows` gives), so that a level's whole score matrix is never written out. It
+  keeps no reference to a chunk afterwards: the returned ``matching_scores`` is ``None``, while
   ``level_shapes`` and ``head`` are filled as with ``with_scores=True``. The sink must not keep
-  the tensor if the memory is to be saved (AffEx reduces each level to a small map inside the
+  the tensor if the memory is to be saved (AffEx reduces each chunk to two small sums inside the
   sink). Callers check ``getattr(model, "streams_scores", False)`` first; other models take no
   ``score_sink``. ``Prediction.num_levels`` is ``len(level_shapes)`` when no scores are held.
 """
@@ -36,9 +41,21 @@ from torch import Tensor, nn
 
 from ..errors import CancelledFn, ModelError, check_cancelled
 
-#: ``sink(level, (h, w), scores)``: receives one matching level's pre-softmax scores
-#: ``[B, Hq*Wq, K*Hs*Ws]`` from a streaming ``predict`` (see the module docstring)
-ScoreSink = Callable[[int, tuple[int, int], Tensor], None]
+#: ``sink(level, (h, w), start, scores)``: receives the query rows ``start .. start + n - 1`` of one
+#: matching level's pre-softmax scores, ``[B, n, K*Hs*Ws]``, from a streaming ``predict`` (see the
+#: module docstring)
+ScoreSink = Callable[[int, tuple[int, int], int, Tensor], None]
+
+#: the most bytes of one chunk of float32 scores, where scores are handled by query rows: a
+#: streaming model's chunks (:func:`score_chunk_rows`) and AffEx's reduction of a held level
+SCORE_CHUNK_BYTES = 8 * 2**20
+
+
+def score_chunk_rows(columns: int, batch: int = 1, chunk_bytes: Optional[int] = None) -> int:
+    """How many query rows of float32 scores ``[batch, rows, columns]`` fit in ``chunk_bytes``
+    (default :data:`SCORE_CHUNK_BYTES`, read at call time); at least one."""
+    limit = SCORE_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    return max(1, int(limit // (4 * batch * columns)))
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from functools import partial
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,7 @@ from torch import Tensor, nn
 
 from ..errors import CancelledFn, ModelError
 from .backbones import SwinTransformer, build_resnet, resnet_bottleneck_features
-from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks
+from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks, score_chunk_rows
 from .registry import ModelEntry, register
 
 HEADS = 8
@@ -104,40 +105,60 @@ class MaskAttention(nn.Module):
     def _heads(self, x: Tensor) -> Tensor:
         return x.view(x.shape[0], x.shape[1], self.heads, self.d_k).transpose(1, 2)
 
-    def attend(self, q: Tensor, k: Tensor, values: Tensor, want_scores: bool) -> tuple[Tensor, Optional[Tensor]]:
-        """Head-mean of ``softmax(q kᵀ/√d_k) · values``: ``[B, Nq]``; and, if asked, the head-mean
-        pre-softmax scores ``[B, Nq, Ns]``.
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        values: Tensor,
+        take_scores: Optional[Callable[[int, Tensor], None]] = None,
+        rows: Optional[int] = None,
+    ) -> Tensor:
+        """Head-mean of ``softmax(q kᵀ/√d_k) · values``: ``[B, Nq]``. With ``take_scores``, the
+        head-mean pre-softmax scores are handed to ``take_scores(start, scores)`` as ``[B, n, Ns]``
+        chunks of ``rows`` query rows (all ``Nq`` rows at once when ``rows`` is None), in row order,
+        after the attention itself.
 
         ``values`` is ``[B, Ns]`` (the soft support mask of all shots). On CUDA, and wherever the
         score matrices are large (:data:`FUSED_ATTENTION_MIN_SCORES`: several shots at 1/8), the
         attention is PyTorch's fused ``scaled_dot_product_attention`` (no ``[Nq, Ns]`` matrix
         written out), with the mask repeated over ``d_k`` value channels, the shape its flash
         kernel takes, and the head mean of the scores, when asked, is one product over the
-        concatenated heads (``Σ_h q_h k_hᵀ = q kᵀ``). Elsewhere the explicit per-head product,
-        which is as fast or faster on the CPU for one shot (measured in bench/RESULTS.md)."""
+        concatenated heads (``Σ_h q_h k_hᵀ = q kᵀ``) per chunk of rows, so that only a chunk is
+        ever written out. Elsewhere the explicit per-head product, which is as fast or faster on
+        the CPU for one shot (measured in bench/RESULTS.md); its head-mean scores are the sum of
+        the per-head scores it computes anyway (a matrix no larger than those), handed over in
+        chunks as views."""
         scale = 1.0 / math.sqrt(self.d_k)
         b, heads, nq, _ = q.shape
         ns = k.shape[2]
+        rows = nq if rows is None else rows
         if q.is_cuda or nq * ns >= FUSED_ATTENTION_MIN_SCORES:
-            mean_scores = None
-            if want_scores:
-                mean_scores = torch.matmul(q.transpose(1, 2).reshape(b, nq, -1),
-                                           k.transpose(1, 2).reshape(b, ns, -1).transpose(1, 2)).mul_(scale / heads)
             v = values[:, None, :, None].to(q.dtype).expand(b, heads, ns, self.d_k).contiguous()
             out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # [B, H, Nq, d_k], equal channels
-            return out[..., 0].mean(1), mean_scores
+            coarse = out[..., 0].mean(1)
+            del v, out
+            if take_scores is not None:
+                q_all = q.transpose(1, 2).reshape(b, nq, -1)  # [B, Nq, H·d_k]
+                k_all = k.transpose(1, 2).reshape(b, ns, -1).transpose(1, 2)  # [B, H·d_k, Ns]
+                for start in range(0, nq, rows):
+                    take_scores(start, torch.matmul(q_all[:, start : start + rows], k_all).mul_(scale / heads))
+            return coarse
         v = values.unsqueeze(-1).to(q.dtype)  # [B, Ns, 1]
         coarse = None
         score_sum = None
         for h in range(heads):  # one head at a time: [B, Nq, Ns] peak instead of [B, H, Nq, Ns]
             scores = torch.matmul(q[:, h], k[:, h].transpose(1, 2)).mul_(scale)
-            if want_scores:
+            if take_scores is not None:
                 score_sum = scores.clone() if score_sum is None else score_sum.add_(scores)
             part = torch.matmul(torch.softmax(scores, dim=-1), v)
             coarse = part if coarse is None else coarse + part
         assert coarse is not None
-        mean_scores = score_sum.div_(heads) if score_sum is not None else None
-        return (coarse / heads)[..., 0], mean_scores
+        del scores
+        if score_sum is not None:
+            score_sum.div_(heads)
+            for start in range(0, nq, rows):
+                take_scores(start, score_sum[:, start : start + rows])
+        return (coarse / heads)[..., 0]
 
 
 def _conv_block(in_channels: int, out_channels: Sequence[int], kernels: Sequence[int]) -> nn.Sequential:
@@ -368,9 +389,10 @@ class DCAMA(FSSModel):
         every matching level ``[B, h·w, K·h·w]`` (levels ordered like the backbone features).
 
         ``score_sink`` (implies ``with_scores``): each level's scores are passed to
-        ``score_sink(level, (h, w), scores)`` right after its attention and dropped before the
-        next level runs; ``matching_scores`` is then ``None`` (``level_shapes`` and ``head`` are
-        filled). The logits and everything else are the same either way.
+        ``score_sink(level, (h, w), start, scores)`` right after its attention, in chunks of query
+        rows of at most :data:`~fssgui.models.base.SCORE_CHUNK_BYTES`, each dropped before the next
+        is computed (see ``base``); ``matching_scores`` is then ``None`` (``level_shapes`` and
+        ``head`` are filled). The logits and everything else are the same either way.
 
         ``extras``: ``coarse_masks`` (official order: 1/32, 1/16, 1/8 stacks), ``level_coarse``
         (``[B, 1, h, w]`` per level, level order), ``reference_level_order``.
@@ -388,10 +410,13 @@ class DCAMA(FSSModel):
             self.query_terms(qf)
         sfeats = self.extract_features(supports.flatten(0, 1))
 
-        want_scores = with_scores or score_sink is not None
         level_coarse: list[Tensor] = []
         scores: list[Tensor] = []
         shapes: list[tuple[int, int]] = []
+
+        def keep(start: int, chunk: Tensor) -> None:  # one call per level: all its rows at once
+            scores.append(chunk)
+
         for level, idx in enumerate(self.level_feature_ids):
             s_feat = sfeats[idx]
             assert s_feat is not None
@@ -403,16 +428,13 @@ class DCAMA(FSSModel):
             s_tokens = self.model.pe[blk](s_feat.view(b, k, c, h * w).transpose(2, 3))  # [B, K, N, C], PE per shot
             kk = self.model.DCAMA_blocks[blk].project_support(s_tokens.reshape(b, k * h * w, c))
             values = resize_masks(masks, (h, w)).reshape(b, k * h * w)
-            coarse, mean_scores = self.model.DCAMA_blocks[blk].attend(q, kk, values, want_scores)
-            level_coarse.append(coarse.view(b, 1, h, w))
             shapes.append((h, w))
-            if mean_scores is not None:
-                if score_sink is not None:
-                    score_sink(level, (h, w), mean_scores)
-                else:
-                    scores.append(mean_scores)
-            # the only reference left to a streamed level's scores: drop it before the next level
-            mean_scores = None
+            block = self.model.DCAMA_blocks[blk]
+            if score_sink is not None:  # streamed by chunks of query rows (see ``attend``)
+                coarse = block.attend(q, kk, values, partial(score_sink, level, (h, w)), score_chunk_rows(k * h * w, b))
+            else:
+                coarse = block.attend(q, kk, values, keep if with_scores else None)
+            level_coarse.append(coarse.view(b, 1, h, w))
 
         s0, s1 = self.stack_ids[0], self.stack_ids[1]
         s8 = self._support_skip(sfeats[s1 - 1], b, k)

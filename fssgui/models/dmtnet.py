@@ -331,7 +331,7 @@ class DMTNet(FSSModel):
         groups_and_channels = [(g, j) for g in range(3) for j in range(LAYER_GROUPS[g])]
         if score_sink is not None:
             for level, (g, j) in enumerate(groups_and_channels):
-                score_sink(level, tuple(int(v) for v in shapes[level]), level_scores(g, j))
+                score_sink(level, tuple(int(v) for v in shapes[level]), 0, level_scores(g, j))
         elif with_scores:
             scores = [level_scores(g, j) for g, j in groups_and_channels]
 

@@ -102,7 +102,7 @@ class EffNetMatcher(EfficientNetLiteMatching):
             m = resize_masks(batch.support_masks, (h, w)).reshape(b, k * h * w, 1)
             coarse.append(torch.bmm(torch.softmax(score, dim=-1), m).view(b, 1, h, w))
             if score_sink is not None:  # streamed: handed over, not kept
-                score_sink(len(shapes), (h, w), score)
+                score_sink(len(shapes), (h, w), 0, score)
             elif with_scores:
                 scores.append(score)
             del score

@@ -108,7 +108,7 @@ class SelfSupportMatcher(EfficientNetLiteMatching):
             s = sf.view(b, k, c, h * w).permute(0, 1, 3, 2).reshape(b, k * h * w, c)  # (shot, row, col)
             scores = TAU * torch.bmm(q, s.transpose(1, 2))  # [B, hw, K*hw]
             if score_sink is not None:
-                score_sink(index, (h, w), scores)
+                score_sink(index, (h, w), 0, scores)
             elif with_scores:
                 scores_out.append(scores)
             masks = resize_masks(batch.support_masks, (h, w)).reshape(b, k * h * w)
