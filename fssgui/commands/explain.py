@@ -182,10 +182,6 @@ def run(args) -> int:
         reason = explainer_unavailable(explainer, loaded)
         if reason:
             raise ExplainError(reason)
-    # several methods share one forward, and R = prediction needs the forward first: keep its
-    # matching scores when a method needs them (one method with R known streams them instead)
-    keep_scores = (any(e.needs_matching for e in explainers)
-                   and (len(explainers) > 1 or region_source == "prediction"))
     out = Path(args.out)  # made when the first explanation is written: a failed run leaves no folder
     labels = episode_labels(episodes)
     several = len(episodes) > 1 or len(explainers) > 1
@@ -194,8 +190,7 @@ def run(args) -> int:
         try:
             episode = source if isinstance(source, Episode) else load_episode(source)
             run = EpisodeRun(loaded, episode)
-            if keep_scores:
-                run.prediction(with_scores=True)
+            order = run.plan_methods(explainers, region_source)  # one forward for every method
             region = run.region(region_source)
         except FssguiError as exc:
             if not several:
@@ -203,14 +198,16 @@ def run(args) -> int:
             runs += [{"episode": str(episode_path), "method": m, "error": str(exc)} for m in methods]
             log_stderr(f"{episode_path}: skipped: {exc}")
             continue
-        for method, explainer in zip(methods, explainers):
+        done: dict[int, dict] = {}  # listed in the methods' order, whatever order they ran in
+        for index in order:
+            method, explainer = methods[index], explainers[index]
             folder = out.joinpath(*([label] if len(episodes) > 1 else []), *([method] if len(methods) > 1 else []))
             try:
                 result = run.explain(explainer, region=region)
             except FssguiError as exc:
                 if not several:
                     raise
-                runs.append({"episode": str(episode_path), "method": method, "error": str(exc)})
+                done[index] = {"episode": str(episode_path), "method": method, "error": str(exc)}
                 log_stderr(f"{episode_path}: {method} failed: {exc}")
                 continue
             folder.mkdir(parents=True, exist_ok=True)
@@ -218,9 +215,10 @@ def run(args) -> int:
             summary = explanation_summary(result, episode_path)
             summary["files"] = [p.name for p in written]
             write_bytes_atomic(folder / "explanation.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
-            runs.append({"episode": str(episode_path), "method": method,
-                         "folder": str(folder.relative_to(out)) if folder != out else "."})
+            done[index] = {"episode": str(episode_path), "method": method,
+                           "folder": str(folder.relative_to(out)) if folder != out else "."}
             print(f"{written[0]}: {result.method} over {episode.shots} support(s), R = {result.region_source}")
+        runs += [done[index] for index in sorted(done)]
         del run
     if several:
         index = {"model": args.model, "checkpoint": args.checkpoint, "region": region_source, "methods": methods,

@@ -138,13 +138,14 @@ def run(args) -> int:
         if reason:
             raise ExplainError(reason)
     run = EpisodeRun(loaded, episode)
-    if any(e.needs_matching for e in explainers.values()):
-        run.prediction(with_scores=True)  # one forward for every method
+    names = list(explainers)
+    order = run.plan_methods([explainers[n] for n in names], region_source)  # one forward for every method
     region = run.region(region_source)
     explanations = {}
-    for name, explainer in explainers.items():
-        log_stderr(f"explaining with {name}")
-        explanations[name] = run.explain(explainer, region=region)
+    for index in order:
+        log_stderr(f"explaining with {names[index]}")
+        explanations[names[index]] = run.explain(explainers[names[index]], region=region)
+    explanations = {name: explanations[name] for name in names}  # the report lists them as asked
     curves = []
     if metrics:
         curves = run_curves(run, explanations, region, metrics=metrics, measure=args.measure, steps=args.steps,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -134,6 +134,30 @@ class EpisodeRun:
                 seconds=self._prediction_seconds, input_key=self.key(None),
             )
         return self._result
+
+    def plan_methods(self, explainers: Sequence[Any], region_source: str) -> list[int]:
+        """Before several methods explain one region: make the forward now when it must come first,
+        and return the order (indices into ``explainers``) that lets one forward serve them all with
+        the least memory. R from the prediction needs the forward first; so do two or more methods
+        that need the matching scores (held once, for all of them); then the scores are kept if a
+        method needs them. One such method with R known in advance goes first and, on a model that
+        streams, makes the forward itself without holding the scores (AffEx: memory 1.0x a forward);
+        the other methods reuse its prediction."""
+        def needs(explainer) -> bool:
+            return bool(getattr(explainer, "needs_matching", False))
+
+        def streams(explainer) -> bool:
+            return bool(getattr(explainer, "streams", False)) and bool(getattr(self.model, "streams_scores", False))
+
+        order = list(range(len(explainers)))
+        scored = [i for i in order if needs(explainers[i])]
+        source = R.canonical_source(region_source)
+        if source == R.PREDICTION or source in R.ERROR_SOURCES or len(scored) > 1 \
+                or (scored and not streams(explainers[scored[0]])):
+            if self._prediction is None or scored:
+                self.prediction(with_scores=bool(scored))
+            return order
+        return scored + [i for i in order if i not in scored]
 
     # ----------------------------------------------------------------------------- region
     def region(self, source: str = R.PREDICTION, mask: Optional[np.ndarray] = None) -> R.Region:
