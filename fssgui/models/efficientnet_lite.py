@@ -6,10 +6,11 @@ block outputs, never the classifier.
 
 Written here rather than taken from timm because ``import timm`` imports torchvision, whose
 operators import ``torch._dynamo``: about 2.5 s of every launch on a workstation CPU for a network
-of 40 small layers. The module layout follows timm's ``tf_efficientnet_liteN`` (``conv_stem``,
-``bn1``, ``blocks[stage][block]`` with ``conv_pw``/``conv_dw``/``conv_pwl``), and
-``tests/test_efficientnet_lite.py`` checks that every block output equals timm's on the same
-weights, at sizes where the same padding is asymmetric.
+of 40 small layers. The modules and their state-dict keys are those of timm's
+``tf_efficientnet_liteN`` (``conv_stem``, ``bn1``, ``blocks.<stage>.<block>.conv_pw`` ...), so a
+state dict saved from either loads into the other; ``tests/test_efficientnet_lite.py`` checks the
+keys and that every block output equals timm's on the same weights, at sizes where the same
+padding is asymmetric.
 
 The package's state dict (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` ...) lists the
 same tensors in the same order under other names: they are loaded by position, every shape
@@ -69,32 +70,50 @@ class SameConv2d(nn.Conv2d):
         return super().forward(x)
 
 
-def _norm(channels: int, act: bool) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.BatchNorm2d(channels, eps=_BN_EPS)]
-    if act:
-        layers.append(nn.ReLU6(inplace=True))
-    return nn.Sequential(*layers)
+class BatchNormAct2d(nn.BatchNorm2d):
+    """Batch norm (eps 1e-3), then ReLU6 when ``act``; timm's module of the same name and keys."""
+
+    def __init__(self, channels: int, act: bool) -> None:
+        super().__init__(channels, eps=_BN_EPS)
+        self.act = nn.ReLU6(inplace=True) if act else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(super().forward(x))
 
 
-class LiteBlock(nn.Module):
-    """One block: an optional 1x1 expansion, a depthwise k x k convolution, a 1x1 projection
-    (batch norm after each, ReLU6 after all but the projection), plus the input when the shape
-    is kept."""
+class DepthwiseSeparable(nn.Module):
+    """Stage 0's block: depthwise k x k, then a 1x1 projection (no expansion, no skip here)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int) -> None:
+        super().__init__()
+        self.conv_dw = SameConv2d(cin, cin, kernel, stride, groups=cin)
+        self.bn1 = BatchNormAct2d(cin, act=True)
+        self.conv_pw = SameConv2d(cin, cout, 1)
+        self.bn2 = BatchNormAct2d(cout, act=False)
+        self.has_skip = stride == 1 and cin == cout
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
+        return y + x if self.has_skip else y
+
+
+class InvertedResidual(nn.Module):
+    """A 1x1 expansion, a depthwise k x k convolution, a 1x1 projection (batch norm after each,
+    ReLU6 after all but the projection), plus the input when the shape is kept."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, expansion: int) -> None:
         super().__init__()
         mid = cin * expansion
-        self.conv_pw = SameConv2d(cin, mid, 1) if expansion != 1 else None
-        self.bn_pw = _norm(mid, act=True) if expansion != 1 else None
+        self.conv_pw = SameConv2d(cin, mid, 1)
+        self.bn1 = BatchNormAct2d(mid, act=True)
         self.conv_dw = SameConv2d(mid, mid, kernel, stride, groups=mid)
-        self.bn_dw = _norm(mid, act=True)
+        self.bn2 = BatchNormAct2d(mid, act=True)
         self.conv_pwl = SameConv2d(mid, cout, 1)
-        self.bn_pwl = _norm(cout, act=False)
+        self.bn3 = BatchNormAct2d(cout, act=False)
         self.has_skip = stride == 1 and cin == cout
 
     def forward(self, x: Tensor) -> Tensor:
-        y = x if self.conv_pw is None else self.bn_pw(self.conv_pw(x))
-        y = self.bn_pwl(self.conv_pwl(self.bn_dw(self.conv_dw(y))))
+        y = self.bn3(self.conv_pwl(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))))
         return y + x if self.has_skip else y
 
 
@@ -107,7 +126,7 @@ class EfficientNetLiteFeatures(nn.Module):
             raise ModelError(f"EfficientNet-Lite{variant} does not exist (known: {sorted(_SCALING)})")
         width, depth = _SCALING[variant]
         self.conv_stem = SameConv2d(3, _STEM_CHANNELS, 3, 2)
-        self.bn1 = _norm(_STEM_CHANNELS, act=True)
+        self.bn1 = BatchNormAct2d(_STEM_CHANNELS, act=True)
         stages, cin = [], _STEM_CHANNELS
         for index, (repeats, kernel, stride, expansion, channels) in enumerate(_STAGES):
             first_or_last = index in (0, len(_STAGES) - 1)  # Lite does not deepen these
@@ -115,7 +134,9 @@ class EfficientNetLiteFeatures(nn.Module):
             cout = _round_channels(channels, width)
             blocks = []
             for i in range(count):
-                blocks.append(LiteBlock(cin, cout, kernel, stride if i == 0 else 1, expansion))
+                step = stride if i == 0 else 1
+                blocks.append(DepthwiseSeparable(cin, cout, kernel, step) if expansion == 1
+                              else InvertedResidual(cin, cout, kernel, step, expansion))
                 cin = cout
             stages.append(nn.Sequential(*blocks))
         self.blocks = nn.Sequential(*stages)
