@@ -14,7 +14,7 @@ from testkit import make_episode, register_at_size
 
 @pytest.fixture(scope="module")
 def loaded():
-    name = register_at_size("matcher-lite2", "plan-lite2", 96, "method plan tests")
+    name = register_at_size("matcher-effnet", "plan-effnet", 96, "method plan tests")  # predicts foreground here
     return LoadedModel.wrap(build_model(name, device="cpu"))
 
 
@@ -56,3 +56,25 @@ def test_no_method_needs_the_scores(loaded, episode):
     run = EpisodeRun(loaded, episode)
     assert run.plan_methods(_explainers("saliency", "random"), GROUND_TRUTH) == [0, 1]
     assert run._prediction is None
+
+
+def test_r_from_a_shown_prediction_needs_no_forward_of_its_own(loaded, episode):
+    """The app's explain job gets the prediction it shows: R = prediction then comes from it and
+    AffEx streams its forward (no score matrix held), with the maps of the path that holds them."""
+    shown = EpisodeRun(loaded, episode).predicted()
+    run = EpisodeRun(loaded, episode)
+    assert run.adopt_prediction(shown)
+    result = run.explain(get_explainer("affex-signed"), region=PREDICTION)
+    assert run._prediction is not None and run._prediction.matching_scores is None
+    held = EpisodeRun(loaded, episode)
+    reference = held.explain(get_explainer("affex-signed"), region=PREDICTION)
+    assert held._prediction.matching_scores is not None
+    np.testing.assert_array_equal(result.region_info.model, reference.region_info.model)
+    np.testing.assert_allclose(np.stack(result.model_maps), np.stack(reference.model_maps), atol=1e-6)
+
+
+def test_a_prediction_of_other_inputs_is_not_adopted(loaded, episode):
+    other = EpisodeRun(loaded, make_episode(shots=2, seed=6)).predicted()
+    run = EpisodeRun(loaded, episode)
+    assert not run.adopt_prediction(other) and not run.adopt_prediction(None)
+    assert run.predicted().input_key == run.key(None)

@@ -108,9 +108,9 @@ class RunController(QObject):
         built model rules out (greyed in the model bar). A job of its own, and not before the first
         Predict or Explain: the check imports captum (about 1.5 s of CPU)."""
         spec = self._restrictions_spec
-        if self._closed or spec is None:
-            return
         w = self.window
+        if self._closed or spec is None or spec != w.model_bar.model_spec():
+            return  # another model chosen since: its own preload asks again (no rebuild of this one)
         if w.device_worker.is_busy:
             self._restrictions_timer.start()  # try again once the device thread has been idle
             return
@@ -180,7 +180,7 @@ class RunController(QObject):
             self.pipelineFinished.emit(True, "cached")
             return None
         handle = self.explain_job.start(w.device_worker.submit(
-            jobs.explain, spec, episode, region, source, name, params, bar.factories,
+            jobs.explain, spec, episode, region, source, name, params, bar.factories, w.query.prediction,
             description=f"Explain R ({name})"))
         handle.finished.connect(lambda result: self._explained(key, result, shown))
         handle.failed.connect(lambda message, trace: self._ended(False, message, f"explain failed: {message}", trace))

@@ -94,9 +94,12 @@ def explain(
     explainer_name: str,
     params: dict[str, Any],
     factories: Optional[dict[str, ExplainerFactory]] = None,
+    prediction: Optional[PredictionResult] = None,
 ) -> ExplanationResult:
     """The pipeline's explanation of R (brushed: ``region`` at the query's resolution; prediction;
-    ground truth) with one explainer; maps at each support's resolution."""
+    ground truth) with one explainer; maps at each support's resolution. ``prediction``: the one
+    the caller shows for these inputs, if any (R from it needs no forward of its own; ignored when
+    it is not this episode's, model's and size's)."""
     loaded = cache.get(spec, ctx.log)
     ctx.check()
     explainer = make_explainer(explainer_name, dict(params), factories)
@@ -105,8 +108,10 @@ def explain(
     def explainer_progress(fraction: float) -> None:
         ctx.progress(0.05 + 0.9 * float(fraction), explainer_name)
 
-    result = EpisodeRun(loaded, episode).explain(explainer, region=region_source, mask=region,
-                                                 progress=explainer_progress, cancelled=ctx.cancelled)
+    run = EpisodeRun(loaded, episode)
+    run.adopt_prediction(prediction)
+    result = run.explain(explainer, region=region_source, mask=region,
+                         progress=explainer_progress, cancelled=ctx.cancelled)
     ctx.progress(1.0, "explanation done")
     return result
 

@@ -118,8 +118,20 @@ class EpisodeRun:
         check_finite(prediction, self.loaded.spec.name)
         self._prediction, self._result = prediction, None
 
+    def adopt_prediction(self, result: Optional[PredictionResult]) -> bool:
+        """Take a prediction this run's inputs already had (the app's shown one: same episode, model
+        and input size, by ``input_key``) as :meth:`predicted`'s answer, so that R from the prediction
+        needs no forward before the explainer's own (AffEx then streams its forward: no score matrix
+        held). Returns whether it was taken; another run's prediction is ignored."""
+        if result is None or self._prediction is not None or self.episode is None or result.input_key != self.key(None):
+            return False
+        self._result = result
+        return True
+
     def predicted(self) -> PredictionResult:
         """The prediction at the query's resolution (numpy; see :class:`PredictionResult`)."""
+        if self._result is not None:
+            return self._result
         prediction = self.prediction()
         if self._result is None:
             size = self.query_size
@@ -205,7 +217,7 @@ class EpisodeRun:
                    and bool(getattr(self.model, "streams_scores", False)))
         if isinstance(region, str):
             region = R.canonical_source(region)
-            if region == R.PREDICTION or region in R.ERROR_SOURCES:
+            if (region == R.PREDICTION or region in R.ERROR_SOURCES) and self._result is None:
                 self.prediction(with_scores=needs_scores)  # R needs the forward: keep its scores
                 streams = False
             region = self.region(region, mask)
