@@ -18,6 +18,23 @@ def pytest_configure(config):
                                        "`pytest -m 'not slow'` skips them, `make test` runs them")
 
 
+@pytest.fixture(autouse=True)
+def _garbage_collected_on_the_gui_thread(request):
+    """In a Qt test, as in the app, Python's garbage collector runs only on the GUI thread
+    (fssgui/gui/gc_policy.py: a collection on the device thread deadlocked with the GUI thread);
+    what the test left is collected here at its end, and automatic collection comes back."""
+    if "qtbot" not in request.fixturenames:
+        yield
+        return
+    from fssgui.gui.gc_policy import collect_on_gui_thread, restore_automatic_collection
+
+    collector = collect_on_gui_thread()
+    try:
+        yield
+    finally:
+        restore_automatic_collection(collector)
+
+
 @pytest.fixture
 def episode():
     return make_episode()

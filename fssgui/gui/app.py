@@ -68,7 +68,10 @@ def run_gui(args) -> int:
         print(f"fssgui: {checked}")
         return 0
     app = _application()
+    from .gc_policy import collect_on_gui_thread
     from .main_window import MainWindow
+
+    app.garbage_collector = collect_on_gui_thread()  # never on the device thread (see gc_policy)
 
     screenshot = getattr(args, "screenshot", None)
     episode = _resolve_episode(args)
