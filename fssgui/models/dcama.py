@@ -46,7 +46,9 @@ from torch import Tensor, nn
 
 from ..errors import CancelledFn, ModelError
 from .backbones import SwinTransformer, build_resnet, resnet_bottleneck_features
-from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks, score_chunk_rows
+from .base import (
+    EpisodeTensors, FSSModel, Prediction, ScoreSink, expand_query_batch, resize_masks, score_chunk_rows,
+)
 from .registry import ModelEntry, register
 
 HEADS = 8
@@ -422,9 +424,7 @@ class DCAMA(FSSModel):
             assert s_feat is not None
             c, h, w = s_feat.shape[1:]
             blk = self.model.block_of(idx)
-            q = qf.projected[level]
-            if q.shape[0] != b:  # one query for the B supports
-                q = q.expand(b, *q.shape[1:])
+            q = expand_query_batch(qf.projected[level], b)  # one query for the B supports
             s_tokens = self.model.pe[blk](s_feat.view(b, k, c, h * w).transpose(2, 3))  # [B, K, N, C], PE per shot
             kk = self.model.DCAMA_blocks[blk].project_support(s_tokens.reshape(b, k * h * w, c))
             values = resize_masks(masks, (h, w)).reshape(b, k * h * w)

@@ -47,7 +47,9 @@ from torch import Tensor, nn
 
 from ..errors import CancelledFn, ModelError, check_cancelled
 from .backbones import build_resnet, resnet_bottleneck_features
-from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, foreground_mask, resize_logits, resize_masks
+from .base import (
+    EpisodeTensors, FSSModel, Prediction, ScoreSink, expand_query_batch, foreground_mask, resize_logits, resize_masks,
+)
 from .hsnet_learner import HPNLearner, LearnerRun
 from .registry import ModelEntry, register
 
@@ -310,7 +312,7 @@ class DMTNet(FSSModel):
             qf = query_features
             if tuple(qf.image_size) != size:
                 raise ModelError(f"query features were computed at {qf.image_size}, supports are {size}")
-        qfeats = [f if f.shape[0] == b else f.expand(b, *f.shape[1:]) for f in qf.features]
+        qfeats = expand_query_batch(list(qf.features), b)
         sfeats_all = self.extract_features(supports.flatten(0, 1))
         shots: list[ShotResult] = []
         for shot in range(k):
