@@ -53,6 +53,11 @@ def canonical_source(source: str) -> str:
     return _ALIASES.get(source.strip().lower(), source) if isinstance(source, str) else source
 
 
+def needs_prediction(source: str) -> bool:
+    """Whether R from ``source`` (canonical) is derived from the model's prediction."""
+    return source == PREDICTION or source in ERROR_SOURCES
+
+
 def region_title(source: str) -> str:
     """How a region source is shown to a person ("ground truth", "brushed", a file name)."""
     return REGION_TITLES.get(source, Path(source).name)

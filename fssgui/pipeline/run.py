@@ -53,6 +53,11 @@ def reseed(seed: int) -> None:
     random.seed(seed)
 
 
+def _needs_scores(explainer) -> bool:
+    """Whether ``explainer`` needs the model's matching scores (AffEx)."""
+    return bool(getattr(explainer, "needs_matching", False))
+
+
 class EpisodeRun:
     """One episode on one loaded model (see the module docstring).
 
@@ -130,10 +135,8 @@ class EpisodeRun:
 
     def predicted(self) -> PredictionResult:
         """The prediction at the query's resolution (numpy; see :class:`PredictionResult`)."""
-        if self._result is not None:
-            return self._result
-        prediction = self.prediction()
         if self._result is None:
+            prediction = self.prediction()
             size = self.query_size
             logits = resize_logits(prediction.logits[0].detach().float(), size)
             self._result = PredictionResult(
@@ -155,21 +158,17 @@ class EpisodeRun:
         method needs them. One such method with R known in advance goes first and, on a model that
         streams, makes the forward itself without holding the scores (AffEx: memory 1.0x a forward);
         the other methods reuse its prediction."""
-        def needs(explainer) -> bool:
-            return bool(getattr(explainer, "needs_matching", False))
-
-        def streams(explainer) -> bool:
-            return bool(getattr(explainer, "streams", False)) and bool(getattr(self.model, "streams_scores", False))
-
         order = list(range(len(explainers)))
-        scored = [i for i in order if needs(explainers[i])]
-        source = R.canonical_source(region_source)
-        if source == R.PREDICTION or source in R.ERROR_SOURCES or len(scored) > 1 \
-                or (scored and not streams(explainers[scored[0]])):
-            if self._prediction is None or scored:
-                self.prediction(with_scores=bool(scored))
+        scored = [i for i in order if _needs_scores(explainers[i])]
+        if R.needs_prediction(R.canonical_source(region_source)) or len(scored) > 1 \
+                or (scored and not self._streams(explainers[scored[0]])):
+            self.prediction(with_scores=bool(scored))
             return order
         return scored + [i for i in order if i not in scored]
+
+    def _streams(self, explainer) -> bool:
+        """Whether ``explainer`` can run its own forward streaming this model's matching scores."""
+        return bool(getattr(explainer, "streams", False)) and bool(getattr(self.model, "streams_scores", False))
 
     # ----------------------------------------------------------------------------- region
     def region(self, source: str = R.PREDICTION, mask: Optional[np.ndarray] = None) -> R.Region:
@@ -212,12 +211,11 @@ class EpisodeRun:
         reason = explainer_unavailable(explainer, self.loaded)
         if reason:
             raise ExplainError(reason)
-        needs_scores = bool(getattr(explainer, "needs_matching", False))
-        streams = (needs_scores and self._prediction is None and bool(getattr(explainer, "streams", False))
-                   and bool(getattr(self.model, "streams_scores", False)))
+        needs_scores = _needs_scores(explainer)
+        streams = needs_scores and self._prediction is None and self._streams(explainer)
         if isinstance(region, str):
             region = R.canonical_source(region)
-            if (region == R.PREDICTION or region in R.ERROR_SOURCES) and self._result is None:
+            if R.needs_prediction(region) and self._result is None:
                 self.prediction(with_scores=needs_scores)  # R needs the forward: keep its scores
                 streams = False
             region = self.region(region, mask)
