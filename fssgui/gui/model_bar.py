@@ -240,7 +240,7 @@ class ModelBar(QObject):
         self._update_explainer_availability()
 
     def set_built_restrictions(self, model: str, unavailable: dict[str, str]) -> None:
-        """What the built ``model`` rules out (``jobs.load``'s answer, known once it is loaded):
+        """What the built ``model`` rules out (``jobs.built_restrictions``' answer, known once it is loaded):
         those explainers are greyed like the entry's, with the reason."""
         self._built[model] = dict(unavailable)
         if self.model_name() == model:

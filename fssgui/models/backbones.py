@@ -4,7 +4,8 @@ built-in matchers' EfficientNet-Lite is :mod:`fssgui.models.efficientnet_lite`).
 Both keep the parameter names of the modules the official DCAMA/DMTNet code builds, so that
 their released checkpoints load unchanged:
 
-* ResNet-50/101 are torchvision's own modules (built with ``weights=None``: nothing is
+* ResNet-50/101 are torchvision's ``ResNet`` of a ``Bottleneck`` subclass that only gives each
+  ReLU call site its own module (same keys and outputs; built with random init: nothing is
   downloaded; the FSS checkpoint carries the backbone). :func:`resnet_bottleneck_features`
   walks the bottlenecks itself because the features must be taken **after the residual add and
   before the block's final ReLU** (a forward hook on a torchvision ``Bottleneck`` would give the
