@@ -32,7 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fssgui.models import EpisodeTensors, get_entry  # noqa: E402
+from fssgui.models import get_entry  # noqa: E402
+from fssgui.models.base import EpisodeTensors  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import autocast  # noqa: E402

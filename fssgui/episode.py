@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 
 from .errors import EpisodeError
 from .imaging import ImageError, load_mask, load_rgb, normalise, resize_image, resize_mask
@@ -379,6 +378,8 @@ def episode_to_tensors(episode: Episode, entry):
 
     Images are resized directly to S x S (cv2 INTER_LINEAR, aspect ratio not kept, like the
     official loaders) and normalised with the model's mean/std; masks are resized nearest."""
+    import torch
+
     from .models.base import EpisodeTensors
 
     size = (entry.input_size, entry.input_size)

@@ -8,14 +8,16 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from .errors import FssguiError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the window imports this module before torch
+    import torch
 
 
 class ImageError(FssguiError):
@@ -188,6 +190,8 @@ def resize_map(values: np.ndarray, size: Sequence[int]) -> np.ndarray:
 
 def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """RGB uint8 ``[H,W,3]`` -> float32 ``[3,H,W]``: ``(x/255 - mean) / std``."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0)
     x = (x - torch.tensor(mean)) / torch.tensor(std)
     return x.permute(2, 0, 1).contiguous()

@@ -66,9 +66,12 @@ def model_option_defaults(entry) -> dict[str, Any]:
     """The builder options of a trainable entry and their defaults, read from the signature of
     the model class its trainer returns (``build_x(input_size, backbone_weights, **options) -> X``),
     or of the trainer itself when that cannot be resolved. Options without a default are left out."""
+    from .models.registry import resolve_callable
+
     trainer = entry.extra.get("trainer")
     if trainer is None:
         return {}
+    trainer = resolve_callable(trainer)
     target = trainer
     try:
         returned = typing.get_type_hints(trainer).get("return")

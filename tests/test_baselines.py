@@ -163,3 +163,19 @@ def test_the_built_model_says_ahead_which_explainers_it_rules_out(toy):
     relu6.relu2 = nn.ReLU6()
     assert "ReLU6" in built_model_unavailable(relu6)["deeplift"]
     assert "functional calls" in built_model_unavailable(FunctionalToy().eval())["deeplift"]
+
+
+def test_the_explainer_registry_agrees_with_the_classes_it_names():
+    """The registry lists explainers without importing them (the window lists them before torch):
+    what it declares (needs matching, bound settings) must be what the built explainers say."""
+    from fssgui.explain.registry import AFFEX_NAMES, EXPLAINER_NAMES, explainer_needs_matching, get_explainer
+
+    for name in EXPLAINER_NAMES:
+        explainer = get_explainer(name)
+        assert explainer.name == name
+        assert explainer_needs_matching(name) == bool(explainer.needs_matching), name
+    assert set(AFFEX_NAMES) == {"affex", "affex-masked", "affex-signed"}
+    assert get_explainer("affex-masked").variant == "masked"
+    best = get_explainer("lime-best")
+    assert (best.n_segments, best.model_type, best.kernel_width) == (160, "ridge", 0.5)
+    assert get_explainer("lime-best", n_segments=40).n_segments == 40  # a preset's settings can be overridden

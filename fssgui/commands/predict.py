@@ -9,7 +9,6 @@ from __future__ import annotations
 from ..episode import load_episode
 from ..imaging import foreground_iou
 from ..io import save_npy_atomic, save_png_atomic
-from ..pipeline import EpisodeRun
 from .common import add_model_arguments, load_model_from_args, output_dir
 
 
@@ -22,6 +21,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     episode = load_episode(args.episode)
+    from ..pipeline import EpisodeRun  # torch: imported when the command runs, not when `fssgui` parses
+
     result = EpisodeRun(load_model_from_args(args), episode).predicted()
     out = output_dir(args.out)
     save_npy_atomic(out / "logits.npy", result.logits)

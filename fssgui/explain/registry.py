@@ -1,4 +1,4 @@
-"""Explainer names -> factories: ``get_explainer(name, **params)``.
+"""Explainer names -> their classes and settings: ``get_explainer(name, **params)``; torch-free until one is built.
 
 AffEx variants take ``size`` (E; None = the model's input size), ``mode`` ('paper' | 'reference'),
 ``use_softmax``, ``aggregation`` ('feature_ablation' | 'mean'). ``lime-best`` is the paper's best
@@ -8,65 +8,70 @@ code's defaults.
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ExplainError
-from .affex import AffinityExplainer
-from .base import Explainer
-from .baselines import (
-    DeepLiftExplainer,
-    GaussianNoiseMaskExplainer,
-    GradientShapExplainer,
-    IntegratedGradientsExplainer,
-    LimeExplainer,
-    RandomExplainer,
-    SaliencyExplainer,
-)
-from .simpropnet_share import PrototypeShareExplainer
+from ..models.registry import LazyCallable, lazy
+
+if TYPE_CHECKING:
+    from .base import Explainer
 
 
-def _affex(variant: str) -> Callable[..., Explainer]:
-    def build(**params) -> Explainer:
-        return AffinityExplainer(variant=variant, **params)
+@dataclass(frozen=True)
+class ExplainerSpec:
+    """One explainer: its class (a :func:`~fssgui.models.registry.lazy` reference: listing the
+    explainers imports no explainer module and no torch, so the window lists them before torch is
+    loaded), the settings bound to it, and whether it needs a model's matching scores (the class's
+    ``needs_matching``; a test checks that they agree)."""
 
-    build.target = AffinityExplainer  # type: ignore[attr-defined]
-    return build
+    target: LazyCallable
+    settings: dict[str, Any] = field(default_factory=dict)
+    needs_matching: bool = False
+
+    def explainer_class(self) -> type:
+        return self.target.resolve()
 
 
-def _lime_best(**params) -> Explainer:
-    settings = {"n_segments": 160, "model_type": "ridge", "kernel_width": 0.5, "image_weight": 0.2,
-                "name": "lime-best"}
-    settings.update(params)
-    return LimeExplainer(**settings)
+def _affex(variant: str) -> ExplainerSpec:
+    return ExplainerSpec(lazy("fssgui.explain.affex:AffinityExplainer"), {"variant": variant}, needs_matching=True)
 
 
-_lime_best.target = LimeExplainer  # type: ignore[attr-defined]
+def _baseline(name: str) -> ExplainerSpec:
+    return ExplainerSpec(lazy(f"fssgui.explain.baselines:{name}"))
 
-_FACTORIES: dict[str, Callable[..., Explainer]] = {
+
+_SPECS: dict[str, ExplainerSpec] = {
     "affex": _affex("unmasked"),
     "affex-masked": _affex("masked"),
     "affex-signed": _affex("signed"),
-    "saliency": SaliencyExplainer,
-    "integrated-gradients": IntegratedGradientsExplainer,
-    "deeplift": DeepLiftExplainer,
-    "gradient-shap": GradientShapExplainer,
-    "lime": LimeExplainer,
-    "lime-best": _lime_best,
-    "gaussian-noise-mask": GaussianNoiseMaskExplainer,
-    "random": RandomExplainer,
+    "saliency": _baseline("SaliencyExplainer"),
+    "integrated-gradients": _baseline("IntegratedGradientsExplainer"),
+    "deeplift": _baseline("DeepLiftExplainer"),
+    "gradient-shap": _baseline("GradientShapExplainer"),
+    "lime": _baseline("LimeExplainer"),
+    # the paper's best LIME preset
+    "lime-best": ExplainerSpec(lazy("fssgui.explain.baselines:LimeExplainer"), {
+        "n_segments": 160, "model_type": "ridge", "kernel_width": 0.5, "image_weight": 0.2, "name": "lime-best"}),
+    "gaussian-noise-mask": _baseline("GaussianNoiseMaskExplainer"),
+    "random": _baseline("RandomExplainer"),
     # model-specific: SimPropNet's exact decomposition (its entry lists it in extra["explainers"])
-    "prototype-share": PrototypeShareExplainer,
+    "prototype-share": ExplainerSpec(lazy("fssgui.explain.simpropnet_share:PrototypeShareExplainer")),
 }
 
-EXPLAINER_NAMES: tuple[str, ...] = tuple(_FACTORIES)
-AFFEX_NAMES = ("affex", "affex-masked", "affex-signed")
+EXPLAINER_NAMES: tuple[str, ...] = tuple(_SPECS)
+AFFEX_NAMES = tuple(name for name, spec in _SPECS.items() if spec.needs_matching)
+
+
+def explainer_needs_matching(name: str) -> bool:
+    """Whether explainer ``name`` needs matching scores (AffEx), without importing it."""
+    return _spec(name).needs_matching
 
 
 def explainer_parameters(name: str) -> list[str]:
     """The keyword parameters ``get_explainer(name, ...)`` accepts."""
-    factory = _factory(name)
-    target = getattr(factory, "target", factory)
-    names = [name for name, p in inspect.signature(target.__init__).parameters.items()
+    spec = _spec(name)
+    names = [name for name, p in inspect.signature(spec.explainer_class().__init__).parameters.items()
              if name not in ("self", "variant", "name")
              and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
     return names
@@ -74,26 +79,25 @@ def explainer_parameters(name: str) -> list[str]:
 
 def explainer_doc(name: str) -> str:
     """The docstring of explainer ``name``'s class ("" when it has none)."""
-    factory = _factory(name)
-    return getattr(getattr(factory, "target", factory), "__doc__", "") or ""
+    return _spec(name).explainer_class().__doc__ or ""
 
 
 def get_explainer(name: str, **params) -> Explainer:
     """Build the explainer ``name``; unknown parameters are a user error naming the valid ones."""
-    factory = _factory(name)
+    spec = _spec(name)
     allowed = set(explainer_parameters(name))
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ExplainError(
             f"explainer {name!r} has no parameter(s) {', '.join(unknown)} (valid: {', '.join(sorted(allowed))})"
         )
-    explainer = factory(**params)
+    explainer = spec.target(**{**spec.settings, **params})
     explainer.name = name
     return explainer
 
 
-def _factory(name: str) -> Callable[..., Explainer]:
+def _spec(name: str) -> ExplainerSpec:
     try:
-        return _FACTORIES[name]
+        return _SPECS[name]
     except KeyError:
         raise ExplainError(f"unknown explainer {name!r} (known: {', '.join(EXPLAINER_NAMES)})") from None

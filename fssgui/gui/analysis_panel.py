@@ -2,7 +2,7 @@
 (Heat maps, Levels, Compare, Insertion / deletion, Prototypes, and any tab a panel adds)."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from PySide6.QtWidgets import QFrame, QScrollArea, QTabWidget, QVBoxLayout, QWidget
@@ -41,6 +41,26 @@ class AnalysisPanel(QWidget):
         else:
             self.tabs.addTab(widget, title)
         return widget
+
+    def add_lazy_tab(self, title: str, build: Callable[[], QWidget]) -> Callable[[], QWidget]:
+        """A tab whose widget ``build()`` makes the first time the tab is shown or the returned
+        function is called (which returns the widget, built once): for a tab most sessions never
+        open, whose imports and construction would otherwise delay the window's first paint."""
+        area = QScrollArea(self)
+        area.setWidgetResizable(True)
+        area.setFrameShape(QFrame.Shape.NoFrame)
+        area.setWidget(QWidget())
+        index = self.tabs.addTab(area, title)
+        built: list[QWidget] = []
+
+        def realise() -> QWidget:
+            if not built:
+                built.append(build())
+                area.setWidget(built[0])
+            return built[0]
+
+        self.tabs.currentChanged.connect(lambda current: realise() if current == index else None)
+        return realise
 
     def show_result(self, result: ExplanationResult, images: list[np.ndarray], masks: list[np.ndarray],
                     stale: str = "") -> None:

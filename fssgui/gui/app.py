@@ -83,12 +83,13 @@ def run_gui(args) -> int:
         from ..settings import Autosave, Settings
 
         scratch = Path(tempfile.mkdtemp(prefix="fssgui-screenshot-"))
-        window = MainWindow(Settings(), autosave=Autosave(scratch), unattended=True)
+        window = MainWindow(Settings(), autosave=Autosave(scratch), unattended=True, defer_background=True)
     else:
-        window = MainWindow()
-    # the model's imports and weights load on the device thread while the window paints and the
-    # episode is read, not after the first click (or, for a screenshot, after the first paint)
-    window.runs.preload()
+        window = MainWindow(defer_background=True)
+    # The window imports no torch: it paints first. Then the background work starts, and imports
+    # torch on its threads: the pickers' queries, and the model's imports and weights on the device
+    # thread while the episode is read, not after the first click.
+    when_first_painted(window, lambda: (window.model_bar.start_background(), window.runs.preload()))
     if screenshot:
         window.resize(*SCREENSHOT_SIZE)
     elif not window.settings.window_geometry:
@@ -112,6 +113,24 @@ def run_gui(args) -> int:
     if screenshot:
         return _screenshot(app, window, Path(screenshot))
     return int(app.exec())
+
+
+def when_first_painted(window, callback) -> None:
+    """Call ``callback`` once, from the event loop, after the first paint of ``window`` or of one of
+    its widgets (on X11 the window is exposed some time after ``show()``)."""
+    from PySide6.QtCore import QEvent, QObject, QTimer
+    from PySide6.QtWidgets import QApplication, QWidget
+
+    class FirstPaint(QObject):
+        def eventFilter(self, watched, event):  # noqa: N802 - Qt's name
+            if (event.type() == QEvent.Type.Paint and isinstance(watched, QWidget)
+                    and watched.window() is window):
+                QApplication.instance().removeEventFilter(self)
+                QTimer.singleShot(0, callback)
+            return False
+
+    watcher = FirstPaint(window)
+    QApplication.instance().installEventFilter(watcher)
 
 
 def _screenshot(app, window, path: Path) -> int:

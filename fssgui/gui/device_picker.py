@@ -1,8 +1,9 @@
 """The device picker (run toolbar, training dialog): auto, CPU, and each CUDA device.
 
 The CUDA devices are listed once per process on the worker pool (the first CUDA query can take
-seconds while the driver starts); until the list arrives the picker offers auto and CPU and says it
-is looking. A chosen device that is not (yet) in the list is selected once the list has it."""
+seconds while the driver starts, and it imports torch) when :meth:`DevicePicker.list_devices` is
+called; until the list arrives the picker offers auto and CPU and says it is looking. A chosen
+device that is not (yet) in the list is selected once the list has it."""
 from __future__ import annotations
 
 from typing import Optional
@@ -30,14 +31,18 @@ class DevicePicker(QComboBox):
         self.setMinimumContentsLength(14)
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.auto_tip, self.no_cuda_tip = auto_tip, no_cuda_tip
+        self.pool = pool
         self.cuda_available: Optional[bool] = None  # None until listed
         self.wanted = "auto"
         self._fill(None)
         # a choice made before the list arrives is kept when it arrives
         self.currentIndexChanged.connect(lambda i: setattr(self, "wanted", self.itemData(i) or "auto"))
+
+    def list_devices(self) -> None:
+        """Ask for the CUDA devices (once per process) and fill the picker when they arrive."""
         global _listing
         if _listing is None or (not _listing.running and _listing.result is None):
-            _listing = pool.submit(_list_devices, description="listing CUDA devices")
+            _listing = self.pool.submit(_list_devices, description="listing CUDA devices")
         if _listing.running:
             _listing.finished.connect(self._fill)
         else:

@@ -43,7 +43,6 @@ from .log_pane import LogPane
 from .model_bar import ModelBar
 from .notes_dialog import NotesDialog
 from .playback import PlaybackWidget
-from .prototypes.panel import PrototypePanel
 from .query_panel import QueryPanel
 from .runs import RunController
 from .status_bar import StatusBar
@@ -59,7 +58,11 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: Optional[Settings] = None, *, device_worker: Optional[DeviceWorker] = None,
                  explainer_factories: Optional[dict[str, Callable[..., Any]]] = None,
-                 autosave: Optional[Autosave] = None, unattended: bool = False) -> None:
+                 autosave: Optional[Autosave] = None, unattended: bool = False,
+                 defer_background: bool = False) -> None:
+        """``defer_background``: the caller starts the pickers' background queries
+        (``model_bar.start_background()``) itself, once the window is on screen (the app: they
+        import torch, which would otherwise compete with the first paint); else they start now."""
         super().__init__()
         self.settings = settings or Settings.load()
         self.unattended = unattended
@@ -84,6 +87,8 @@ class MainWindow(QMainWindow):
         self.set_device_info(None)
         self.actions.update()
         self.update_title()
+        if not defer_background:
+            self.model_bar.start_background()
 
     # ------------------------------------------------------------------ building
     def _build(self, factories, autosave: Autosave) -> None:
@@ -95,8 +100,8 @@ class MainWindow(QMainWindow):
         self.analysis = AnalysisPanel(self)
         self.playback_widget = self.analysis.add_tab(PlaybackWidget(self.device_worker, self.files, self.compute),
                                                      "Insertion / deletion")
-        self.proto_panel = self.analysis.add_tab(PrototypePanel(self.device_worker, self.compute, self.files, self),
-                                                 "Prototypes")
+        self._proto_panel = None
+        self._realise_prototypes = self.analysis.add_lazy_tab("Prototypes", self._build_prototypes)
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
         for widget, stretch in ((self.support_panel, 0), (self.query, 1), (self.analysis, 1)):
             splitter.addWidget(widget)
@@ -108,7 +113,9 @@ class MainWindow(QMainWindow):
         self.log_pane = LogPane(self)
         self.status = StatusBar(self)
         self.edit_tools = EditTools(self.query, self.support_panel, self)
-        self.model_bar = ModelBar(self.settings, self.files, factories, self)
+        # its start-up queries (CUDA devices, explainer descriptions) import torch: on the compute pool,
+        # so the files pool reads the episode meanwhile
+        self.model_bar = ModelBar(self.settings, self.compute, factories, self)
         # the dataset panel (failure triage): opens episodes here through show_episode_for_diagnosis
         self.triage_panel = TriagePanel(self.device_worker, self.files, lambda: self.model_bar.model_spec(),
                                         data_dir() / "triage", self, self.unattended)
@@ -172,11 +179,6 @@ class MainWindow(QMainWindow):
         self.runs.resultShown.connect(lambda result: self.playback_widget.add_explanation(
             result, self.current_episode(), self.model_bar.model_spec()))
         self.playback_widget.errorRaised.connect(self.log_error)
-        pp = self.proto_panel
-        pp.errorRaised.connect(self.log_error)
-        pp.message.connect(self.log)
-        pp.exported.connect(lambda files: self.log(f"prototypes: exported {len(files)} files"
-                                                   + (f" to {Path(files[0]).parent}" if files else "")))
         self.log_pane.visibilityChanged.connect(a["toggle_log"].setChecked)
         self.triage_dock.visibilityChanged.connect(a["toggle_triage"].setChecked)
         self.triage_panel.openEpisode.connect(self.show_episode_for_diagnosis)
@@ -188,6 +190,27 @@ class MainWindow(QMainWindow):
             hints.colorSchemeChanged.connect(self._on_system_scheme_changed)
 
     # ------------------------------------------------------------------ other panels
+    @property
+    def proto_panel(self):
+        """The Prototypes tab's :class:`~fssgui.gui.prototypes.panel.PrototypePanel`, built when
+        the tab is first shown or the panel first asked for."""
+        return self._realise_prototypes()
+
+    def _build_prototypes(self):
+        # imported and built on first use: about 0.3 s that would delay the first paint of every
+        # start, for a tab (ScaleProtoSeg) that most sessions never open
+        from .prototypes.panel import PrototypePanel
+
+        panel = PrototypePanel(self.device_worker, self.compute, self.files, self)
+        panel.errorRaised.connect(self.log_error)
+        panel.message.connect(self.log)
+        panel.exported.connect(lambda files: self.log(f"prototypes: exported {len(files)} files"
+                                                      + (f" to {Path(files[0]).parent}" if files else "")))
+        panel.apply_settings(self.settings)
+        panel.set_query(self.query.image)
+        self._proto_panel = panel
+        return panel
+
     def add_analysis_tab(self, widget: QWidget, title: str) -> QWidget:
         """One more tab beside the heat maps (in a scroll area)."""
         return self.analysis.add_tab(widget, title)
@@ -214,7 +237,8 @@ class MainWindow(QMainWindow):
         self.edit_tools.set_mask_opacity(self.query.mask_opacity.value())
         self.edit_tools.apply_to_canvases()
         self.analysis.heatmap_view.clear()
-        self.proto_panel.set_query(image)
+        if self._proto_panel is not None:
+            self._proto_panel.set_query(image)
         self.edits.new_episode(dirty)
         self.update_title()
         self.actions.update()
@@ -424,7 +448,8 @@ class MainWindow(QMainWindow):
         self.query.mask_opacity.setValue(round(s.mask_opacity * 100))
         self.edit_tools.set_mask_opacity(round(s.mask_opacity * 100))
         self.edit_tools.set_tool(self.edit_tools.tool)
-        self.proto_panel.apply_settings(s)
+        if self._proto_panel is not None:
+            self._proto_panel.apply_settings(s)
         if s.window_geometry:
             self.restoreGeometry(QByteArray.fromBase64(s.window_geometry.encode()))
         if s.window_state:
@@ -437,7 +462,8 @@ class MainWindow(QMainWindow):
         s.brush_size = int(self.edit_tools.brush_spin.value())
         s.eraser_size = int(self.edit_tools.eraser_spin.value())
         s.mask_opacity = self.query.mask_opacity.value() / 100.0
-        self.proto_panel.store_settings(s)
+        if self._proto_panel is not None:
+            self._proto_panel.store_settings(s)
         s.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
         s.window_state = bytes(self.saveState().toBase64()).decode()
         try:

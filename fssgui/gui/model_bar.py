@@ -17,11 +17,21 @@ from ..errors import FssguiError
 from ..pipeline import ModelSpec
 from ..pipeline import explainers as E
 from .device_picker import DevicePicker
-from .workers import WorkerPool
+from .workers import JobHandle, WorkerPool
 
 DEFAULT_EXPLAINER = "affex-signed"
 BROWSE = "__browse__"
 CHECKPOINT_FILTER = "Checkpoints (*.pt *.pth *.ckpt *.tar *.bin *.safetensors);;All files (*)"
+
+
+_describing: Optional[JobHandle] = None  # the one job of this process that describes the registry's explainers
+
+
+def _describe_explainers(ctx) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``{explainer: (summary, parameter names)}`` for the registry's explainers: it imports their
+    modules, and torch, so it runs on the worker pool, not while the window is built."""
+    return {name: (E.explainer_summary(name), tuple(E.explainer_parameter_names(name)))
+            for name in E.available_explainers()}
 
 
 def _combo(parent: QWidget, length: int) -> QComboBox:
@@ -47,9 +57,12 @@ class ModelBar(QObject):
         self.settings = settings
         self.parent_widget = parent
         self.factories = dict(factories or {})
+        self.pool = pool
         self._availability: dict[tuple[str, str], str] = {}  # (model, explainer) -> reason
         self._built: dict[str, dict[str, str]] = {}  # model -> {explainer: reason}, from the built model
         self._specific: Optional[dict[str, tuple[str, ...]]] = None
+        # the registry explainers' summaries and parameters, once described off the GUI thread
+        self._descriptions: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.model_combo = _combo(parent, 16)
         self.checkpoint_combo = _combo(parent, 18)
         self.train_button = QToolButton(parent)  # trains the current model (greyed when it cannot be trained)
@@ -264,9 +277,36 @@ class ModelBar(QObject):
                 self._availability[key] = ""
         return self._availability[key]
 
-    def _update_explainer_availability(self) -> None:
-        """Grey out the explainers the current model cannot use, with the reason as tooltip;
-        move the selection off an unavailable one (and say so)."""
+    def start_background(self) -> None:
+        """Start what the pickers ask the worker pool (each imports torch, so the window calls this
+        once it is on screen): the CUDA devices, and the registry explainers' descriptions, once per
+        process (until they arrive an explainer's tooltip is its name)."""
+        self.device_combo.list_devices()
+        global _describing
+        if _describing is None or (not _describing.running and _describing.result is None):
+            _describing = self.pool.submit(_describe_explainers, description="describing the explainers")
+        if _describing.running:
+            _describing.finished.connect(self._set_descriptions)
+        else:
+            self._set_descriptions(_describing.result)
+
+    def _set_descriptions(self, descriptions: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+        self._descriptions = dict(descriptions or {})
+        self._describe_explainers()
+
+    def explainer_summary(self, name: str) -> str:
+        """``"name: what it does"`` (a registry explainer's once described; until then its name)."""
+        if name in self.factories or name not in self._descriptions:
+            return E.explainer_summary(name, self.factories) if name in self.factories else name
+        return self._descriptions[name][0]
+
+    def explainer_parameter_names(self, name: str) -> tuple[str, ...]:
+        """The parameters explainer ``name`` accepts (empty until described, and for extra factories)."""
+        return self._descriptions.get(name, ("", ()))[1] if name not in self.factories else ()
+
+    def _describe_explainers(self) -> None:
+        """The explainers' tooltips (the reason when unavailable, else the summary), the picker's
+        tooltip and the parameter field's hint for the chosen one."""
         combo = self.explainer_combo
         model = combo.model()
         entry = self.current_entry()
@@ -275,9 +315,29 @@ class ModelBar(QObject):
             if not name:
                 continue
             reason = self.unavailable_reason(name)
-            model.item(i).setEnabled(not reason)
             model.item(i).setToolTip(f"Not available for {entry.name if entry else 'this model'}: {reason}" if reason
-                                     else E.explainer_summary(name, self.factories))
+                                     else self.explainer_summary(name))
+        name = self.explainer()
+        names = self.explainer_parameter_names(name or "")
+        tip = "Explainer parameters as name=value pairs separated by commas"
+        if names:
+            tip += f"\n{name} accepts: {', '.join(names)}"
+        self.params_edit.setToolTip(tip)
+        self.params_edit.setPlaceholderText(f"e.g. {names[0]}=…" if names else "parameters (name=value, …)")
+        reason = self.unavailable_reason(name) if name else ""
+        combo.setToolTip(reason or (self.explainer_summary(name) if name else ""))
+
+    def _update_explainer_availability(self) -> None:
+        """Grey out the explainers the current model cannot use, with the reason as tooltip;
+        move the selection off an unavailable one (and say so)."""
+        combo = self.explainer_combo
+        model = combo.model()
+        entry = self.current_entry()
+        for i in range(combo.count()):
+            name = combo.itemData(i)
+            if name:
+                model.item(i).setEnabled(not self.unavailable_reason(name))
+        self._describe_explainers()
         current = combo.currentData()
         if current and self.unavailable_reason(current):
             for name in [DEFAULT_EXPLAINER] + [combo.itemData(i) for i in range(combo.count())]:
@@ -290,15 +350,7 @@ class ModelBar(QObject):
         self.explainerChanged.emit()
 
     def _on_explainer_changed(self, _index: int = 0) -> None:
-        name = self.explainer()
-        names = E.explainer_parameter_names(name or "", self.factories)
-        tip = "Explainer parameters as name=value pairs separated by commas"
-        if names:
-            tip += f"\n{name} accepts: {', '.join(names)}"
-        self.params_edit.setToolTip(tip)
-        self.params_edit.setPlaceholderText(f"e.g. {names[0]}=…" if names else "parameters (name=value, …)")
-        reason = self.unavailable_reason(name) if name else ""
-        self.explainer_combo.setToolTip(reason or (E.explainer_summary(name, self.factories) if name else ""))
+        self._describe_explainers()
         self.explainerChanged.emit()
 
     def explain_ready(self) -> bool:

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from ..errors import CancelledFn, ExplainError, check_cancelled
-from ..models.base import foreground_mask
+
+if TYPE_CHECKING:  # torch is imported where it is used: the window imports this module (titles, curves)
+    import torch
+    from torch import Tensor
 
 METRICS = ("iauc", "dauc", "iauc@p", "miou-loss@p")
 MEASURES = ("confidence", "miou")
@@ -67,6 +67,8 @@ class CausalStep:
 
     @property
     def prediction_mask(self) -> Tensor:
+        from ..models.base import foreground_mask
+
         return foreground_mask(self.logits, dim=0)
 
 
@@ -111,6 +113,8 @@ class Curve:
 
 def trapezoid_auc(scores: list[float] | Tensor) -> float:
     """The reference AUC: trapezoid rule on a uniform grid over [0, 1]."""
+    import torch
+
     y = torch.as_tensor(scores, dtype=torch.float64).flatten()
     n = y.numel()
     if n == 0:
@@ -136,12 +140,16 @@ def step_boundaries(total: int, steps: int, percentage: Optional[float] = None, 
 def foreground_iou(logits: Tensor, gt: Tensor) -> Tensor:
     """Per-item foreground IoU ``[N]`` of argmax(logits ``[N, 2, S, S]``) vs gt ``[S, S]`` (long,
     1 = foreground, IGNORE_INDEX excluded); 0 when the union is empty (torchmetrics' convention)."""
+    from ..models.base import foreground_mask
+
     return mask_iou(foreground_mask(logits, dim=1), gt)
 
 
 def mask_iou(pred: Tensor, gt: Tensor) -> Tensor:
     """Per-item foreground IoU ``[N]`` of predicted masks ``[N, S, S]`` (bool) vs gt, as
     :func:`foreground_iou`."""
+    import torch
+
     valid = gt != IGNORE_INDEX
     truth = (gt == 1) & valid
     pred = pred & valid
@@ -152,6 +160,8 @@ def mask_iou(pred: Tensor, gt: Tensor) -> Tensor:
 
 def rank_pixels(attribution: Tensor) -> Tensor:
     """``rank[k, y, x]``: position of each support pixel in the global descending sort (fp32)."""
+    import torch
+
     flat = attribution.detach().float().flatten()
     order = torch.sort(flat, descending=True).indices
     rank = torch.empty_like(order)
@@ -181,6 +191,8 @@ def reference_target_class(model, batch, region: Tensor, query_features=None, lo
 
     ``logits``: the unperturbed prediction's logits ``[1, C, S, S]`` when the caller has them
     (then no forward pass is run)."""
+    import torch
+
     if logits is None:
         with torch.no_grad():
             logits = model.predict(batch, query_features=query_features).logits
@@ -216,6 +228,8 @@ def causal_steps(
     ``query_features`` (``model.encode_query(batch.query)``) and ``reference_logits`` (the
     unperturbed prediction's logits) let a caller that runs several curves on one episode compute
     them once; when omitted they are computed here."""
+    import torch
+
     if mode not in ("insertion", "deletion"):
         raise ExplainError(f"unknown causal mode {mode!r} (insertion or deletion)")
     if measure not in MEASURES:

@@ -57,10 +57,6 @@ def score_chunk_rows(columns: int, batch: int = 1, chunk_bytes: Optional[int] = 
     limit = SCORE_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     return max(1, int(limit // (4 * batch * columns)))
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 @dataclass
 class EpisodeTensors:
     """An episode (batch of B episodes with K shots each) at the model's input size."""

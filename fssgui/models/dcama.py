@@ -49,7 +49,6 @@ from .backbones import SwinTransformer, build_resnet, resnet_bottleneck_features
 from .base import (
     EpisodeTensors, FSSModel, Prediction, ScoreSink, expand_query_batch, resize_masks, score_chunk_rows,
 )
-from .registry import ModelEntry, register
 
 HEADS = 8
 #: attention over at least this many query x support positions runs fused (:meth:`MaskAttention.attend`)
@@ -533,37 +532,3 @@ class DCAMA(FSSModel):
             order = torch.as_tensor(self.reference_level_order(), device=weights.device)
             weights = weights[order]
         return weights
-
-
-_CHECKPOINT_TEXT = (
-    "Official DCAMA checkpoint ({what}; pawn-sxy/DCAMA best_model.pt, saved from DDP): a torch "
-    "state dict with {n} entries: 'feature_extractor.*' (the {bb} backbone, classifier included) and "
-    "'model.*' (DCAMA_blocks.{{0,1,2}}.linears, pe.{{0,1,2}}.pe, conv1-5, mixer1-3), with or without "
-    "the 'module.' prefix, plain or under 'state_dict'/'model'; .safetensors also accepted. Loaded with "
-    "weights_only=True (no code is unpickled); computed buffers (PE tables{extra}, num_batches_tracked) "
-    "may be absent."
-)
-
-
-def _register() -> None:
-    specs = [
-        ("dcama-resnet50", "resnet50", "ResNet-50", 407, ""),
-        ("dcama-resnet101", "resnet101", "ResNet-101", 713, ""),
-        ("dcama-swin", "swin", "Swin-B 384", 451, ", Swin relative_position_index/attn_mask"),
-    ]
-    for name, backbone, label, n, extra in specs:
-        register(
-            ModelEntry(
-                name=name,
-                builder=(lambda bb=backbone: DCAMA(bb)),
-                input_size=384,
-                needs_checkpoint=True,
-                description=f"DCAMA (ECCV 2022) with a {label} backbone; matching levels = attention scores",
-                checkpoint_format=_CHECKPOINT_TEXT.format(what=label, n=n, bb=label, extra=extra),
-                matching=True,
-                extra={"backbone": backbone, "state_dict_entries": n},
-            )
-        )
-
-
-_register()

@@ -51,7 +51,6 @@ from .base import (
     EpisodeTensors, FSSModel, Prediction, ScoreSink, expand_query_batch, foreground_mask, resize_logits, resize_masks,
 )
 from .hsnet_learner import HPNLearner, LearnerRun
-from .registry import ModelEntry, register
 
 FEATURE_IDS = tuple(range(3, 16))  # 0-based bottleneck indices 3..15 = official feat_ids 4..16
 LAYER_GROUPS = (3, 6, 4)  # channels of the pyramids [l4, l3, l2]
@@ -443,26 +442,3 @@ class DMTNet(FSSModel):
                 )
             shot.extra["ablation_outputs"] = cached
         return cached
-
-
-_CHECKPOINT_TEXT = (
-    "Official DMTNet checkpoint (ChenJiayi68/DMTNet '{epoch}best_model.pt', ResNet-50, saved from DDP): "
-    "a torch state dict with 430 entries: 'backbone.*' (torchvision ResNet-50, fc included), "
-    "'reference_layer1..6.{weight,bias}' ((2, 512|1024|2048)) and 'hpn_learner.*' (encoder_layer4/3/2, "
-    "encoder_layer4to3/3to2, decoder1/2), with or without the 'module.' prefix, plain or under "
-    "'state_dict'/'model'; .safetensors also accepted. Loaded with weights_only=True (no code is "
-    "unpickled); BatchNorm num_batches_tracked may be absent."
-)
-
-register(
-    ModelEntry(
-        name="dmtnet",
-        builder=DMTNet,
-        input_size=400,
-        needs_checkpoint=True,
-        description="DMTNet (IJCAI 2024, cross-domain FSS), ResNet-50; matching levels = 4-D correlations",
-        checkpoint_format=_CHECKPOINT_TEXT,
-        matching=True,
-        extra={"backbone": "resnet50", "state_dict_entries": 430},
-    )
-)

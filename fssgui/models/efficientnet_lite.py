@@ -28,9 +28,6 @@ from torch import Tensor, nn
 
 from ..errors import ModelError
 
-#: EfficientNet-Lite preprocessing: ``(x - 127) / 128`` on 0..255, i.e. this mean and std on 0..1
-EFFICIENTNET_LITE_MEAN = (127.0 / 255.0,) * 3
-EFFICIENTNET_LITE_STD = (128.0 / 255.0,) * 3
 #: stride of each block stage (``net.blocks[i]``) of every EfficientNet-Lite
 EFFICIENTNET_STAGE_STRIDES = (2, 4, 8, 16, 16, 32, 32)
 

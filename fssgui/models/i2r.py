@@ -100,7 +100,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import EpisodeTensors, FSSModel, Prediction, expand_query_batch
-from .registry import ModelEntry, register
 from .resnet_features import build_resnet50, freeze, load_backbone_weights, masked_average, recalibrate_batchnorm
 
 DICM_MASK_VALUE = -1e4
@@ -531,22 +530,3 @@ class I2R(FSSModel):
 
 def build_i2r(input_size: int = 473, backbone_weights: Optional[str | Path] = None, **options: Any) -> I2R:
     return I2R(input_size, backbone_weights=backbone_weights, **options)
-
-
-register(ModelEntry(
-    name="i2r-resnet50",
-    builder=build_i2r,
-    input_size=473,
-    needs_checkpoint=True,
-    description="I²R (arXiv 2507.05838) meta branch, ResNet-50, re-implemented; no published weights: "
-                "train it with `fssgui train i2r-resnet50`. BAM base-learner ensemble off.",
-    checkpoint_format="a state dict .pt written by `fssgui train` (keys backbone.* [torchvision ResNet-50 incl. fc], "
-                      "down_query.*, down_supp.*, init_merge.*, query_sa.*, support_sa.*, cross_attn.*, query_res.*, "
-                      "query_aux_heads.*, support_aux_heads.*, query_classifier.*, support_classifier.*, "
-                      "cam_prototype_offset)",
-    matching=True,
-    extra={
-        "trainer": build_i2r,
-        "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "poly_power": 0.9},
-    },
-))

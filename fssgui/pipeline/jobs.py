@@ -10,17 +10,18 @@ them; tests call them directly, without a QApplication.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
-import torch
 
 from ..episode import Episode
 from ..errors import FssguiError, ModelError, check_cancelled
 from .explainers import ExplainerFactory, built_model_unavailable, make_explainer
 from .models import ModelCache, ModelSpec, is_out_of_memory, out_of_memory_message
 from .results import BuiltRestrictions, ExplanationResult, PredictionResult
-from .run import EpisodeRun
+
+if TYPE_CHECKING:  # the pipeline's run (torch) is imported by the jobs that run: the window imports this module
+    import torch
 
 
 class JobContext:
@@ -76,6 +77,8 @@ def built_restrictions(ctx: JobContext, cache: ModelCache, spec: ModelSpec) -> B
 
 def predict(ctx: JobContext, cache: ModelCache, spec: ModelSpec, episode: Episode) -> PredictionResult:
     """The pipeline's prediction of the episode (probability and mask at the query's resolution)."""
+    from .run import EpisodeRun
+
     loaded = cache.get(spec, ctx.log)
     ctx.check()
     ctx.progress(0.2, "predicting")
@@ -100,6 +103,8 @@ def explain(
     ground truth) with one explainer; maps at each support's resolution. ``prediction``: the one
     the caller shows for these inputs, if any (R from it needs no forward of its own; ignored when
     it is not this episode's, model's and size's)."""
+    from .run import EpisodeRun
+
     loaded = cache.get(spec, ctx.log)
     ctx.check()
     explainer = make_explainer(explainer_name, dict(params), factories)

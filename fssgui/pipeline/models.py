@@ -15,11 +15,12 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..models.registry import TASK_FSS, TASK_SEMSEG, build_model, resolve_device
+
+if TYPE_CHECKING:  # torch is imported where it is used: the window imports this module before torch
+    import torch
 
 Log = Callable[[str], None]
 
@@ -49,6 +50,8 @@ class LoadedModel:
     @classmethod
     def wrap(cls, model, checkpoint: Optional[str] = None) -> "LoadedModel":
         """A model already built (tests, benchmarks), on the device of its parameters."""
+        import torch
+
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         return cls(ModelSpec(model.entry.name, checkpoint, str(device)), model, device)
 
@@ -65,6 +68,8 @@ def load_model(spec: ModelSpec, log: Optional[Log] = None, builder: Optional[Cal
                task: str = TASK_FSS) -> LoadedModel:
     """Build ``spec`` (a registry model of ``task``) on its device (see the module docstring for
     the device rule). ``builder`` replaces the registry's ``build_model`` (tests)."""
+    import torch
+
     device = resolve_device(None if spec.auto_device else spec.device)
     if spec.auto_device and device.type == "cpu" and log is not None:
         log("CUDA is not available: running on the CPU")
@@ -125,6 +130,8 @@ class ModelCache:
 
     @staticmethod
     def _empty_device_cache() -> None:
+        import torch
+
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -148,6 +155,8 @@ class DeviceInfo:
 
 
 def device_info(device: Optional[torch.device], requested: Optional[str] = "auto") -> DeviceInfo:
+    import torch
+
     cuda = torch.cuda.is_available()
     requested = requested or "auto"
     if device is None or device.type != "cuda":
@@ -161,12 +170,16 @@ def device_info(device: Optional[torch.device], requested: Optional[str] = "auto
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is the device or the host running out of memory."""
+    import torch
+
     return isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError))
 
 
 def out_of_memory_message(exc: BaseException, device: Optional[torch.device] = None) -> str:
     """One line: what ran out (after emptying the device's cache, so the next job has the memory
     back) and what to try. ``device``: the model's device when known."""
+    import torch
+
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         if device is None or device.type != "cuda":
             device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else None
@@ -183,6 +196,8 @@ def out_of_memory_message(exc: BaseException, device: Optional[torch.device] = N
 
 def device_description(device: torch.device) -> str:
     """One line for reports: the GPU's name with the CUDA version, or the CPU, and torch's version."""
+    import torch
+
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"{torch.cuda.get_device_name(index)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
@@ -192,6 +207,8 @@ def device_description(device: torch.device) -> str:
 def cuda_devices() -> list[tuple[str, str]]:
     """``[("cuda:0", "NVIDIA H100 ..."), ...]``: every CUDA device torch can use (empty without CUDA).
     The query can take a while the first time (driver start-up): front-ends call it off their GUI thread."""
+    import torch
+
     if not torch.cuda.is_available():
         return []
     return [(f"cuda:{i}", torch.cuda.get_device_name(i)) for i in range(torch.cuda.device_count())]

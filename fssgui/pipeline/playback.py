@@ -19,7 +19,6 @@ from ..imaging import resize_map
 from .jobs import JobContext
 from .models import ModelCache, ModelSpec
 from .regions import PREDICTION
-from .run import EpisodeRun
 
 METRICS = ("iauc", "dauc")
 
@@ -102,6 +101,7 @@ def curves_job(
     """The pipeline's curves of ``methods`` for R (its ``region_source``; a brushed R is the mask
     ``region``), published as they are computed (see the module docstring); returns the curves."""
     from .curves import run_curves
+    from .run import EpisodeRun  # torch: imported by the job, not by the window that imports this module
 
     run = EpisodeRun(cache.get(spec, ctx.log), episode)
     ctx.check()

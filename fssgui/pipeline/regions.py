@@ -19,15 +19,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import cv2
 import numpy as np
-import torch
-from torch import Tensor
 
 from ..errors import ExplainError
 from ..imaging import load_mask, resize_mask
+
+if TYPE_CHECKING:  # torch is imported where it is used: the window imports this module before torch
+    import torch
+    from torch import Tensor
 
 PREDICTION = "prediction"
 GROUND_TRUTH = "ground-truth"
@@ -77,6 +79,8 @@ class Region:
         return region_title(self.source)
 
     def tensor(self, device: torch.device | str = "cpu") -> Tensor:
+        import torch
+
         return torch.from_numpy(self.model).to(device)
 
 
@@ -159,6 +163,8 @@ def ground_truth_at_size(query_mask: Optional[np.ndarray], size: int,
     ``ignore`` set to the metrics' ignore index), or None without a ground truth."""
     if query_mask is None:
         return None
+    import torch
+
     from ..metrics.causal import IGNORE_INDEX
 
     gt = torch.from_numpy(resize_mask(np.asarray(query_mask, bool), (size, size))).long()

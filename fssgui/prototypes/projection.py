@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..models.scaleprotoseg import PROTOTYPE_FOLDER_ALIASES
+from ..models.scaleprotoseg_datasets import PROTOTYPE_FOLDER_ALIASES
 
 
 @dataclass

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..errors import ExplainError
-from ..models.scaleprotoseg import SCALE_DILATIONS, threshold_weights
+from ..models.scaleprotoseg_datasets import SCALE_DILATIONS
 from .projection import ProjectionMetadata
 
 #: the official group-weight threshold α (checkpoints named th-0.05-...)
@@ -112,6 +110,8 @@ def apply_threshold(weights: np.ndarray, threshold: Optional[float]) -> np.ndarr
     """Group weights below ``threshold`` -> 0, no renormalisation (``None`` or 0: unchanged)."""
     if not threshold:
         return weights
+    from ..models.scaleprotoseg import threshold_weights  # torch: this module is imported by the window
+
     return threshold_weights(weights, threshold)
 
 
@@ -136,15 +136,17 @@ class ScaleProtoSegRun:
         return int(self.image.shape[0]), int(self.image.shape[1])
 
 
-@torch.no_grad()
 def forward_image(model, image: np.ndarray, size: Optional[int] = None) -> tuple[Any, tuple[int, int]]:
     """``(ScaleProtoSegOutput, model input size)`` of ``model`` in eval mode on an RGB uint8 image,
     resized by the model's dataset policy (``size`` overrides it)."""
+    import torch
+
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ExplainError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
     model.eval()
     input_hw = tuple(model.input_size(image.shape[:2], size))
-    return model(model.preprocess(image, input_hw)), input_hw
+    with torch.no_grad():
+        return model(model.preprocess(image, input_hw)), input_hw
 
 
 def run_scaleprotoseg(
@@ -169,6 +171,9 @@ def run_scaleprotoseg(
 
 def upsample_logits_argmax(logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear (align_corners=False) upsampling of ``[C, h, w]`` logits, then argmax -> int32."""
+    import torch
+    import torch.nn.functional as F
+
     tensor = torch.from_numpy(np.ascontiguousarray(logits))[None]
     up = F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)[0]
     return up.argmax(dim=0).numpy().astype(np.int32)

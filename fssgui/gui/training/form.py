@@ -133,6 +133,7 @@ class TrainingForm(QWidget):
         self.device_combo = DevicePicker(pool, "CUDA when available, else the CPU",
                                          "torch reports no usable CUDA device on this machine: training runs on "
                                          "the CPU", sched_group)
+        self.device_combo.list_devices()
         row.addWidget(self.size_spin)
         row.addWidget(QLabel("Device"))
         row.addWidget(self.device_combo, 1)
