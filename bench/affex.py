@@ -26,6 +26,12 @@ Rows per K:
   "AffEx" figure, which also includes its forward);
 * ``affex|pred``: ``explain`` given an existing prediction with scores (what the GUI pays after a
   prediction; its memory is on top of the held prediction);
+* ``forward+replay`` (models with ``replays_scores``, e.g. DCAMA): ``predict(with_scores=True,
+  replay_scores=True)``, which keeps per level the smaller of the projections and the scores;
+* ``pred+affex``: R = the prediction as the pipeline runs it (``EpisodeRun``): the forward that keeps
+  the scores (replayable where the model replays them, else held), then AffEx given it, one call: its
+  peak is what explaining the prediction costs; ``pred(held)+affex`` the same with the scores held
+  (models that replay: the path before replaying, for the comparison in one run);
 * with ``--ablation-rows``: ``ablation`` = ``model.feature_ablation_weights`` alone (the part of
   ``affex|pred`` that reruns the head) and ``ablation(base)`` = the base class's
   ``FSSModel.feature_ablation_weights`` (L full head reruns) on the same prediction and R.
@@ -63,7 +69,8 @@ from _common import (  # noqa: E402
     tensor_peak_mib,
 )
 
-ROWS = ("forward", "forward+scores", "forward+stream", "affex", "affex|pred")  # +stream: streaming models
+ROWS = ("forward", "forward+scores", "forward+stream", "forward+replay", "affex", "affex|pred", "pred+affex",
+        "pred(held)+affex")  # +stream, +replay, (held): models that stream / replay their scores
 ABLATION_ROWS = ("ablation", "ablation(base)")  # with --ablation-rows
 
 
@@ -100,13 +107,30 @@ def _functions(model, batch, regions, explainer, prediction, ablation_size=None)
         with torch.no_grad():
             return model.predict(batch, with_scores=True, score_sink=drop)
 
-    functions = {"forward": forward, "forward+scores": forward_scores, "forward+stream": forward_stream}
+    replays = bool(getattr(model, "replays_scores", False))
+
+    def forward_replay():
+        with torch.no_grad():
+            return model.predict(batch, with_scores=True, replay_scores=True)
+
+    def predict_then_explain(region, replay):
+        with torch.no_grad():
+            kept = model.predict(batch, with_scores=True, **({"replay_scores": True} if replay else {}))
+        return explainer.explain(model, batch, region, prediction=kept)
+
+    functions = {"forward": forward, "forward+scores": forward_scores, "forward+stream": forward_stream,
+                 "forward+replay": forward_replay}
     if not getattr(model, "streams_scores", False):
         del functions["forward+stream"]
+    if not replays:
+        del functions["forward+replay"]
     for suffix, region in regions.items():
         functions["affex" + suffix] = lambda region=region: explainer.explain(model, batch, region)
         functions["affex|pred" + suffix] = lambda region=region: explainer.explain(
             model, batch, region, prediction=prediction)
+        functions["pred+affex" + suffix] = lambda region=region: predict_then_explain(region, replays)
+        if replays:
+            functions["pred(held)+affex" + suffix] = lambda region=region: predict_then_explain(region, False)
         if ablation_size is not None:
             for name, fn in _ablation_functions(model, region, ablation_size, prediction).items():
                 functions[name + suffix] = fn

@@ -386,35 +386,64 @@ def _small_matcher():
 
 @pytest.mark.parametrize("build", [_small_matcher, _small_dmtnet], ids=["matcher-effnet", "dmtnet"])
 def test_other_streaming_models(build, monkeypatch):
-    """The built-in matcher and DMTNet stream too: the sink gets every level once, in order, with
-    the scores ``with_scores`` returns, and no reference to them outlives the sink's call; AffEx
-    from the streamed forward equals AffEx from the returned scores (K = 2)."""
+    """The built-in matcher and DMTNet stream too: the sink gets every level, in order (DMTNet by
+    chunks of query rows within the budget, the matcher whole levels), with the scores
+    ``with_scores`` returns, and no reference to them outlives the sink's call; AffEx from the
+    streamed forward equals AffEx from the returned scores (K = 2). DMTNet also replays its scores
+    (from the correlation pyramids it holds anyway) to AffEx given its prediction."""
+    from fssgui.models import base
+
     model, size = build()
     assert model.streams_scores
     batch = _episode(2, seed=5, size=size)
     with torch.no_grad():
         scored = model.predict(batch, with_scores=True)
-    received: list[tuple[int, tuple[int, int]]] = []
-    refs: list[weakref.ref] = []
-    alive_at_next_level: list[bool] = []
+    budget = 4 * 2 * 17 * 17 * 50  # DMTNet at 136 px, K = 2: 50 query rows of its 17 x 17 levels
+    monkeypatch.setattr(base, "SCORE_CHUNK_BYTES", budget)
+    replays = bool(getattr(model, "replays_scores", False))
+    assert replays == (build is _small_dmtnet)
 
-    def sink(level: int, shape: tuple[int, int], start: int, scores: torch.Tensor) -> None:
-        alive_at_next_level.append(any(ref() is not None for ref in refs))
-        received.append((level, shape))
-        assert start == 0  # whole levels
-        torch.testing.assert_close(scores, scored.matching_scores[level], rtol=0, atol=0)
-        refs.append(weakref.ref(scores))
+    def collect(run):
+        received: dict[int, list[torch.Tensor]] = {}
+        order: list[tuple[int, tuple[int, int], int]] = []
+        refs: list[weakref.ref] = []
+        alive: list[bool] = []
 
-    with torch.no_grad():
-        streamed = model.predict(batch, with_scores=True, score_sink=sink)
-    assert received == list(enumerate(scored.level_shapes)) and len(received) == scored.num_levels > 0
-    assert not any(alive_at_next_level) and not any(ref() is not None for ref in refs)
+        def sink(level: int, shape: tuple[int, int], start: int, scores: torch.Tensor) -> None:
+            alive.append(any(ref() is not None for ref in refs))
+            assert start == sum(chunk.shape[1] for chunk in received.get(level, []))
+            assert start == 0 or 4 * scores.numel() <= budget
+            order.append((level, shape, start))
+            received.setdefault(level, []).append(scores.clone())
+            refs.append(weakref.ref(scores))
+
+        with torch.no_grad():
+            prediction = run(sink)
+        assert [level for level, _, _ in order] == sorted(level for level, _, _ in order)
+        assert [(level, shape) for level, shape, start in order if start == 0] == list(enumerate(scored.level_shapes))
+        assert not any(alive) and not any(ref() is not None for ref in refs)
+        for level, want in enumerate(scored.matching_scores):
+            torch.testing.assert_close(torch.cat(received[level], 1), want, rtol=0, atol=0)
+        return prediction, order
+
+    streamed, order = collect(lambda sink: model.predict(batch, with_scores=True, score_sink=sink))
+    assert len({level for level, _, _ in order}) == scored.num_levels > 0
+    assert (len(order) > scored.num_levels) == replays  # DMTNet's largest levels came in several chunks
     assert streamed.matching_scores is None and streamed.num_levels == scored.num_levels
     torch.testing.assert_close(streamed.logits, scored.logits, rtol=0, atol=0)
 
     sinks, _ = _own_forward_equals_given(model, batch, _region(size), AffinityExplainer(variant="signed"), scored,
                                          monkeypatch)
     assert sinks == [True]
+    if replays:
+        with torch.no_grad():
+            replayable = model.predict(batch, with_scores=True, replay_scores=True)
+        assert replayable.matching_scores is None and replayable.has_scores
+        collect(lambda sink: (replayable.score_replay(sink), replayable)[1])
+        collect(lambda sink: (replayable.score_replay(sink), replayable)[1])  # as often as asked
+        explainer = AffinityExplainer(variant="signed")
+        _assert_same(explainer.explain(model, batch, _region(size), prediction=replayable),
+                     explainer.explain(model, batch, _region(size), prediction=scored))
 
 
 def test_num_levels_without_scores():
@@ -479,3 +508,106 @@ def test_app_job_streams_when_r_is_known_before_the_forward(model, monkeypatch):
         assert np.array_equal(result.prediction.mask, plain.prediction.mask)
         np.testing.assert_allclose(result.prediction.probability, plain.prediction.probability, rtol=0, atol=1e-6)
         assert result.level_names == plain.level_names
+
+
+@pytest.mark.parametrize("shots", [1, 2])
+def test_replayed_scores_explain_as_held_ones(model, episodes, shots, monkeypatch):
+    """``predict(with_scores=True, replay_scores=True)`` keeps each level's projected queries and
+    keys, not its scores (far smaller), and replays the scores into a sink: in level and row order,
+    in the streaming chunks, the held scores' values, as often as asked. AffEx given such a
+    prediction runs no forward and equals AffEx given the held scores (R = the prediction: the
+    forward must come before R, and no score matrix is held through it)."""
+    from fssgui.models import base
+
+    batch = episodes[shots]
+    monkeypatch.setattr(base, "SCORE_CHUNK_BYTES", ROWS_OF_SEVEN)
+    with torch.no_grad():
+        held = model.predict(batch, with_scores=True)
+        replayable = model.predict(batch, with_scores=True, replay_scores=True)
+    assert replayable.matching_scores is None and replayable.has_scores and held.has_scores
+    assert replayable.num_levels == LEVELS and replayable.level_shapes == held.level_shapes
+    torch.testing.assert_close(replayable.logits, held.logits, rtol=0, atol=0)
+    # at S = 96 every level has more channels than positions: each keeps its scores (the
+    # projections are kept where they are smaller: test_score_replay_from_projections)
+    assert all(scores is not None for *_, scores, _ in replayable.score_replay.levels)
+
+    for _ in range(2):  # replayable again and again
+        calls = []
+        replayable.score_replay(lambda *call: calls.append((call[0], call[1], call[2], call[3].clone())))
+        assert [(level, start) for level, _, start, _ in calls] == sorted((level, start) for level, _, start, _ in calls)
+        assert all(4 * scores.numel() <= max(ROWS_OF_SEVEN, 4 * scores.shape[-1]) for *_, scores in calls)
+        for level, want in enumerate(held.matching_scores):
+            got = torch.cat([scores for index, _, _, scores in calls if index == level], 1)
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)
+
+    recorder = PredictRecorder(model)
+    monkeypatch.setattr(model, "predict", recorder)
+    explainer = AffinityExplainer(variant="signed")
+    replayed = explainer.explain(model, batch, _region(), prediction=replayable)
+    assert recorder.calls == []  # no forward: the given prediction's scores were replayed
+    _assert_same(replayed, explainer.explain(model, batch, _region(), prediction=held))
+    assert replayable.score_replay is not None  # a caller's prediction stays replayable
+
+
+def test_episode_run_keeps_replayable_scores_for_r_from_the_prediction(model, monkeypatch):
+    """The pipeline's R = the prediction on DCAMA: the forward keeps no score matrix
+    (``replay_scores``), and the explanation equals the one from held scores."""
+    import types
+
+    import numpy as np
+
+    from fssgui.episode import Episode, Support
+    from fssgui.models.registry import get_entry
+    from fssgui.pipeline import PREDICTION, EpisodeRun, LoadedModel, ModelSpec
+
+    entry = get_entry("dcama-resnet50")
+    monkeypatch.setattr(model, "entry", types.SimpleNamespace(name="dcama-test", input_size=SIZE,
+                                                              mean=entry.mean, std=entry.std))
+    rng = np.random.default_rng(7)
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[10:60, 20:80] = True
+    episode = Episode(query_image=rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8),
+                      supports=[Support(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8), mask)])
+    loaded = LoadedModel(ModelSpec("dcama-test", None, "cpu"), model, torch.device("cpu"))
+    explainer = AffinityExplainer(variant="signed")
+
+    def explain():
+        run = EpisodeRun(loaded, episode)
+        run.prediction(with_scores=True)
+        return run, run.explain(explainer, region=PREDICTION)
+
+    run, replayed = explain()
+    assert run.prediction().matching_scores is None and run.prediction().score_replay is not None
+    monkeypatch.setattr(model, "replays_scores", False)
+    run, held = explain()
+    assert len(run.prediction().matching_scores) == LEVELS
+    assert replayed.region is not None and np.array_equal(replayed.region, held.region)
+    np.testing.assert_allclose(np.stack(replayed.maps), np.stack(held.maps), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(replayed.level_weights, held.level_weights, rtol=0, atol=1e-6)
+
+
+def test_score_replay_from_projections():
+    """Where a level's projected queries and keys are smaller than its scores (the 1/8 levels at
+    DCAMA's 384 px), the replay keeps them and recomputes the scores chunk by chunk: the attention's
+    own head-mean scores, chunks in row order within the budget."""
+    from fssgui.models.base import score_chunk_rows
+    from fssgui.models.dcama import DCAMAScoreReplay, MaskAttention
+
+    torch.manual_seed(0)
+    block = MaskAttention(16, heads=8)  # C = 16 channels, 400 positions: projections 12800 < scores 160000
+    q = block.project_query(torch.randn(1, 400, 16))
+    k = block.project_support(torch.randn(1, 400, 16))
+    values = (torch.rand(1, 400) > 0.5).float()
+    held: list[torch.Tensor] = []
+    with torch.no_grad():
+        coarse = block.attend(q, k, values, lambda start, chunk: held.append(chunk.clone()))
+        replay = DCAMAScoreReplay(1)
+        assert replay.projections_are_smaller(q, k)
+        replay.keep_projections(block, q, k, (20, 20))
+        torch.testing.assert_close(block.attend(q, k, values), coarse, rtol=0, atol=0)
+    calls = []
+    replay(lambda *call: calls.append(call))
+    rows = score_chunk_rows(400, 1)
+    assert [start for _, _, start, _ in calls] == list(range(0, 400, rows))
+    assert all(level == 0 and shape == (20, 20) for level, shape, _, _ in calls)
+    torch.testing.assert_close(torch.cat([chunk for *_, chunk in calls], 1), held[0], rtol=1e-6, atol=1e-6)

@@ -350,7 +350,7 @@ class AffinityExplainer(Explainer):
         input_size = int(batch.query.shape[-1])
         size = self.size or input_size
         shots = batch.shots
-        own_prediction = prediction is None or prediction.matching_scores is None
+        own_prediction = prediction is None or not prediction.has_scores
         # one (u_R, u_1) pair per distinct level shape, shared by all levels of that shape
         adjoints: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
 
@@ -369,12 +369,14 @@ class AffinityExplainer(Explainer):
 
         contributions: list[Tensor] = []  # [K, h, w] per level (steps 1-2), small
         streamed_forward = own_prediction and bool(getattr(model, "streams_scores", False))
-        if streamed_forward:
+        replayed = not own_prediction and prediction.matching_scores is None
+        if streamed_forward or replayed:
             # streamed: the model hands over each level's scores as it computes them and keeps
             # none, so its forward never holds all the levels' score matrices at once. Each level
             # is reduced inside the sink, before the next level is computed, to its small
             # ``[K, h, w]`` contributions; the ``[K, E, E]`` level maps (step 3, cheap) are built
-            # after the forward, so they do not add to the forward's peak either
+            # after the forward, so they do not add to the forward's peak either. Replayed: the
+            # given prediction recomputes its scores into the same sink (see ``models.base``)
             region_e = region_at_size(region.to(batch.query.device), size)
             expected_levels = getattr(model, "num_levels", None)
             expected_levels = expected_levels if isinstance(expected_levels, int) and expected_levels > 0 else None
@@ -409,7 +411,10 @@ class AffinityExplainer(Explainer):
                     progress(min(index + 1, expected_levels) / (expected_levels + 1))
 
             with torch.no_grad():
-                prediction = model.predict(batch, with_scores=True, score_sink=sink)
+                if replayed:
+                    prediction.score_replay(sink)
+                else:
+                    prediction = model.predict(batch, with_scores=True, score_sink=sink)
             level_count = prediction.num_levels
             if pending is not None:
                 raise ExplainError(

@@ -29,6 +29,14 @@ Conventions
   the tensor if the memory is to be saved (AffEx reduces each chunk to two small sums inside the
   sink). Callers check ``getattr(model, "streams_scores", False)`` first; other models take no
   ``score_sink``. ``Prediction.num_levels`` is ``len(level_shapes)`` when no scores are held.
+* **Replaying the scores** (optional, for memory when the scores are wanted *after* the forward,
+  e.g. for R = the prediction): a model whose class sets ``replays_scores = True`` accepts
+  ``predict(..., with_scores=True, replay_scores=True)``. It then keeps what its scores are computed
+  from (DCAMA: each level's projected queries and keys, a fraction of the score matrices' size)
+  instead of the scores: ``matching_scores`` is ``None`` and ``Prediction.score_replay(sink)``
+  recomputes every level's scores and hands them to ``sink`` exactly as a streaming ``predict``
+  does (same order, same chunks), as often as asked. ``Prediction.has_scores`` is true for held
+  and for replayable scores.
 """
 from __future__ import annotations
 
@@ -86,6 +94,14 @@ class Prediction:
     level_shapes: Optional[list[tuple[int, int]]] = None  # (h, w) per level
     head: Optional[Callable[[Tensor], Tensor]] = None  # keep [N, L] -> logits [N, B, 2, S, S]
     extras: dict[str, Any] = field(default_factory=dict)
+    #: ``score_replay(sink)``: the scores recomputed into a sink (a model that replays them, see the
+    #: module docstring); None otherwise
+    score_replay: Optional[Callable[[ScoreSink], None]] = None
+
+    @property
+    def has_scores(self) -> bool:
+        """Whether the matching scores can be had from this prediction: held, or replayable."""
+        return self.matching_scores is not None or self.score_replay is not None
 
     @property
     def num_levels(self) -> int:

@@ -106,6 +106,18 @@ class MaskAttention(nn.Module):
     def _heads(self, x: Tensor) -> Tensor:
         return x.view(x.shape[0], x.shape[1], self.heads, self.d_k).transpose(1, 2)
 
+    @staticmethod
+    def concatenated_heads(x: Tensor) -> Tensor:
+        """Per-head ``[B, H, N, d_k]`` -> ``[B, N, H·d_k]`` (a view of the projection's output)."""
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+    def head_mean_scores(self, q_all: Tensor, k_all: Tensor, start: int, rows: int) -> Tensor:
+        """Query rows ``start .. start + rows - 1`` of the head-mean pre-softmax scores
+        ``[B, n, Ns]`` from the concatenated heads (``Σ_h q_h k_hᵀ = q kᵀ``): one product, only
+        this chunk written out."""
+        scale = 1.0 / math.sqrt(self.d_k)
+        return torch.matmul(q_all[:, start : start + rows], k_all.transpose(1, 2)).mul_(scale / self.heads)
+
     def attend(
         self,
         q: Tensor,
@@ -139,10 +151,9 @@ class MaskAttention(nn.Module):
             coarse = out[..., 0].mean(1)
             del v, out
             if take_scores is not None:
-                q_all = q.transpose(1, 2).reshape(b, nq, -1)  # [B, Nq, H·d_k]
-                k_all = k.transpose(1, 2).reshape(b, ns, -1).transpose(1, 2)  # [B, H·d_k, Ns]
+                q_all, k_all = self.concatenated_heads(q), self.concatenated_heads(k)
                 for start in range(0, nq, rows):
-                    take_scores(start, torch.matmul(q_all[:, start : start + rows], k_all).mul_(scale / heads))
+                    take_scores(start, self.head_mean_scores(q_all, k_all, start, rows))
             return coarse
         v = values.unsqueeze(-1).to(q.dtype)  # [B, Ns, 1]
         coarse = None
@@ -278,6 +289,42 @@ class DCAMADecoderCall:
         return self.model._head(self.level_coarse, self.skip, self.size, keep)
 
 
+class DCAMAScoreReplay:
+    """A forward's :attr:`Prediction.score_replay`: every level's head-mean scores handed to a score
+    sink (see ``base``) in chunks of query rows (:func:`score_chunk_rows`), as often as asked. Per
+    level it keeps the smaller of what gives them: the projected queries and keys, ``(Nq + K·Ns)·C``
+    values, from which each chunk is recomputed (the 1/8 levels of DCAMA-R50 at 384: 2.4 M values
+    against 5.3 M scores at K = 1, and 7 M against 27 M at K = 5), or the scores themselves (the
+    1/16 and 1/32 levels, whose channels outnumber their positions)."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        #: per level: (block, q [B, Nq, C], k [B, Ns, C], None, shape) or (None, None, None, scores, shape)
+        self.levels: list[tuple[Optional[MaskAttention], Optional[Tensor], Optional[Tensor], Optional[Tensor],
+                                tuple[int, int]]] = []
+
+    @staticmethod
+    def projections_are_smaller(q: Tensor, k: Tensor) -> bool:
+        """Whether a level's projections ``[B, H, N, d_k]`` hold fewer values than its scores."""
+        nq, ns, channels = q.shape[2], k.shape[2], q.shape[1] * q.shape[3]
+        return (nq + ns) * channels < nq * ns
+
+    def keep_projections(self, block: MaskAttention, q: Tensor, k: Tensor, shape: tuple[int, int]) -> None:
+        self.levels.append((block, block.concatenated_heads(q), block.concatenated_heads(k), None, shape))
+
+    def keep_scores(self, scores: Tensor, shape: tuple[int, int]) -> None:
+        self.levels.append((None, None, None, scores, shape))
+
+    def __call__(self, sink: ScoreSink) -> None:
+        with torch.no_grad():
+            for level, (block, q_all, k_all, scores, shape) in enumerate(self.levels):
+                nq, ns = (q_all.shape[1], k_all.shape[1]) if scores is None else scores.shape[1:]
+                rows = score_chunk_rows(ns, self.batch)
+                for start in range(0, nq, rows):
+                    sink(level, shape, start, block.head_mean_scores(q_all, k_all, start, rows) if scores is None
+                         else scores[:, start : start + rows])
+
+
 class DCAMA(FSSModel):
     """DCAMA adapter; its state dict is the official ``DCAMA`` module's."""
 
@@ -285,6 +332,9 @@ class DCAMA(FSSModel):
     #: ``predict(..., score_sink=...)`` hands each level's scores over as soon as they are computed
     #: and keeps none (AffEx's own forward then never holds the 13 score matrices at once)
     streams_scores = True
+    #: ``predict(..., with_scores=True, replay_scores=True)`` keeps per level the smaller of its
+    #: projected queries and keys and its scores, and replays the scores on demand (:class:`DCAMAScoreReplay`)
+    replays_scores = True
     #: buffers computed at construction that a checkpoint may omit (see checkpoints.py)
     computed_buffer_patterns = (
         r"^model\.pe\.\d+\.pe$",
@@ -385,9 +435,11 @@ class DCAMA(FSSModel):
         with_scores: bool = False,
         query_features: Any = None,
         score_sink: Optional[ScoreSink] = None,
+        replay_scores: bool = False,
     ) -> Prediction:
         """Logits ``[B, 2, S, S]``; with ``with_scores`` the head-averaged pre-softmax scores of
-        every matching level ``[B, h·w, K·h·w]`` (levels ordered like the backbone features).
+        every matching level ``[B, h·w, K·h·w]`` (levels ordered like the backbone features);
+        with ``replay_scores`` too, a :class:`DCAMAScoreReplay` instead (see ``base``).
 
         ``score_sink`` (implies ``with_scores``): each level's scores are passed to
         ``score_sink(level, (h, w), start, scores)`` right after its attention, in chunks of query
@@ -414,30 +466,48 @@ class DCAMA(FSSModel):
         level_coarse: list[Tensor] = []
         scores: list[Tensor] = []
         shapes: list[tuple[int, int]] = []
+        replay = DCAMAScoreReplay(b) if with_scores and replay_scores and score_sink is None else None
 
         def keep(start: int, chunk: Tensor) -> None:  # one call per level: all its rows at once
             scores.append(chunk)
 
+        # Each support map is let go as soon as it is read (a replay keeps the level's keys, as
+        # large, instead), and the two the skip term reads are reduced to it at once: the max over
+        # the shots, K times smaller (the 1/4 map of 5 shots at 384 px is 47 MB)
+        s0, s1 = self.stack_ids[0], self.stack_ids[1]
+        s4 = self._support_skip(sfeats[s0 - 1], b, k)
+        s8: Optional[Tensor] = None
+        sfeats[s0 - 1] = None
         for level, idx in enumerate(self.level_feature_ids):
             s_feat = sfeats[idx]
             assert s_feat is not None
+            sfeats[idx] = None
+            if idx == s1 - 1:
+                s8 = self._support_skip(s_feat, b, k)
             c, h, w = s_feat.shape[1:]
             blk = self.model.block_of(idx)
             q = expand_query_batch(qf.projected[level], b)  # one query for the B supports
             s_tokens = self.model.pe[blk](s_feat.view(b, k, c, h * w).transpose(2, 3))  # [B, K, N, C], PE per shot
+            del s_feat
             kk = self.model.DCAMA_blocks[blk].project_support(s_tokens.reshape(b, k * h * w, c))
+            del s_tokens
             values = resize_masks(masks, (h, w)).reshape(b, k * h * w)
             shapes.append((h, w))
             block = self.model.DCAMA_blocks[blk]
             if score_sink is not None:  # streamed by chunks of query rows (see ``attend``)
                 coarse = block.attend(q, kk, values, partial(score_sink, level, (h, w)), score_chunk_rows(k * h * w, b))
+            elif replay is not None and replay.projections_are_smaller(q, kk):  # scores recomputed when asked
+                coarse = block.attend(q, kk, values)
+                replay.keep_projections(block, q, kk, (h, w))
+            elif replay is not None:  # the level's scores are the smaller: kept
+                kept: list[Tensor] = []
+                coarse = block.attend(q, kk, values, lambda start, chunk: kept.append(chunk))
+                replay.keep_scores(kept[0], (h, w))
             else:
                 coarse = block.attend(q, kk, values, keep if with_scores else None)
             level_coarse.append(coarse.view(b, 1, h, w))
 
-        s0, s1 = self.stack_ids[0], self.stack_ids[1]
-        s8 = self._support_skip(sfeats[s1 - 1], b, k)
-        s4 = self._support_skip(sfeats[s0 - 1], b, k)
+        assert s8 is not None
         skip = self.model.skip_support(s8, s4) + qf.skip  # the query's part broadcast over B
         del sfeats
 
@@ -452,10 +522,11 @@ class DCAMA(FSSModel):
         }
         return Prediction(
             logits=logits,
-            matching_scores=scores if with_scores and score_sink is None else None,
+            matching_scores=scores if with_scores and score_sink is None and replay is None else None,
             level_shapes=shapes,
             head=head,
             extras=extras,
+            score_replay=replay,
         )
 
     @staticmethod

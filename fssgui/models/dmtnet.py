@@ -49,6 +49,7 @@ from ..errors import CancelledFn, ModelError, check_cancelled
 from .backbones import build_resnet, resnet_bottleneck_features
 from .base import (
     EpisodeTensors, FSSModel, Prediction, ScoreSink, expand_query_batch, foreground_mask, resize_logits, resize_masks,
+    score_chunk_rows,
 )
 from .hsnet_learner import HPNLearner, LearnerRun
 
@@ -139,8 +140,11 @@ class DMTNet(FSSModel):
     """DMTNet adapter (ResNet-50); its state dict is the official ``DMTNetwork``'s."""
 
     is_matching = True
-    #: ``predict(..., score_sink=...)`` hands each level's scores over one at a time (base.py)
+    #: ``predict(..., score_sink=...)`` hands each level's scores over by chunks of query rows (base.py)
     streams_scores = True
+    #: ``predict(..., with_scores=True, replay_scores=True)``: the scores are sums of the correlation
+    #: pyramids the prediction holds anyway (for the ablation reruns): rebuilt when asked, not held
+    replays_scores = True
     #: ablation reruns per learner call on an accelerator (rows that ablate the same pyramid group:
     #: at most 6); not measured on a GPU yet (bench/device_check.sh)
     ablation_chunk = 6
@@ -290,14 +294,17 @@ class DMTNet(FSSModel):
         with_scores: bool = False,
         query_features: Any = None,
         score_sink: Optional[ScoreSink] = None,
+        replay_scores: bool = False,
     ) -> Prediction:
         """See the module docstring for ``logits`` at K > 1.
 
         ``matching_scores``: 13 levels ``[B, h·w, K·h·w]`` = corr + bg_corr of each pyramid channel,
         shots concatenated on the support axis, ordered [3 × 13², 6 × 25², 4 × 50²] (AffEx order).
         With ``score_sink`` (streaming, see ``base``) each level's scores are built after the
-        forward, handed to the sink and dropped one at a time: only the correlation pyramids, which
-        the ablation reruns need anyway, are held, never the 13 sums at once.
+        forward by chunks of query rows, handed to the sink and dropped one at a time: only the
+        correlation pyramids, which the ablation reruns need anyway, are held, never a level's sum
+        (nor the shots joined). With ``replay_scores`` the same chunks are handed to any sink later,
+        as often as asked (:attr:`Prediction.score_replay`), and no sum is held either.
         ``extras``: ``shot_logits`` / ``bg_logits`` ``[K, B, 2, S, S]``, ``vote_mask`` ``[B, S, S]``
         bool, ``pseudo_similarity`` / ``pseudo_masks`` (per shot, 13 maps in backbone order), and
         ``shots`` (the per-shot :class:`ShotResult`, with the correlation pyramids).
@@ -330,10 +337,21 @@ class DMTNet(FSSModel):
             return per_shot[0] if k == 1 else torch.cat(per_shot, 2)
 
         groups_and_channels = [(g, j) for g in range(3) for j in range(LAYER_GROUPS[g])]
-        if score_sink is not None:
+
+        def replay(sink: ScoreSink) -> None:
+            """Every level's scores, by chunks of query rows, each the shots' sums of those rows."""
             for level, (g, j) in enumerate(groups_and_channels):
-                score_sink(level, tuple(int(v) for v in shapes[level]), 0, level_scores(g, j))
-        elif with_scores:
+                pairs = [(s.corr[g][:, j].flatten(3).flatten(1, 2), s.bg_corr[g][:, j].flatten(3).flatten(1, 2))
+                         for s in shots]
+                nq, ns = pairs[0][0].shape[1:]
+                rows = score_chunk_rows(k * ns, b)
+                for start in range(0, nq, rows):
+                    parts = [corr[:, start : start + rows] + bg[:, start : start + rows] for corr, bg in pairs]
+                    sink(level, tuple(int(v) for v in shapes[level]), start, parts[0] if k == 1 else torch.cat(parts, 2))
+
+        if score_sink is not None:
+            replay(score_sink)
+        elif with_scores and not replay_scores:
             scores = [level_scores(g, j) for g, j in groups_and_channels]
 
         def head(keep: Tensor) -> Tensor:
@@ -354,6 +372,7 @@ class DMTNet(FSSModel):
             level_shapes=[tuple(int(v) for v in s) for s in shapes],
             head=head,
             extras=extras,
+            score_replay=replay if with_scores and replay_scores and score_sink is None else None,
         )
 
     @staticmethod

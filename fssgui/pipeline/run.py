@@ -110,12 +110,15 @@ class EpisodeRun:
     # ---------------------------------------------------------------------------- predict
     def prediction(self, with_scores: bool = False):
         """The forward pass (cached); ``with_scores`` keeps the matching scores (AffEx on a given
-        prediction), recomputing once if the cached prediction holds none."""
+        prediction), recomputing once if the cached prediction has none. A model that replays its
+        scores keeps what they are computed from instead (``replay_scores``: no score matrix held,
+        AffEx streams them after the forward, memory 1.0x a forward)."""
         want = with_scores and bool(getattr(self.model, "is_matching", False))
-        if self._prediction is None or (want and self._prediction.matching_scores is None):
+        if self._prediction is None or (want and not self._prediction.has_scores):
+            options = {"replay_scores": True} if want and getattr(self.model, "replays_scores", False) else {}
             started = time.perf_counter()
             with torch.no_grad():
-                self._set_prediction(self.model.predict(self.batch, with_scores=want))
+                self._set_prediction(self.model.predict(self.batch, with_scores=want, **options))
             self._prediction_seconds = time.perf_counter() - started
         return self._prediction
 
