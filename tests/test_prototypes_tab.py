@@ -122,3 +122,21 @@ def test_prototype_errors_and_cancel_are_reported(qtbot, window, checkpoint, tmp
     panel.run_button.click()  # "Cancel"
     qtbot.waitUntil(lambda: panel.state is PanelState.IDLE and not window.device_worker.is_busy, timeout=30000)
     assert "cancelled" in panel.info_label.text() and panel.view.result is None
+
+
+def test_the_tab_is_built_when_first_shown_and_keeps_its_settings_until_then(make_window, checkpoint):
+    """The Prototypes tab (0.3 s of imports and widgets) is built only when it is first shown or its
+    panel first asked for; it then takes the window's query and the saved settings, and a window that
+    never built it leaves those settings as they were."""
+    window = make_window(proto_model=MODEL, proto_checkpoint=str(checkpoint), proto_size=64)
+    window.set_episode(make_episode(shots=1, size=(56, 72)))
+    assert window._proto_panel is None
+    window.store_settings()
+    assert (window.settings.proto_model, window.settings.proto_checkpoint) == (MODEL, str(checkpoint))
+    tabs = window.analysis.tabs
+    tabs.setCurrentIndex(next(i for i in range(tabs.count()) if tabs.tabText(i) == "Prototypes"))
+    panel = window._proto_panel
+    assert panel is not None and window.proto_panel is panel  # built by showing the tab, once
+    assert panel.model_name == MODEL and panel.checkpoint == str(checkpoint) and panel.size_spin.value() == 64
+    assert panel.query_image is window.query.image
+    assert panel.run_button.isEnabled()
