@@ -12,9 +12,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QWidget
 
 from ..pipeline.models import cuda_devices
-from .workers import JobHandle, WorkerPool
-
-_listing: Optional[JobHandle] = None  # the one listing job of this process
+from .workers import WorkerPool, once_per_process
 
 
 def _list_devices(ctx) -> list[tuple[str, str]]:
@@ -40,13 +38,7 @@ class DevicePicker(QComboBox):
 
     def list_devices(self) -> None:
         """Ask for the CUDA devices (once per process) and fill the picker when they arrive."""
-        global _listing
-        if _listing is None or (not _listing.running and _listing.result is None):
-            _listing = self.pool.submit(_list_devices, description="listing CUDA devices")
-        if _listing.running:
-            _listing.finished.connect(self._fill)
-        else:
-            self._fill(_listing.result)
+        once_per_process(self.pool, _list_devices, self._fill, "listing CUDA devices")
 
     def _fill(self, devices: Optional[list[tuple[str, str]]]) -> None:
         self.blockSignals(True)

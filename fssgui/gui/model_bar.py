@@ -17,14 +17,11 @@ from ..errors import FssguiError
 from ..pipeline import ModelSpec
 from ..pipeline import explainers as E
 from .device_picker import DevicePicker
-from .workers import JobHandle, WorkerPool
+from .workers import WorkerPool, once_per_process
 
 DEFAULT_EXPLAINER = "affex-signed"
 BROWSE = "__browse__"
 CHECKPOINT_FILTER = "Checkpoints (*.pt *.pth *.ckpt *.tar *.bin *.safetensors);;All files (*)"
-
-
-_describing: Optional[JobHandle] = None  # the one job of this process that describes the registry's explainers
 
 
 def _describe_explainers(ctx) -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -282,13 +279,7 @@ class ModelBar(QObject):
         once it is on screen): the CUDA devices, and the registry explainers' descriptions, once per
         process (until they arrive an explainer's tooltip is its name)."""
         self.device_combo.list_devices()
-        global _describing
-        if _describing is None or (not _describing.running and _describing.result is None):
-            _describing = self.pool.submit(_describe_explainers, description="describing the explainers")
-        if _describing.running:
-            _describing.finished.connect(self._set_descriptions)
-        else:
-            self._set_descriptions(_describing.result)
+        once_per_process(self.pool, _describe_explainers, self._set_descriptions, "describing the explainers")
 
     def _set_descriptions(self, descriptions: dict[str, tuple[str, tuple[str, ...]]]) -> None:
         self._descriptions = dict(descriptions or {})
@@ -296,13 +287,13 @@ class ModelBar(QObject):
 
     def explainer_summary(self, name: str) -> str:
         """``"name: what it does"`` (a registry explainer's once described; until then its name)."""
-        if name in self.factories or name not in self._descriptions:
-            return E.explainer_summary(name, self.factories) if name in self.factories else name
-        return self._descriptions[name][0]
+        if name in self.factories:
+            return E.explainer_summary(name, self.factories)
+        return self._descriptions.get(name, (name, ()))[0]
 
     def explainer_parameter_names(self, name: str) -> tuple[str, ...]:
         """The parameters explainer ``name`` accepts (empty until described, and for extra factories)."""
-        return self._descriptions.get(name, ("", ()))[1] if name not in self.factories else ()
+        return () if name in self.factories else self._descriptions.get(name, (name, ()))[1]
 
     def _describe_explainers(self) -> None:
         """The explainers' tooltips (the reason when unavailable, else the summary), the picker's

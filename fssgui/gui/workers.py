@@ -403,6 +403,24 @@ class WorkerPool(_Runner):
         self._executor.shutdown(wait=wait)
 
 
+_ONCE_PER_PROCESS: dict[Callable[..., Any], JobHandle] = {}
+
+
+def once_per_process(pool: WorkerPool, function: Callable[..., Any], callback: Callable[[Any], None],
+                     description: str = "") -> JobHandle:
+    """Run ``function(ctx)`` on ``pool`` once in this process (the CUDA list, the explainers'
+    descriptions: answers that do not change while it runs) and hand its result to ``callback``: now
+    if it is in, else when it arrives. A run that ended without a result is submitted again."""
+    handle = _ONCE_PER_PROCESS.get(function)
+    if handle is None or (not handle.running and handle.result is None):
+        handle = _ONCE_PER_PROCESS[function] = pool.submit(function, description=description)
+    if handle.running:
+        handle.finished.connect(callback)
+    else:
+        callback(handle.result)
+    return handle
+
+
 class LatestJob:
     """An owner's one current job of a kind: starting a new one discards the previous one, so a
     result that arrives late can never replace a newer one."""
