@@ -107,3 +107,25 @@ def test_every_catalogue_entry_names_code_that_exists():
         for function in (entry.builder, entry.loader, entry.extra.get("trainer")):
             if function is not None:
                 assert isinstance(function, LazyCallable) and callable(resolve_callable(function)), entry.name
+
+
+def test_the_background_starts_after_the_first_paint_or_at_the_latest_after_a_while(qtbot):
+    """``when_first_painted`` calls back once: after the window's first paint, or, for a window that
+    is never painted (mapped on another workspace), when the wait runs out."""
+    from PySide6.QtWidgets import QLabel, QMainWindow
+
+    from fssgui.gui.app import when_first_painted
+
+    shown, hidden = QMainWindow(), QMainWindow()
+    for window in (shown, hidden):
+        qtbot.addWidget(window)
+        window.setCentralWidget(QLabel("fssgui"))
+    calls = {"shown": 0, "hidden": 0}
+    when_first_painted(shown, lambda: calls.__setitem__("shown", calls["shown"] + 1), at_the_latest_ms=60000)
+    when_first_painted(hidden, lambda: calls.__setitem__("hidden", calls["hidden"] + 1), at_the_latest_ms=300)
+    shown.show()
+    qtbot.waitUntil(lambda: calls["shown"] == 1, timeout=5000)
+    qtbot.waitUntil(lambda: calls["hidden"] == 1, timeout=5000)  # never painted: the wait ran out
+    shown.update()
+    qtbot.wait(400)
+    assert calls == {"shown": 1, "hidden": 1}

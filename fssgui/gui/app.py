@@ -23,6 +23,8 @@ from typing import Optional
 
 SCREENSHOT_SIZE = (1600, 1000)
 SCREENSHOT_TIMEOUT_S = float(os.environ.get("FSSGUI_SCREENSHOT_TIMEOUT", "900"))
+#: the window's background work starts after its first paint, or this long after it is shown
+FIRST_PAINT_WAIT_MS = 3000
 
 
 def _application():
@@ -115,22 +117,32 @@ def run_gui(args) -> int:
     return int(app.exec())
 
 
-def when_first_painted(window, callback) -> None:
+def when_first_painted(window, callback, at_the_latest_ms: int = FIRST_PAINT_WAIT_MS) -> None:
     """Call ``callback`` once, from the event loop, after the first paint of ``window`` or of one of
-    its widgets (on X11 the window is exposed some time after ``show()``)."""
+    its widgets (on X11 the window is exposed some time after ``show()``), or ``at_the_latest_ms``
+    after this call if no paint came (a window mapped on another workspace is not painted)."""
     from PySide6.QtCore import QEvent, QObject, QTimer
     from PySide6.QtWidgets import QApplication, QWidget
 
     class FirstPaint(QObject):
-        def eventFilter(self, watched, event):  # noqa: N802 - Qt's name
-            if (event.type() == QEvent.Type.Paint and isinstance(watched, QWidget)
-                    and watched.window() is window):
+        def __init__(self) -> None:
+            super().__init__(window)
+            self.done = False
+            QTimer.singleShot(at_the_latest_ms, self, self.fire)
+
+        def fire(self) -> None:
+            if not self.done:
+                self.done = True
                 QApplication.instance().removeEventFilter(self)
-                QTimer.singleShot(0, callback)
+                callback()
+
+        def eventFilter(self, watched, event):  # noqa: N802 - Qt's name
+            if (not self.done and event.type() == QEvent.Type.Paint and isinstance(watched, QWidget)
+                    and watched.window() is window):
+                QTimer.singleShot(0, self, self.fire)
             return False
 
-    watcher = FirstPaint(window)
-    QApplication.instance().installEventFilter(watcher)
+    QApplication.instance().installEventFilter(FirstPaint())
 
 
 def _screenshot(app, window, path: Path) -> int:
