@@ -529,7 +529,7 @@ def test_replayed_scores_explain_as_held_ones(model, episodes, shots, monkeypatc
     torch.testing.assert_close(replayable.logits, held.logits, rtol=0, atol=0)
     # at S = 96 every level has more channels than positions: each keeps its scores (the
     # projections are kept where they are smaller: test_score_replay_from_projections)
-    assert all(scores is not None for *_, scores, _ in replayable.score_replay.levels)
+    assert all(level.scores is not None for level in replayable.score_replay.levels)
 
     for _ in range(2):  # replayable again and again
         calls = []

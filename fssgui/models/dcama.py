@@ -289,6 +289,28 @@ class DCAMADecoderCall:
         return self.model._head(self.level_coarse, self.skip, self.size, keep)
 
 
+@dataclass
+class KeptLevel:
+    """What a :class:`DCAMAScoreReplay` keeps of one level: its scores ``[B, Nq, Ns]``, or the
+    projected queries ``[B, Nq, C]`` and keys ``[B, Ns, C]`` that ``block`` computes them from."""
+
+    shape: tuple[int, int]
+    scores: Optional[Tensor] = None
+    block: Optional[MaskAttention] = None
+    q: Optional[Tensor] = None
+    k: Optional[Tensor] = None
+
+    @property
+    def columns(self) -> int:
+        return int(self.scores.shape[2] if self.scores is not None else self.k.shape[1])
+
+    def rows(self, start: int, count: int) -> Tensor:
+        """Query rows ``start .. start + count - 1`` of the level's scores."""
+        if self.scores is not None:
+            return self.scores[:, start : start + count]
+        return self.block.head_mean_scores(self.q, self.k, start, count)
+
+
 class DCAMAScoreReplay:
     """A forward's :attr:`Prediction.score_replay`: every level's head-mean scores handed to a score
     sink (see ``base``) in chunks of query rows (:func:`score_chunk_rows`), as often as asked. Per
@@ -299,9 +321,7 @@ class DCAMAScoreReplay:
 
     def __init__(self, batch: int) -> None:
         self.batch = batch
-        #: per level: (block, q [B, Nq, C], k [B, Ns, C], None, shape) or (None, None, None, scores, shape)
-        self.levels: list[tuple[Optional[MaskAttention], Optional[Tensor], Optional[Tensor], Optional[Tensor],
-                                tuple[int, int]]] = []
+        self.levels: list[KeptLevel] = []
 
     @staticmethod
     def projections_are_smaller(q: Tensor, k: Tensor) -> bool:
@@ -310,19 +330,17 @@ class DCAMAScoreReplay:
         return (nq + ns) * channels < nq * ns
 
     def keep_projections(self, block: MaskAttention, q: Tensor, k: Tensor, shape: tuple[int, int]) -> None:
-        self.levels.append((block, block.concatenated_heads(q), block.concatenated_heads(k), None, shape))
+        self.levels.append(KeptLevel(shape, block=block, q=block.concatenated_heads(q), k=block.concatenated_heads(k)))
 
     def keep_scores(self, scores: Tensor, shape: tuple[int, int]) -> None:
-        self.levels.append((None, None, None, scores, shape))
+        self.levels.append(KeptLevel(shape, scores=scores))
 
     def __call__(self, sink: ScoreSink) -> None:
         with torch.no_grad():
-            for level, (block, q_all, k_all, scores, shape) in enumerate(self.levels):
-                nq, ns = (q_all.shape[1], k_all.shape[1]) if scores is None else scores.shape[1:]
-                rows = score_chunk_rows(ns, self.batch)
-                for start in range(0, nq, rows):
-                    sink(level, shape, start, block.head_mean_scores(q_all, k_all, start, rows) if scores is None
-                         else scores[:, start : start + rows])
+            for level, kept in enumerate(self.levels):
+                rows = score_chunk_rows(kept.columns, self.batch)
+                for start in range(0, kept.shape[0] * kept.shape[1], rows):
+                    sink(level, kept.shape, start, kept.rows(start, rows))
 
 
 class DCAMA(FSSModel):

@@ -330,29 +330,28 @@ class DMTNet(FSSModel):
         logits = shot_logits[0] if k == 1 else shot_logits.mean(0)
         vote_mask = self.vote(shot_logits)
         scores = None
-        shapes = [tuple(shots[0].corr[g].shape[2:4]) for g in range(3) for _ in range(LAYER_GROUPS[g])]
-
-        def level_scores(g: int, j: int) -> Tensor:
-            per_shot = [(s.corr[g][:, j] + s.bg_corr[g][:, j]).flatten(3).flatten(1, 2) for s in shots]
-            return per_shot[0] if k == 1 else torch.cat(per_shot, 2)
-
+        shapes = [tuple(int(v) for v in shots[0].corr[g].shape[2:4]) for g in range(3) for _ in range(LAYER_GROUPS[g])]
         groups_and_channels = [(g, j) for g in range(3) for j in range(LAYER_GROUPS[g])]
 
+        def level_rows(g: int, j: int, start: int, rows: int) -> Tensor:
+            """Query rows ``start .. start + rows - 1`` of level (g, j)'s scores: corr + bg_corr of
+            each shot, the shots joined on the support axis."""
+            parts = [s.corr[g][:, j].flatten(3).flatten(1, 2)[:, start : start + rows]
+                     + s.bg_corr[g][:, j].flatten(3).flatten(1, 2)[:, start : start + rows] for s in shots]
+            return parts[0] if k == 1 else torch.cat(parts, 2)
+
         def replay(sink: ScoreSink) -> None:
-            """Every level's scores, by chunks of query rows, each the shots' sums of those rows."""
+            """Every level's scores, by chunks of query rows."""
             for level, (g, j) in enumerate(groups_and_channels):
-                pairs = [(s.corr[g][:, j].flatten(3).flatten(1, 2), s.bg_corr[g][:, j].flatten(3).flatten(1, 2))
-                         for s in shots]
-                nq, ns = pairs[0][0].shape[1:]
-                rows = score_chunk_rows(k * ns, b)
-                for start in range(0, nq, rows):
-                    parts = [corr[:, start : start + rows] + bg[:, start : start + rows] for corr, bg in pairs]
-                    sink(level, tuple(int(v) for v in shapes[level]), start, parts[0] if k == 1 else torch.cat(parts, 2))
+                h, w = shapes[level]
+                rows = score_chunk_rows(k * h * w, b)
+                for start in range(0, h * w, rows):
+                    sink(level, (h, w), start, level_rows(g, j, start, rows))
 
         if score_sink is not None:
             replay(score_sink)
         elif with_scores and not replay_scores:
-            scores = [level_scores(g, j) for g, j in groups_and_channels]
+            scores = [level_rows(g, j, 0, h * w) for (g, j), (h, w) in zip(groups_and_channels, shapes)]
 
         def head(keep: Tensor) -> Tensor:
             outs = [self._learner_rerun(s, keep, size, bg=False) for s in shots]  # K x [N, B, 2, S, S]
@@ -369,7 +368,7 @@ class DMTNet(FSSModel):
         return VotedPrediction(
             logits=logits,
             matching_scores=scores,
-            level_shapes=[tuple(int(v) for v in s) for s in shapes],
+            level_shapes=shapes,
             head=head,
             extras=extras,
             score_replay=replay if with_scores and replay_scores and score_sink is None else None,
