@@ -130,12 +130,12 @@ def test_the_tab_is_built_when_first_shown_and_keeps_its_settings_until_then(mak
     never built it leaves those settings as they were."""
     window = make_window(proto_model=MODEL, proto_checkpoint=str(checkpoint), proto_size=64)
     window.set_episode(make_episode(shots=1, size=(56, 72)))
-    assert window._proto_panel is None
+    assert window.prototypes_tab.widget is None
     window.store_settings()
     assert (window.settings.proto_model, window.settings.proto_checkpoint) == (MODEL, str(checkpoint))
     tabs = window.analysis.tabs
     tabs.setCurrentIndex(next(i for i in range(tabs.count()) if tabs.tabText(i) == "Prototypes"))
-    panel = window._proto_panel
+    panel = window.prototypes_tab.widget
     assert panel is not None and window.proto_panel is panel  # built by showing the tab, once
     assert panel.model_name == MODEL and panel.checkpoint == str(checkpoint) and panel.size_spin.value() == 64
     assert panel.query_image is window.query.image

@@ -11,6 +11,22 @@ from ..pipeline import ExplanationResult
 from .heatmap_view import CompareView, DisplayControls, DisplaySettings, HeatmapViewer, LevelView
 
 
+class LazyTab:
+    """A tab's widget, built once when first needed (:meth:`AnalysisPanel.add_lazy_tab`);
+    ``widget`` is None until then."""
+
+    def __init__(self, area: QScrollArea, build: Callable[[], QWidget]) -> None:
+        self.area, self._build = area, build
+        self.widget: Optional[QWidget] = None
+
+    def realise(self) -> QWidget:
+        """The widget, built now if it was not."""
+        if self.widget is None:
+            self.widget = self._build()
+            self.area.setWidget(self.widget)
+        return self.widget
+
+
 class AnalysisPanel(QWidget):
     """The display settings and the tabs; :meth:`show_result` puts an explanation in every view."""
 
@@ -42,25 +58,18 @@ class AnalysisPanel(QWidget):
             self.tabs.addTab(widget, title)
         return widget
 
-    def add_lazy_tab(self, title: str, build: Callable[[], QWidget]) -> Callable[[], QWidget]:
-        """A tab whose widget ``build()`` makes the first time the tab is shown or the returned
-        function is called (which returns the widget, built once): for a tab most sessions never
-        open, whose imports and construction would otherwise delay the window's first paint."""
+    def add_lazy_tab(self, title: str, build: Callable[[], QWidget]) -> "LazyTab":
+        """A tab whose widget ``build()`` makes the first time the tab is shown or
+        :meth:`LazyTab.realise` is called: for a tab most sessions never open, whose imports and
+        construction would otherwise delay the window's first paint."""
         area = QScrollArea(self)
         area.setWidgetResizable(True)
         area.setFrameShape(QFrame.Shape.NoFrame)
         area.setWidget(QWidget())
         index = self.tabs.addTab(area, title)
-        built: list[QWidget] = []
-
-        def realise() -> QWidget:
-            if not built:
-                built.append(build())
-                area.setWidget(built[0])
-            return built[0]
-
-        self.tabs.currentChanged.connect(lambda current: realise() if current == index else None)
-        return realise
+        tab = LazyTab(area, build)
+        self.tabs.currentChanged.connect(lambda current: tab.realise() if current == index else None)
+        return tab
 
     def show_result(self, result: ExplanationResult, images: list[np.ndarray], masks: list[np.ndarray],
                     stale: str = "") -> None:

@@ -100,8 +100,7 @@ class MainWindow(QMainWindow):
         self.analysis = AnalysisPanel(self)
         self.playback_widget = self.analysis.add_tab(PlaybackWidget(self.device_worker, self.files, self.compute),
                                                      "Insertion / deletion")
-        self._proto_panel = None
-        self._realise_prototypes = self.analysis.add_lazy_tab("Prototypes", self._build_prototypes)
+        self.prototypes_tab = self.analysis.add_lazy_tab("Prototypes", self._build_prototypes)
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
         for widget, stretch in ((self.support_panel, 0), (self.query, 1), (self.analysis, 1)):
             splitter.addWidget(widget)
@@ -194,7 +193,7 @@ class MainWindow(QMainWindow):
     def proto_panel(self):
         """The Prototypes tab's :class:`~fssgui.gui.prototypes.panel.PrototypePanel`, built when
         the tab is first shown or the panel first asked for."""
-        return self._realise_prototypes()
+        return self.prototypes_tab.realise()
 
     def _build_prototypes(self):
         # imported and built on first use: about 0.3 s that would delay the first paint of every
@@ -208,7 +207,6 @@ class MainWindow(QMainWindow):
                                                       + (f" to {Path(files[0]).parent}" if files else "")))
         panel.apply_settings(self.settings)
         panel.set_query(self.query.image)
-        self._proto_panel = panel
         return panel
 
     def add_analysis_tab(self, widget: QWidget, title: str) -> QWidget:
@@ -237,8 +235,8 @@ class MainWindow(QMainWindow):
         self.edit_tools.set_mask_opacity(self.query.mask_opacity.value())
         self.edit_tools.apply_to_canvases()
         self.analysis.heatmap_view.clear()
-        if self._proto_panel is not None:
-            self._proto_panel.set_query(image)
+        if self.prototypes_tab.widget is not None:
+            self.prototypes_tab.widget.set_query(image)
         self.edits.new_episode(dirty)
         self.update_title()
         self.actions.update()
@@ -448,8 +446,8 @@ class MainWindow(QMainWindow):
         self.query.mask_opacity.setValue(round(s.mask_opacity * 100))
         self.edit_tools.set_mask_opacity(round(s.mask_opacity * 100))
         self.edit_tools.set_tool(self.edit_tools.tool)
-        if self._proto_panel is not None:
-            self._proto_panel.apply_settings(s)
+        if self.prototypes_tab.widget is not None:
+            self.prototypes_tab.widget.apply_settings(s)
         if s.window_geometry:
             self.restoreGeometry(QByteArray.fromBase64(s.window_geometry.encode()))
         if s.window_state:
@@ -462,8 +460,8 @@ class MainWindow(QMainWindow):
         s.brush_size = int(self.edit_tools.brush_spin.value())
         s.eraser_size = int(self.edit_tools.eraser_spin.value())
         s.mask_opacity = self.query.mask_opacity.value() / 100.0
-        if self._proto_panel is not None:
-            self._proto_panel.store_settings(s)
+        if self.prototypes_tab.widget is not None:
+            self.prototypes_tab.widget.store_settings(s)
         s.window_geometry = bytes(self.saveGeometry().toBase64()).decode()
         s.window_state = bytes(self.saveState().toBase64()).decode()
         try:

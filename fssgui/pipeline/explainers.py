@@ -79,12 +79,10 @@ def model_specific_explainers() -> dict[str, tuple[str, ...]]:
 def explainer_needs_matching(name: str, factories: Optional[dict[str, ExplainerFactory]] = None) -> bool:
     """Whether explainer ``name`` needs matching scores (AffEx), without running anything (a
     registry explainer is not even imported; one of ``factories`` is built to ask it)."""
-    if not (factories and name in factories):
-        from ..explain.registry import EXPLAINER_NAMES
-        from ..explain.registry import explainer_needs_matching as registered_needs_matching
+    from ..explain import registry
 
-        if name in EXPLAINER_NAMES:
-            return registered_needs_matching(name)
+    if not (factories and name in factories) and name in registry.EXPLAINER_NAMES:
+        return registry.explainer_needs_matching(name)
     try:
         explainer = make_explainer(name, {}, factories)
     except Exception:  # noqa: BLE001 - an explainer that cannot be built: its own error shows at run time
