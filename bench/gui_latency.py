@@ -23,7 +23,9 @@ stalls longer than MS and prints where they were spent.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import os
+import pstats
 import sys
 import tempfile
 import time
@@ -177,6 +179,10 @@ def main(argv=None) -> int:
     parser.add_argument("--proto-size", type=int, default=129, help="ScaleProtoSeg input size")
     parser.add_argument("--trace", type=float, default=0.0, metavar="MS",
                         help="sample the GUI thread's stack during stalls longer than MS and print the commonest")
+    parser.add_argument("--profile", metavar="TEXT", default="",
+                        help="profile the GUI thread (cProfile) during the actions whose name contains TEXT and "
+                             "print its costliest functions (cumulative time; the C++ work of Qt shows under the "
+                             "Python call that entered it)")
     args = parser.parse_args(argv)
 
     import torch
@@ -197,15 +203,22 @@ def main(argv=None) -> int:
         run_loop_until(app, lambda: True)  # settle
         app.processEvents()
         meter.reset()
+        profiler = cProfile.Profile() if args.profile and args.profile in name else None
         started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
         action()
         app.processEvents()
+        if profiler is not None:
+            profiler.disable()
         meter._tick()
         seconds = time.perf_counter() - started
         results.append((name, meter.worst * 1000.0, meter.worst_cpu * 1000.0, seconds))
         print(f"  {name:<36} {meter.worst * 1000:8.1f} {meter.worst_cpu * 1000:8.1f} {seconds:8.2f}", flush=True)
         for stack, count in sorted(meter.samples.items(), key=lambda item: -item[1])[:4]:
             print(f"      {count:4d} x {stack}")
+        if profiler is not None:
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
 
     started = time.perf_counter()
     window = MainWindow(Settings(), autosave=Autosave(scratch / "autosave"), unattended=True)

@@ -101,10 +101,11 @@ def episode():
 
 
 def explain(loaded, episode, method: str, params: dict, at: int = 0):
-    """``(steps, result or None)``: the job on a fresh run, cancelled when step ``at`` starts."""
+    """``(steps, result or None)``: the job on a fresh run, cancelled when step ``at`` starts (the
+    model under a new ``LoadedModel``: an explanation it remembers would be taken without a step)."""
     steps = Steps(loaded.model, at)
     try:
-        run = EpisodeRun(loaded, episode)
+        run = EpisodeRun(LoadedModel(loaded.spec, loaded.model, loaded.device), episode)
         try:
             return steps, run.explain(method, params, GROUND_TRUTH, cancelled=steps.cancelled)
         except Cancelled:

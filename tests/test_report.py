@@ -290,6 +290,22 @@ def test_report_html_numbers_are_the_summary_numbers(written, report_inputs):
     assert digest in written.html.read_text()
 
 
+def test_a_method_that_took_another_ones_levels_says_so(report_inputs):
+    """An AffEx variant made from another variant's level maps and weights (no forward or ablation of
+    its own) shows which one next to its time, in the summary and on the page."""
+    import dataclasses
+
+    good = report_inputs.methods[0]
+    inputs = dataclasses.replace(report_inputs, methods=[good, dataclasses.replace(
+        good, name="good-signed", seconds=0.01, levels_from="good")])
+    summary = R.build_summary(inputs)
+    assert summary["methods"]["good-signed"]["levels_from"] == "good"
+    assert "levels_from" not in summary["methods"]["good"]
+    parser = _KeyedValues()
+    parser.feed(R.render_html(summary, {}))
+    assert ("/methods/good-signed/levels_from", "good") in parser.values
+
+
 def test_report_html_is_self_contained(written):
     parser = _KeyedValues()
     text = written.html.read_text()

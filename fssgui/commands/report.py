@@ -166,8 +166,8 @@ def run(args) -> int:
         prediction=run.predicted().mask,
         region=region.image,
         region_source=region.source,
-        methods=[R.MethodResult(name, e.maps, e.signed, e.params, e.seconds, e.level_weights, e.level_names)
-                 for name, e in explanations.items()],
+        methods=[R.MethodResult(name, e.maps, e.signed, e.params, e.seconds, e.level_weights, e.level_names,
+                                e.levels_from) for name, e in explanations.items()],
         curves=curves,
         checkpoint=args.checkpoint,
         measure=args.measure,

@@ -48,7 +48,8 @@ Variants and the sign convention:
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -288,6 +289,17 @@ def aggregate(
 
 
 # ---------------------------------------------------------------------------------- explainer
+@dataclass
+class AffexLevels:
+    """What the three variants share: the level maps ``[L, K, E, E]``, the level weights ``[L]``,
+    the level names, and the forward AffEx ran itself (None when it was given a prediction)."""
+
+    maps: Tensor
+    weights: Tensor
+    names: list[str]
+    prediction: Optional[Any] = None
+
+
 class AffinityExplainer(Explainer):
     """AffEx Unmasked / Masked / Signed; see the module docstring for the pipeline."""
 
@@ -345,6 +357,30 @@ class AffinityExplainer(Explainer):
         progress: ProgressFn = None,
         cancelled: CancelledFn = None,
     ) -> Attribution:
+        levels = self.levels(model, batch, region, prediction=prediction, progress=progress, cancelled=cancelled)
+        attribution = self.from_levels(levels.maps, levels.weights, levels.names, batch)
+        attribution.prediction = levels.prediction
+        if progress is not None:
+            progress(1.0)
+        return attribution
+
+    def levels_key(self, input_size: int) -> tuple:
+        """What :meth:`levels` depends on besides the model, the episode and R: two explainers with
+        the same key (the three variants with equal settings) give the same levels."""
+        return ("affex-levels", self.size or int(input_size), self.mode, self.use_softmax, self.aggregation)
+
+    def levels(
+        self,
+        model,
+        batch,
+        region: Tensor,
+        *,
+        prediction=None,
+        progress: ProgressFn = None,
+        cancelled: CancelledFn = None,
+    ) -> "AffexLevels":
+        """Everything before the variant (the forward or the given prediction's scores, the level
+        maps, the level weights): shared by the three variants, see :meth:`from_levels`."""
         if batch.batch_size != 1:
             raise ExplainError(f"AffEx explains one episode at a time (got a batch of {batch.batch_size})")
         input_size = int(batch.query.shape[-1])
@@ -469,18 +505,25 @@ class AffinityExplainer(Explainer):
         assert level_maps is not None
         check_cancelled(cancelled)
         weights = self._level_weights(model, prediction, region_e, size, level_count, cancelled)
+        names = prediction.extras.get("level_names") if prediction.extras else None
+        if not names or len(names) != level_count:
+            names = [f"level {i} ({h}x{w})" for i, (h, w) in enumerate(prediction.level_shapes)]
+        return AffexLevels(level_maps.float(), weights.float(), list(names),
+                           prediction if streamed_forward else None)
+
+    def from_levels(self, level_maps: Tensor, weights: Tensor, names: Optional[list[str]], batch) -> Attribution:
+        """This variant's maps from the levels (:meth:`levels`, or those of another variant with the
+        same :meth:`levels_key`): the weighted sum, the min-max and the variant's masking. Cheap."""
+        input_size = int(batch.query.shape[-1])
+        device = batch.support_masks.device
+        level_maps, weights = level_maps.to(device), weights.to(device)
         out, zero_level = aggregate(
             level_maps, weights, batch.support_masks[0], self.variant, input_size,
             self.blur_kernel_size, self.blur_sigma,
         )
-        if progress is not None:
-            progress(1.0)
-        params = self.params(size)
+        params = self.params(int(level_maps.shape[-1]))
         if zero_level is not None:
             params["zero_level"] = zero_level
-        names = prediction.extras.get("level_names") if prediction.extras else None
-        if not names or len(names) != level_count:
-            names = [f"level {i} ({h}x{w})" for i, (h, w) in enumerate(prediction.level_shapes)]
         return Attribution(
             maps=out.float().contiguous(),
             method=self.name,
@@ -488,8 +531,7 @@ class AffinityExplainer(Explainer):
             signed=self.signed,
             level_maps=level_maps.float(),
             level_weights=weights.float(),
-            level_names=list(names),
-            prediction=prediction if streamed_forward else None,
+            level_names=None if names is None else list(names),
         )
 
     def _level_weights(self, model, prediction, region_e: Tensor, size: int, level_count: int,

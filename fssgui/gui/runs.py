@@ -211,7 +211,8 @@ class RunController(QObject):
         self.last_result = result
         w.analysis.show_result(result, images, masks,
                                "the inputs were edited while this was computed (Ctrl+E to rerun)" if stale else "")
-        w.log(f"{result.label}: {result.seconds:.1f} s on {result.device}")
+        shared = f" (the level maps and weights of {result.levels_from}: no forward or ablation)" if result.levels_from else ""
+        w.log(f"{result.label}: {result.seconds:.1f} s on {result.device}{shared}")
         self.resultShown.emit(result)
 
     def run_pipeline(self) -> Optional[JobHandle]:

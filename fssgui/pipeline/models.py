@@ -14,7 +14,7 @@ import ctypes
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..models.registry import TASK_FSS, TASK_SEMSEG, build_model, resolve_device
@@ -39,6 +39,26 @@ class ModelSpec:
         return self.device in (None, "auto")
 
 
+class LatestLevels:
+    """The latest explanation by levels (AffEx) made with one loaded model, under the key of what
+    its levels depend on (see :meth:`EpisodeRun.explain`): one entry, so the other variants of the
+    explanation a person is looking at cost no forward and no ablation, and nothing else is kept.
+    It holds the :class:`ExplanationResult`'s own arrays (no copy)."""
+
+    def __init__(self) -> None:
+        self.key: Optional[str] = None
+        self.result: Any = None  # fssgui.pipeline.results.ExplanationResult
+
+    def get(self, key: str):
+        return self.result if key and key == self.key else None
+
+    def put(self, key: str, result) -> None:
+        self.key, self.result = key, result
+
+    def clear(self) -> None:
+        self.key = self.result = None
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A built model in eval mode, the device it is on, and the spec it was built from."""
@@ -46,6 +66,7 @@ class LoadedModel:
     spec: ModelSpec
     model: Any  # fssgui.models.base.FSSModel
     device: torch.device
+    latest_levels: LatestLevels = field(default_factory=LatestLevels, compare=False, repr=False)
 
     @classmethod
     def wrap(cls, model, checkpoint: Optional[str] = None) -> "LoadedModel":

@@ -59,6 +59,9 @@ class ExplanationResult:
     level_names: Optional[list[str]] = None
     label: str = ""  # filled by the window: "#3 affex-signed, R = prediction"
     notes: list[str] = field(default_factory=list)
+    #: the method whose level maps and weights this explanation took (another AffEx variant of the
+    #: same R: no forward or ablation of its own, ``seconds`` is only its aggregation); "" otherwise
+    levels_from: str = ""
 
     @property
     def region(self) -> np.ndarray:
@@ -81,6 +84,8 @@ class ExplanationResult:
         if self.level_weights is not None:
             summary["level_names"] = self.level_names
             summary["level_weights"] = [float(w) for w in self.level_weights]
+        if self.levels_from:
+            summary["levels_from"] = self.levels_from
         return summary
 
 

@@ -10,6 +10,13 @@ Streaming: when R is known before the forward (ground truth, brushed, stored, a 
 predicted yet, and an explainer that can run its own forward streaming the matching scores (AffEx)
 meets a model that streams them (DCAMA), the explainer runs the forward itself and the scores are
 never all held; its prediction becomes this run's prediction.
+
+AffEx variants: what AffEx computes before its variant (the forward, the level maps, the level
+weights) depends on the inputs, R and a few settings only (``levels_key``). The loaded model keeps
+the latest such explanation (:class:`~fssgui.pipeline.models.LatestLevels`, one entry), so the other
+variants of the same R (Unmasked, Masked, Signed, another blur) are made from its levels
+(``from_levels``) with no forward or ablation, in this run or a later one (the app makes a run per
+job); such a result names its source in ``levels_from``.
 """
 from __future__ import annotations
 
@@ -222,6 +229,12 @@ class EpisodeRun:
                 self.prediction(with_scores=needs_scores)  # R needs the forward: keep its scores
                 streams = False
             region = self.region(region, mask)
+        levels_key = self._levels_key(explainer, region)
+        shared = self.loaded.latest_levels.get(levels_key)
+        if shared is not None:
+            return self._explain_from_levels(explainer, shared, region, started, progress)
+        if levels_key:
+            self.loaded.latest_levels.clear()  # its arrays must not add to this explanation's peak
         if not streams:
             self.prediction(with_scores=needs_scores)
         check_cancelled(cancelled)
@@ -240,7 +253,33 @@ class EpisodeRun:
             self._set_prediction(attribution.prediction)
             self._prediction_seconds = time.perf_counter() - started
             attribution.prediction = None
-        return self._explanation(explainer, attribution, region, time.perf_counter() - started)
+        result = self._explanation(explainer, attribution, region, time.perf_counter() - started)
+        if levels_key and result.level_maps is not None and result.level_weights is not None:
+            self.loaded.latest_levels.put(levels_key, result)
+        return result
+
+    def _levels_key(self, explainer, region: R.Region) -> str:
+        """The key of what an explainer by levels (``levels_key``, ``from_levels``: AffEx) computes
+        before its variant: these inputs, R and its settings; "" for other explainers and for runs
+        without an episode."""
+        levels_key = getattr(explainer, "levels_key", None)
+        if levels_key is None or not hasattr(explainer, "from_levels"):
+            return ""
+        return self.key(region.model, *levels_key(self.size))
+
+    def _explain_from_levels(self, explainer, shared: ExplanationResult, region: R.Region, started: float,
+                             progress: ProgressFn) -> ExplanationResult:
+        """Another variant of the latest explanation's levels (same inputs, R and settings): no
+        forward, no ablation. Its prediction is this run's (the same inputs gave it)."""
+        if self._result is None:
+            self._result = shared.prediction
+        attribution = explainer.from_levels(torch.from_numpy(shared.level_maps), torch.from_numpy(shared.level_weights),
+                                            shared.level_names, self.batch)
+        if progress is not None:
+            progress(1.0)
+        result = self._explanation(explainer, attribution, region, time.perf_counter() - started)
+        result.levels_from = shared.levels_from or shared.method
+        return result
 
     def _explanation(self, explainer, attribution, region: R.Region, seconds: float) -> ExplanationResult:
         model_maps = attribution.maps.detach().float().cpu().numpy()

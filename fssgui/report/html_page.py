@@ -123,6 +123,8 @@ def render_html(summary: Mapping[str, Any], figures: Mapping[str, tuple[str, int
     for method, info in s["methods"].items():
         params = ", ".join(_param_html(h, s, method, k, v) for k, v in info["params"].items())
         seconds = h.num(s, "methods", method, "seconds", digits=2) if "seconds" in info else "n/a"
+        if info.get("levels_from"):
+            seconds += f" (levels of {h.num(s, 'methods', method, 'levels_from')})"
         h.add(f"<tr><td>{h.esc(method)}</td><td>{h.num(s, 'methods', method, 'signed')}</td>"
               f"<td>{params or '(defaults)'}</td><td class=\"n\">{seconds}</td></tr>")
     h.add("</table>")

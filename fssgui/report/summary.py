@@ -30,6 +30,7 @@ class MethodResult:
     seconds: Optional[float] = None
     level_weights: Optional[np.ndarray] = None
     level_names: Optional[list[str]] = None
+    levels_from: str = ""  # the method whose levels it took (``ExplanationResult.levels_from``)
 
     @property
     def zero_level(self) -> Optional[float]:
@@ -96,6 +97,8 @@ def build_summary(inputs: ReportInputs) -> dict[str, Any]:
         entry: dict[str, Any] = {"signed": bool(m.signed), "params": _json_safe(m.params)}
         if m.seconds is not None:
             entry["seconds"] = float(m.seconds)
+        if m.levels_from:
+            entry["levels_from"] = m.levels_from
         if m.level_weights is not None:
             weights = np.asarray(m.level_weights, np.float64).ravel()
             names = list(m.level_names) if m.level_names else [f"level {i}" for i in range(len(weights))]
