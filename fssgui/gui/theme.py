@@ -17,6 +17,7 @@ least 3:1 (WCAG's ratio for graphics). Exported PNGs and reports keep their own 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -143,9 +144,16 @@ class PlotColours:
 
 def readable_colour(colour: QColor, background: QColor, min_ratio: float) -> QColor:
     """``colour`` blended towards white (dark background) or black (light background), as little
-    as needed for a contrast ratio of at least ``min_ratio`` with ``background``: the hue stays."""
+    as needed for a contrast ratio of at least ``min_ratio`` with ``background``: the hue stays.
+    (Remembered per colour, background and ratio: a theme switch restyles every plot with the same few.)"""
+    return QColor.fromRgba(_readable_rgba(colour.rgba(), background.rgba(), float(min_ratio)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _readable_rgba(colour_rgba: int, background_rgba: int, min_ratio: float) -> int:
+    colour, background = QColor.fromRgba(colour_rgba), QColor.fromRgba(background_rgba)
     if contrast_ratio(colour, background) >= min_ratio:
-        return QColor(colour)
+        return colour.rgba()
     target = QColor(255, 255, 255) if background.lightness() < 128 else QColor(0, 0, 0)
     lo, hi = 0.0, 1.0
     for _ in range(20):
@@ -154,7 +162,7 @@ def readable_colour(colour: QColor, background: QColor, min_ratio: float) -> QCo
             hi = mid
         else:
             lo = mid
-    return _blend(colour, target, hi)
+    return _blend(colour, target, hi).rgba()
 
 
 def _blend(a: QColor, b: QColor, t: float) -> QColor:
