@@ -62,6 +62,13 @@ def test_signed_affex_with_region_prediction(qtbot, window):
     assert scale.vmax - center == pytest.approx(center - scale.vmin)  # symmetric around AffEx's zero
     assert window.analysis.level_view.bars is not None
     assert window.analysis.level_view.shot.count() == 2
+    # another variant of the same R takes this one's level maps and weights (the worker's loaded model
+    # keeps them), and says so
+    _select_explainer(window, "affex-masked")
+    masked = _explain(qtbot, window)
+    assert masked.levels_from == "affex-signed" and not masked.signed
+    np.testing.assert_array_equal(masked.level_weights, result.level_weights)
+    assert "(levels of affex-signed)" in window.analysis.heatmap_view.title.text()
 
 
 def test_ground_truth_region_and_missing_truth(qtbot, window):

@@ -13,6 +13,8 @@ matched foreground, blue = matched background). Other signed maps are centred on
 """
 from __future__ import annotations
 
+import html
+
 from typing import Optional
 
 import cv2
@@ -381,6 +383,7 @@ class HeatmapViewer(QWidget):
             f"<b>{_short_label(result)}</b> &nbsp;·&nbsp; R = <b>{region_title(result.region_source)}</b> "
             f"({region_px:,} px) &nbsp;·&nbsp; {result.model} on {result.device}"
             + (f" &nbsp;·&nbsp; {supports}" if supports else "") + f" &nbsp;·&nbsp; {result.seconds:.1f} s"
+            + (f" (levels of {html.escape(result.levels_from)})" if result.levels_from else "")
         )
         if result.signed:
             center = signed_center(result)
