@@ -32,6 +32,8 @@ Rows per K:
   the scores (replayable where the model replays them, else held), then AffEx given it, one call: its
   peak is what explaining the prediction costs; ``pred(held)+affex`` the same with the scores held
   (models that replay: the path before replaying, for the comparison in one run);
+* ``variant|levels``: another variant of the same R from these levels (``from_levels``: what the
+  pipeline pays for the other variants of an explanation, see ``EpisodeRun.explain``);
 * with ``--ablation-rows``: ``ablation`` = ``model.feature_ablation_weights`` alone (the part of
   ``affex|pred`` that reruns the head) and ``ablation(base)`` = the base class's
   ``FSSModel.feature_ablation_weights`` (L full head reruns) on the same prediction and R.
@@ -70,7 +72,7 @@ from _common import (  # noqa: E402
 )
 
 ROWS = ("forward", "forward+scores", "forward+stream", "forward+replay", "affex", "affex|pred", "pred+affex",
-        "pred(held)+affex")  # +stream, +replay, (held): models that stream / replay their scores
+        "pred(held)+affex", "variant|levels")  # +stream, +replay, (held): models that stream / replay their scores
 ABLATION_ROWS = ("ablation", "ablation(base)")  # with --ablation-rows
 
 
@@ -131,11 +133,24 @@ def _functions(model, batch, regions, explainer, prediction, ablation_size=None)
         functions["pred+affex" + suffix] = lambda region=region: predict_then_explain(region, replays)
         if replays:
             functions["pred(held)+affex" + suffix] = lambda region=region: predict_then_explain(region, False)
+        levels = explainer.levels(model, batch, region, prediction=prediction)
+        other = _other_variant(explainer)
+        functions["variant|levels" + suffix] = lambda levels=levels: other.from_levels(
+            levels.maps, levels.weights, levels.names, batch)
         if ablation_size is not None:
             for name, fn in _ablation_functions(model, region, ablation_size, prediction).items():
                 functions[name + suffix] = fn
     assert all(name.split(" R=")[0] in ROWS + ABLATION_ROWS for name in functions)
     return functions
+
+
+def _other_variant(explainer):
+    """Another AffEx variant with the same levels (``variant|levels``: what switching costs)."""
+    from fssgui.explain.affex import VARIANTS, AffinityExplainer
+
+    variant = next(v for v in VARIANTS if v != explainer.variant)
+    return AffinityExplainer(variant=variant, size=explainer.size, mode=explainer.mode,
+                             use_softmax=explainer.use_softmax, aggregation=explainer.aggregation)
 
 
 def _regions(args, size: int) -> dict[str, torch.Tensor]:
