@@ -211,14 +211,14 @@ def test_streamed_by_rows(model, episodes, fused, monkeypatch):
     query rows, in level and row order, each within the budget, and put together they are the
     scores ``with_scores`` returns. AffEx from these chunks equals AffEx from the returned scores,
     every level map included, so a chunk dropped, doubled, put at other rows or out of order
-    would show. Both attention paths: the per-head product (one shot on the CPU) and the fused
-    one with the concatenated-heads score product (several shots at 1/8)."""
+    would show. Both attention paths: the per-head product (the CPU's) and the fused one with the
+    concatenated-heads score product (CUDA's, forced here)."""
     from fssgui.models import base, dcama
 
     batch = episodes[2]
     monkeypatch.setattr(base, "SCORE_CHUNK_BYTES", ROWS_OF_SEVEN)
     if fused:
-        monkeypatch.setattr(dcama, "FUSED_ATTENTION_MIN_SCORES", 0)
+        monkeypatch.setattr(dcama, "FUSED_ATTENTION_DEVICES", ("cpu", "cuda"))
     with torch.no_grad():
         scored = model.predict(batch, with_scores=True)
     calls = _chunks(model, batch)
@@ -231,7 +231,7 @@ def test_streamed_by_rows(model, episodes, fused, monkeypatch):
         rows = torch.cat([scores for index, _, _, scores in calls if index == level], 1)
         if fused:  # the returned level is one product, the streamed one a product per chunk
             torch.testing.assert_close(rows, kept, rtol=1e-6, atol=1e-5)
-        else:  # chunks of the same per-head sum
+        else:  # the same per-head sums (computed by the same chunks of rows, however handed over)
             torch.testing.assert_close(rows, kept, rtol=0, atol=0)
 
     streamed, plain, (streamed_prediction, plain_prediction) = _explain_both_ways(

@@ -314,9 +314,9 @@ def test_swin_small_kshot_forward():
 @pytest.mark.parametrize("rows", [None, 7], ids=["whole", "rows-of-7"])
 @pytest.mark.parametrize("want_scores", [False, True])
 def test_fused_attention_equals_the_explicit_per_head_product(monkeypatch, want_scores, rows):
-    """Large score matrices (several shots at 1/8) take PyTorch's fused attention and the
-    concatenated-heads score product: the same coarse masks and head-mean scores as the explicit
-    per-head softmax product (the path of one shot on the CPU), up to float rounding. Both hand
+    """On CUDA the attention is PyTorch's fused kernel and the concatenated-heads score product
+    (here forced on the CPU): the same coarse masks and head-mean scores as the explicit per-head
+    softmax product (the CPU's path), up to float rounding. Both hand
     the scores over by chunks of ``rows`` query rows (7: 50 = 7 x 7 + 1), in row order, after the
     attention; the chunks put together are the head mean of ``q kᵀ / √d_k``."""
     from fssgui.models import dcama
@@ -332,9 +332,9 @@ def test_fused_attention_equals_the_explicit_per_head_product(monkeypatch, want_
         take = (lambda start, scores: chunks.append((start, scores.clone()))) if want_scores else None
         return block.attend(q, k, values, take, rows), chunks
 
-    monkeypatch.setattr(dcama, "FUSED_ATTENTION_MIN_SCORES", 10**12)
+    monkeypatch.setattr(dcama, "FUSED_ATTENTION_DEVICES", ())
     explicit, explicit_chunks = attend()
-    monkeypatch.setattr(dcama, "FUSED_ATTENTION_MIN_SCORES", 0)
+    monkeypatch.setattr(dcama, "FUSED_ATTENTION_DEVICES", ("cpu", "cuda"))
     fused, fused_chunks = attend()
     assert fused.shape == explicit.shape == (2, 50)
     torch.testing.assert_close(fused, explicit, atol=1e-6, rtol=1e-5)
@@ -350,6 +350,38 @@ def test_fused_attention_equals_the_explicit_per_head_product(monkeypatch, want_
     fused_scores = torch.cat([c for _, c in fused_chunks], 1)
     torch.testing.assert_close(explicit_scores, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fused_scores, explicit_scores, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [None, 7])
+def test_the_cpu_attention_by_row_chunks_equals_whole_matrices(monkeypatch, rows):
+    """The CPU computes the attention a few query rows at a time (``ATTENTION_CHUNK_BYTES``):
+    chunks of 3 rows (50 = 16 x 3 + 2), inside hand-over chunks of 7 or of all rows, give the
+    coarse masks and head-mean scores of the whole matrices written out (1 MiB chunks here),
+    which are the per-head formula: softmax(q_h k_hᵀ/√d_k) · values, averaged over the heads."""
+    from fssgui.models import dcama
+
+    torch.manual_seed(1)
+    block = dcama.MaskAttention(64).eval()
+    q = torch.randn(1, block.heads, 50, block.d_k)
+    k = torch.randn(1, block.heads, 2 * 50, block.d_k)
+    values = torch.rand(1, 2 * 50)
+
+    def attend():
+        chunks = []
+        coarse = block.attend(q, k, values, lambda start, scores: chunks.append((start, scores.clone())), rows)
+        return coarse, chunks
+
+    coarse, chunks = attend()  # the default chunk holds all 50 rows
+    monkeypatch.setattr(dcama, "ATTENTION_CHUNK_BYTES", 3 * 4 * 100)
+    small, small_chunks = attend()
+    assert [start for start, _ in small_chunks] == [start for start, _ in chunks] == list(range(0, 50, rows or 50))
+    torch.testing.assert_close(small, coarse, rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.cat([c for _, c in small_chunks], 1), torch.cat([c for _, c in chunks], 1),
+                               rtol=0, atol=1e-6)
+    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(block.d_k)
+    want = (torch.softmax(scores, -1) @ values[0]).mean(1)
+    torch.testing.assert_close(small, want, rtol=1e-5, atol=1e-6)
+    assert block.attend(q, k, values).shape == (1, 50)
 
 
 def test_every_relu_module_of_the_backbone_walk_runs_once_per_forward(run):

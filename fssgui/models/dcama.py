@@ -23,8 +23,9 @@ Differences from the official code, all deliberate:
 * The first mixer convolution is evaluated as ``conv(mix) + conv(skip features)`` (the same
   linear map split by input channels) so that :attr:`Prediction.head` can rerun the decoder
   for many level ablations without recomputing the 1536-channel skip part.
-* Attention is evaluated head by head on CPU (less memory, same result) and with PyTorch's
-  fused ``scaled_dot_product_attention`` on CUDA when the scores are not requested.
+* Attention is evaluated head by head and a few query rows at a time on the CPU (less memory,
+  the scores stay in the cache; same result) and with PyTorch's fused
+  ``scaled_dot_product_attention`` on CUDA (:meth:`MaskAttention.attend`).
 * AffEx's feature-ablation weights (:meth:`DCAMA.feature_ablation_weights`) are the base
   class's (L decoder reruns, region mean of the foreground logit), computed with the unchanged
   scale branches reused and, for a region R smaller than most of the query, only the windows of
@@ -51,8 +52,13 @@ from .base import (
 )
 
 HEADS = 8
-#: attention over at least this many query x support positions runs fused (:meth:`MaskAttention.attend`)
-FUSED_ATTENTION_MIN_SCORES = 2**23  # 2304 x 4608: two or more shots at 1/8
+#: devices whose attention runs PyTorch's fused kernel (:meth:`MaskAttention.attend`); the CPU runs
+#: the explicit product by row chunks, faster there at every K (bench/RESULTS.md)
+FUSED_ATTENTION_DEVICES = ("cuda",)
+#: the explicit attention's scores are computed this many bytes of query rows at a time (about a
+#: core's L2 cache: the product, the softmax and the product with the mask then read them from the
+#: cache; 2x faster than whole matrices at 2304 x 2304 on this CPU, one thread)
+ATTENTION_CHUNK_BYTES = 5 * 2**19
 PE_MAX_LEN = 10000
 
 _BACKBONES = {
@@ -128,24 +134,23 @@ class MaskAttention(nn.Module):
     ) -> Tensor:
         """Head-mean of ``softmax(q kᵀ/√d_k) · values``: ``[B, Nq]``. With ``take_scores``, the
         head-mean pre-softmax scores are handed to ``take_scores(start, scores)`` as ``[B, n, Ns]``
-        chunks of ``rows`` query rows (all ``Nq`` rows at once when ``rows`` is None), in row order,
-        after the attention itself.
+        chunks of ``rows`` query rows (all ``Nq`` rows at once when ``rows`` is None), in row order.
 
-        ``values`` is ``[B, Ns]`` (the soft support mask of all shots). On CUDA, and wherever the
-        score matrices are large (:data:`FUSED_ATTENTION_MIN_SCORES`: several shots at 1/8), the
-        attention is PyTorch's fused ``scaled_dot_product_attention`` (no ``[Nq, Ns]`` matrix
-        written out), with the mask repeated over ``d_k`` value channels, the shape its flash
-        kernel takes, and the head mean of the scores, when asked, is one product over the
-        concatenated heads (``Σ_h q_h k_hᵀ = q kᵀ``) per chunk of rows, so that only a chunk is
-        ever written out. Elsewhere the explicit per-head product, which is as fast or faster on
-        the CPU for one shot (measured in bench/RESULTS.md); its head-mean scores are the sum of
-        the per-head scores it computes anyway (a matrix no larger than those), handed over in
-        chunks as views."""
+        ``values`` is ``[B, Ns]`` (the soft support mask of all shots). On the devices of
+        :data:`FUSED_ATTENTION_DEVICES` (CUDA) the attention is PyTorch's fused
+        ``scaled_dot_product_attention`` (no ``[Nq, Ns]`` matrix written out), with the mask
+        repeated over ``d_k`` value channels, the shape its flash kernel takes, and the head mean of
+        the scores, when asked, is one product over the concatenated heads (``Σ_h q_h k_hᵀ = q kᵀ``)
+        per chunk of rows. Elsewhere the explicit per-head product, by chunks of query rows of
+        :data:`ATTENTION_CHUNK_BYTES` (each chunk's scores stay in the cache from the product to the
+        product with the mask; the same arithmetic per row as whole matrices, so the same values);
+        its head-mean scores are the sum of the per-head scores it computes anyway, handed over a
+        chunk of ``rows`` rows at a time (never more than that chunk is held)."""
         scale = 1.0 / math.sqrt(self.d_k)
         b, heads, nq, _ = q.shape
         ns = k.shape[2]
         rows = nq if rows is None else rows
-        if q.is_cuda or nq * ns >= FUSED_ATTENTION_MIN_SCORES:
+        if q.device.type in FUSED_ATTENTION_DEVICES:
             v = values[:, None, :, None].to(q.dtype).expand(b, heads, ns, self.d_k).contiguous()
             out = F.scaled_dot_product_attention(q, k, v, scale=scale)  # [B, H, Nq, d_k], equal channels
             coarse = out[..., 0].mean(1)
@@ -156,21 +161,58 @@ class MaskAttention(nn.Module):
                     take_scores(start, self.head_mean_scores(q_all, k_all, start, rows))
             return coarse
         v = values.unsqueeze(-1).to(q.dtype)  # [B, Ns, 1]
-        coarse = None
-        score_sum = None
-        for h in range(heads):  # one head at a time: [B, Nq, Ns] peak instead of [B, H, Nq, Ns]
-            scores = torch.matmul(q[:, h], k[:, h].transpose(1, 2)).mul_(scale)
-            if take_scores is not None:
-                score_sum = scores.clone() if score_sum is None else score_sum.add_(scores)
-            part = torch.matmul(torch.softmax(scores, dim=-1), v)
-            coarse = part if coarse is None else coarse + part
-        assert coarse is not None
-        del scores
-        if score_sum is not None:
-            score_sum.div_(heads)
-            for start in range(0, nq, rows):
-                take_scores(start, score_sum[:, start : start + rows])
+        keys = [k[:, h].transpose(1, 2) for h in range(heads)]
+        step = score_chunk_rows(ns, b, ATTENTION_CHUNK_BYTES)
+        coarse = q.new_empty(b, nq, 1)
+        handover = _RowHandover(take_scores, rows, nq) if take_scores is not None else None
+        # the chunks do not depend on ``rows``: the values are the same however the scores are handed over
+        for start in range(0, nq, step):
+            stop = min(nq, start + step)
+            score_sum = None
+            part = None
+            for h in range(heads):
+                scores = torch.matmul(q[:, h, start:stop], keys[h]).mul_(scale)
+                if handover is not None:  # the head sum, in the head order of the whole-matrix sum
+                    score_sum = scores.clone() if score_sum is None else score_sum.add_(scores)
+                head_part = torch.matmul(torch.softmax(scores, dim=-1), v)
+                part = head_part if part is None else part + head_part
+            coarse[:, start:stop] = part
+            if handover is not None:
+                handover.add(score_sum.div_(heads))
         return (coarse / heads)[..., 0]
+
+
+class _RowHandover:
+    """Hands rows computed in chunks over to ``take(start, rows)`` in blocks of ``rows`` query rows
+    (the last one shorter), whatever the chunks: a block is one tensor, filled as its rows come."""
+
+    def __init__(self, take: Callable[[int, Tensor], None], rows: int, total: int) -> None:
+        self.take, self.rows, self.total = take, rows, total
+        self.start = 0  # first row of the block being filled
+        self.block: Optional[Tensor] = None
+        self.filled = 0
+
+    def add(self, chunk: Tensor) -> None:
+        """The next ``[B, n, Ns]`` rows, in row order."""
+        offset = 0
+        while offset < chunk.shape[1]:
+            size = min(self.rows, self.total - self.start)
+            if self.block is None and chunk.shape[1] - offset >= size:  # a whole block in the chunk: a view
+                self.take(self.start, chunk[:, offset : offset + size])
+                self.start += size
+                offset += size
+                continue
+            if self.block is None:
+                self.block = chunk.new_empty(chunk.shape[0], size, chunk.shape[2])
+                self.filled = 0
+            n = min(chunk.shape[1] - offset, size - self.filled)
+            self.block[:, self.filled : self.filled + n] = chunk[:, offset : offset + n]
+            self.filled += n
+            offset += n
+            if self.filled == size:
+                block, self.block = self.block, None
+                self.take(self.start, block)
+                self.start += size
 
 
 def _conv_block(in_channels: int, out_channels: Sequence[int], kernels: Sequence[int]) -> nn.Sequential:
