@@ -279,8 +279,8 @@ def _measure(args) -> None:
         base, base_m = times["forward"], memory["forward"]
         for name in rows:
             t, m = times[name], memory[name]
-            line = (f"{shots:>2} {name:<{width}} {t.wall_median:>8.2f} {t.cpu_median:>8.2f} {m:>9.1f} "
-                    f"{t.wall_median / base.wall_median:>7.2f} {t.cpu_median / base.cpu_median:>6.2f} "
+            line = (f"{shots:>2} {name:<{width}} {t.wall_median:>8.3f} {t.cpu_median:>8.3f} {m:>9.1f} "
+                    f"{t.wall_median / base.wall_median:>7.3f} {t.cpu_median / base.cpu_median:>6.3f} "
                     f"{m / max(base_m, 1e-9):>6.2f} {(m + weights) / (base_m + weights):>8.2f}")
             if rss:
                 line += f" {rss[name]:>8.1f} {rss[name] / max(rss['forward'], 1e-9):>6.2f}"
