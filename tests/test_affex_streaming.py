@@ -386,8 +386,8 @@ def _small_matcher():
 
 @pytest.mark.parametrize("build", [_small_matcher, _small_dmtnet], ids=["matcher-effnet", "dmtnet"])
 def test_other_streaming_models(build, monkeypatch):
-    """The built-in matcher and DMTNet stream too: the sink gets every level, in order (DMTNet by
-    chunks of query rows within the budget, the matcher whole levels), with the scores
+    """The built-in matcher and DMTNet stream too: the sink gets every level, in order, by chunks of
+    query rows within the budget, with the scores
     ``with_scores`` returns, and no reference to them outlives the sink's call; AffEx from the
     streamed forward equals AffEx from the returned scores (K = 2). DMTNet also replays its scores
     (from the correlation pyramids it holds anyway) to AffEx given its prediction."""

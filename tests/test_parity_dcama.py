@@ -354,11 +354,11 @@ def test_fused_attention_equals_the_explicit_per_head_product(monkeypatch, want_
 
 @pytest.mark.parametrize("rows", [None, 7])
 def test_the_cpu_attention_by_row_chunks_equals_whole_matrices(monkeypatch, rows):
-    """The CPU computes the attention a few query rows at a time (``ATTENTION_CHUNK_BYTES``):
+    """The CPU computes the attention a few query rows at a time (``attention.ATTENTION_CHUNK_BYTES``):
     chunks of 3 rows (50 = 16 x 3 + 2), inside hand-over chunks of 7 or of all rows, give the
     coarse masks and head-mean scores of the whole matrices written out (1 MiB chunks here),
     which are the per-head formula: softmax(q_h k_hᵀ/√d_k) · values, averaged over the heads."""
-    from fssgui.models import dcama
+    from fssgui.models import attention, dcama
 
     torch.manual_seed(1)
     block = dcama.MaskAttention(64).eval()
@@ -372,7 +372,7 @@ def test_the_cpu_attention_by_row_chunks_equals_whole_matrices(monkeypatch, rows
         return coarse, chunks
 
     coarse, chunks = attend()  # the default chunk holds all 50 rows
-    monkeypatch.setattr(dcama, "ATTENTION_CHUNK_BYTES", 3 * 4 * 100)
+    monkeypatch.setattr(attention, "ATTENTION_CHUNK_BYTES", 3 * 4 * 100)
     small, small_chunks = attend()
     assert [start for start, _ in small_chunks] == [start for start, _ in chunks] == list(range(0, 50, rows or 50))
     torch.testing.assert_close(small, coarse, rtol=0, atol=1e-6)

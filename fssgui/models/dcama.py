@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from ..errors import CancelledFn, ModelError
 from .backbones import SwinTransformer, build_resnet, resnet_bottleneck_features
+from .attention import RowHandover, mask_attention
 from .base import (
     EpisodeTensors, FSSModel, Prediction, ScoreSink, expand_query_batch, resize_masks, score_chunk_rows,
 )
@@ -55,10 +56,6 @@ HEADS = 8
 #: devices whose attention runs PyTorch's fused kernel (:meth:`MaskAttention.attend`); the CPU runs
 #: the explicit product by row chunks, faster there at every K (bench/RESULTS.md)
 FUSED_ATTENTION_DEVICES = ("cuda",)
-#: the explicit attention's scores are computed this many bytes of query rows at a time (about a
-#: core's L2 cache: the product, the softmax and the product with the mask then read them from the
-#: cache; 2x faster than whole matrices at 2304 x 2304 on this CPU, one thread)
-ATTENTION_CHUNK_BYTES = 5 * 2**19
 PE_MAX_LEN = 10000
 
 _BACKBONES = {
@@ -141,11 +138,10 @@ class MaskAttention(nn.Module):
         ``scaled_dot_product_attention`` (no ``[Nq, Ns]`` matrix written out), with the mask
         repeated over ``d_k`` value channels, the shape its flash kernel takes, and the head mean of
         the scores, when asked, is one product over the concatenated heads (``Σ_h q_h k_hᵀ = q kᵀ``)
-        per chunk of rows. Elsewhere the explicit per-head product, by chunks of query rows of
-        :data:`ATTENTION_CHUNK_BYTES` (each chunk's scores stay in the cache from the product to the
-        product with the mask; the same arithmetic per row as whole matrices, so the same values);
-        its head-mean scores are the sum of the per-head scores it computes anyway, handed over a
-        chunk of ``rows`` rows at a time (never more than that chunk is held)."""
+        per chunk of rows. Elsewhere the explicit per-head product by chunks of query rows that fit
+        in the cache (:func:`~fssgui.models.attention.mask_attention`); its head-mean scores are the
+        sum of the per-head scores it computes anyway, handed over ``rows`` rows at a time
+        (:class:`~fssgui.models.attention.RowHandover`: never more than that block is held)."""
         scale = 1.0 / math.sqrt(self.d_k)
         b, heads, nq, _ = q.shape
         ns = k.shape[2]
@@ -160,59 +156,17 @@ class MaskAttention(nn.Module):
                 for start in range(0, nq, rows):
                     take_scores(start, self.head_mean_scores(q_all, k_all, start, rows))
             return coarse
-        v = values.unsqueeze(-1).to(q.dtype)  # [B, Ns, 1]
-        keys = [k[:, h].transpose(1, 2) for h in range(heads)]
-        step = score_chunk_rows(ns, b, ATTENTION_CHUNK_BYTES)
-        coarse = q.new_empty(b, nq, 1)
-        handover = _RowHandover(take_scores, rows, nq) if take_scores is not None else None
-        # the chunks do not depend on ``rows``: the values are the same however the scores are handed over
-        for start in range(0, nq, step):
-            stop = min(nq, start + step)
-            score_sum = None
-            part = None
-            for h in range(heads):
-                scores = torch.matmul(q[:, h, start:stop], keys[h]).mul_(scale)
-                if handover is not None:  # the head sum, in the head order of the whole-matrix sum
-                    score_sum = scores.clone() if score_sum is None else score_sum.add_(scores)
-                head_part = torch.matmul(torch.softmax(scores, dim=-1), v)
-                part = head_part if part is None else part + head_part
-            coarse[:, start:stop] = part
-            if handover is not None:
-                handover.add(score_sum.div_(heads))
+        take_sums = None
+        if take_scores is not None:
+            handover = RowHandover(take_scores, rows, nq)
+
+            def take_sums(start: int, score_sum: Tensor) -> None:
+                handover.add(start, score_sum.div_(heads))
+
+        queries = [q[:, h] for h in range(heads)]
+        keys_t = [k[:, h].transpose(1, 2) for h in range(heads)]
+        coarse = mask_attention(queries, keys_t, values.unsqueeze(-1).to(q.dtype), scale, take_sums)
         return (coarse / heads)[..., 0]
-
-
-class _RowHandover:
-    """Hands rows computed in chunks over to ``take(start, rows)`` in blocks of ``rows`` query rows
-    (the last one shorter), whatever the chunks: a block is one tensor, filled as its rows come."""
-
-    def __init__(self, take: Callable[[int, Tensor], None], rows: int, total: int) -> None:
-        self.take, self.rows, self.total = take, rows, total
-        self.start = 0  # first row of the block being filled
-        self.block: Optional[Tensor] = None
-        self.filled = 0
-
-    def add(self, chunk: Tensor) -> None:
-        """The next ``[B, n, Ns]`` rows, in row order."""
-        offset = 0
-        while offset < chunk.shape[1]:
-            size = min(self.rows, self.total - self.start)
-            if self.block is None and chunk.shape[1] - offset >= size:  # a whole block in the chunk: a view
-                self.take(self.start, chunk[:, offset : offset + size])
-                self.start += size
-                offset += size
-                continue
-            if self.block is None:
-                self.block = chunk.new_empty(chunk.shape[0], size, chunk.shape[2])
-                self.filled = 0
-            n = min(chunk.shape[1] - offset, size - self.filled)
-            self.block[:, self.filled : self.filled + n] = chunk[:, offset : offset + n]
-            self.filled += n
-            offset += n
-            if self.filled == size:
-                block, self.block = self.block, None
-                self.take(self.start, block)
-                self.start += size
 
 
 def _conv_block(in_channels: int, out_channels: Sequence[int], kernels: Sequence[int]) -> nn.Sequential:

