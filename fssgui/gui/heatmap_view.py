@@ -14,7 +14,6 @@ matched foreground, blue = matched background). Other signed maps are centred on
 from __future__ import annotations
 
 import html
-
 from typing import Optional
 
 import cv2

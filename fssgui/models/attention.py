@@ -49,9 +49,9 @@ def mask_attention(
         part = None
         for q, k_t in zip(queries, keys_t):
             scores = torch.matmul(q[:, start:stop], k_t).mul_(scale)
-            if take_scores is not None:
-                score_sum = scores.clone() if score_sum is None else score_sum.add_(scores)
             head_part = torch.matmul(torch.softmax(scores, dim=-1), values)
+            if take_scores is not None:  # the first head's scores, read, become the sum (no copy)
+                score_sum = scores if score_sum is None else score_sum.add_(scores)
             part = head_part if part is None else part + head_part
         out[:, start:stop] = part
         if take_scores is not None:
